@@ -1,0 +1,320 @@
+/**
+ * A Mamba checkpoint on disk: config.json plus one safetensors file or a sharded set. Tensors are
+ * addressed by their Hugging Face names (`backbone.embeddings.weight`, `backbone.layers.3.mixer.A_log`,
+ * …) whatever the layout on disk, and read one at a time, so a layer can be loaded alone.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
+import { SafetensorsReader, SafetensorsError, type TensorInfo, type Tensor } from './safetensors.js';
+import { type MambaConfig, type RawConfigHints, parseConfigJson, readConfigHints } from './config.js';
+import type { DType } from './dtypes.js';
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+
+export interface CheckpointFile {
+  name: string;
+  bytes: number;
+}
+
+/** Short names of a layer's tensors, relative to `backbone.layers.{i}.`. */
+export const MAMBA1_LAYER_TENSORS = [
+  'norm.weight', 'mixer.A_log', 'mixer.D', 'mixer.conv1d.weight', 'mixer.conv1d.bias', 'mixer.in_proj.weight',
+  'mixer.in_proj.bias', 'mixer.x_proj.weight', 'mixer.dt_proj.weight', 'mixer.dt_proj.bias', 'mixer.out_proj.weight', 'mixer.out_proj.bias',
+] as const;
+export const MAMBA2_LAYER_TENSORS = [
+  'norm.weight', 'mixer.A_log', 'mixer.D', 'mixer.dt_bias', 'mixer.conv1d.weight', 'mixer.conv1d.bias',
+  'mixer.in_proj.weight', 'mixer.in_proj.bias', 'mixer.norm.weight', 'mixer.out_proj.weight', 'mixer.out_proj.bias',
+] as const;
+
+export type LayerWeights = Record<string, Tensor>;
+
+/** Validate a shard file name from an index: a plain name inside the checkpoint folder. */
+export function checkShardName(indexPath: string, name: unknown): string {
+  if (typeof name !== 'string' || name === '' || name.includes('/') || name.includes('\\') || name.includes('..') || path.isAbsolute(name) || name.includes('\0')) {
+    throw new UserError(`${indexPath}: shard name ${JSON.stringify(name)} is not a plain file name inside the checkpoint folder; the index is corrupt or hostile`);
+  }
+  return name;
+}
+
+export class Checkpoint {
+  readonly config: MambaConfig;
+  readonly files: CheckpointFile[];
+  /** Raw config.json as read (quirks decoded). */
+  readonly rawConfig: Record<string, unknown>;
+  private readonly readers = new Map<string, SafetensorsReader>();
+  /** HF name → [file name, name inside the file]. */
+  private readonly where = new Map<string, [string, string]>();
+
+  private constructor(readonly dir: string, readonly source: string, rawConfig: Record<string, unknown>, weightFiles: string[], weightMap: Map<string, string> | null) {
+    this.rawConfig = rawConfig;
+    const hints = readConfigHints(rawConfig, path.join(dir, 'config.json'));
+    try {
+      for (const f of weightFiles) this.readers.set(f, SafetensorsReader.open(path.join(dir, f)));
+      for (const [f, r] of this.readers) {
+        for (const name of r.names()) {
+          if (weightMap && weightMap.get(name) !== f) continue;
+          this.where.set(canonicalName(name), [f, name]);
+        }
+      }
+      if (weightMap) {
+        for (const [name, f] of weightMap) {
+          if (!this.readers.get(f)?.tensors.has(name)) {
+            throw new UserError(`${path.join(dir, INDEX_FILE)}: tensor '${name}' is mapped to ${f}, which does not contain it; re-download the checkpoint`);
+          }
+        }
+      }
+      this.files = weightFiles.map((f) => ({ name: f, bytes: this.readers.get(f)!.fileSize }));
+      this.config = resolveConfig(hints, (n) => this.maybeInfo(n), dir);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** Open a checkpoint folder, or a single `.safetensors` file whose folder holds config.json. */
+  static open(p: string): Checkpoint {
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(p);
+    } catch {
+      throw new UserError(`${p}: no such file or folder; give a checkpoint folder, a .safetensors file or a Hub id (org/name)`);
+    }
+    let dir: string;
+    let weightFiles: string[];
+    let weightMap: Map<string, string> | null = null;
+    if (stat.isFile()) {
+      if (!p.endsWith('.safetensors')) throw new UserError(`${p}: not a .safetensors file; give a checkpoint folder or a .safetensors file`);
+      dir = path.dirname(p);
+      weightFiles = [path.basename(p)];
+    } else {
+      dir = p;
+      const indexPath = path.join(dir, INDEX_FILE);
+      if (fs.existsSync(indexPath)) {
+        const index = parseConfigJson(fs.readFileSync(indexPath, 'utf8'), indexPath);
+        const wm = index.weight_map;
+        if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new UserError(`${indexPath}: no "weight_map" object; re-download the checkpoint`);
+        weightMap = new Map();
+        for (const [name, f] of Object.entries(wm)) weightMap.set(name, checkShardName(indexPath, f));
+        weightFiles = [...new Set(weightMap.values())].sort();
+        for (const f of weightFiles) {
+          if (!fs.existsSync(path.join(dir, f))) throw new UserError(`${path.join(dir, f)}: shard named in ${INDEX_FILE} is missing; re-download the checkpoint`);
+        }
+      } else if (fs.existsSync(path.join(dir, 'model.safetensors'))) {
+        weightFiles = ['model.safetensors'];
+      } else {
+        const any = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
+        if (any.length !== 1) {
+          throw new UserError(`${dir}: no model.safetensors or ${INDEX_FILE} found${any.length ? ` (found ${any.length} .safetensors files and no index)` : ''}; mimetic reads safetensors checkpoints`);
+        }
+        weightFiles = any;
+      }
+    }
+    const configPath = path.join(dir, 'config.json');
+    if (!fs.existsSync(configPath)) throw new UserError(`${configPath}: missing config.json; a checkpoint folder needs the config.json saved with its weights`);
+    const raw = parseConfigJson(fs.readFileSync(configPath, 'utf8'), configPath);
+    return new Checkpoint(dir, p, raw, weightFiles, weightMap);
+  }
+
+  /** HF names of every tensor stored. */
+  names(): string[] {
+    return [...this.where.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.where.has(name);
+  }
+
+  maybeInfo(name: string): (TensorInfo & { file: string }) | undefined {
+    const w = this.where.get(name);
+    if (!w) return undefined;
+    return { ...this.readers.get(w[0])!.info(w[1]), file: w[0] };
+  }
+
+  info(name: string): TensorInfo & { file: string } {
+    const i = this.maybeInfo(name);
+    if (!i) throw new UserError(`${this.dir}: tensor '${name}' is missing from the checkpoint; re-download it or check that it is a complete Mamba checkpoint`);
+    return i;
+  }
+
+  read(name: string): Tensor {
+    const w = this.where.get(name);
+    if (!w) this.info(name);
+    return this.readers.get(w![0])!.readFloat32(w![1]);
+  }
+
+  /** Count of tensors per stored dtype. */
+  dtypes(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const n of this.names()) {
+      const d: DType = this.info(n).dtype;
+      out[d] = (out[d] ?? 0) + 1;
+    }
+    return out;
+  }
+
+  parameterCount(): number {
+    let n = 0;
+    for (const name of this.names()) n += this.info(name).shape.reduce((a, b) => a * b, 1);
+    return n;
+  }
+
+  layerPrefix(i: number): string {
+    return `backbone.layers.${i}.`;
+  }
+
+  /** The tensors of layer i alone, keyed by short name (`mixer.A_log`, `norm.weight`, …), as float32. */
+  readLayer(i: number): LayerWeights {
+    if (!Number.isInteger(i) || i < 0 || i >= this.config.numLayers) {
+      throw new UserError(`layer ${i} is out of range: the model has layers 0-${this.config.numLayers - 1}`);
+    }
+    const out: LayerWeights = {};
+    const prefix = this.layerPrefix(i);
+    for (const name of this.names()) {
+      if (name.startsWith(prefix)) out[name.slice(prefix.length)] = this.read(name);
+    }
+    return out;
+  }
+
+  /** Bytes of layer i's stored tensors. */
+  layerBytes(i: number): number {
+    const prefix = this.layerPrefix(i);
+    let n = 0;
+    for (const name of this.names()) if (name.startsWith(prefix)) { const t = this.info(name); n += t.end - t.begin; }
+    return n;
+  }
+
+  readEmbedding(): Tensor {
+    return this.read('backbone.embeddings.weight');
+  }
+
+  readNormF(): Tensor {
+    return this.read('backbone.norm_f.weight');
+  }
+
+  /** The output head: `lm_head.weight`, or the embedding when tied. */
+  readLmHead(): Tensor {
+    return this.has('lm_head.weight') && !this.config.tiedEmbeddings ? this.read('lm_head.weight') : this.readEmbedding();
+  }
+
+  close(): void {
+    for (const r of this.readers.values()) r.close();
+  }
+}
+
+/** Map the original state-spaces names onto transformers' names. */
+export function canonicalName(name: string): string {
+  if (name === 'backbone.embedding.weight') return 'backbone.embeddings.weight';
+  if (name.startsWith('model.')) return 'backbone.' + name.slice('model.'.length);
+  return name;
+}
+
+type InfoFn = (name: string) => TensorInfo | undefined;
+
+function shapeErr(dir: string, name: string, expected: (number | string)[], found: number[] | undefined): UserError {
+  return new UserError(`${dir}: tensor '${name}' ${found ? `has shape [${found.join(', ')}] but the config implies [${expected.join(', ')}]` : 'is missing'}; the checkpoint and its config.json disagree`);
+}
+
+/**
+ * Combine config hints with the tensor shapes. Dimensions are read off the shapes of layer 0 and
+ * checked against the config where it states them; every layer is then checked against them.
+ */
+function resolveConfig(h: RawConfigHints, info: InfoFn, dir: string): MambaConfig {
+  const need = (name: string): number[] => {
+    const t = info(name);
+    if (!t) throw new UserError(`${dir}: tensor '${name}' is missing; this is not a complete ${h.arch} checkpoint`);
+    return t.shape;
+  };
+  const agree = (field: string, fromConfig: number | undefined, fromShape: number, name: string, shape: number[]): number => {
+    if (fromConfig !== undefined && fromConfig !== fromShape) {
+      throw new UserError(`${dir}: config ${field} = ${fromConfig} but tensor '${name}' has shape [${shape.join(', ')}] (implies ${fromShape}); the checkpoint and its config.json disagree`);
+    }
+    return fromShape;
+  };
+  const emb = need('backbone.embeddings.weight');
+  if (emb.length !== 2) throw shapeErr(dir, 'backbone.embeddings.weight', ['vocab', 'hidden'], emb);
+  const vocabSize = emb[0]!;
+  const hiddenSize = agree('hidden_size', h.hiddenSize, emb[1]!, 'backbone.embeddings.weight', emb);
+  // Count layers from the names; the config must agree.
+  let numLayers = 0;
+  while (info(`backbone.layers.${numLayers}.mixer.A_log`)) numLayers++;
+  if (numLayers === 0) throw new UserError(`${dir}: no layers found (no 'backbone.layers.0.mixer.A_log'); this is not a Mamba checkpoint`);
+  if (h.numLayers !== undefined && h.numLayers !== numLayers) {
+    throw new UserError(`${dir}: config says ${h.numLayers} layers but tensors exist for layers 0-${numLayers - 1}; layer ${numLayers} is missing — re-download the checkpoint`);
+  }
+  const L0 = 'backbone.layers.0.mixer.';
+  const aLog = need(L0 + 'A_log');
+  const conv = need(L0 + 'conv1d.weight');
+  if (conv.length !== 3 || conv[1] !== 1) throw shapeErr(dir, L0 + 'conv1d.weight', ['channels', 1, 'kernel'], conv);
+  const convKernel = agree('conv_kernel', h.convKernel, conv[2]!, L0 + 'conv1d.weight', conv);
+  const hasBias = info(L0 + 'in_proj.bias') !== undefined;
+  const hasConvBias = info(L0 + 'conv1d.bias') !== undefined;
+  const headW = info('lm_head.weight');
+  const base = {
+    numLayers, hiddenSize, convKernel, vocabSize,
+    configVocabSize: h.vocabSize ?? vocabSize,
+    tiedEmbeddings: headW === undefined ? true : (h.tiedEmbeddings ?? false) && sameShape(headW.shape, emb) ? true : false,
+    useBias: hasBias,
+    useConvBias: hasConvBias,
+    layerNormEpsilon: h.layerNormEpsilon ?? 1e-5,
+    residualInFp32: h.residualInFp32 ?? true,
+    layout: h.layout,
+  };
+  if (headW && !sameShape(headW.shape, [vocabSize, hiddenSize])) throw shapeErr(dir, 'lm_head.weight', [vocabSize, hiddenSize], headW.shape);
+  if (headW && h.tiedEmbeddings === true) base.tiedEmbeddings = true;
+  let cfg: MambaConfig;
+  let expected: Record<string, number[]>;
+  if (h.arch === 'mamba2') {
+    if (aLog.length !== 1) throw shapeErr(dir, L0 + 'A_log', ['num_heads'], aLog);
+    const numHeads = agree('num_heads', h.numHeads, aLog[0]!, L0 + 'A_log', aLog);
+    const normW = need(L0 + 'norm.weight');
+    const intermediateSize = agree('intermediate_size', h.intermediateSize, normW[0]!, L0 + 'norm.weight', normW);
+    const nGroups = h.nGroups ?? 1;
+    const convDim = conv[0]!;
+    const bcDim = convDim - intermediateSize;
+    if (bcDim <= 0 || bcDim % (2 * nGroups) !== 0) throw shapeErr(dir, L0 + 'conv1d.weight', [`intermediate + 2·${nGroups}·state`, 1, convKernel], conv);
+    const stateSize = agree('state_size', h.stateSize, bcDim / (2 * nGroups), L0 + 'conv1d.weight', conv);
+    if (intermediateSize % numHeads !== 0) throw new UserError(`${dir}: intermediate size ${intermediateSize} is not divisible by ${numHeads} heads`);
+    const headDim = agree('head_dim', h.headDim, intermediateSize / numHeads, L0 + 'norm.weight', normW);
+    cfg = { arch: 'mamba2', ...base, intermediateSize, stateSize, numHeads, headDim, nGroups, timeStepLimit: h.timeStepLimit ?? [0, Infinity] };
+    const projOut = 2 * intermediateSize + 2 * nGroups * stateSize + numHeads;
+    expected = {
+      'norm.weight': [hiddenSize], 'mixer.A_log': [numHeads], 'mixer.D': [numHeads], 'mixer.dt_bias': [numHeads],
+      'mixer.conv1d.weight': [convDim, 1, convKernel], 'mixer.in_proj.weight': [projOut, hiddenSize],
+      'mixer.norm.weight': [intermediateSize], 'mixer.out_proj.weight': [hiddenSize, intermediateSize],
+    };
+    if (hasConvBias) expected['mixer.conv1d.bias'] = [convDim];
+    if (hasBias) { expected['mixer.in_proj.bias'] = [projOut]; expected['mixer.out_proj.bias'] = [hiddenSize]; }
+  } else {
+    if (aLog.length !== 2) throw shapeErr(dir, L0 + 'A_log', ['intermediate', 'state'], aLog);
+    const intermediateSize = agree('intermediate_size', h.intermediateSize, aLog[0]!, L0 + 'A_log', aLog);
+    const stateSize = agree('state_size', h.stateSize, aLog[1]!, L0 + 'A_log', aLog);
+    const dtW = need(L0 + 'dt_proj.weight');
+    const timeStepRank = agree('time_step_rank', h.timeStepRank, dtW[1]!, L0 + 'dt_proj.weight', dtW);
+    cfg = { arch: h.arch, ...base, intermediateSize, stateSize, timeStepRank, ...(h.arch === 'falcon_mamba' ? { mixerRmsEps: h.mixerRmsEps ?? 1e-6 } : {}) };
+    expected = {
+      'norm.weight': [hiddenSize], 'mixer.A_log': [intermediateSize, stateSize], 'mixer.D': [intermediateSize],
+      'mixer.conv1d.weight': [intermediateSize, 1, convKernel], 'mixer.in_proj.weight': [2 * intermediateSize, hiddenSize],
+      'mixer.x_proj.weight': [timeStepRank + 2 * stateSize, intermediateSize], 'mixer.dt_proj.weight': [intermediateSize, timeStepRank],
+      'mixer.dt_proj.bias': [intermediateSize], 'mixer.out_proj.weight': [hiddenSize, intermediateSize],
+    };
+    if (hasConvBias) expected['mixer.conv1d.bias'] = [intermediateSize];
+    if (hasBias) { expected['mixer.in_proj.bias'] = [2 * intermediateSize]; expected['mixer.out_proj.bias'] = [hiddenSize]; }
+  }
+  for (let i = 0; i < numLayers; i++) {
+    for (const [short, shape] of Object.entries(expected)) {
+      const name = `backbone.layers.${i}.${short}`;
+      const t = info(name);
+      if (!t || !sameShape(t.shape, shape)) throw shapeErr(dir, name, shape, t?.shape);
+    }
+  }
+  const nf = info('backbone.norm_f.weight');
+  if (!nf || !sameShape(nf.shape, [hiddenSize])) throw shapeErr(dir, 'backbone.norm_f.weight', [hiddenSize], nf?.shape);
+  return cfg;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export { SafetensorsError };

@@ -1,0 +1,197 @@
+/**
+ * Mamba configs as they are found on the Hub, normalised into one description. Fields that the
+ * tensor shapes fix are taken from the shapes (see checkpoint.ts); the config supplies the rest.
+ */
+import { UserError } from '../util/errors.js';
+
+export type Arch = 'mamba1' | 'mamba2' | 'falcon_mamba';
+
+export interface MambaConfig {
+  arch: Arch;
+  numLayers: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  stateSize: number;
+  convKernel: number;
+  /** Mamba-1 / Falcon-Mamba: rank of the Δ projection. */
+  timeStepRank?: number;
+  /** Mamba-2. */
+  numHeads?: number;
+  headDim?: number;
+  nGroups?: number;
+  /** Mamba-2: Δ is clamped to this range after softplus. */
+  timeStepLimit?: [number, number];
+  /** Rows of the embedding (the padded vocabulary). */
+  vocabSize: number;
+  /** The vocabulary the config declares (may be smaller than vocabSize). */
+  configVocabSize: number;
+  tiedEmbeddings: boolean;
+  useBias: boolean;
+  useConvBias: boolean;
+  layerNormEpsilon: number;
+  /** Falcon-Mamba: epsilon of the weight-free RMS norms on B, C and Δ. */
+  mixerRmsEps?: number;
+  residualInFp32: boolean;
+  /** 'hf' (backbone.embeddings) or 'state-spaces' (backbone.embedding, d_model/n_layer config). */
+  layout: 'hf' | 'state-spaces';
+}
+
+/** The config as read from disk, before the shapes confirm it. Values may be undefined. */
+export interface RawConfigHints {
+  arch: Arch;
+  layout: 'hf' | 'state-spaces';
+  numLayers?: number;
+  hiddenSize?: number;
+  intermediateSize?: number;
+  stateSize?: number;
+  convKernel?: number;
+  timeStepRank?: number;
+  numHeads?: number;
+  headDim?: number;
+  nGroups?: number;
+  timeStepLimit?: [number, number];
+  vocabSize?: number;
+  tiedEmbeddings?: boolean;
+  useBias?: boolean;
+  useConvBias?: boolean;
+  layerNormEpsilon?: number;
+  mixerRmsEps?: number;
+  residualInFp32?: boolean;
+}
+
+/** JSON.parse that understands Python's `{"__float__": "Infinity"}` encoding of non-finite floats. */
+export function parseConfigJson(text: string, where: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text, (_k, val) => {
+      if (val && typeof val === 'object' && !Array.isArray(val)) {
+        const keys = Object.keys(val);
+        if (keys.length === 1 && keys[0] === '__float__') {
+          const f = (val as { __float__: unknown }).__float__;
+          if (f === 'Infinity') return Infinity;
+          if (f === '-Infinity') return -Infinity;
+          if (f === 'NaN') return NaN;
+          if (typeof f === 'string' || typeof f === 'number') return Number(f);
+        }
+      }
+      return val;
+    });
+  } catch (e) {
+    throw new UserError(`${where}: not valid JSON (${(e as Error).message}); re-download the checkpoint`);
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${where}: config is not a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const int = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) ? v : undefined);
+const bool = (v: unknown): boolean | undefined => (typeof v === 'boolean' ? v : undefined);
+
+/** Recognise the architecture and pull out the hints. Throws a UserError for unknown models. */
+export function readConfigHints(cfg: Record<string, unknown>, where: string): RawConfigHints {
+  const modelType = typeof cfg.model_type === 'string' ? cfg.model_type : undefined;
+  const archs = Array.isArray(cfg.architectures) ? cfg.architectures.filter((a): a is string => typeof a === 'string') : [];
+  // The original state-spaces configs: d_model, n_layer and ssm_cfg, no model_type.
+  if (modelType === undefined && 'd_model' in cfg && 'n_layer' in cfg) {
+    const ssm = (cfg.ssm_cfg && typeof cfg.ssm_cfg === 'object' ? cfg.ssm_cfg : {}) as Record<string, unknown>;
+    const isM2 = ssm.layer === 'Mamba2';
+    return {
+      arch: isM2 ? 'mamba2' : 'mamba1',
+      layout: 'state-spaces',
+      numLayers: int(cfg.n_layer),
+      hiddenSize: int(cfg.d_model),
+      stateSize: int(ssm.d_state),
+      convKernel: int(ssm.d_conv),
+      headDim: isM2 ? int(ssm.headdim) : undefined,
+      nGroups: isM2 ? int(ssm.ngroups) ?? 1 : undefined,
+      tiedEmbeddings: bool(cfg.tie_embeddings) ?? true,
+      useBias: bool(ssm.bias) ?? false,
+      useConvBias: bool(ssm.conv_bias) ?? true,
+      layerNormEpsilon: num(cfg.norm_epsilon) ?? 1e-5,
+      residualInFp32: bool(cfg.residual_in_fp32) ?? true,
+      timeStepLimit: isM2 ? limitOf(ssm.dt_limit) : undefined,
+    };
+  }
+  let arch: Arch | undefined;
+  if (modelType === 'mamba' || archs.includes('MambaForCausalLM')) arch = 'mamba1';
+  if (modelType === 'mamba2' || archs.includes('Mamba2ForCausalLM')) arch = 'mamba2';
+  if (modelType === 'falcon_mamba' || archs.includes('FalconMambaForCausalLM')) arch = 'falcon_mamba';
+  if (!arch) {
+    throw new UserError(`${where}: unknown architecture (model_type ${JSON.stringify(modelType ?? null)}, architectures ${JSON.stringify(archs)}); mimetic reads Mamba, Mamba-2 and Falcon-Mamba checkpoints`);
+  }
+  const hints: RawConfigHints = {
+    arch,
+    layout: 'hf',
+    numLayers: int(cfg.num_hidden_layers) ?? int(cfg.n_layer),
+    hiddenSize: int(cfg.hidden_size) ?? int(cfg.d_model),
+    intermediateSize: int(cfg.intermediate_size),
+    stateSize: int(cfg.state_size),
+    convKernel: int(cfg.conv_kernel),
+    vocabSize: int(cfg.vocab_size),
+    tiedEmbeddings: bool(cfg.tie_word_embeddings) ?? true,
+    useBias: bool(cfg.use_bias) ?? false,
+    useConvBias: bool(cfg.use_conv_bias) ?? true,
+    layerNormEpsilon: num(cfg.layer_norm_epsilon) ?? 1e-5,
+    residualInFp32: bool(cfg.residual_in_fp32) ?? true,
+  };
+  if (arch === 'mamba2') {
+    hints.numHeads = int(cfg.num_heads);
+    hints.headDim = int(cfg.head_dim);
+    hints.nGroups = int(cfg.n_groups) ?? 1;
+    hints.timeStepLimit = limitOf(cfg.time_step_limit);
+  } else {
+    hints.timeStepRank = int(cfg.time_step_rank);
+    if (arch === 'falcon_mamba') hints.mixerRmsEps = num(cfg.mixer_rms_eps) ?? 1e-6;
+  }
+  return hints;
+}
+
+function limitOf(v: unknown): [number, number] {
+  if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'number' && typeof v[1] === 'number') return [v[0], v[1]];
+  return [0, Infinity];
+}
+
+/** The config.json that transformers writes for a normalised config (used by `init` and `transplant`). */
+export function toHfConfigJson(c: MambaConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const common = {
+    hidden_size: c.hiddenSize,
+    num_hidden_layers: c.numLayers,
+    state_size: c.stateSize,
+    conv_kernel: c.convKernel,
+    expand: c.intermediateSize / c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    vocab_size: c.vocabSize,
+    tie_word_embeddings: c.tiedEmbeddings,
+    use_bias: c.useBias,
+    use_conv_bias: c.useConvBias,
+    layer_norm_epsilon: c.layerNormEpsilon,
+    residual_in_fp32: c.residualInFp32,
+    hidden_act: 'silu',
+    bos_token_id: 0,
+    eos_token_id: 0,
+    pad_token_id: 0,
+  };
+  if (c.arch === 'mamba2') {
+    const lim = c.timeStepLimit ?? [0, Infinity];
+    return {
+      architectures: ['Mamba2ForCausalLM'],
+      model_type: 'mamba2',
+      ...common,
+      num_heads: c.numHeads,
+      head_dim: c.headDim,
+      n_groups: c.nGroups,
+      chunk_size: 256,
+      time_step_rank: Math.ceil(c.hiddenSize / 16),
+      time_step_limit: [lim[0], Number.isFinite(lim[1]) ? lim[1] : { __float__: 'Infinity' }],
+      ...extra,
+    };
+  }
+  return {
+    architectures: [c.arch === 'falcon_mamba' ? 'FalconMambaForCausalLM' : 'MambaForCausalLM'],
+    model_type: c.arch === 'falcon_mamba' ? 'falcon_mamba' : 'mamba',
+    ...common,
+    time_step_rank: c.timeStepRank,
+    ...(c.arch === 'falcon_mamba' ? { mixer_rms_eps: c.mixerRmsEps ?? 1e-6 } : {}),
+    ...extra,
+  };
+}
