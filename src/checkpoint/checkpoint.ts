@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
-import { SafetensorsReader, SafetensorsError, type TensorInfo, type Tensor } from './safetensors.js';
+import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
 import { type MambaConfig, type RawConfigHints, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
 
@@ -31,7 +31,7 @@ export type LayerWeights = Record<string, Tensor>;
 
 /** Validate a shard file name from an index: a plain name inside the checkpoint folder. */
 export function checkShardName(indexPath: string, name: unknown): string {
-  if (typeof name !== 'string' || name === '' || name.includes('/') || name.includes('\\') || name.includes('..') || path.isAbsolute(name) || name.includes('\0')) {
+  if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\') || path.isAbsolute(name) || name.includes('\0')) {
     throw new UserError(`${indexPath}: shard name ${JSON.stringify(name)} is not a plain file name inside the checkpoint folder; the index is corrupt or hostile`);
   }
   return name;
@@ -65,7 +65,7 @@ export class Checkpoint {
         }
       }
       this.files = weightFiles.map((f) => ({ name: f, bytes: this.readers.get(f)!.fileSize }));
-      this.config = resolveConfig(hints, (n) => this.maybeInfo(n), dir);
+      this.config = resolveConfig(hints, (n) => this.maybeInfo(n), this.names(), dir);
     } catch (e) {
       this.close();
       throw e;
@@ -103,7 +103,13 @@ export class Checkpoint {
       } else if (fs.existsSync(path.join(dir, 'model.safetensors'))) {
         weightFiles = ['model.safetensors'];
       } else {
-        const any = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
+        let entries: string[];
+        try {
+          entries = fs.readdirSync(dir);
+        } catch (e) {
+          throw new UserError(`${dir}: cannot list the folder (${(e as NodeJS.ErrnoException).code ?? String(e)}); check its permissions`);
+        }
+        const any = entries.filter((f) => f.endsWith('.safetensors')).sort();
         if (any.length !== 1) {
           throw new UserError(`${dir}: no model.safetensors or ${INDEX_FILE} found${any.length ? ` (found ${any.length} .safetensors files and no index)` : ''}; mimetic reads safetensors checkpoints`);
         }
@@ -153,9 +159,13 @@ export class Checkpoint {
     return out;
   }
 
+  /** Distinct parameters: a stored `lm_head.weight` that is tied to the embedding counts once. */
   parameterCount(): number {
     let n = 0;
-    for (const name of this.names()) n += this.info(name).shape.reduce((a, b) => a * b, 1);
+    for (const name of this.names()) {
+      if (name === 'lm_head.weight' && this.config.tiedEmbeddings) continue;
+      n += this.info(name).shape.reduce((a, b) => a * b, 1);
+    }
     return n;
   }
 
@@ -163,15 +173,25 @@ export class Checkpoint {
     return `backbone.layers.${i}.`;
   }
 
-  /** The tensors of layer i alone, keyed by short name (`mixer.A_log`, `norm.weight`, …), as float32. */
-  readLayer(i: number): LayerWeights {
+  /**
+   * The tensors of layer i alone, keyed by short name (`mixer.A_log`, `norm.weight`, …), as float32.
+   * `into`: a previous result whose buffers are overwritten where sizes match (for streaming over
+   * layers: no fresh memory, so no page faults and no garbage); it must not be used afterwards.
+   */
+  readLayer(i: number, opts: { into?: LayerWeights } = {}): LayerWeights {
     if (!Number.isInteger(i) || i < 0 || i >= this.config.numLayers) {
       throw new UserError(`layer ${i} is out of range: the model has layers 0-${this.config.numLayers - 1}`);
     }
     const out: LayerWeights = {};
     const prefix = this.layerPrefix(i);
     for (const name of this.names()) {
-      if (name.startsWith(prefix)) out[name.slice(prefix.length)] = this.read(name);
+      if (!name.startsWith(prefix)) continue;
+      const short = name.slice(prefix.length);
+      const old = opts.into?.[short];
+      const t = this.info(name);
+      out[short] = old && old.data.length === numel(t.shape)
+        ? { shape: t.shape.slice(), data: this.readers.get(t.file)!.readFloat32Into(this.where.get(name)![1], old.data) }
+        : this.read(name);
     }
     return out;
   }
@@ -197,6 +217,13 @@ export class Checkpoint {
     return this.has('lm_head.weight') && !this.config.tiedEmbeddings ? this.read('lm_head.weight') : this.readEmbedding();
   }
 
+  /** Bytes read from the weight files so far (headers included): shows what a call actually touched. */
+  bytesRead(): number {
+    let n = 0;
+    for (const r of this.readers.values()) n += r.bytesRead;
+    return n;
+  }
+
   close(): void {
     for (const r of this.readers.values()) r.close();
   }
@@ -219,7 +246,7 @@ function shapeErr(dir: string, name: string, expected: (number | string)[], foun
  * Combine config hints with the tensor shapes. Dimensions are read off the shapes of layer 0 and
  * checked against the config where it states them; every layer is then checked against them.
  */
-function resolveConfig(h: RawConfigHints, info: InfoFn, dir: string): MambaConfig {
+function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: string): MambaConfig {
   const need = (name: string): number[] => {
     const t = info(name);
     if (!t) throw new UserError(`${dir}: tensor '${name}' is missing; this is not a complete ${h.arch} checkpoint`);
@@ -235,12 +262,16 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, dir: string): MambaConfi
   if (emb.length !== 2) throw shapeErr(dir, 'backbone.embeddings.weight', ['vocab', 'hidden'], emb);
   const vocabSize = emb[0]!;
   const hiddenSize = agree('hidden_size', h.hiddenSize, emb[1]!, 'backbone.embeddings.weight', emb);
-  // Count layers from the names; the config must agree.
+  // Count layers from the names; the config must agree, and no tensor may belong to a later layer.
   let numLayers = 0;
   while (info(`backbone.layers.${numLayers}.mixer.A_log`)) numLayers++;
-  if (numLayers === 0) throw new UserError(`${dir}: no layers found (no 'backbone.layers.0.mixer.A_log'); this is not a Mamba checkpoint`);
+  if (numLayers === 0) throw new UserError(`${dir}: no layers found (tensor 'backbone.layers.0.mixer.A_log' is missing); this is not a complete Mamba checkpoint`);
+  const maxIndex = names.reduce((m, n) => Math.max(m, Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? -1)), -1);
+  if (maxIndex >= numLayers) {
+    throw new UserError(`${dir}: tensor 'backbone.layers.${numLayers}.mixer.A_log' is missing but tensors exist for layer ${maxIndex}; layer ${numLayers} is missing — re-download the checkpoint`);
+  }
   if (h.numLayers !== undefined && h.numLayers !== numLayers) {
-    throw new UserError(`${dir}: config says ${h.numLayers} layers but tensors exist for layers 0-${numLayers - 1}; layer ${numLayers} is missing — re-download the checkpoint`);
+    throw new UserError(`${dir}: config says ${h.numLayers} layers but the checkpoint has layers 0-${numLayers - 1}${h.numLayers > numLayers ? ` (tensor 'backbone.layers.${numLayers}.mixer.A_log' is missing)` : ''}; re-download the checkpoint or fix config.json`);
   }
   const L0 = 'backbone.layers.0.mixer.';
   const aLog = need(L0 + 'A_log');
@@ -249,32 +280,66 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, dir: string): MambaConfi
   const convKernel = agree('conv_kernel', h.convKernel, conv[2]!, L0 + 'conv1d.weight', conv);
   const hasBias = info(L0 + 'in_proj.bias') !== undefined;
   const hasConvBias = info(L0 + 'conv1d.bias') !== undefined;
+  const hf = h.layout === 'hf';
+  const flag = (field: string, stated: boolean | undefined, present: boolean, name: string) => {
+    if (stated !== undefined && stated !== present) {
+      throw new UserError(`${dir}: config ${field} = ${stated} but tensor '${name}' is ${present ? 'present' : 'missing'}; the checkpoint and its config.json disagree`);
+    }
+  };
+  flag(hf ? 'use_bias' : 'ssm_cfg.bias', h.useBias, hasBias, L0 + 'in_proj.bias');
+  flag(hf ? 'use_conv_bias' : 'ssm_cfg.conv_bias', h.useConvBias, hasConvBias, L0 + 'conv1d.bias');
+  // The vocabulary may be padded (state-spaces pads to a multiple of 8 or 16), never truncated.
+  if (h.vocabSize !== undefined && h.vocabSize > vocabSize) {
+    throw new UserError(`${dir}: config vocab_size = ${h.vocabSize} but tensor 'backbone.embeddings.weight' has shape [${emb.join(', ')}] (${vocabSize} rows); the checkpoint and its config.json disagree`);
+  }
+  // The head: stored lm_head.weight unless tied. Both libraries tie when the config is silent.
   const headW = info('lm_head.weight');
+  const tieField = hf ? 'tie_word_embeddings' : 'tie_embeddings';
+  if (!headW && h.tiedEmbeddings === false) {
+    throw new UserError(`${dir}: config ${tieField} = false but tensor 'lm_head.weight' is missing; re-download the checkpoint`);
+  }
+  if (headW && !sameShape(headW.shape, [vocabSize, hiddenSize])) throw shapeErr(dir, 'lm_head.weight', [vocabSize, hiddenSize], headW.shape);
   const base = {
     numLayers, hiddenSize, convKernel, vocabSize,
     configVocabSize: h.vocabSize ?? vocabSize,
-    tiedEmbeddings: headW === undefined ? true : (h.tiedEmbeddings ?? false) && sameShape(headW.shape, emb) ? true : false,
+    tiedEmbeddings: headW === undefined ? true : h.tiedEmbeddings ?? true,
     useBias: hasBias,
     useConvBias: hasConvBias,
     layerNormEpsilon: h.layerNormEpsilon ?? 1e-5,
     residualInFp32: h.residualInFp32 ?? true,
     layout: h.layout,
   };
-  if (headW && !sameShape(headW.shape, [vocabSize, hiddenSize])) throw shapeErr(dir, 'lm_head.weight', [vocabSize, hiddenSize], headW.shape);
-  if (headW && h.tiedEmbeddings === true) base.tiedEmbeddings = true;
   let cfg: MambaConfig;
   let expected: Record<string, number[]>;
   if (h.arch === 'mamba2') {
     if (aLog.length !== 1) throw shapeErr(dir, L0 + 'A_log', ['num_heads'], aLog);
     const numHeads = agree('num_heads', h.numHeads, aLog[0]!, L0 + 'A_log', aLog);
     const normW = need(L0 + 'norm.weight');
+    if (normW.length !== 1) throw shapeErr(dir, L0 + 'norm.weight', ['intermediate'], normW);
     const intermediateSize = agree('intermediate_size', h.intermediateSize, normW[0]!, L0 + 'norm.weight', normW);
-    const nGroups = h.nGroups ?? 1;
+    // conv1d mixes x, B and C: its channels are intermediate + 2·groups·state. The shapes fix only
+    // groups·state, so the config must give one of the two; with neither, one group (both
+    // libraries' default) is the only reading.
     const convDim = conv[0]!;
     const bcDim = convDim - intermediateSize;
-    if (bcDim <= 0 || bcDim % (2 * nGroups) !== 0) throw shapeErr(dir, L0 + 'conv1d.weight', [`intermediate + 2·${nGroups}·state`, 1, convKernel], conv);
-    const stateSize = agree('state_size', h.stateSize, bcDim / (2 * nGroups), L0 + 'conv1d.weight', conv);
-    if (intermediateSize % numHeads !== 0) throw new UserError(`${dir}: intermediate size ${intermediateSize} is not divisible by ${numHeads} heads`);
+    const groupsState = bcDim / 2;
+    if (bcDim <= 0 || !Number.isInteger(groupsState)) throw shapeErr(dir, L0 + 'conv1d.weight', [`${intermediateSize} + 2·groups·state`, 1, convKernel], conv);
+    let nGroups: number;
+    let stateSize: number;
+    if (h.nGroups !== undefined) {
+      nGroups = h.nGroups;
+      if (nGroups <= 0 || groupsState % nGroups !== 0) throw shapeErr(dir, L0 + 'conv1d.weight', [`${intermediateSize} + 2·${nGroups}·state`, 1, convKernel], conv);
+      stateSize = agree('state_size', h.stateSize, groupsState / nGroups, L0 + 'conv1d.weight', conv);
+    } else if (h.stateSize !== undefined) {
+      stateSize = h.stateSize;
+      if (stateSize <= 0 || groupsState % stateSize !== 0) throw shapeErr(dir, L0 + 'conv1d.weight', [`${intermediateSize} + 2·groups·${stateSize}`, 1, convKernel], conv);
+      nGroups = groupsState / stateSize;
+    } else {
+      nGroups = 1;
+      stateSize = groupsState;
+    }
+    if (intermediateSize % numHeads !== 0) throw new UserError(`${dir}: tensor '${L0}norm.weight' gives intermediate size ${intermediateSize}, not divisible by the ${numHeads} heads of '${L0}A_log'; the checkpoint is corrupt`);
+    if (numHeads % nGroups !== 0) throw new UserError(`${dir}: ${numHeads} heads (tensor '${L0}A_log') do not divide into ${nGroups} groups; the checkpoint and its config.json disagree`);
     const headDim = agree('head_dim', h.headDim, intermediateSize / numHeads, L0 + 'norm.weight', normW);
     cfg = { arch: 'mamba2', ...base, intermediateSize, stateSize, numHeads, headDim, nGroups, timeStepLimit: h.timeStepLimit ?? [0, Infinity] };
     const projOut = 2 * intermediateSize + 2 * nGroups * stateSize + numHeads;
@@ -290,6 +355,7 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, dir: string): MambaConfi
     const intermediateSize = agree('intermediate_size', h.intermediateSize, aLog[0]!, L0 + 'A_log', aLog);
     const stateSize = agree('state_size', h.stateSize, aLog[1]!, L0 + 'A_log', aLog);
     const dtW = need(L0 + 'dt_proj.weight');
+    if (dtW.length !== 2) throw shapeErr(dir, L0 + 'dt_proj.weight', [intermediateSize, 'dt_rank'], dtW);
     const timeStepRank = agree('time_step_rank', h.timeStepRank, dtW[1]!, L0 + 'dt_proj.weight', dtW);
     cfg = { arch: h.arch, ...base, intermediateSize, stateSize, timeStepRank, ...(h.arch === 'falcon_mamba' ? { mixerRmsEps: h.mixerRmsEps ?? 1e-6 } : {}) };
     expected = {

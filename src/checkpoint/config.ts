@@ -36,7 +36,10 @@ export interface MambaConfig {
   layout: 'hf' | 'state-spaces';
 }
 
-/** The config as read from disk, before the shapes confirm it. Values may be undefined. */
+/**
+ * The config as read from disk, before the shapes confirm it. A field is undefined when the file
+ * does not state it: dimensions then come from the tensor shapes, never from a class default.
+ */
 export interface RawConfigHints {
   arch: Arch;
   layout: 'hf' | 'state-spaces';
@@ -59,18 +62,46 @@ export interface RawConfigHints {
   residualInFp32?: boolean;
 }
 
-/** JSON.parse that understands Python's `{"__float__": "Infinity"}` encoding of non-finite floats. */
+/**
+ * Python's json.dumps writes non-finite floats as bare `Infinity`, `-Infinity` and `NaN` (older
+ * transformers configs carry them); JSON.parse rejects those tokens. Rewrite them, outside strings
+ * only, into the `{"__float__": ...}` form that newer transformers writes and the reviver decodes.
+ */
+function quoteNonFinite(text: string): string {
+  if (!/Infinity|NaN/.test(text)) return text;
+  let out = '';
+  let i = 0;
+  let inString = false;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (inString) {
+      out += c;
+      if (c === '\\') { out += text[i + 1] ?? ''; i += 2; continue; }
+      if (c === '"') inString = false;
+      i++;
+      continue;
+    }
+    if (c === '"') { inString = true; out += c; i++; continue; }
+    const m = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
+    if (m) { out += `{"__float__":"${m[1]}"}`; i += m[1]!.length; continue; }
+    out += c;
+    i++;
+  }
+  return out;
+}
+
+/** JSON.parse that understands Python's non-finite floats: `{"__float__": "Infinity"}` and bare `Infinity`/`NaN`. */
 export function parseConfigJson(text: string, where: string): Record<string, unknown> {
   let v: unknown;
   try {
-    v = JSON.parse(text, (_k, val) => {
+    v = JSON.parse(quoteNonFinite(text), (_k, val) => {
       if (val && typeof val === 'object' && !Array.isArray(val)) {
         const keys = Object.keys(val);
         if (keys.length === 1 && keys[0] === '__float__') {
           const f = (val as { __float__: unknown }).__float__;
-          if (f === 'Infinity') return Infinity;
-          if (f === '-Infinity') return -Infinity;
-          if (f === 'NaN') return NaN;
+          if (f === 'Infinity' || f === 'inf') return Infinity;
+          if (f === '-Infinity' || f === '-inf') return -Infinity;
+          if (f === 'NaN' || f === 'nan') return NaN;
           if (typeof f === 'string' || typeof f === 'number') return Number(f);
         }
       }
@@ -79,7 +110,7 @@ export function parseConfigJson(text: string, where: string): Record<string, unk
   } catch (e) {
     throw new UserError(`${where}: not valid JSON (${(e as Error).message}); re-download the checkpoint`);
   }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${where}: config is not a JSON object`);
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${where}: not a JSON object; re-download the checkpoint`);
   return v as Record<string, unknown>;
 }
 
@@ -94,6 +125,13 @@ export function readConfigHints(cfg: Record<string, unknown>, where: string): Ra
   // The original state-spaces configs: d_model, n_layer and ssm_cfg, no model_type.
   if (modelType === undefined && 'd_model' in cfg && 'n_layer' in cfg) {
     const ssm = (cfg.ssm_cfg && typeof cfg.ssm_cfg === 'object' ? cfg.ssm_cfg : {}) as Record<string, unknown>;
+    if (ssm.layer !== undefined && ssm.layer !== 'Mamba1' && ssm.layer !== 'Mamba2') {
+      throw new UserError(`${where}: unknown ssm_cfg.layer ${JSON.stringify(ssm.layer)}; mimetic reads Mamba1 and Mamba2 layers`);
+    }
+    // mamba_ssm's hybrids (attention layers, MLPs between mixers) are another architecture.
+    if ((Array.isArray(cfg.attn_layer_idx) && cfg.attn_layer_idx.length > 0) || (int(cfg.d_intermediate) ?? 0) > 0) {
+      throw new UserError(`${where}: hybrid Mamba model (attn_layer_idx or d_intermediate set); mimetic reads pure Mamba stacks only`);
+    }
     const isM2 = ssm.layer === 'Mamba2';
     return {
       arch: isM2 ? 'mamba2' : 'mamba1',
@@ -102,11 +140,13 @@ export function readConfigHints(cfg: Record<string, unknown>, where: string): Ra
       hiddenSize: int(cfg.d_model),
       stateSize: int(ssm.d_state),
       convKernel: int(ssm.d_conv),
+      timeStepRank: isM2 ? undefined : int(ssm.dt_rank),
       headDim: isM2 ? int(ssm.headdim) : undefined,
-      nGroups: isM2 ? int(ssm.ngroups) ?? 1 : undefined,
-      tiedEmbeddings: bool(cfg.tie_embeddings) ?? true,
-      useBias: bool(ssm.bias) ?? false,
-      useConvBias: bool(ssm.conv_bias) ?? true,
+      nGroups: isM2 ? int(ssm.ngroups) : undefined,
+      vocabSize: int(cfg.vocab_size),
+      tiedEmbeddings: bool(cfg.tie_embeddings),
+      useBias: bool(ssm.bias),
+      useConvBias: bool(ssm.conv_bias),
       layerNormEpsilon: num(cfg.norm_epsilon) ?? 1e-5,
       residualInFp32: bool(cfg.residual_in_fp32) ?? true,
       timeStepLimit: isM2 ? limitOf(ssm.dt_limit) : undefined,
@@ -128,16 +168,16 @@ export function readConfigHints(cfg: Record<string, unknown>, where: string): Ra
     stateSize: int(cfg.state_size),
     convKernel: int(cfg.conv_kernel),
     vocabSize: int(cfg.vocab_size),
-    tiedEmbeddings: bool(cfg.tie_word_embeddings) ?? true,
-    useBias: bool(cfg.use_bias) ?? false,
-    useConvBias: bool(cfg.use_conv_bias) ?? true,
+    tiedEmbeddings: bool(cfg.tie_word_embeddings),
+    useBias: bool(cfg.use_bias),
+    useConvBias: bool(cfg.use_conv_bias),
     layerNormEpsilon: num(cfg.layer_norm_epsilon) ?? 1e-5,
     residualInFp32: bool(cfg.residual_in_fp32) ?? true,
   };
   if (arch === 'mamba2') {
     hints.numHeads = int(cfg.num_heads);
     hints.headDim = int(cfg.head_dim);
-    hints.nGroups = int(cfg.n_groups) ?? 1;
+    hints.nGroups = int(cfg.n_groups);
     hints.timeStepLimit = limitOf(cfg.time_step_limit);
   } else {
     hints.timeStepRank = int(cfg.time_step_rank);

@@ -18,3 +18,36 @@ import type * as tf from '@tensorflow/tfjs';
 
 export type SelectiveScanFn = (u: tf.Tensor3D, delta: tf.Tensor3D, A: tf.Tensor2D, B: tf.Tensor3D, C: tf.Tensor3D, Dskip: tf.Tensor1D) => tf.Tensor3D;
 export type SsdScanFn = (x: tf.Tensor4D, delta: tf.Tensor3D, A: tf.Tensor1D, B: tf.Tensor4D, C: tf.Tensor4D, Dskip: tf.Tensor1D) => tf.Tensor4D;
+
+// ---------------------------------------------------------------------------------------------
+// Registry: each backend's kernels register here; the model calls the dispatchers below, which
+// pick by tf.getBackend(). Unknown backends fall back to the CPU kernels (registered under 'cpu').
+
+import { getBackend } from '@tensorflow/tfjs';
+
+export interface ScanKernels {
+  selectiveScan: SelectiveScanFn;
+  ssdScan: SsdScanFn;
+}
+
+const registry = new Map<string, ScanKernels>();
+
+/** Register kernels for the named tf.js backends (a later registration replaces an earlier one). */
+export function registerScanKernels(backends: string[], k: ScanKernels): void {
+  for (const b of backends) registry.set(b, k);
+}
+
+/** The kernels for a backend (default: the current one); CPU kernels when none are registered. */
+export function scanKernelsFor(backend: string = getBackend()): ScanKernels {
+  const k = registry.get(backend) ?? registry.get('cpu');
+  if (!k) throw new Error('no selective-scan kernels registered; import src/model/kernels/scan-cpu.js');
+  return k;
+}
+
+/** Backends with registered kernels. */
+export function registeredScanBackends(): string[] {
+  return [...registry.keys()];
+}
+
+export const selectiveScan: SelectiveScanFn = (u, delta, A, B, C, Dskip) => scanKernelsFor().selectiveScan(u, delta, A, B, C, Dskip);
+export const ssdScan: SsdScanFn = (x, delta, A, B, C, Dskip) => scanKernelsFor().ssdScan(x, delta, A, B, C, Dskip);

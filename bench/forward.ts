@@ -1,0 +1,128 @@
+/**
+ * Forward-pass benchmark: random models shaped like mamba-130m-hf (Mamba-1) and mamba2-130m, written
+ * to a temporary checkpoint folder and run through runCheckpoint (the real streaming path), batch 1 ×
+ * 512 tokens by default. Prints one JSON object: ms per forward (plain, and with implicit-attention
+ * capture), and the process's peak RSS.
+ *
+ *   node dist/bench/forward.js --backend wasm [--tokens 512] [--reps 3] [--models mamba1,mamba2]
+ *                              [--attention-layers 24] [--channel-block N] [--dir FOLDER (keep and reuse the checkpoints)]
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { toHfConfigJson, type MambaConfig } from '../src/checkpoint/config.js';
+import { writeCheckpointWeights, type WritableTensor } from '../src/checkpoint/safetensors.js';
+import { expectedShapes } from '../src/model/weights.js';
+import { runCheckpoint } from '../src/model/mamba.js';
+import { initBackend, type BackendName } from '../src/model/backend.js';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : dflt;
+}
+
+const SHAPES: Record<string, MambaConfig> = {
+  mamba1: {
+    arch: 'mamba1', numLayers: 24, hiddenSize: 768, intermediateSize: 1536, stateSize: 16, convKernel: 4, timeStepRank: 48,
+    vocabSize: 50280, configVocabSize: 50280, tiedEmbeddings: true, useBias: false, useConvBias: true, layerNormEpsilon: 1e-5, residualInFp32: true, layout: 'hf',
+  },
+  mamba2: {
+    arch: 'mamba2', numLayers: 24, hiddenSize: 768, intermediateSize: 1536, stateSize: 128, convKernel: 4, numHeads: 24, headDim: 64, nGroups: 1,
+    timeStepLimit: [0, Infinity], vocabSize: 50280, configVocabSize: 50280, tiedEmbeddings: true, useBias: false, useConvBias: true, layerNormEpsilon: 1e-5, residualInFp32: true, layout: 'hf',
+  },
+};
+
+/** Deterministic pseudo-random fill (xorshift), uniform in [-a, a). */
+function fill(n: number, a: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
+  }
+  return out;
+}
+
+/** Random weights with the usual init's scales (A_log = log n, Δ in [1e-3, 0.1], D = 1, norms 1). */
+function randomWeights(c: MambaConfig): WritableTensor[] {
+  const out: WritableTensor[] = [];
+  let seed = 1;
+  for (const [name, shape] of Object.entries(expectedShapes(c))) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    let data: Float32Array;
+    if (name.endsWith('A_log')) data = Float32Array.from({ length: n }, (_, i) => Math.log(c.arch === 'mamba2' ? 1 + (i % 16) : 1 + (i % c.stateSize)));
+    else if (name.endsWith('.D') || name.endsWith('norm.weight') || name.endsWith('norm_f.weight')) data = new Float32Array(n).fill(1);
+    else if (name.endsWith('dt_proj.bias') || name.endsWith('dt_bias')) {
+      data = Float32Array.from(fill(n, 1, seed++), (u) => {
+        const dt = Math.exp(Math.log(1e-3) + ((u + 1) / 2) * (Math.log(0.1) - Math.log(1e-3)));
+        return dt + Math.log(-Math.expm1(-dt)); // inverse softplus
+      });
+    } else data = fill(n, 1 / Math.sqrt(shape[shape.length - 1]!), seed++);
+    out.push({ name, shape, data });
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const backend = arg('backend', 'wasm') as BackendName;
+  const tokens = Number(arg('tokens', '512'));
+  const reps = Number(arg('reps', '3'));
+  const models = arg('models', 'mamba1,mamba2').split(',');
+  const attnLayers = Number(arg('attention-layers', '24'));
+  const cbArg = arg('channel-block', '');
+  const channelBlock = cbArg ? Number(cbArg) : undefined;
+  const used = await initBackend(backend, { quiet: true });
+  const results: Record<string, unknown>[] = [];
+  for (const m of models) {
+    const c = SHAPES[m];
+    if (!c) throw new Error(`unknown model ${m}; choose mamba1 or mamba2`);
+    const keepDir = arg('dir', '');
+    const dir = keepDir ? path.join(keepDir, m) : fs.mkdtempSync(path.join(os.tmpdir(), `mimetic-bench-${m}-`));
+    try {
+      if (!fs.existsSync(path.join(dir, 'config.json'))) {
+        fs.mkdirSync(dir, { recursive: true });
+        writeCheckpointWeights(dir, randomWeights(c));
+        fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHfConfigJson(c)));
+      }
+      const ckpt = Checkpoint.open(dir);
+      const ids = [Array.from({ length: tokens }, (_, i) => (i * 7919) % c.vocabSize)];
+      await runCheckpoint(ckpt, ids); // warm-up (kernel compilation, allocator)
+      const plain: number[] = [];
+      for (let r = 0; r < reps; r++) {
+        const t0 = performance.now();
+        await runCheckpoint(ckpt, ids);
+        plain.push(performance.now() - t0);
+      }
+      const layers = Array.from({ length: Math.min(attnLayers, c.numLayers) }, (_, i) => i);
+      const t0 = performance.now();
+      await runCheckpoint(ckpt, ids, { capture: 'attention', layers, keepCaptures: false, onLayer: () => undefined, channelBlock });
+      const withAttn = performance.now() - t0;
+      const plainMs = median(plain);
+      results.push({
+        model: m === 'mamba1' ? 'mamba-130m-hf shape' : 'mamba2-130m shape',
+        parameters: ckpt.parameterCount(),
+        forward_ms: Math.round(plainMs),
+        forward_ms_all: plain.map(Math.round),
+        forward_with_attention_ms: Math.round(withAttn),
+        attention_layers: layers.length,
+        attention_ms_per_layer: Math.round((withAttn - plainMs) / Math.max(1, layers.length)),
+      });
+      ckpt.close();
+    } finally {
+      if (!keepDir) fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const rss = process.resourceUsage().maxRSS; // KiB
+  process.stdout.write(JSON.stringify({ bench: 'forward', backend: used, batch: 1, tokens, reps, results, peak_rss_mb: Math.round(rss / 1024), node: process.version, cpus: os.cpus().length }, null, 2) + '\n');
+}
+
+main().catch((e) => {
+  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+  process.exitCode = 1;
+});

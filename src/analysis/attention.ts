@@ -1,0 +1,193 @@
+/**
+ * Implicit attention of a selective SSM layer (Ali et al. 2024; Trockman et al. 2024):
+ *
+ *   α[t, s] = Σ_n C_t[n] · exp(A[n] · Σ_{k=s+1..t} Δ_k) · Δ_s · B_s[n]     (s ≤ t, else 0)
+ *
+ * per channel d of Mamba-1 (A[d, n], Δ[d]) or per head h of Mamba-2 (scalar A[h], Δ[h], that head's
+ * group of B and C), so that y_t = Σ_s α[t, s] · x_s + D · x_t. The decay is computed from prefix
+ * sums S of Δ as exp(A · (S_t − S_s)) — the exponent is never positive, so nothing overflows — and
+ * at most one block of channels is materialised at a time ([B, block, L, L]).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { Tensor } from '../checkpoint/safetensors.js';
+
+/**
+ * A layer's scan inputs. Mamba-1: x, delta [B, L, Din]; A [Din, N]; B, C [B, L, N]; D [Din].
+ * Mamba-2: x [B, L, H, P]; delta [B, L, H]; A [H]; B, C [B, L, G, N]; D [H].
+ */
+export interface ScanInternals {
+  x: tf.Tensor;
+  delta: tf.Tensor;
+  A: tf.Tensor;
+  B: tf.Tensor;
+  C: tf.Tensor;
+  D: tf.Tensor;
+}
+
+export type ScanKind = 'mamba1' | 'mamba2';
+
+export interface AttentionSummaries {
+  attention: tf.Tensor3D;
+  decay: tf.Tensor3D;
+  qk: tf.Tensor3D;
+}
+
+/** Plain {shape, data} internals (as captured by runCheckpoint) to tf tensors; the caller disposes. */
+export function internalsToTf(p: Record<keyof ScanInternals, Tensor>): ScanInternals {
+  const t = (v: Tensor) => tf.tensor(v.data, v.shape, 'float32');
+  return { x: t(p.x), delta: t(p.delta), A: t(p.A), B: t(p.B), C: t(p.C), D: t(p.D) };
+}
+
+/** Lower-triangular (s ≤ t) mask [L, L]. */
+function causalMask(L: number): tf.Tensor2D {
+  return tf.tidy(() => tf.linalg.bandPart(tf.ones([L, L]), -1, 0) as tf.Tensor2D);
+}
+
+/** Δ as [B, channels, L] (Mamba-1: channels = Din; Mamba-2: heads). */
+function deltaBCL(delta: tf.Tensor): tf.Tensor3D {
+  return tf.transpose(delta, [0, 2, 1]) as tf.Tensor3D;
+}
+
+/**
+ * S_t − S_s for a block of channels, masked to 0 above the diagonal: [B, k, L, L] (t, s).
+ * S: prefix sums [B, k, L].
+ */
+function segSums(S: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor4D {
+  const [B, k, L] = S.shape;
+  return tf.mul(tf.sub(S.reshape([B, k, L, 1]), S.reshape([B, k, 1, L])), mask) as tf.Tensor4D;
+}
+
+function blockSize(opt: number | undefined, L: number, fallbackBytes = 64 * 2 ** 20): number {
+  if (opt !== undefined) {
+    if (!Number.isInteger(opt) || opt < 1) throw new Error(`channelBlock must be a positive integer, got ${opt}`);
+    return opt;
+  }
+  return Math.max(1, Math.floor(fallbackBytes / (4 * L * L)));
+}
+
+/**
+ * Per-layer summaries [B, L, L]: mean attention, mean decay, and the query-key part C_t · B_s;
+ * all zero above the diagonal.
+ */
+export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: { channelBlock?: number } = {}): AttentionSummaries {
+  return kind === 'mamba2' ? mamba2Summaries(int, opts.channelBlock) : mamba1Summaries(int, opts.channelBlock);
+}
+
+function mamba1Summaries(int: ScanInternals, channelBlock?: number): AttentionSummaries {
+  const [Bsz, L, Din] = int.delta.shape as [number, number, number];
+  const N = int.A.shape[1]!;
+  const blk = blockSize(channelBlock, L * Math.max(1, Bsz));
+  const mask = causalMask(L);
+  // Per state n, with E_n[b, s, t, d] = exp(A[d, n] · (S_t − S_s)[b, d]) laid out [s, t, d], both
+  // reductions over the block's channels — Σ_d E_n (decay) and Σ_d Δ_s[d] E_n (attention) — are one
+  // batched matmul with [1, Δ_s]. Entries above the diagonal (s > t) use a zero exponent and are
+  // masked once at the end, so no exp ever sees a positive argument.
+  const maskST = tf.tidy(() => tf.transpose(mask).reshape([1, L, L, 1])); // [s, t]: 1 where s ≤ t
+  const S = tf.cumsum(int.delta, 1); // [B, L, Din]
+  let att: tf.Tensor = tf.zeros([Bsz, L, L]);
+  let dec: tf.Tensor = tf.zeros([Bsz, L, L]);
+  for (let d0 = 0; d0 < Din; d0 += blk) {
+    const k = Math.min(blk, Din - d0);
+    const [a2, d2] = tf.tidy(() => {
+      const Sb = S.slice([0, 0, d0], [Bsz, L, k]);
+      const seg = tf.mul(tf.sub(Sb.reshape([Bsz, 1, L, k]), Sb.reshape([Bsz, L, 1, k])), maskST); // [B, s, t, k]
+      const w = tf.stack([tf.onesLike(int.delta.slice([0, 0, d0], [Bsz, L, k])), int.delta.slice([0, 0, d0], [Bsz, L, k])], 3).reshape([Bsz * L, k, 2]);
+      const Ab = int.A.slice([d0, 0], [k, N]);
+      let aAcc: tf.Tensor = tf.zeros([Bsz, L, L]);
+      let dAcc: tf.Tensor = tf.zeros([Bsz, L, L]);
+      for (let n = 0; n < N; n++) {
+        const E = tf.exp(tf.mul(seg, Ab.slice([0, n], [k, 1]).reshape([1, 1, 1, k])));
+        const r = tf.matMul(E.reshape([Bsz * L, L, k]), w).reshape([Bsz, L, L, 2]); // [B, s, t, 2]
+        const [sumE, sumDE] = tf.unstack(tf.transpose(r, [3, 0, 2, 1])); // each [B, t, s]
+        dAcc = tf.add(dAcc, sumE!);
+        const cb = tf.mul(int.C.slice([0, 0, n], [Bsz, L, 1]), int.B.slice([0, 0, n], [Bsz, L, 1]).reshape([Bsz, 1, L])); // [B, t, s]
+        aAcc = tf.add(aAcc, tf.mul(cb, sumDE!));
+      }
+      return [tf.add(att, aAcc), tf.add(dec, dAcc)];
+    });
+    att.dispose();
+    dec.dispose();
+    att = a2;
+    dec = d2;
+  }
+  const out = tf.tidy(() => ({
+    attention: tf.mul(tf.div(att, Din), mask) as tf.Tensor3D,
+    decay: tf.mul(tf.div(dec, Din * N), mask) as tf.Tensor3D,
+    qk: tf.mul(tf.matMul(int.C, int.B, false, true), mask) as tf.Tensor3D,
+  }));
+  tf.dispose([att, dec, S, mask, maskST]);
+  return out;
+}
+
+function mamba2Summaries(int: ScanInternals, channelBlock?: number): AttentionSummaries {
+  const [Bsz, L, H] = int.delta.shape as [number, number, number];
+  const G = int.B.shape[2]!;
+  const rep = H / G;
+  const blk = blockSize(channelBlock, L * Math.max(1, Bsz));
+  const mask = causalMask(L);
+  // Per-group C_t · B_s: [B, G, L, L].
+  const qkG = tf.tidy(() => tf.mul(tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 1, 3]), false, true), mask));
+  const S = tf.tidy(() => deltaBCL(tf.cumsum(int.delta, 1)));
+  const dBCL = deltaBCL(int.delta);
+  let att: tf.Tensor = tf.zeros([Bsz, L, L]);
+  let dec: tf.Tensor = tf.zeros([Bsz, L, L]);
+  for (let h0 = 0; h0 < H; h0 += blk) {
+    const k = Math.min(blk, H - h0);
+    const [a2, d2] = tf.tidy(() => {
+      const seg = segSums(S.slice([0, h0, 0], [Bsz, k, L]), mask);
+      const E = tf.mul(tf.exp(tf.mul(seg, int.A.slice([h0], [k]).reshape([1, k, 1, 1]))), mask); // [B, k, L, L]
+      const groups = tf.tensor1d(Array.from({ length: k }, (_, j) => Math.floor((h0 + j) / rep)), 'int32');
+      const qkH = tf.gather(qkG, groups, 1); // [B, k, L, L]
+      const dS = dBCL.slice([0, h0, 0], [Bsz, k, L]).reshape([Bsz, k, 1, L]);
+      const alpha = tf.sum(tf.mul(tf.mul(qkH, E), dS), 1);
+      return [tf.add(att, alpha), tf.add(dec, tf.sum(E, 1))];
+    });
+    att.dispose();
+    dec.dispose();
+    att = a2;
+    dec = d2;
+  }
+  const out = tf.tidy(() => ({
+    attention: tf.div(att, H) as tf.Tensor3D,
+    decay: tf.div(dec, H) as tf.Tensor3D,
+    qk: tf.mean(qkG, 1) as tf.Tensor3D,
+  }));
+  tf.dispose([att, dec, S, dBCL, mask, qkG]);
+  return out;
+}
+
+/**
+ * α of selected channels (Mamba-1) or heads (Mamba-2): [B, channels.length, L, L], zero above
+ * the diagonal.
+ */
+export function channelAttention(kind: ScanKind, int: ScanInternals, channels: number[]): tf.Tensor4D {
+  const nCh = kind === 'mamba2' ? int.delta.shape[2]! : int.delta.shape[2]!;
+  for (const ch of channels) {
+    if (!Number.isInteger(ch) || ch < 0 || ch >= nCh) throw new RangeError(`channel ${ch} is out of range [0, ${nCh - 1}]`);
+  }
+  return tf.tidy(() => {
+    const [Bsz, L] = int.delta.shape as [number, number];
+    const mask = causalMask(L);
+    const idx = tf.tensor1d(channels, 'int32');
+    const S = tf.gather(deltaBCL(tf.cumsum(int.delta, 1)), idx, 1) as tf.Tensor3D; // [B, k, L]
+    const dS = tf.gather(deltaBCL(int.delta), idx, 1).reshape([Bsz, channels.length, 1, L]);
+    const seg = segSums(S, mask);
+    if (kind === 'mamba2') {
+      const H = int.delta.shape[2]!;
+      const G = int.B.shape[2]!;
+      const qkG = tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 1, 3]), false, true);
+      const groups = tf.tensor1d(channels.map((h) => Math.floor(h / (H / G))), 'int32');
+      const E = tf.exp(tf.mul(seg, tf.gather(int.A, idx).reshape([1, channels.length, 1, 1])));
+      return tf.mul(tf.mul(tf.mul(tf.gather(qkG, groups, 1), E), dS), mask) as tf.Tensor4D;
+    }
+    const N = int.A.shape[1]!;
+    const Ab = tf.gather(int.A, idx); // [k, N]
+    let acc: tf.Tensor = tf.zeros([Bsz, channels.length, L, L]);
+    for (let n = 0; n < N; n++) {
+      const E = tf.exp(tf.mul(seg, Ab.slice([0, n], [channels.length, 1]).reshape([1, channels.length, 1, 1])));
+      const cb = tf.mul(int.C.slice([0, 0, n], [Bsz, L, 1]), int.B.slice([0, 0, n], [Bsz, L, 1]).reshape([Bsz, 1, L])).reshape([Bsz, 1, L, L]);
+      acc = tf.add(acc, tf.mul(cb, E));
+    }
+    return tf.mul(tf.mul(acc, dS), mask) as tf.Tensor4D;
+  });
+}

@@ -1,0 +1,275 @@
+/**
+ * The layer audit: run a checkpoint on a probe one layer at a time (runCheckpoint streams the
+ * weights), score every requested layer, and optionally collect what the report draws (batch-mean
+ * maps, A and Δ, per-channel mimetic-ness and the most/least mimetic channels' attention).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { MambaConfig } from '../checkpoint/config.js';
+import { UserError } from '../util/errors.js';
+import { runCheckpoint, type LayerCapture } from '../model/mamba.js';
+import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
+import type { Probe } from './probe.js';
+import {
+  bcWeights, cbIdentity, cbRowCos, cbGramMap, maskOnes, lookbehind, mimeticScore, rankLayers, channelMimetic,
+  type LayerScores, type BCWeights,
+} from './scores.js';
+
+export type UnrankedScores = Omit<LayerScores, 'rank'>;
+
+export interface ChannelPick {
+  index: number;
+  maskOnes: number;
+  lookbehind: number | null;
+  mimetic: number;
+  /** Its attention α[t, s], batch mean [L, L]. */
+  attention: Float32Array;
+}
+
+export interface LayerDetail {
+  batch: number;
+  L: number;
+  N: number;
+  /** Batch means [L, L] of the channel-mean attention, decay mask and C·B. */
+  attention: Float32Array;
+  decay: Float32Array;
+  qk: Float32Array;
+  /** W_C W_Bᵀ [N, N] (group mean). */
+  cbGram: Float32Array;
+  /** A = −exp(A_log): [Din·N] (Mamba-1) or [H] (Mamba-2). */
+  A: Float32Array;
+  /** Δ on the probe, every value. */
+  delta: Float32Array;
+  unit: 'channel' | 'head';
+  /** Per channel (Mamba-1) or head (Mamba-2). */
+  channelMaskOnes: Float64Array;
+  channelLookbehind: Float64Array | null;
+  channelMimetic: Float64Array;
+  most: ChannelPick[];
+  least: ChannelPick[];
+}
+
+export interface LayerAudit {
+  scores: UnrankedScores;
+  detail?: LayerDetail;
+}
+
+export interface AuditOptions {
+  probe: Probe;
+  /** Layers to audit (default all). */
+  layers?: number[];
+  /** Collect the report's maps and per-channel statistics (slower: a second pass over channels). */
+  detail?: boolean;
+  /** How many most- and least-mimetic channels to keep maps of (default 2 each). */
+  channelsShown?: number;
+  /** Channels per block in the attention computations (memory bound). */
+  channelBlock?: number;
+  /** Each layer as soon as it is scored; the audit keeps no detail itself. */
+  onLayer?: (a: LayerAudit) => void | Promise<void>;
+}
+
+export interface AuditResult {
+  /** Ranked scores, in layer order. */
+  layers: LayerScores[];
+  seconds: number;
+}
+
+/** Parse `0-5,31` into sorted unique layer indices, checked against the model. */
+export function parseLayerSpec(spec: string, numLayers: number): number[] {
+  const out = new Set<number>();
+  const bad = (why: string) => new UserError(`--layers ${JSON.stringify(spec)}: ${why}; give indices and ranges within 0-${numLayers - 1}, e.g. 0-5,31`);
+  for (const part of spec.split(',').map((p) => p.trim())) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) throw bad(`'${part}' is not an index or a range a-b`);
+    const a = Number(m[1]), b = m[2] !== undefined ? Number(m[2]) : a;
+    if (b < a) throw bad(`range ${part} is reversed`);
+    if (b >= numLayers) throw bad(`layer ${b} is outside the model (it has ${numLayers} layers)`);
+    for (let i = a; i <= b; i++) out.add(i);
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
+/** W_B / W_C of layer i, read alone (x_proj for Mamba-1/Falcon, in_proj for Mamba-2). */
+export function readBC(ckpt: Checkpoint, i: number): BCWeights {
+  const short = ckpt.config.arch === 'mamba2' ? 'mixer.in_proj.weight' : 'mixer.x_proj.weight';
+  return bcWeights(ckpt.config, { [short]: ckpt.read(`backbone.layers.${i}.${short}`) });
+}
+
+/** Scores of one layer from its weights and captured maps. */
+export function layerScores(layer: number, bc: BCWeights, cap: { attention: Float32Array; decay: Float32Array }, batch: number, L: number, period: number | null): UnrankedScores {
+  const s = {
+    layer,
+    cbIdentity: cbIdentity(bc),
+    cbRowCos: cbRowCos(bc),
+    maskOnes: maskOnes(cap.decay, batch, L),
+    lookbehind: lookbehind(cap.attention, batch, L, period),
+  };
+  return { ...s, mimetic: mimeticScore(s) };
+}
+
+/** Mean over the leading batch axis of a [B, ...] array. */
+export function batchMean(data: ArrayLike<number>, batch: number): Float32Array {
+  const n = data.length / batch;
+  const out = new Float32Array(n);
+  for (let b = 0; b < batch; b++) for (let i = 0; i < n; i++) out[i]! += data[b * n + i]! / batch;
+  return out;
+}
+
+function scanKind(c: MambaConfig): ScanKind {
+  return c.arch === 'mamba2' ? 'mamba2' : 'mamba1';
+}
+
+export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Promise<AuditResult> {
+  const c = ckpt.config;
+  const layers = opts.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
+  for (const i of layers) if (!Number.isInteger(i) || i < 0 || i >= c.numLayers) throw new UserError(`layer ${i} is out of range: the model has layers 0-${c.numLayers - 1}`);
+  const { ids, period } = opts.probe;
+  const batch = ids.length, L = ids[0]!.length;
+  if (period !== null && (period < 1 || period >= L)) throw new UserError(`probe period ${period} must be in [1, ${L}) for sequences of length ${L}`);
+  const t0 = performance.now();
+  const scores: UnrankedScores[] = [];
+  await runCheckpoint(ckpt, ids, {
+    capture: opts.detail ? 'internals' : 'attention',
+    layers,
+    keepCaptures: false,
+    skipLogits: true,
+    channelBlock: opts.channelBlock,
+    onLayer: async (i: number, cap: LayerCapture) => {
+      const maps = cap.attention!;
+      const bc = readBC(ckpt, i);
+      const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
+      scores.push(s);
+      const a: LayerAudit = { scores: s };
+      if (opts.detail) a.detail = await layerDetail(c, cap, bc, batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
+      await opts.onLayer?.(a);
+    },
+  });
+  const ranked = rankLayers(scores).sort((x, y) => x.layer - y.layer);
+  return { layers: ranked, seconds: (performance.now() - t0) / 1000 };
+}
+
+async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, batch: number, L: number, period: number | null, shown: number, channelBlock?: number): Promise<LayerDetail> {
+  const maps = cap.attention!;
+  const int = internalsToTf(cap.internals!);
+  try {
+    const kind = scanKind(c);
+    const stats = await channelStats(kind, int, period, channelBlock);
+    const count = stats.maskOnes.length;
+    const mim = new Float64Array(count);
+    for (let d = 0; d < count; d++) mim[d] = channelMimetic(stats.maskOnes[d]!, stats.lookbehind ? stats.lookbehind[d]! : null);
+    // Most mimetic first; ties to the lower index. The least are taken from the other end, disjoint.
+    const order = Array.from({ length: count }, (_, d) => d).sort((a, b) => mim[b]! - mim[a]! || a - b);
+    const nMost = Math.min(shown, count), nLeast = Math.min(shown, count - nMost);
+    const mostIdx = order.slice(0, nMost);
+    const leastIdx = order.slice(count - nLeast).reverse();
+    const picked = [...mostIdx, ...leastIdx];
+    const chMaps = picked.length ? channelAttention(kind, int, picked) : null;
+    const chData = chMaps ? await chMaps.data() : new Float32Array(0);
+    chMaps?.dispose();
+    const pick = (d: number, j: number): ChannelPick => {
+      // chMaps is [B, picked, L, L]: average channel j over the batch.
+      const m = new Float32Array(L * L);
+      for (let b = 0; b < batch; b++) {
+        const off = (b * picked.length + j) * L * L;
+        for (let q = 0; q < L * L; q++) m[q]! += chData[off + q]! / batch;
+      }
+      return { index: d, maskOnes: stats.maskOnes[d]!, lookbehind: stats.lookbehind ? stats.lookbehind[d]! : null, mimetic: mim[d]!, attention: m };
+    };
+    return {
+      batch, L, N: bc.N,
+      attention: batchMean(maps.attention.data, batch),
+      decay: batchMean(maps.decay.data, batch),
+      qk: batchMean(maps.qk.data, batch),
+      cbGram: cbGramMap(bc),
+      A: cap.internals!.A.data,
+      delta: cap.internals!.delta.data,
+      unit: kind === 'mamba2' ? 'head' : 'channel',
+      channelMaskOnes: stats.maskOnes,
+      channelLookbehind: stats.lookbehind,
+      channelMimetic: mim,
+      most: mostIdx.map((d, j) => pick(d, j)),
+      least: leastIdx.map((d, j) => pick(d, mostIdx.length + j)),
+    };
+  } finally {
+    tf.dispose(Object.values(int));
+  }
+}
+
+/**
+ * Per channel (Mamba-1) or head (Mamba-2): its own maskOnes (its decay mask, averaged over the
+ * batch, s ≤ t and — Mamba-1 — states) and lookbehind (the layer formula applied to its own α).
+ * α and the decay come from the same exponentials, computed once per block of channels:
+ *   Mamba-1: α_d[t, s] = Δ_d[s] Σ_n C_t[n] B_s[n] exp(A[d, n] (S_d[t] − S_d[s])), S = cumsum Δ
+ *   Mamba-2: α_h[t, s] = Δ_h[s] (C_t · B_s)_{group(h)} exp(A[h] (S_h[t] − S_h[s]))
+ */
+export async function channelStats(kind: ScanKind, int: ScanInternals, period: number | null, channelBlock?: number): Promise<{ maskOnes: Float64Array; lookbehind: Float64Array | null }> {
+  const [Bsz, L, count] = int.delta.shape as [number, number, number];
+  const blk = channelBlock ?? Math.max(1, Math.floor((16 * 2 ** 20) / (4 * Bsz * L * L)));
+  const mOut = new Float64Array(count);
+  const lOut = period === null ? null : new Float64Array(count);
+  const pairs = (L * (L + 1)) / 2;
+  const consts = tf.tidy(() => {
+    const mask = tf.linalg.bandPart(tf.ones([L, L]), -1, 0);
+    // Selector of the two lookbehind entries per row t ≥ m: s = t − m and s = t − m + 1.
+    const sel = new Float32Array(L * L);
+    const rows = new Float32Array(L);
+    if (period !== null) {
+      for (let t = period; t < L; t++) { sel[t * L + t - period] = 1; sel[t * L + t - period + 1] = 1; rows[t] = 1; }
+    }
+    return {
+      mask,
+      sel: tf.tensor2d(sel, [L, L]),
+      rows: tf.tensor1d(rows),
+      S: tf.transpose(tf.cumsum(int.delta, 1), [0, 2, 1]), // [B, count, L]
+      dT: tf.transpose(int.delta, [0, 2, 1]),
+    };
+  });
+  // Mamba-2: per-group C_t · B_s [B, G, L, L].
+  const qkG = kind === 'mamba2' ? tf.tidy(() => tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 1, 3]), false, true)) : null;
+  try {
+    for (let d0 = 0; d0 < count; d0 += blk) {
+      const k = Math.min(blk, count - d0);
+      const [decSum, lb] = tf.tidy(() => {
+        const S = consts.S.slice([0, d0, 0], [Bsz, k, L]);
+        const seg = tf.mul(tf.sub(S.reshape([Bsz, k, L, 1]), S.reshape([Bsz, k, 1, L])), consts.mask); // [B, k, L, L]
+        const dS = consts.dT.slice([0, d0, 0], [Bsz, k, L]).reshape([Bsz, k, 1, L]);
+        let decAcc: tf.Tensor, alpha: tf.Tensor;
+        if (kind === 'mamba2') {
+          const H = count, G = int.B.shape[2]!;
+          const E = tf.mul(tf.exp(tf.mul(seg, int.A.slice([d0], [k]).reshape([1, k, 1, 1]))), consts.mask);
+          decAcc = tf.sum(E, [0, 2, 3]);
+          const groups = tf.tensor1d(Array.from({ length: k }, (_, j) => Math.floor((d0 + j) / (H / G))), 'int32');
+          alpha = tf.mul(tf.mul(tf.gather(qkG!, groups, 1), E), dS);
+        } else {
+          const N = int.A.shape[1]!;
+          const Ab = int.A.slice([d0, 0], [k, N]);
+          decAcc = tf.zeros([k]);
+          let acc: tf.Tensor = tf.zeros([Bsz, k, L, L]);
+          for (let n = 0; n < N; n++) {
+            const E = tf.mul(tf.exp(tf.mul(seg, Ab.slice([0, n], [k, 1]).reshape([1, k, 1, 1]))), consts.mask);
+            decAcc = tf.add(decAcc, tf.sum(E, [0, 2, 3]));
+            const cb = tf.mul(int.C.slice([0, 0, n], [Bsz, L, 1]), int.B.slice([0, 0, n], [Bsz, L, 1]).reshape([Bsz, 1, L])).reshape([Bsz, 1, L, L]);
+            acc = tf.add(acc, tf.mul(cb, E));
+          }
+          decAcc = tf.div(decAcc, N);
+          alpha = tf.mul(acc, dS);
+        }
+        if (period === null) return [decAcc, tf.zeros([k])];
+        const absA = tf.abs(alpha);
+        const den = tf.sum(absA, 3); // [B, k, L]
+        const num = tf.sum(tf.mul(absA, consts.sel), 3);
+        const ratio = tf.where(tf.greater(den, 0), tf.div(num, tf.maximum(den, 1e-30)), tf.zerosLike(den));
+        return [decAcc, tf.sum(tf.mul(ratio, consts.rows), [0, 2])];
+      });
+      const dv = await decSum.data(), lv = await lb.data();
+      tf.dispose([decSum, lb]);
+      for (let j = 0; j < k; j++) {
+        mOut[d0 + j] = dv[j]! / (Bsz * pairs);
+        if (lOut) lOut[d0 + j] = lv[j]! / (Bsz * (L - period!));
+      }
+    }
+  } finally {
+    tf.dispose([consts.mask, consts.sel, consts.rows, consts.S, consts.dT, ...(qkG ? [qkG] : [])]);
+  }
+  return { maskOnes: mOut, lookbehind: lOut };
+}

@@ -1,0 +1,80 @@
+/** `mimetic inspect <checkpoint> [--json]`: what a checkpoint is, read from its config and tensor shapes. */
+import type { Command } from 'commander';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { formatBytes } from '../checkpoint/progress.js';
+
+/** The `--json` summary: exactly these keys, Mamba-2 with heads/head dim/groups instead of dt rank. */
+export function inspectSummary(ckpt: Checkpoint): Record<string, unknown> {
+  const c = ckpt.config;
+  return {
+    arch: c.arch,
+    numLayers: c.numLayers,
+    hiddenSize: c.hiddenSize,
+    intermediateSize: c.intermediateSize,
+    stateSize: c.stateSize,
+    convKernel: c.convKernel,
+    ...(c.arch === 'mamba2' ? { numHeads: c.numHeads, headDim: c.headDim, nGroups: c.nGroups } : { timeStepRank: c.timeStepRank }),
+    vocabSize: c.vocabSize,
+    tiedEmbeddings: c.tiedEmbeddings,
+    useBias: c.useBias,
+    useConvBias: c.useConvBias,
+    dtypes: ckpt.dtypes(),
+    parameters: ckpt.parameterCount(),
+    files: ckpt.files.map((f) => ({ name: f.name, bytes: f.bytes })),
+  };
+}
+
+const ARCH_NAMES = { mamba1: 'Mamba-1', mamba2: 'Mamba-2', falcon_mamba: 'Falcon-Mamba' } as const;
+
+export function inspectText(ckpt: Checkpoint, where: string): string {
+  const c = ckpt.config;
+  const rows: [string, string][] = [
+    ['checkpoint', where],
+    ['architecture', `${ARCH_NAMES[c.arch]} (${c.layout === 'hf' ? 'transformers layout' : 'state-spaces layout'})`],
+    ['layers', String(c.numLayers)],
+    ['hidden size', String(c.hiddenSize)],
+    ['d_inner', String(c.intermediateSize)],
+    ['state size', String(c.stateSize)],
+    ['conv kernel', String(c.convKernel)],
+  ];
+  if (c.arch === 'mamba2') {
+    rows.push(['heads', `${c.numHeads} × head dim ${c.headDim}`], ['groups', String(c.nGroups)]);
+  } else {
+    rows.push(['dt rank', String(c.timeStepRank)]);
+  }
+  rows.push(
+    ['vocabulary', c.configVocabSize === c.vocabSize ? String(c.vocabSize) : `${c.configVocabSize} (padded to ${c.vocabSize} embedding rows)`],
+    ['lm head', c.tiedEmbeddings ? 'tied to the embedding' : 'separate lm_head.weight'],
+    ['biases', `in/out projections ${c.useBias ? 'yes' : 'no'}, conv ${c.useConvBias ? 'yes' : 'no'}`],
+    ['dtypes', Object.entries(ckpt.dtypes()).map(([d, n]) => `${d} × ${n}`).join(', ')],
+    ['parameters', `${ckpt.parameterCount().toLocaleString('en-US')}`],
+  );
+  const total = ckpt.files.reduce((a, f) => a + f.bytes, 0);
+  rows.push(['files', `${ckpt.files.length} (${formatBytes(total)})`]);
+  const w = Math.max(...rows.map((r) => r[0].length));
+  const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
+  for (const f of ckpt.files) lines.push(`${' '.repeat(w)}    ${f.name}  ${formatBytes(f.bytes)} (${f.bytes} bytes)`);
+  return lines.join('\n') + '\n';
+}
+
+export function register(program: Command): void {
+  program
+    .command('inspect')
+    .description('summarise a Mamba checkpoint: architecture, dimensions, vocabulary, dtypes, parameters, files')
+    .argument('<checkpoint>', 'checkpoint folder, .safetensors file or Hub id (org/name[@revision])')
+    .option('--json', 'print the summary as JSON')
+    .option('--offline', 'do not download; use the Hub cache only')
+    .option('--token <token>', 'Hugging Face access token for a Hub id (default: HF_TOKEN, then the token file)')
+    .action(async (arg: string, o: { json?: boolean; offline?: boolean; token?: string }) => {
+      const local = await resolveCheckpoint(arg, { offline: o.offline, token: o.token, quiet: Boolean(o.json) });
+      const ckpt = Checkpoint.open(local);
+      try {
+        // Build the whole text before printing, so an error never leaves half a summary.
+        const out = o.json ? JSON.stringify(inspectSummary(ckpt), null, 2) + '\n' : inspectText(ckpt, local);
+        process.stdout.write(out);
+      } finally {
+        ckpt.close();
+      }
+    });
+}

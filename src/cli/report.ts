@@ -1,0 +1,45 @@
+/** `mimetic report <checkpoint>`: audit a checkpoint and write an offline HTML/PNG report folder. */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { initBackend } from '../model/backend.js';
+import { checkOutput, checkpointName, writeReport } from '../report/report.js';
+import { addAuditOptions, layerProgress, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
+
+/** reports/<name>, the name made safe as a folder name. */
+export function defaultReportDir(arg: string): string {
+  const name = checkpointName(arg).replace(/\.safetensors$/, '').replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '') || 'checkpoint';
+  return path.join('reports', name);
+}
+
+export async function reportCommand(arg: string, o: AuditCliOptions & { out?: string; force?: boolean }): Promise<void> {
+  const out = o.out ?? defaultReportDir(arg);
+  // Refuse a foreign output folder before any download or computation.
+  checkOutput(out, Boolean(o.force));
+  const dir = await resolveCheckpoint(arg);
+  const ckpt = Checkpoint.open(dir);
+  try {
+    const p = parseAuditOptions(o, ckpt);
+    const backend = await initBackend(p.backend);
+    const bar = layerProgress('report');
+    const report = await writeReport(ckpt, {
+      out, force: o.force, probe: p.probe, layers: p.layers, backend, source: arg, channelBlock: p.channelBlock,
+      progress: (done, total, layer) => bar.update(done, total, layer),
+    });
+    bar.done();
+    process.stdout.write(`${scoreTable(report.scores, Boolean(process.stdout.isTTY), ckpt.config.numLayers)}\nwrote ${path.join(out, 'index.html')} (${report.layers.length} layer pages, ${report.seconds.toFixed(1)} s)\n`);
+  } finally {
+    ckpt.close();
+  }
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('report').description('audit a checkpoint and write an HTML/PNG report folder (viewable offline)');
+  addAuditOptions(cmd)
+    .option('--out <dir>', 'output folder (default reports/<checkpoint name>)')
+    .option('--force', 'replace the output folder even if it is not a mimetic report')
+    .action(async (arg: string, o: AuditCliOptions & { out?: string; force?: boolean }) => {
+      await reportCommand(arg, o);
+    });
+}

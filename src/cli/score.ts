@@ -1,0 +1,138 @@
+/**
+ * `mimetic score <checkpoint>`: the mimetic scores of each layer, ranked (table or --json).
+ * The option helpers here are shared with `mimetic report`.
+ */
+import type { Command } from 'commander';
+import { UserError } from '../util/errors.js';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
+import { auditCheckpoint, parseLayerSpec } from '../analysis/audit.js';
+import { probeFromOptions, type Probe } from '../analysis/probe.js';
+import type { LayerScores } from '../analysis/scores.js';
+import { highlightCount } from '../report/html.js';
+
+export interface AuditCliOptions {
+  layers?: string;
+  probe?: string;
+  seqLen?: string;
+  batch?: string;
+  seed?: string;
+  backend: string;
+  channelBlock?: string;
+}
+
+export function addAuditOptions(cmd: Command): Command {
+  return cmd
+    .argument('<checkpoint>', 'checkpoint folder, .safetensors file or Hub id (org/name)')
+    .option('--layers <spec>', 'layers to audit, e.g. 0-5,31 (default all)')
+    .option('--probe <file>', 'probe JSON {"ids": [[…], …], "period": m} (default: random rows repeated once)')
+    .option('--seq-len <n>', 'default probe: sequence length L (a row of ⌊L/2⌋ random ids, repeated); default 128')
+    .option('--batch <n>', 'default probe: number of sequences; default 4')
+    .option('--seed <n>', 'default probe: random seed; default 0')
+    .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
+    .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations');
+}
+
+function intOpt(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v.trim());
+  if (v.trim() === '' || !Number.isSafeInteger(n)) throw new UserError(`${flag}: '${v}' is not an integer`);
+  return n;
+}
+
+export interface ParsedAudit {
+  layers: number[] | undefined;
+  probe: Probe;
+  channelBlock: number | undefined;
+  backend: BackendName;
+}
+
+/** Validate everything that can be checked before the model runs. */
+export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedAudit {
+  if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new UserError(`--backend: unknown backend '${o.backend}'; choose one of ${BACKENDS.join(', ')}`);
+  const channelBlock = intOpt(o.channelBlock, '--channel-block');
+  if (channelBlock !== undefined && channelBlock < 1) throw new UserError(`--channel-block: '${o.channelBlock}' is not a positive integer`);
+  const layers = o.layers !== undefined ? parseLayerSpec(o.layers, ckpt.config.numLayers) : undefined;
+  const probe = probeFromOptions(ckpt.config.configVocabSize, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
+  return { layers, probe, channelBlock, backend: o.backend as BackendName };
+}
+
+/** A layer progress bar on a terminal's stderr; nothing when stderr is not a TTY. */
+export function layerProgress(label: string): { update: (done: number, total: number, layer: number) => void; done: () => void } {
+  const tty = Boolean(process.stderr.isTTY);
+  const t0 = Date.now();
+  let drawn = false;
+  return {
+    update(done, total, layer) {
+      if (!tty) return;
+      const w = 28, f = Math.round((done / Math.max(1, total)) * w);
+      const secs = (Date.now() - t0) / 1000;
+      const eta = done > 0 ? (secs / done) * (total - done) : NaN;
+      process.stderr.write(`\r\x1b[2K${label} [${'#'.repeat(f)}${'-'.repeat(w - f)}] ${done}/${total} layers (last: ${layer}) ${secs.toFixed(0)} s${Number.isFinite(eta) && done < total ? `, ETA ${eta.toFixed(0)} s` : ''}`);
+      drawn = true;
+    },
+    done() {
+      if (tty && drawn) process.stderr.write('\r\x1b[2K');
+    },
+  };
+}
+
+function fmt(v: number | null): string {
+  return v === null ? '—' : v.toFixed(4);
+}
+
+/** The ranked table; the most mimetic rows (3, or 1 in small models) bold green when `color`. */
+export function scoreTable(layers: LayerScores[], color: boolean, numLayers: number): string {
+  const top = highlightCount(numLayers);
+  const head = ['rank', 'layer', 'mimetic', 'cbIdentity', 'cbRowCos', 'maskOnes', 'lookbehind'];
+  const rows = [...layers].sort((a, b) => a.rank - b.rank).map((l) => [String(l.rank), String(l.layer), fmt(l.mimetic), fmt(l.cbIdentity), fmt(l.cbRowCos), fmt(l.maskOnes), fmt(l.lookbehind)]);
+  const widths = head.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j]!.length)));
+  const line = (r: string[]) => r.map((c, j) => c.padStart(widths[j]!)).join('  ');
+  const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  ')];
+  rows.forEach((r, k) => {
+    const s = line(r);
+    out.push(color && k < top ? `\x1b[1;32m${s}\x1b[0m` : s);
+  });
+  return out.join('\n');
+}
+
+export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: boolean }): Promise<void> {
+  const dir = await resolveCheckpoint(arg);
+  const ckpt = Checkpoint.open(dir);
+  try {
+    const p = parseAuditOptions(o, ckpt);
+    await initBackend(p.backend, { quiet: o.json });
+    const total = p.layers?.length ?? ckpt.config.numLayers;
+    const bar = layerProgress('scoring');
+    let done = 0;
+    const res = await auditCheckpoint(ckpt, {
+      probe: p.probe,
+      layers: p.layers,
+      channelBlock: p.channelBlock,
+      onLayer: (a) => bar.update(++done, total, a.scores.layer),
+    });
+    bar.done();
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ checkpoint: arg, arch: ckpt.config.arch, probe: { ids: p.probe.ids, period: p.probe.period }, layers: res.layers }) + '\n');
+      return;
+    }
+    const B = p.probe.ids.length, L = p.probe.ids[0]!.length;
+    process.stdout.write(
+      `${arg}: ${ckpt.config.arch}, ${ckpt.config.numLayers} layers; probe ${B}×${L} tokens${p.probe.period !== null ? `, period ${p.probe.period}` : ', no period'}; ${res.seconds.toFixed(1)} s\n` +
+        `${scoreTable(res.layers, Boolean(process.stdout.isTTY), ckpt.config.numLayers)}\n` +
+        `rank 1 = most mimetic (mimetic = mean of maskOnes, max(0, cbIdentity) and lookbehind)\n`,
+    );
+  } finally {
+    ckpt.close();
+  }
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('score').description('score each layer of a checkpoint for mimetic structure, ranked');
+  addAuditOptions(cmd)
+    .option('--json', 'print JSON instead of a table')
+    .action(async (arg: string, o: AuditCliOptions & { json?: boolean }) => {
+      await scoreCommand(arg, o);
+    });
+}

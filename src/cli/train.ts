@@ -1,0 +1,185 @@
+/** `mimetic train`: train a fresh, mimetic, transplanted or pretrained Mamba on copy / MQAR. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { BACKENDS, type BackendName, initBackend } from '../model/backend.js';
+import { parseLengths } from '../tasks/common.js';
+import { COPY_DEFAULTS, FIRST_LETTER } from '../tasks/copy.js';
+import type { TaskOptions } from '../tasks/index.js';
+import { MQAR_DEFAULTS } from '../tasks/mqar.js';
+import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, readRunConfig, train, trainDefaults } from '../train/trainer.js';
+import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
+import { UserError } from '../util/errors.js';
+import { addInitOptions, addModelOptions, initOptionsFrom, modelShapeFrom, numOpt } from './init.js';
+
+type Opts = Record<string, unknown>;
+
+/** Which config fields each option sets (used to overlay explicit options on a resumed run's config). */
+const OPTION_PATHS: Record<string, string[]> = {
+  task: ['task.task'], alphabet: ['task.alphabet'], minLen: ['task.minLen'], maxLen: ['task.maxLen'], context: ['task.context'],
+  evalLengths: ['task.evalLengths'], kvPairs: ['task.kvPairs'], powerA: ['task.powerA'],
+  vocab: ['task.vocab', 'model.shape.vocabSize'], arch: ['model.shape.arch'], layers: ['model.shape.numLayers'], dModel: ['model.shape.hiddenSize'],
+  dState: ['model.shape.stateSize'], headDim: ['model.shape.headDim'], convKernel: ['model.shape.convKernel'],
+  init: ['model.init.init', 'aScale'], mimetic: ['model.init.parts', 'aScale'], aScale: ['model.init.aScale', 'aScale'], bcNoise: ['model.init.bcNoise'],
+  seed: ['seed', 'model.init.seed'], model: ['model.path', 'model.kind'], aParam: ['aScale'],
+  steps: ['steps'], batch: ['batch'], lr: ['lr'], minLr: ['minLr'], schedule: ['schedule'], warmup: ['warmup'], weightDecay: ['weightDecay'],
+  clip: ['clipNorm'], evalEvery: ['evalEvery'], evalExamples: ['evalExamples'], checkpointEvery: ['checkpointEvery'], targetAcc: ['targetAcc'],
+};
+
+function getAt(o: unknown, p: string): unknown {
+  return p.split('.').reduce<unknown>((x, k) => (x && typeof x === 'object' ? (x as Record<string, unknown>)[k] : undefined), o);
+}
+function setAt(o: Record<string, unknown>, p: string, v: unknown): void {
+  const ks = p.split('.');
+  let x = o;
+  for (const k of ks.slice(0, -1)) {
+    if (!x[k] || typeof x[k] !== 'object') x[k] = {};
+    x = x[k] as Record<string, unknown>;
+  }
+  if (v === undefined) delete x[ks[ks.length - 1]!];
+  else x[ks[ks.length - 1]!] = v;
+}
+
+async function configFromOptions(o: Opts, explicit: (name: string) => boolean): Promise<TrainConfig> {
+  const taskName = String(o.task);
+  const float = (k: string, flag: string) => numOpt(o[k], flag, 'float');
+  const evalLengths = o.evalLengths === undefined ? [] : parseLengths(String(o.evalLengths), '--eval-lengths', (m) => new UserError(m));
+  let task: TaskOptions;
+  if (taskName === 'copy') {
+    task = {
+      task: 'copy', alphabet: numOpt(o.alphabet ?? COPY_DEFAULTS.alphabet, '--alphabet'), minLen: numOpt(o.minLen ?? COPY_DEFAULTS.minLen, '--min-len'),
+      maxLen: numOpt(o.maxLen ?? COPY_DEFAULTS.maxLen, '--max-len'), context: numOpt(o.context ?? COPY_DEFAULTS.context, '--context'), evalLengths,
+    };
+  } else if (taskName === 'mqar') {
+    const kv = o.kvPairs === undefined ? MQAR_DEFAULTS.kvPairs : parseLengths(String(o.kvPairs), '--kv-pairs', (m) => new UserError(m));
+    task = {
+      task: 'mqar', vocab: numOpt(o.vocab ?? MQAR_DEFAULTS.vocab, '--vocab'), context: numOpt(o.context ?? MQAR_DEFAULTS.context, '--context'),
+      kvPairs: kv, powerA: numOpt(o.powerA ?? MQAR_DEFAULTS.powerA, '--power-a', 'float'), evalLengths, randomNonQueries: true,
+    };
+  } else {
+    throw new UserError(`--task: unknown task '${taskName}'; choose copy or mqar`);
+  }
+  let model: ModelSource;
+  let aScale: number | null;
+  if (o.model !== undefined) {
+    for (const k of ['arch', 'layers', 'dModel', 'dState', 'headDim', 'init', 'mimetic', 'bcNoise']) {
+      if (explicit(k)) throw new UserError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} describes a fresh model and cannot be combined with --model; drop one of them`);
+    }
+    const p = path.resolve(await resolveCheckpoint(String(o.model)));
+    const ck = Checkpoint.open(p);
+    const fromCk = aScaleOfCheckpoint(ck.rawConfig);
+    ck.close();
+    model = { kind: 'checkpoint', path: p };
+    const ap = o.aParam === undefined ? undefined : String(o.aParam);
+    aScale = ap === undefined ? fromCk : ap === 'none' ? null : numOpt(ap, '--a-param', 'float');
+  } else {
+    const shape = modelShapeFrom({ ...o, vocab: o.vocab ?? (taskName === 'copy' ? FIRST_LETTER + (task as { alphabet: number }).alphabet : (task as { vocab: number }).vocab) });
+    const init = initOptionsFrom(o);
+    model = { kind: 'fresh', shape: JSON.parse(JSON.stringify(shape)) as typeof shape, init };
+    aScale = init.init === 'mimetic' && init.parts.includes('a') ? init.aScale : null;
+    if (o.aParam !== undefined) throw new UserError('--a-param goes with --model; for a fresh model use --init mimetic --mimetic a --a-scale C');
+  }
+  const steps = numOpt(o.steps, '--steps');
+  const schedule = String(o.schedule);
+  if (!(SCHEDULES as readonly string[]).includes(schedule)) throw new UserError(`--schedule: unknown schedule '${schedule}'; choose ${SCHEDULES.join(', ')}`);
+  const d = trainDefaults(task, model, { steps });
+  return {
+    ...d, aScale, batch: numOpt(o.batch, '--batch'), lr: float('lr', '--lr'), minLr: float('minLr', '--min-lr'), schedule: schedule as ScheduleKind,
+    warmup: o.warmup === undefined ? d.warmup : numOpt(o.warmup, '--warmup'), weightDecay: float('weightDecay', '--weight-decay'), clipNorm: float('clip', '--clip'),
+    seed: numOpt(o.seed, '--seed'), evalEvery: o.evalEvery === undefined ? d.evalEvery : numOpt(o.evalEvery, '--eval-every'),
+    evalExamples: numOpt(o.evalExamples, '--eval-examples'), checkpointEvery: o.checkpointEvery === undefined ? d.checkpointEvery : numOpt(o.checkpointEvery, '--checkpoint-every'),
+    targetAcc: o.targetAcc === undefined ? null : float('targetAcc', '--target-acc'),
+  };
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('train')
+    .description('train a Mamba on the copy or MQAR task (fresh, mimetic, transplanted or pretrained)')
+    .option('--task <task>', 'copy or mqar')
+    .option('--model <checkpoint>', 'start from this checkpoint instead of a fresh model')
+    .option('--a-param <c|none>', 'with --model: train A as −exp(−c·A_log_param) (default: as its config records)');
+  addModelOptions(cmd, { vocab: undefined });
+  cmd.options.find((x) => x.long === '--vocab')!.defaultValue = undefined;
+  addInitOptions(cmd);
+  cmd
+    .option('--alphabet <n>', 'copy: letters', String(COPY_DEFAULTS.alphabet))
+    .option('--min-len <n>', 'copy: shortest string', String(COPY_DEFAULTS.minLen))
+    .option('--max-len <n>', 'copy: longest string', String(COPY_DEFAULTS.maxLen))
+    .option('--context <n>', 'training row length (copy default 220, mqar 256)')
+    .option('--kv-pairs <list>', 'mqar: numbers of key-value pairs trained', MQAR_DEFAULTS.kvPairs.join(','))
+    .option('--power-a <a>', 'mqar: query gap power law exponent', String(MQAR_DEFAULTS.powerA))
+    .option('--eval-lengths <list>', 'extra evaluation lengths (copy: string lengths; mqar: sequence lengths)')
+    .option('--steps <n>', 'optimizer steps', '1000')
+    .option('--batch <n>', 'rows per step', '32')
+    .option('--lr <x>', 'peak learning rate', '1e-3')
+    .option('--min-lr <x>', 'final learning rate', '0')
+    .option('--schedule <kind>', `after warmup: ${SCHEDULES.join('|')}`, 'cosine')
+    .option('--warmup <n>', 'linear warmup steps (default 10% of steps, at most 1000)')
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay', '0.1')
+    .option('--clip <x>', 'global gradient-norm clip (0: none)', '1.0')
+    .option('--eval-every <n>', 'evaluate every n steps (default steps/10)')
+    .option('--eval-examples <n>', 'examples per evaluation setting', '64')
+    .option('--checkpoint-every <n>', 'checkpoint every n steps (default steps/10)')
+    .option('--keep <n>', 'checkpoints kept', '1')
+    .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
+    .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
+    .option('--log-every <n>', 'plain progress line every n steps (non-TTY)')
+    .option('--out <dir>', 'run folder (must not exist)')
+    .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
+    .option('--quiet', 'no progress output')
+    .action(async (o: Opts) => {
+      // commander keeps the default for --vocab we removed; make "not given" undefined.
+      const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+      if (!explicit('vocab')) o.vocab = undefined;
+      if (!explicit('context')) o.context = undefined;
+      const backendName = String(o.backend);
+      if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
+      let cfg: TrainConfig;
+      let out: string;
+      const resume = o.resume !== undefined;
+      if (resume) {
+        out = String(o.resume);
+        if (o.out !== undefined && path.resolve(String(o.out)) !== path.resolve(out)) throw new UserError('--out and --resume name different folders; a resumed run continues in its own folder');
+        const saved = readRunConfig(out);
+        const given = Object.keys(OPTION_PATHS).filter(explicit);
+        cfg = JSON.parse(JSON.stringify(saved)) as TrainConfig;
+        if (given.length) {
+          if (!explicit('task')) o.task = saved.task.task;
+          const cli = await configFromOptions(o, explicit);
+          for (const k of given) for (const p of OPTION_PATHS[k]!) setAt(cfg as unknown as Record<string, unknown>, p, getAt(cli, p));
+        }
+      } else {
+        if (o.task === undefined) throw new UserError('--task is required (copy or mqar), or --resume a run folder');
+        if (o.out === undefined) throw new UserError('--out is required: the run folder to create (e.g. runs/copy-mimetic)');
+        out = String(o.out);
+        cfg = await configFromOptions(o, explicit);
+        if (fs.existsSync(out) && fs.readdirSync(out).length > 0) {
+          throw new UserError(`--out ${out}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${out}`);
+        }
+      }
+      // Every check before any work (backend start-up included).
+      checkTrainConfig(cfg);
+      if (resume) checkResume(out, cfg);
+      const backend = await initBackend(backendName as BackendName);
+      const ac = new AbortController();
+      const onSigint = () => {
+        if (ac.signal.aborted) process.exit(130);
+        process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
+        ac.abort();
+      };
+      process.on('SIGINT', onSigint);
+      try {
+        const r = await train(cfg, {
+          out, resume, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
+          logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
+        });
+        const acc = r.lastEval?.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', ') ?? 'no evaluation';
+        process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+    });
+}

@@ -1,0 +1,60 @@
+/** `mimetic transplant`: copy pretrained layers into a fresh (or given) model. */
+import type { Command } from 'commander';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { UserError } from '../util/errors.js';
+import { freshConfig, initWeights, initRecord } from '../model/init.js';
+import { TRANSPLANT_PARTS, type TransplantJob, type TransplantPart, parseLayerList, targetFromCheckpoint, transplantToDir } from '../model/transplant.js';
+import { addInitOptions, initOptionsFrom, numOpt } from './init.js';
+
+/** Open a checkpoint argument: folder, .safetensors file or Hub id (downloaded to the cache). */
+export async function openCheckpointArg(arg: string): Promise<{ checkpoint: Checkpoint; name: string }> {
+  return { checkpoint: Checkpoint.open(await resolveCheckpoint(arg)), name: arg };
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('transplant')
+    .description('copy layers of a pretrained checkpoint into a fresh or given model (HF checkpoint out)')
+    .requiredOption('--from <checkpoint>', 'source checkpoint (folder, .safetensors file or Hub id)')
+    .requiredOption('--layers <list>', 'source layer(s): one layer fills every target, or one per target (e.g. 31 or 0,1)')
+    .option('--into <checkpoint>', 'target checkpoint; without it a fresh model is built with the source\'s widths and the init options below')
+    .option('--target-layers <list>', 'target layers: all or a list (e.g. 0,1 or 0-3)', 'all')
+    .option('--parts <part>', `what to copy: ${TRANSPLANT_PARTS.join('|')}`, 'mixer')
+    .option('--n-layers <n>', 'fresh target: number of layers', '2')
+    .option('--vocab <n>', 'fresh target: vocabulary size', '32');
+  addInitOptions(cmd);
+  cmd.requiredOption('--out <dir>', 'output checkpoint folder (must not exist)').action(async (o: Record<string, unknown>) => {
+    const part = String(o.parts);
+    if (!(TRANSPLANT_PARTS as readonly string[]).includes(part)) throw new UserError(`--parts: unknown part '${part}'; choose ${TRANSPLANT_PARTS.join(', ')}`);
+    const from = await openCheckpointArg(String(o.from));
+    let into: Checkpoint | undefined;
+    try {
+      const src = from.checkpoint;
+      const sourceLayers = parseLayerList(String(o.layers), '--layers', src.config.numLayers, false);
+      let target: TransplantJob['target'];
+      if (o.into !== undefined) {
+        into = Checkpoint.open(String(o.into));
+        target = targetFromCheckpoint(into);
+      } else {
+        const sc = src.config;
+        if (sc.arch === 'falcon_mamba') throw new UserError(`--from ${from.name}: a fresh target cannot be Falcon-Mamba; give --into a Falcon-Mamba checkpoint`);
+        const init = initOptionsFrom(o);
+        const config = freshConfig({
+          arch: sc.arch, numLayers: numOpt(o.nLayers, '--n-layers'), hiddenSize: sc.hiddenSize, stateSize: sc.stateSize,
+          headDim: sc.headDim, vocabSize: numOpt(o.vocab, '--vocab'), convKernel: sc.convKernel,
+        });
+        // A fresh target must share the source's derived widths, or only `block`/`ssm` parts could fit.
+        Object.assign(config, { intermediateSize: sc.intermediateSize, timeStepRank: sc.timeStepRank, numHeads: sc.numHeads, headDim: sc.headDim, nGroups: sc.nGroups, useBias: sc.useBias, useConvBias: sc.useConvBias });
+        target = { config, weights: initWeights(config, init), mimetic: initRecord(init) as unknown as Record<string, unknown> };
+      }
+      const targetLayers = parseLayerList(String(o.targetLayers), '--target-layers', target.config.numLayers, true);
+      const records = await transplantToDir({ from: src, sourceName: from.name, sourceLayers, target, targetLayers, part: part as TransplantPart }, String(o.out));
+      for (const r of records) process.stdout.write(`layer ${r.target} ← ${r.source} layer ${r.layer} (${r.parts})\n`);
+      process.stdout.write(`wrote ${String(o.out)}\n`);
+    } finally {
+      from.checkpoint.close();
+      into?.close();
+    }
+  });
+}

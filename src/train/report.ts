@@ -1,0 +1,64 @@
+/** The run folder's small HTML report: loss curve, accuracy curves and the last accuracy table. */
+import * as path from 'node:path';
+import { renderLineChart } from '../report/chart.js';
+import { escapeHtml } from '../report/escape.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import type { MetricsLine } from './metrics.js';
+
+/** Keep at most n points, evenly spaced (always the last one). */
+function thin<T>(xs: T[], n: number): T[] {
+  if (xs.length <= n) return xs;
+  const out: T[] = [];
+  for (let i = 0; i < n; i++) out.push(xs[Math.floor((i * (xs.length - 1)) / (n - 1))]!);
+  return out;
+}
+
+export interface RunSummary {
+  title: string;
+  /** Rows of `key: value` shown above the charts. */
+  facts: [string, string][];
+  status: string;
+}
+
+export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: RunSummary): Promise<void> {
+  const train = thin(metrics.filter((m) => Number.isFinite(m.loss)), 800);
+  const evals = metrics.filter((m) => m.eval);
+  let lossImg = '', accImg = '';
+  if (train.length >= 1) {
+    const png = await renderLineChart({ x: train.map((m) => m.step), series: [{ name: 'train loss', values: train.map((m) => m.loss) }], title: 'Training loss', xLabel: 'step', yLabel: 'loss' });
+    writeFileAtomic(path.join(runDir, 'loss.png'), png);
+    lossImg = '<img src="loss.png" alt="training loss curve">';
+  }
+  const keys = evals.length ? Object.keys(evals[evals.length - 1]!.eval!) : [];
+  if (evals.length >= 1 && keys.length) {
+    const png = await renderLineChart({
+      x: evals.map((m) => m.step), title: 'Accuracy', xLabel: 'step', yLabel: 'accuracy', yRange: [0, 1],
+      series: keys.slice(0, 6).map((k) => ({ name: k, values: evals.map((m) => m.eval![k]?.accuracy ?? null) })),
+    });
+    writeFileAtomic(path.join(runDir, 'accuracy.png'), png);
+    accImg = '<img src="accuracy.png" alt="accuracy by evaluation setting">';
+  }
+  const last = evals[evals.length - 1];
+  const rows = last
+    ? keys.map((k) => {
+        const e = last.eval![k]!;
+        return `<tr><td>${escapeHtml(k)}</td><td>${e.train ? 'yes' : 'no'}</td><td>${e.accuracy.toFixed(4)}</td><td>${e.charAccuracy === undefined ? '' : e.charAccuracy.toFixed(4)}</td><td>${e.examples}</td></tr>`;
+      }).join('\n')
+    : '';
+  const html = `<!doctype html>
+<html><head><meta charset="utf-8"><title>${escapeHtml(s.title)}</title>
+<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:900px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>
+</head><body>
+<h1>${escapeHtml(s.title)}</h1>
+<p>${escapeHtml(s.status)}</p>
+<table>${s.facts.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>
+<h2>Loss</h2>
+${lossImg || '<p>No steps recorded.</p>'}
+<h2>Accuracy${last ? ` (step ${last.step})` : ''}</h2>
+${last ? `<table><tr><th>setting</th><th>trained</th><th>accuracy</th><th>char accuracy</th><th>examples</th></tr>\n${rows}</table>` : '<p>No evaluation yet.</p>'}
+${accImg}
+<p>Raw numbers: <a href="metrics.jsonl">metrics.jsonl</a>.</p>
+</body></html>
+`;
+  writeFileAtomic(path.join(runDir, 'report.html'), html);
+}

@@ -1,0 +1,417 @@
+/**
+ * The training loop: a MambaLM on a synthetic task with AdamW, warmup + decay, gradient clipping,
+ * periodic evaluation, metrics, atomic checkpoints and exact resume. On the CPU backends a run
+ * resumed from its last checkpoint (after any stop, kill -9 included) reproduces the losses of an
+ * uninterrupted run: the data stream is a seeded RNG whose state is checkpointed, the model and
+ * optimizer are saved in float32, and evaluation draws from its own fixed-seed streams.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { MambaConfig } from '../checkpoint/config.js';
+import type { Tensor } from '../checkpoint/safetensors.js';
+import { A_SCALES, type InitOptions, type ModelShape, type Weights, checkInitOptions, freshConfig, initRecord, initWeights } from '../model/init.js';
+import { A_LOG_PARAM, MambaLM } from '../model/mamba.js';
+import { makeTask, type TaskOptions } from '../tasks/index.js';
+import type { Batch, EvalScore, Task } from '../tasks/common.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+import { Rng, deriveSeed } from '../util/rng.js';
+import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
+import { MetricsWriter, Progress, readMetrics, type MetricsLine } from './metrics.js';
+import { writeRunReport } from './report.js';
+import { type ScheduleKind, SCHEDULES, lrAt } from './schedule.js';
+import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState, saveCheckpoint } from './state.js';
+
+export type ModelSource =
+  | { kind: 'fresh'; shape: ModelShape; init: InitOptions }
+  | { kind: 'checkpoint'; path: string };
+
+/** Everything that determines a run's numbers; a resumed run must match it exactly. */
+export interface TrainConfig {
+  task: TaskOptions;
+  model: ModelSource;
+  /** Mimetic A parameterisation during training (A = −exp(−c·A_log_param)); null: standard A_log. */
+  aScale: number | null;
+  steps: number;
+  batch: number;
+  lr: number;
+  minLr: number;
+  schedule: ScheduleKind;
+  warmup: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clipNorm: number;
+  seed: number;
+  evalEvery: number;
+  evalExamples: number;
+  checkpointEvery: number;
+  /** Stop when every trained setting reaches this accuracy (null: never). */
+  targetAcc: number | null;
+}
+
+export interface RunOptions {
+  out: string;
+  resume?: boolean;
+  /** Where progress goes (default stderr; null: silent). */
+  progress?: NodeJS.WriteStream | { write(s: string): boolean; isTTY?: boolean } | null;
+  /** Plain-output progress line every this many steps. */
+  logEvery?: number;
+  /** Checkpoints kept (default 1: the last). */
+  keep?: number;
+  /** Stop (without a checkpoint) after this step, as a kill would: for resume tests. */
+  haltAfterStep?: number;
+  /** Abort: finish the current step, checkpoint, stop. */
+  signal?: AbortSignal;
+  /** Recorded in run.json only. */
+  backend?: string;
+  /** Skip the HTML report (tests). */
+  noReport?: boolean;
+}
+
+export interface TrainResult {
+  status: 'finished' | 'target-reached' | 'interrupted' | 'halted';
+  step: number;
+  lastLoss: number;
+  lastEval?: EvalScore[];
+  checkpoint?: string;
+  runDir: string;
+}
+
+export const RUN_FILE = 'run.json';
+export const METRICS_FILE = 'metrics.jsonl';
+
+export function trainDefaults(task: TaskOptions, model: ModelSource, over: Partial<TrainConfig> = {}): TrainConfig {
+  const steps = over.steps ?? 1000;
+  return {
+    task, model, aScale: null, steps, batch: 32, lr: 1e-3, minLr: 0, schedule: 'cosine', warmup: Math.min(1000, Math.round(steps * 0.1)),
+    weightDecay: ADAMW_DEFAULTS.weightDecay, beta1: ADAMW_DEFAULTS.beta1, beta2: ADAMW_DEFAULTS.beta2, eps: ADAMW_DEFAULTS.eps, clipNorm: ADAMW_DEFAULTS.clipNorm,
+    seed: 0, evalEvery: Math.max(1, Math.round(steps / 10)), evalExamples: 64, checkpointEvery: Math.max(1, Math.round(steps / 10)), targetAcc: null,
+    ...over,
+  };
+}
+
+/** Validate options before any work; every problem is a one-line UserError. */
+export function checkTrainConfig(c: TrainConfig): Task {
+  const pos = (v: number, flag: string, int = true) => {
+    if (!(Number.isFinite(v) && v > 0) || (int && !Number.isSafeInteger(v))) throw new UserError(`${flag}: ${v} must be ${int ? 'a positive integer' : 'a number > 0'}`);
+  };
+  pos(c.lr, '--lr', false);
+  pos(c.steps, '--steps');
+  pos(c.batch, '--batch');
+  pos(c.evalEvery, '--eval-every');
+  pos(c.evalExamples, '--eval-examples');
+  pos(c.checkpointEvery, '--checkpoint-every');
+  if (!(c.minLr >= 0 && c.minLr <= c.lr)) throw new UserError(`--min-lr: ${c.minLr} must be between 0 and --lr ${c.lr}`);
+  if (!Number.isSafeInteger(c.warmup) || c.warmup < 0 || c.warmup > c.steps) throw new UserError(`--warmup: ${c.warmup} must be an integer between 0 and --steps ${c.steps}`);
+  if (!SCHEDULES.includes(c.schedule)) throw new UserError(`--schedule: unknown schedule '${c.schedule}'; choose ${SCHEDULES.join(', ')}`);
+  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay: ${c.weightDecay} must be ≥ 0`);
+  if (!(c.clipNorm >= 0)) throw new UserError(`--clip: ${c.clipNorm} must be ≥ 0 (0 disables clipping)`);
+  if (!(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1 && c.eps > 0)) throw new UserError('AdamW betas must be in [0, 1) and eps > 0');
+  if (c.targetAcc !== null && !(c.targetAcc > 0 && c.targetAcc <= 1)) throw new UserError(`--target-acc: ${c.targetAcc} must be in (0, 1]`);
+  if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw new UserError(`--seed: ${c.seed} must be an integer ≥ 0`);
+  if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new UserError(`--a-scale: ${c.aScale} is not one of ${A_SCALES.join(', ')}`);
+  const task = makeTask(c.task);
+  if (c.model.kind === 'fresh') {
+    checkInitOptions(c.model.init);
+    const cfg = freshConfig(c.model.shape);
+    if (cfg.vocabSize < task.vocabSize) throw new UserError(`--vocab ${cfg.vocabSize} is smaller than the ${c.task.task} task's ${task.vocabSize} tokens; raise --vocab to at least ${task.vocabSize}`);
+  }
+  return task;
+}
+
+function weightsRecord(w: Weights): Record<string, Tensor> {
+  return Object.fromEntries(w);
+}
+
+/** The first differing field between two configs, as `a.b.c`. */
+function firstDifference(a: unknown, b: unknown, at = ''): string | null {
+  if (typeof a !== typeof b || Array.isArray(a) !== Array.isArray(b) || (a === null) !== (b === null)) return at || '(root)';
+  if (a && typeof a === 'object') {
+    const ka = Object.keys(a as object), kb = Object.keys(b as object);
+    for (const k of new Set([...ka, ...kb])) {
+      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], at ? `${at}.${k}` : k);
+      if (d) return d;
+    }
+    return null;
+  }
+  return Object.is(a, b) ? null : at || '(root)';
+}
+
+function getPath(o: unknown, p: string): unknown {
+  return p.split('.').reduce<unknown>((x, k) => (x && typeof x === 'object' ? (x as Record<string, unknown>)[k] : undefined), o);
+}
+
+/** Read a run folder's configuration (for `--resume`). */
+export function readRunConfig(runDir: string): TrainConfig {
+  const file = path.join(runDir, RUN_FILE);
+  if (!fs.existsSync(file)) throw new UserError(`--resume ${runDir}: no ${RUN_FILE} there; give the folder of a run started with 'mimetic train --out'`);
+  try {
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { config: TrainConfig }).config;
+  } catch (e) {
+    throw new UserError(`${file}: unreadable (${(e as Error).message}); the run folder is damaged`);
+  }
+}
+
+/** A resumed run must ask for exactly the configuration its folder was made with. */
+export function checkResume(runDir: string, cfg: TrainConfig): void {
+  const saved = readRunConfig(runDir);
+  const d = firstDifference(saved, JSON.parse(JSON.stringify(cfg)));
+  if (d) {
+    throw new UserError(`--resume ${runDir}: that run was made with ${d} = ${JSON.stringify(getPath(saved, d))}, this one asks for ${JSON.stringify(getPath(cfg, d))}; resume with the run's own options or start a new --out`);
+  }
+}
+
+/**
+ * Mean next-token cross-entropy over the masked positions. The target logit is picked with a
+ * one-hot product (not a gather, whose gradient needs UnsortedSegmentSum, missing on wasm); the
+ * one-hot is the size of the logits' gradient anyway.
+ */
+export function maskedLoss(logits: tf.Tensor3D, targets: tf.Tensor1D, mask: tf.Tensor1D): tf.Scalar {
+  return tf.tidy(() => {
+    const V = logits.shape[2];
+    const flat = logits.reshape([-1, V]);
+    const lse = tf.logSumExp(flat, 1);
+    const picked = tf.sum(tf.mul(flat, tf.oneHot(targets, V)), 1);
+    const nll = tf.sub(lse, picked);
+    return tf.div(tf.sum(tf.mul(nll, mask)), tf.maximum(tf.sum(mask), 1)) as tf.Scalar;
+  });
+}
+
+function batchTensors(b: Batch) {
+  return {
+    ids: tf.tensor2d(b.ids, [b.batch, b.length], 'int32'),
+    targets: tf.tensor1d(b.targets, 'int32'),
+    mask: tf.tensor1d(b.mask, 'float32'),
+  };
+}
+
+/** Teacher-forced argmax predictions for a batch, chunked by `chunk` rows. */
+export async function predict(model: MambaLM, b: Batch, chunk: number): Promise<Int32Array> {
+  const out = new Int32Array(b.batch * b.length);
+  for (let r = 0; r < b.batch; r += chunk) {
+    const n = Math.min(chunk, b.batch - r);
+    const ids = tf.tensor2d(b.ids.subarray(r * b.length, (r + n) * b.length), [n, b.length], 'int32');
+    const am = tf.tidy(() => tf.argMax(model.logits(ids), 2));
+    out.set((await am.data()) as Int32Array, r * b.length);
+    ids.dispose();
+    am.dispose();
+  }
+  return out;
+}
+
+/** Evaluate on every setting of the task with fixed-seed examples (the same each time). */
+export async function evaluate(model: MambaLM, task: Task, seed: number, examples: number, chunk: number): Promise<EvalScore[]> {
+  const scores: EvalScore[] = [];
+  for (const spec of task.evalSpecs()) {
+    const b = task.sampleEval(new Rng(deriveSeed(seed, `eval:${spec.key}`)), spec, examples);
+    scores.push(task.score(spec, b, await predict(model, b, chunk)));
+  }
+  return scores;
+}
+
+/** Minimum accuracy over the trained settings (what early stopping and the progress bar show). */
+export function trainAccuracy(scores: EvalScore[]): number | undefined {
+  const t = scores.filter((s) => s.train);
+  return t.length ? Math.min(...t.map((s) => s.accuracy)) : undefined;
+}
+
+function mimeticRecordOf(raw: Record<string, unknown>): Record<string, unknown> {
+  const m = raw.mimetic;
+  return m && typeof m === 'object' && !Array.isArray(m) ? { ...(m as Record<string, unknown>) } : {};
+}
+
+/** The A parameterisation a checkpoint was initialised for (its config's mimetic record), or null. */
+export function aScaleOfCheckpoint(raw: Record<string, unknown>): number | null {
+  const m = mimeticRecordOf(raw);
+  const parts = Array.isArray(m.parts) ? m.parts : [];
+  return parts.includes('a') && typeof m.aScale === 'number' ? m.aScale : null;
+}
+
+export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainResult> {
+  const task = checkTrainConfig(cfg);
+  const runDir = run.out;
+  const runFile = path.join(runDir, RUN_FILE);
+  let startStep = 0;
+  let state: RunState | undefined;
+  let ckptDir: string | undefined;
+  if (run.resume) {
+    checkResume(runDir, cfg);
+    cleanTemporaries(runDir);
+    const cks = listCheckpoints(runDir);
+    if (cks.length) {
+      ckptDir = cks[cks.length - 1]!.dir;
+      state = readRunState(ckptDir);
+      startStep = state.step;
+    }
+  } else {
+    if (fs.existsSync(runDir) && (!fs.statSync(runDir).isDirectory() || fs.readdirSync(runDir).length > 0)) {
+      throw new UserError(`--out ${runDir}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${runDir}`);
+    }
+  }
+
+  // The model: from the run's checkpoint when resuming, else fresh or from --model.
+  let config: MambaConfig;
+  let weights: Record<string, Tensor>;
+  let baseRecord: Record<string, unknown>;
+  const loadCk = (p: string) => {
+    const ck = Checkpoint.open(p);
+    try {
+      const w: Record<string, Tensor> = {};
+      for (const n of ck.names()) w[n] = ck.read(n);
+      return { config: ck.config, weights: w, record: mimeticRecordOf(ck.rawConfig) };
+    } finally {
+      ck.close();
+    }
+  };
+  if (ckptDir) {
+    const l = loadCk(ckptDir);
+    ({ config, weights } = l);
+    baseRecord = l.record;
+    delete baseRecord.trained;
+  } else if (cfg.model.kind === 'fresh') {
+    config = freshConfig(cfg.model.shape);
+    weights = weightsRecord(initWeights(config, cfg.model.init));
+    baseRecord = initRecord(cfg.model.init) as unknown as Record<string, unknown>;
+  } else {
+    const l = loadCk(cfg.model.path);
+    ({ config, weights } = l);
+    baseRecord = l.record;
+    delete baseRecord.trained;
+    if (config.vocabSize < task.vocabSize) throw new UserError(`--model ${cfg.model.path}: its vocabulary (${config.vocabSize}) is smaller than the ${cfg.task.task} task's ${task.vocabSize} tokens; use a model with a larger vocabulary or shrink the task`);
+  }
+  if (config.vocabSize < task.vocabSize) throw new UserError(`model vocabulary ${config.vocabSize} is smaller than the task's ${task.vocabSize} tokens`);
+
+  if (!run.resume) {
+    fs.mkdirSync(runDir, { recursive: true });
+    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), config: cfg }, null, 2) + '\n');
+  } else if (!fs.existsSync(runFile)) {
+    throw new UserError(`--resume ${runDir}: ${RUN_FILE} is missing`);
+  }
+
+  const aParam = cfg.aScale !== null ? { c: cfg.aScale } : undefined;
+  const model = MambaLM.fromWeights(config, weights, { aParam });
+  // A fixed parameter order (by name), whatever order the weights came in: the gradient norm
+  // sums over parameters, and float sums must not depend on how the model was loaded.
+  const params = new Map([...model.variables].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const opt = createAdamWState(params);
+  const varKey = new Map<string, string>();
+  for (const [k, v] of params) varKey.set(v.name, k);
+  const rawParams = new Map([...params].filter(([k]) => k.endsWith(A_LOG_PARAM)));
+  let dataRng = new Rng(deriveSeed(cfg.seed, 'data'));
+  let trainSeconds = 0;
+  if (ckptDir && state) {
+    loadOptimizer(ckptDir, opt, rawParams);
+    if (opt.step !== state.adamStep) throw new UserError(`${ckptDir}: optimizer step ${opt.step} disagrees with state step ${state.adamStep}; the checkpoint is damaged`);
+    dataRng = Rng.fromState(state.dataRng);
+    trainSeconds = state.trainSeconds;
+  }
+
+  const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
+  const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? Math.max(1, Math.round(cfg.steps / 50)));
+  const sched = { kind: cfg.schedule, lr: cfg.lr, minLr: cfg.minLr, warmup: cfg.warmup, steps: cfg.steps };
+  const hp: AdamWHParams = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay, clipNorm: cfg.clipNorm };
+  const tokensPerStep = cfg.batch * task.trainLength;
+  let lastLoss = NaN;
+  let lastEval: EvalScore[] | undefined;
+  let lastCheckpoint: string | undefined = ckptDir;
+  let status: TrainResult['status'] = 'finished';
+  let step = startStep;
+  const t0 = Date.now();
+  const recordFor = (s: number) => ({ ...baseRecord, ...(cfg.aScale !== null ? { aScale: cfg.aScale } : {}), trained: { task: task.options, steps: s, seed: cfg.seed } });
+
+  const checkpoint = async (s: number, extra: Partial<RunState> = {}) => {
+    const st: RunState = { step: s, dataRng: dataRng.getState(), adamStep: opt.step, trainSeconds: trainSeconds + (Date.now() - t0) / 1000, ...extra };
+    if (lastEval) st.lastEval = { step: s, scores: Object.fromEntries(lastEval.map((e) => [e.key, e])) };
+    const w = model.toWeights();
+    lastCheckpoint = await saveCheckpoint({ runDir, config, weights: new Map(Object.entries(w)), mimetic: recordFor(s), rawParams, opt, state: st, keep: run.keep ?? 1 });
+  };
+
+  const report = async (statusLine: string) => {
+    if (run.noReport) return;
+    const facts: [string, string][] = [
+      ['task', JSON.stringify(task.options)],
+      ['model', `${config.arch}, ${config.numLayers} layers, d_model ${config.hiddenSize}, d_state ${config.stateSize}, vocab ${config.vocabSize}`],
+      ['init', cfg.model.kind === 'fresh' ? JSON.stringify(initRecord(cfg.model.init)) : cfg.model.path],
+      ['A parameterisation', cfg.aScale === null ? 'A = −exp(A_log)' : `A = −exp(−${cfg.aScale}·A_log_param)`],
+      ['optimizer', `AdamW lr ${cfg.lr} (${cfg.schedule}, warmup ${cfg.warmup}, min ${cfg.minLr}), wd ${cfg.weightDecay}, clip ${cfg.clipNorm}, batch ${cfg.batch}`],
+      ['steps', `${step} of ${cfg.steps}`],
+      ['seed', String(cfg.seed)],
+      ['checkpoint', lastCheckpoint ? path.relative(runDir, lastCheckpoint) : 'none'],
+    ];
+    await writeRunReport(runDir, readMetrics(path.join(runDir, METRICS_FILE)), { title: `mimetic train: ${path.basename(path.resolve(runDir))}`, facts, status: statusLine });
+  };
+
+  try {
+    if (startStep > 0) progress.line(`resuming ${runDir} from step ${startStep}`);
+    while (step < cfg.steps) {
+      const s = step + 1;
+      const stepStart = Date.now();
+      const b = task.sampleTrain(dataRng, cfg.batch);
+      const bt = batchTensors(b);
+      hp.lr = lrAt(sched, s);
+      let lossVal: number;
+      let gradNorm: number;
+      try {
+        const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(bt.ids), bt.targets, bt.mask), [...params.values()]);
+        lossVal = (await value.data())[0]!;
+        value.dispose();
+        if (!Number.isFinite(lossVal)) {
+          for (const g of Object.values(grads)) g.dispose();
+          metrics.write({ step: s, loss: lossVal, lr: hp.lr, gradNorm: NaN, tokensPerSec: 0, elapsed: (Date.now() - t0) / 1000 });
+          const where = lastCheckpoint ? `the last good checkpoint (${path.relative(process.cwd(), lastCheckpoint) || lastCheckpoint}) is kept` : 'no checkpoint had been written yet';
+          throw new UserError(`training diverged: the loss is ${lossVal} at step ${s}; ${where}; lower --lr (now ${cfg.lr}) or --clip and start a new run`);
+        }
+        const byKey = new Map<string, tf.Tensor>();
+        for (const [name, g] of Object.entries(grads)) byKey.set(varKey.get(name) ?? name, g);
+        const norm = adamwStep(params, byKey, opt, hp);
+        gradNorm = (await norm.data())[0]!;
+        norm.dispose();
+        for (const g of byKey.values()) g.dispose();
+      } finally {
+        for (const t of Object.values(bt)) t.dispose();
+      }
+      step = s;
+      lastLoss = lossVal;
+      const dt = (Date.now() - stepStart) / 1000;
+      const line: MetricsLine = { step, loss: lossVal, lr: hp.lr, gradNorm, tokensPerSec: dt > 0 ? tokensPerStep / dt : 0, elapsed: (Date.now() - t0) / 1000 };
+      let reached = false;
+      if (step % cfg.evalEvery === 0 || step === cfg.steps) {
+        lastEval = await evaluate(model, task, cfg.seed, cfg.evalExamples, cfg.batch);
+        line.eval = Object.fromEntries(lastEval.map(({ key, ...rest }) => [key, rest]));
+        const acc = trainAccuracy(lastEval);
+        reached = cfg.targetAcc !== null && acc !== undefined && acc >= cfg.targetAcc;
+        progress.line(`step ${step}: loss ${lossVal.toFixed(4)}, ` + lastEval.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', '));
+      }
+      metrics.write(line);
+      const done = step - startStep;
+      const rate = ((Date.now() - t0) / 1000) / done;
+      progress.update(step, lossVal, lastEval ? trainAccuracy(lastEval) : undefined, line.tokensPerSec, rate * (cfg.steps - step));
+      if (run.haltAfterStep !== undefined && step >= run.haltAfterStep && step < cfg.steps) {
+        status = 'halted';
+        break;
+      }
+      const aborted = run.signal?.aborted ?? false;
+      if (reached || aborted || step % cfg.checkpointEvery === 0 || step === cfg.steps) {
+        await checkpoint(step, reached ? { stoppedEarly: true } : {});
+      }
+      if (reached) { status = 'target-reached'; break; }
+      if (aborted) { status = 'interrupted'; break; }
+    }
+    progress.end();
+    const msg = status === 'finished' ? `finished ${step} steps` : status === 'target-reached' ? `stopped at step ${step}: target accuracy ${cfg.targetAcc} reached` : status === 'interrupted' ? `interrupted at step ${step}` : `halted at step ${step}`;
+    if (status !== 'halted') await report(`${msg}; last loss ${lastLoss.toFixed(4)}`);
+    return { status, step, lastLoss, lastEval, checkpoint: lastCheckpoint, runDir };
+  } catch (e) {
+    progress.end();
+    if (e instanceof UserError) await report(`stopped: ${e.message}`).catch(() => undefined);
+    throw e;
+  } finally {
+    metrics.close();
+    disposeAdamWState(opt);
+    model.dispose();
+  }
+}
