@@ -3,10 +3,13 @@
  * JSON object: the adapter, then per shape the mean milliseconds per call over `iters` calls
  * queued back to back and finished by one read. Usage:
  *   node dist/bench/scan-webgpu.js [--backend webgpu] [--iters 20]
+ * It also reports, for two 130m-sized shapes, the largest error of the output and of every
+ * gradient against the CPU kernels, relative to the largest reference value.
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, webgpuAdapter, type BackendName } from '../src/model/backend.js';
 import { selectiveScan, ssdScan } from '../src/model/kernels/scan.js';
+import { selectiveScanCpu, ssdScanCpu } from '../src/model/kernels/scan-cpu.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -65,6 +68,48 @@ async function time(c: Case): Promise<{ ms: number; first_ms: number }> {
   return { ms, first_ms: firstMs };
 }
 
+type ScanFn = (...a: tf.Tensor[]) => tf.Tensor;
+
+/** y and the gradients of sum(y · w) on the current backend, read back as arrays. */
+async function outputs(fn: ScanFn, data: Float32Array[], shapes: number[][], w: Float32Array): Promise<Float32Array[]> {
+  const outs = tf.tidy(() => {
+    const ins = data.map((d, i) => tf.tensor(d, shapes[i]));
+    const W = tf.tensor(w, shapes[0]);
+    return [fn(...ins), ...tf.grads((...a: tf.Tensor[]) => fn(...a).mul(W).sum())(ins)];
+  });
+  const vals = await Promise.all(outs.map((t) => t.data() as Promise<Float32Array>));
+  tf.dispose(outs);
+  return vals;
+}
+
+/** Largest error of y and of each gradient, kernels of `backend` vs the CPU kernels, same inputs. */
+async function accuracy(c: Case): Promise<Record<string, number>> {
+  const gpuFn: ScanFn = c.kind === 'mamba1' ? (selectiveScan as unknown as ScanFn) : (ssdScan as unknown as ScanFn);
+  const cpuFn: ScanFn = c.kind === 'mamba1' ? (selectiveScanCpu as unknown as ScanFn) : (ssdScanCpu as unknown as ScanFn);
+  const xs = inputs(c);
+  const shapes = xs.map((x) => x.shape);
+  const data = await Promise.all(xs.map((x) => x.data() as Promise<Float32Array>));
+  const wT = tf.randomUniform(shapes[0]!, -1, 1, 'float32', 2);
+  const w = (await wT.data()) as Float32Array;
+  tf.dispose([...xs, wT]);
+  const got = await outputs(gpuFn, data, shapes, w);
+  await initBackend('cpu');
+  const ref = await outputs(cpuFn, data, shapes, w);
+  await initBackend(backend, { quiet: true });
+  const names = ['y', 'du', 'ddelta', 'dA', 'dB', 'dC', 'dD'];
+  const out: Record<string, number> = {};
+  ref.forEach((r, i) => {
+    let scale = 0;
+    let err = 0;
+    for (let j = 0; j < r.length; j++) {
+      scale = Math.max(scale, Math.abs(r[j]!));
+      err = Math.max(err, Math.abs(r[j]! - got[i]![j]!));
+    }
+    out[names[i]!] = err / scale;
+  });
+  return out;
+}
+
 const used = await initBackend(backend, { quiet: true });
 const results: unknown[] = [];
 for (const c of cases) {
@@ -74,4 +119,12 @@ for (const c of cases) {
     results.push({ ...c, error: (e as Error).message.split('\n')[0] });
   }
 }
-process.stdout.write(`${JSON.stringify({ backend: used, adapter: webgpuAdapter(), iters, results }, null, 1)}\n`);
+const accuracyVsCpu: unknown[] = [];
+for (const c of [cases[0]!, cases[5]!]) {
+  try {
+    accuracyVsCpu.push({ ...c, max_rel_err: await accuracy(c) });
+  } catch (e) {
+    accuracyVsCpu.push({ ...c, error: (e as Error).message.split('\n')[0] });
+  }
+}
+process.stdout.write(`${JSON.stringify({ backend: used, adapter: webgpuAdapter(), iters, results, accuracyVsCpu }, null, 1)}\n`);

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { toHfConfigJson, type MambaConfig } from '../src/checkpoint/config.js';
 import { writeSafetensors, type WritableTensor } from '../src/checkpoint/safetensors.js';
 import { expectedShapes, parseLayerName } from '../src/model/weights.js';
@@ -82,15 +82,22 @@ function writeRandomCheckpoint(dir: string, c: MambaConfig): void {
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHfConfigJson(c)));
 }
 
-/** Run the CLI in a child under /usr/bin/time; its wall time and peak RSS. */
+/**
+ * Run the CLI in a child process; its wall time and peak RSS (the child reports its own
+ * getrusage maxRSS on a last stderr line, so no /usr/bin/time is needed on a bare GPU host).
+ */
 function timed(args: string[]): { wall_s: number; peak_rss_mb: number; stdout: string } {
+  const script = `const m = await import(${JSON.stringify(pathToFileURL(CLI).href)});
+const code = await m.main(process.argv.slice(1));
+process.stderr.write('\\nMAXRSS ' + process.resourceUsage().maxRSS + '\\n');
+process.exitCode = code;`;
   const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, CLI, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 });
   const wall = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`mimetic ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  const lines = r.stderr.trim().split('\n');
-  const kib = Number(lines[lines.length - 1]);
-  return { wall_s: Math.round(wall * 10) / 10, peak_rss_mb: Math.round(kib / 1024), stdout: r.stdout };
+  const m = /MAXRSS (\d+)\s*$/.exec(r.stderr);
+  if (!m) throw new Error(`no MAXRSS line from the child: ${r.stderr}`);
+  return { wall_s: Math.round(wall * 10) / 10, peak_rss_mb: Math.round(Number(m[1]) / 1024), stdout: r.stdout };
 }
 
 async function main(): Promise<void> {

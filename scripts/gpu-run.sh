@@ -7,7 +7,7 @@
 #   run.sh --test [FILES...]       node --test over the toolkit's dist/test (default: every *.test.js)
 #   run.sh --shell CMD...          run CMD with the bundle's PATH / LD_LIBRARY_PATH / VK_DRIVER_FILES
 #
-# First use unpacks node, node_modules, the toolkit and libvulkan1 into a cache folder
+# First use unpacks node, node_modules, the toolkit and the Vulkan loader + libglvnd into a cache folder
 # (MIMETIC_BUNDLE_CACHE, default /tmp/mimetic-bundle), once per bundle version.
 set -euo pipefail
 

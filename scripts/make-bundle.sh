@@ -2,7 +2,7 @@
 # `make bundle`: build bundle/, a self-contained folder (< 64 MiB) that runs mimetic on a linux-x64
 # GPU host without Node.js, a registry or libvulkan: this machine's node binary, the production
 # node_modules pruned to what Node on linux-x64 loads, the built toolkit (dist/, package.json,
-# test fixtures), Debian's libvulkan1 and run.sh (scripts/gpu-run.sh). Everything large is xz'd.
+# test fixtures), Debian's libvulkan1 + libglvnd debs and run.sh (scripts/gpu-run.sh). Everything large is xz'd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -62,11 +62,15 @@ extra=()
 for f in bench/*.py bench/*.json; do [ -e "$f" ] && extra+=("$f"); done
 tar -cf - --exclude='*.map' --exclude='*.d.ts' dist package.json test/fixtures "${extra[@]}" | xz -T0 -6 > "$STAGE/app.tar.xz"
 
-# --- libvulkan1 (the Vulkan loader; the GPU host has the NVIDIA driver but no loader) -----------
-echo "make-bundle: libvulkan1" >&2
-( cd "$STAGE" && apt-get download libvulkan1:amd64 >/dev/null 2>&1 ) \
-  || ( apt-get update -qq >/dev/null 2>&1 && cd "$STAGE" && apt-get download libvulkan1:amd64 >/dev/null 2>&1 ) \
-  || die "apt-get download libvulkan1:amd64 failed (needs Debian/Ubuntu apt and network)"
+# --- libvulkan1 (the Vulkan loader; the GPU host has the NVIDIA driver but no loader) and libglvnd:
+# without libGLdispatch & co. the NVIDIA ICD (libGLX_nvidia.so.0) loads but returns no
+# vkCreateInstance (seen on the H200 host).
+DEBS="libvulkan1:amd64 libglvnd0:amd64 libglx0:amd64 libegl1:amd64 libgl1:amd64 libopengl0:amd64 libgles2:amd64"
+echo "make-bundle: $DEBS" >&2
+# shellcheck disable=SC2086
+( cd "$STAGE" && apt-get download $DEBS >/dev/null 2>&1 ) \
+  || ( apt-get update -qq >/dev/null 2>&1 && cd "$STAGE" && apt-get download $DEBS >/dev/null 2>&1 ) \
+  || die "apt-get download $DEBS failed (needs Debian/Ubuntu apt and network)"
 
 cp scripts/gpu-run.sh "$STAGE/run.sh"
 chmod +x "$STAGE/run.sh"

@@ -56,14 +56,14 @@ for (const name of ['mamba1-tiny', 'mamba2-tiny']) {
       assert.deepEqual(cap.channelAttention!.shape, sel.shape);
       assert.ok(maxDiff(cap.channelAttention!.data, sel.dataSync()) === 0);
       sel.dispose();
-      for (const blk of [5, nCh, undefined]) {
-        const s = attentionSummaries(kind, int, { channelBlock: blk });
+      for (const [blk, impl] of [[5, 'tf'], [nCh, 'tf'], [undefined, 'tf'], [undefined, 'js']] as const) {
+        const s = attentionSummaries(kind, int, { channelBlock: blk, impl });
         for (const k of ['attention', 'decay', 'qk'] as const) {
           const want = g.readFloat32(`layers.${cap.layer}.${k}`);
           assert.deepEqual(s[k].shape, want.shape);
           const tol = Math.max(1e-4, 1e-4 * maxAbs(want.data));
           const d = maxDiff(s[k].dataSync(), want.data);
-          assert.ok(d <= tol, `layer ${cap.layer} ${k} (block ${blk}): ${d} > ${tol}`);
+          assert.ok(d <= tol, `layer ${cap.layer} ${k} (block ${blk}, ${impl}): ${d} > ${tol}`);
         }
         tf.dispose([s.attention, s.decay, s.qk]);
       }
@@ -116,23 +116,29 @@ test('Mamba-1: y_t = Σ_s α[t,s] x_s + D x_t reproduces the selective scan; map
   const a = alpha.arraySync() as number[][][][];
   for (const ab of a) for (const ad of ab) for (let t = 0; t < L; t++) for (let s = t + 1; s < L; s++) assert.ok(ad[t]![s] === 0, `alpha above the diagonal at (${t}, ${s})`);
   // The decay, directly from Σ_{k=s+1..t} Δ_k (no prefix sums) in float64.
-  const s = attentionSummaries('mamba1', int, { channelBlock: 4 });
+  const s = attentionSummaries('mamba1', int, { channelBlock: 4, impl: 'tf' });
+  const sj = attentionSummaries('mamba1', int, { impl: 'js' });
+  for (const k of ['attention', 'decay', 'qk'] as const) assert.ok(maxDiff(s[k].dataSync(), sj[k].dataSync()) < 1e-6, `js vs tf ${k}`);
+  // Summaries are the channel means of the per-channel maps.
+  const meanA = tf.mean(alpha, 1);
+  assert.ok(maxDiff(sj.attention.dataSync(), meanA.dataSync()) < 1e-6);
   const dl = int.delta.arraySync() as number[][][];
   const A = int.A.arraySync() as number[][];
-  const dec = s.decay.arraySync() as number[][][];
-  for (let b = 0; b < B; b++) for (let t = 0; t < L; t++) for (let u = 0; u < L; u++) {
-    let want = 0;
-    if (u <= t) {
-      for (let c = 0; c < D; c++) {
-        let sum = 0;
-        for (let k = u + 1; k <= t; k++) sum += dl[b]![k]![c]!;
-        for (let n = 0; n < N; n++) want += Math.exp(A[c]![n]! * sum);
+  for (const dec of [s.decay.arraySync() as number[][][], sj.decay.arraySync() as number[][][]]) {
+    for (let b = 0; b < B; b++) for (let t = 0; t < L; t++) for (let u = 0; u < L; u++) {
+      let want = 0;
+      if (u <= t) {
+        for (let c = 0; c < D; c++) {
+          let sum = 0;
+          for (let k = u + 1; k <= t; k++) sum += dl[b]![k]![c]!;
+          for (let n = 0; n < N; n++) want += Math.exp(A[c]![n]! * sum);
+        }
+        want /= D * N;
       }
-      want /= D * N;
+      assert.ok(Math.abs(dec[b]![t]![u]! - want) < 1e-5, `decay[${b},${t},${u}] = ${dec[b]![t]![u]} vs ${want}`);
     }
-    assert.ok(Math.abs(dec[b]![t]![u]! - want) < 1e-5, `decay[${b},${t},${u}] = ${dec[b]![t]![u]} vs ${want}`);
   }
-  tf.dispose([y, alpha, xs, mixed, y2, s.attention, s.decay, s.qk, ...Object.values(int)]);
+  tf.dispose([y, alpha, xs, mixed, y2, meanA, s.attention, s.decay, s.qk, sj.attention, sj.decay, sj.qk, ...Object.values(int)]);
 });
 
 test('Mamba-2 with 3 groups: y_t = Σ_s α[t,s] x_s + D x_t per head reproduces the SSD scan', async () => {

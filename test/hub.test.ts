@@ -16,6 +16,7 @@ import { pull, redact, resolveToken, PullInterrupted } from '../src/checkpoint/h
 import { parseHubId, hubCacheDir, repoFolderName } from '../src/checkpoint/hub-cache.js';
 import { resolveCheckpoint } from '../src/checkpoint/resolve.js';
 import { UserError } from '../src/util/errors.js';
+import { Progress, formatBytes } from '../src/checkpoint/progress.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
@@ -487,4 +488,26 @@ test('Hub ids, cache dirs, tokens and redaction', () => {
   const red = redact(msg, TOKEN);
   for (const secret of [TOKEN, WRONG, 'user:pw', 'token=abc', 'Signature=sig']) assert.ok(!red.includes(secret), `${secret} in ${red}`);
   assert.ok(red.startsWith('GET https://'));
+});
+
+test('progress: a redrawn bar with bytes and speed on a TTY, plain lines otherwise', () => {
+  const ttyOut: string[] = [];
+  const bar = new Progress({ write: (s: string) => ttyOut.push(s), isTTY: true, columns: 0 });
+  bar.start('model.safetensors', 2_000_000, 0);
+  bar.add(1_000_000);
+  bar.finish();
+  const drawn = ttyOut.join('');
+  assert.match(drawn, /\r\x1b\[2Kmodel\.safetensors \[-+\]\s+0% 0 B\/2\.0 MB/);
+  assert.match(drawn, /model\.safetensors: 2\.0 MB in [\d.]+ s \([\d.]+ [kMG]?B\/s\)\n$/);
+
+  const plain: string[] = [];
+  const lines = new Progress({ write: (s: string) => plain.push(s), isTTY: false });
+  lines.start('model.safetensors', 2_000_000, 500_000);
+  lines.add(1_500_000);
+  lines.finish();
+  assert.ok(plain.every((l) => !l.includes('\r') && l.endsWith('\n')));
+  assert.match(plain[0]!, /^resuming model\.safetensors at 500 kB of 2\.0 MB\n$/);
+  assert.match(plain.at(-1)!, /done model\.safetensors: 2\.0 MB in .* \([\d.]+ [kMG]?B\/s\)/);
+  assert.equal(formatBytes(999), '999 B');
+  assert.equal(formatBytes(4_900_000_000), '4.9 GB');
 });

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SOFTPLUS_INV_ONE, type InitOptions, freshConfig, initWeights, parseMimeticParts, softplusInv, writeFreshCheckpoint } from '../src/model/init.js';
 import { Rng, mulberry32 } from '../src/util/rng.js';
+import { expectedShapes } from '../src/model/weights.js';
 import { UserError } from '../src/util/errors.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-init-'));
@@ -158,6 +159,22 @@ test('init mamba2: shapes, A per head in log[1,16], mimetic B/C rows of in_proj 
   const A = w.get('backbone.layers.0.mixer.A_log')!.data;
   assert.ok(Array.from(A).every((a) => a >= 0 && a <= Math.log(16) + 1e-6));
   assert.ok(new Set(A).size > 1);
+});
+
+test('init writes exactly the tensors (names and shapes) a model of its config has', () => {
+  for (const shape of [
+    { arch: 'mamba1' as const, numLayers: 3, hiddenSize: 48, stateSize: 16, vocabSize: 50 },
+    { arch: 'mamba2' as const, numLayers: 2, hiddenSize: 64, stateSize: 32, headDim: 32, vocabSize: 50 },
+  ]) {
+    const c = freshConfig(shape);
+    const w = initWeights(c, mim);
+    const exp = expectedShapes(c);
+    assert.deepEqual([...w.keys()].sort(), Object.keys(exp).sort());
+    for (const [k, v] of w) {
+      assert.deepEqual(v.shape, exp[k], k);
+      assert.equal(v.data.length, v.shape.reduce((a, b) => a * b, 1), k);
+    }
+  }
 });
 
 test('init is deterministic by seed and refuses bad options and existing folders', async () => {

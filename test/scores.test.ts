@@ -21,7 +21,7 @@ import {
   bcWeights, cbIdentityPair, cbRowCosPair, cbIdentity, maskOnes, lookbehind, mimeticScore, rankLayers, cbGramMap,
 } from '../src/analysis/scores.js';
 import { defaultProbe, validateProbe, readProbeFile, probeFromOptions } from '../src/analysis/probe.js';
-import { auditCheckpoint, channelStats, parseLayerSpec, readBC, type LayerAudit } from '../src/analysis/audit.js';
+import { auditCheckpoint, channelStats, channelStatsJs, parseLayerSpec, readBC, type LayerAudit } from '../src/analysis/audit.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -184,6 +184,35 @@ test('maskOnes is 1 through the attention code when A = 0 (no decay), below 1 ot
     for (const v of st.maskOnes) Aval === 0 ? assert.ok(Math.abs(v - 1) < 1e-6) : assert.ok(v < 0.9);
     assert.equal(st.lookbehind, null);
     tf.dispose(Object.values(int));
+  }
+});
+
+test('per-channel statistics: the plain-JS walk equals the tf.js computation (Mamba-1, Mamba-2 with 2 groups)', async () => {
+  await initBackend('wasm');
+  const rng = new Rng(7);
+  const Bsz = 2, L = 20;
+  const plain = (shape: number[], f: () => number) => ({ shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f) });
+  const cases = [
+    { kind: 'mamba1' as const, D: 6, A: plain([6, 4], () => -0.2 - 3 * rng.next()), B: plain([Bsz, L, 4], () => rng.normal()), C: plain([Bsz, L, 4], () => rng.normal()) },
+    { kind: 'mamba2' as const, D: 4, A: plain([4], () => -0.2 - 3 * rng.next()), B: plain([Bsz, L, 2, 3], () => rng.normal()), C: plain([Bsz, L, 2, 3], () => rng.normal()) },
+  ];
+  for (const c of cases) {
+    const p = { delta: plain([Bsz, L, c.D], () => 0.01 + 0.5 * rng.next()), A: c.A, B: c.B, C: c.C, x: plain([1], () => 0), D: plain([1], () => 0) };
+    for (const period of [7, 1, null]) {
+      const js = channelStatsJs(c.kind, p, period);
+      const int = internalsToTf(p);
+      const ref = await channelStats(c.kind, int, period, 2);
+      tf.dispose(Object.values(int));
+      for (let d = 0; d < c.D; d++) {
+        assert.ok(Math.abs(js.maskOnes[d]! - ref.maskOnes[d]!) < 1e-5, `${c.kind} maskOnes[${d}] ${js.maskOnes[d]} vs ${ref.maskOnes[d]}`);
+        if (period === null) continue;
+        assert.ok(Math.abs(js.lookbehind![d]! - ref.lookbehind![d]!) < 1e-5, `${c.kind} period ${period} lookbehind[${d}]`);
+      }
+      assert.equal(js.lookbehind === null, period === null);
+      // Not degenerate: decay present, channels differ.
+      assert.ok(js.maskOnes.every((v) => v > 0.01 && v < 0.99));
+      assert.ok(new Set(js.maskOnes).size === c.D);
+    }
   }
 });
 

@@ -109,7 +109,9 @@ test('train: loss falls, checkpoints load as HF checkpoints, a halted run resume
 
 test('train mamba2 + report files; NaN loss stops the run and keeps the last good checkpoint', async () => {
   const dir = tmp();
+  const n0 = tf.memory().numTensors;
   const r = await train(tinyConfig({ steps: 4, evalEvery: 2 }, 'mamba2'), { out: path.join(dir, 'm2'), progress: null });
+  assert.equal(tf.memory().numTensors, n0, 'no tensor leaked by a run');
   const m = readMetrics(path.join(dir, 'm2', 'metrics.jsonl'));
   assert.equal(r.step, 4);
   assert.ok(m[3]!.loss < m[0]!.loss, `mamba2 loss ${m[0]!.loss} → ${m[3]!.loss}`);
@@ -163,4 +165,38 @@ test('CLI: a run killed with SIGKILL and resumed reproduces an uninterrupted run
   // a resume that changes an option fails with one line, exit code 2
   const bad = await new Promise<number | null>((resolve) => spawn(process.execPath, [main, 'train', '--resume', run, '--lr', '1e-2'], { stdio: 'ignore' }).on('exit', resolve));
   assert.equal(bad, 2);
+});
+
+test('train --model: starts from a (transplanted) checkpoint and keeps its mimetic A parameterisation', async () => {
+  const dir = tmp();
+  const { writeFreshCheckpoint } = await import('../src/model/init.js');
+  const { targetFromCheckpoint, transplantToDir } = await import('../src/model/transplant.js');
+  const fresh = path.join(dir, 'fresh');
+  await writeFreshCheckpoint(fresh, { arch: 'mamba1', numLayers: 2, hiddenSize: 32, stateSize: 8, vocabSize: 8 }, { init: 'mimetic', parts: ['a', 'dt'], aScale: 4, bcNoise: 0, seed: 0 });
+  const src = Checkpoint.open(path.resolve('test/fixtures/mamba1-tiny'));
+  const into = Checkpoint.open(fresh);
+  const tp = path.join(dir, 'tp');
+  await transplantToDir({ from: src, sourceName: 'mamba1-tiny', sourceLayers: [1], target: targetFromCheckpoint(into), targetLayers: [1], part: 'ssm' }, tp);
+  src.close();
+  into.close();
+  const { aScaleOfCheckpoint } = await import('../src/train/trainer.js');
+  const tck = Checkpoint.open(tp);
+  const aScale = aScaleOfCheckpoint(tck.rawConfig);
+  const before = tck.readLayer(1)['mixer.A_log']!.data;
+  tck.close();
+  assert.equal(aScale, 4);
+  const cfg = trainDefaults(copyTask, { kind: 'checkpoint', path: tp }, { steps: 2, batch: 2, lr: 1e-3, warmup: 0, aScale, evalEvery: 2, evalExamples: 2, checkpointEvery: 2 });
+  const r = await train(cfg, { out: path.join(dir, 'run'), progress: null, noReport: true });
+  assert.equal(r.step, 2);
+  const ck = Checkpoint.open(r.checkpoint!);
+  try {
+    const m = (ck.rawConfig as { mimetic: { transplant: unknown[]; aScale: number } }).mimetic;
+    assert.equal(m.aScale, 4);
+    assert.equal(m.transplant.length, 1);
+    // two small AdamW steps move A_log by about lr·c per step at most: the stored A_log is standard
+    const after = ck.readLayer(1)['mixer.A_log']!.data;
+    let maxd = 0;
+    for (let i = 0; i < after.length; i++) maxd = Math.max(maxd, Math.abs(after[i]! - before[i]!));
+    assert.ok(maxd > 0 && maxd < 2 * 2 * 4e-3 + 1e-6, `A_log moved by ${maxd}`);
+  } finally { ck.close(); }
 });

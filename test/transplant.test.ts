@@ -103,3 +103,34 @@ test('transplant mismatches are user errors naming both shapes', () => {
     assert.equal(initRecord({ ...def, init: 'mimetic', parts: ['dt'] }).aScale, null);
   } finally { src.close(); }
 });
+
+test('CLI: init then transplant write checkpoints; bad input exits 2 with one line', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const main = path.resolve('dist/src/cli/main.js');
+  const dir = tmp();
+  const run = (...args: string[]) => spawnSync(process.execPath, [main, ...args], { encoding: 'utf8' });
+  const a = run('init', '--arch', 'mamba2', '--layers', '2', '--d-model', '32', '--d-state', '16', '--head-dim', '8', '--vocab', '64', '--init', 'mimetic', '--mimetic', 'a,bc', '--a-scale', '2', '--seed', '7', '--out', path.join(dir, 'fresh'));
+  assert.equal(a.status, 0, a.stderr);
+  const b = run('transplant', '--from', path.join(FIX, 'mamba2-tiny'), '--layers', '0', '--into', path.join(dir, 'fresh'), '--target-layers', '1', '--parts', 'block', '--out', path.join(dir, 'tp'));
+  assert.equal(b.status, 0, b.stderr);
+  assert.match(b.stdout, /layer 1 ← .*mamba2-tiny layer 0 \(block\)/);
+  const ck = Checkpoint.open(path.join(dir, 'tp'));
+  const src = Checkpoint.open(path.join(FIX, 'mamba2-tiny'));
+  try {
+    const m = (ck.rawConfig as { mimetic: { init: string; parts: string[]; aScale: number; seed: number; transplant: { layer: number }[] } }).mimetic;
+    assert.deepEqual([m.init, m.parts, m.aScale, m.seed, m.transplant.length], ['mimetic', ['a', 'bc'], 2, 7, 1]);
+    const s0 = src.readLayer(0), t1 = ck.readLayer(1);
+    for (const k of Object.keys(s0)) assert.ok(same(s0[k]!.data, t1[k]!.data), k);
+  } finally { ck.close(); src.close(); }
+  for (const bad of [
+    ['init', '--mimetic', 'a,zz', '--out', path.join(dir, 'x')],
+    ['init', '--layers', 'two', '--out', path.join(dir, 'x')],
+    ['transplant', '--from', path.join(FIX, 'mamba2-tiny'), '--layers', '0', '--into', path.join(FIX, 'mamba1-tiny'), '--out', path.join(dir, 'y')],
+    ['transplant', '--from', path.join(FIX, 'mamba1-tiny'), '--layers', '0', '--parts', 'all', '--out', path.join(dir, 'y')],
+  ]) {
+    const r = run(...bad);
+    assert.equal(r.status, 2, bad.join(' '));
+    assert.match(r.stderr, /^mimetic: [^\n]+\n$/, r.stderr);
+  }
+  assert.ok(!fs.existsSync(path.join(dir, 'x')) && !fs.existsSync(path.join(dir, 'y')), 'nothing written on error');
+});

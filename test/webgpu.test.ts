@@ -68,7 +68,7 @@ async function compare(label: string, cpuFn: (...xs: tf.Tensor[]) => tf.Tensor, 
   const [w] = randoms(8, [shapes[0]!], ['normal']);
   await initBackend('cpu');
   const ref = await runScan(cpuFn, data, shapes, w!);
-  await initBackend('webgpu');
+  await webgpu();
   const got = await runScan(gpuFn, data, shapes, w!);
   for (let i = 0; i < ref.length; i++) {
     const e = maxRelErr(got[i]!, ref[i]!);
@@ -78,8 +78,17 @@ async function compare(label: string, cpuFn: (...xs: tf.Tensor[]) => tf.Tensor, 
   }
 }
 
+/** initBackend('webgpu'), failing with what to install when this machine has no adapter. */
+async function webgpu(): Promise<string> {
+  try {
+    return await initBackend('webgpu');
+  } catch (e) {
+    throw new Error(`${(e as Error).message}. Without a GPU, install Mesa's lavapipe (Mesa >= 23; on Debian 12: apt-get install -t bookworm-backports mesa-vulkan-drivers, as .ci/run does)`);
+  }
+}
+
 test('webgpu backend starts on an adapter and registers its scan kernels', async () => {
-  const name = await initBackend('webgpu');
+  const name = await webgpu();
   assert.equal(name, 'webgpu');
   assert.equal(tf.getBackend(), 'webgpu');
   const a = webgpuAdapter();
@@ -127,7 +136,7 @@ function expectClose(name: string, got: { shape: number[]; data: ArrayLike<numbe
 
 for (const name of ['mamba1-tiny', 'mamba2-tiny-sharded']) {
   test(`${name} on webgpu: logits, hidden states, mixer inputs and implicit attention match the HF goldens`, async () => {
-    await initBackend('webgpu');
+    await webgpu();
     const dir = path.join(FIXTURES, name);
     const ckpt = Checkpoint.open(dir);
     const g = SafetensorsReader.open(path.join(dir, 'golden.safetensors'));
@@ -161,7 +170,8 @@ for (const name of ['mamba1-tiny', 'mamba2-tiny']) {
     const results: Map<string, Float32Array>[] = [];
     try {
       for (const backend of ['cpu', 'webgpu'] as const) {
-        await initBackend(backend);
+        if (backend === 'webgpu') await webgpu();
+        else await initBackend(backend);
         const lm = MambaLM.fromCheckpoint(ckpt);
         const idsT = tf.tensor2d(ids, undefined, 'int32');
         // Next-token cross-entropy, as training uses.

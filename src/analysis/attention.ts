@@ -69,8 +69,65 @@ function blockSize(opt: number | undefined, L: number, fallbackBytes = 64 * 2 **
  * Per-layer summaries [B, L, L]: mean attention, mean decay, and the query-key part C_t · B_s;
  * all zero above the diagonal.
  */
-export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: { channelBlock?: number } = {}): AttentionSummaries {
-  return kind === 'mamba2' ? mamba2Summaries(int, opts.channelBlock) : mamba1Summaries(int, opts.channelBlock);
+export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: { channelBlock?: number; impl?: 'tf' | 'js' } = {}): AttentionSummaries {
+  if (kind === 'mamba2') return mamba2Summaries(int, opts.channelBlock);
+  // Mamba-1's maps cost D·N·L² exponentials. On the CPU-side backends a tight JS loop over the lower
+  // triangle beats tf ops (which would also evaluate the upper triangle); on GPUs tf ops win.
+  const impl = opts.impl ?? (CPU_BACKENDS.includes(tf.getBackend()) ? 'js' : 'tf');
+  return impl === 'js' ? mamba1SummariesJs(int) : mamba1Summaries(int, opts.channelBlock);
+}
+
+const CPU_BACKENDS = ['cpu', 'wasm', 'tensorflow'];
+
+/** Mamba-1 maps as loops over Float32Arrays: one channel's row at a time, lower triangle only. */
+function mamba1SummariesJs(int: ScanInternals): AttentionSummaries {
+  const [Bsz, L, Din] = int.delta.shape as [number, number, number];
+  const N = int.A.shape[1]!;
+  const delta = int.delta.dataSync() as Float32Array;
+  const A = int.A.dataSync() as Float32Array;
+  const Bm = int.B.dataSync() as Float32Array;
+  const Cm = int.C.dataSync() as Float32Array;
+  const att = new Float32Array(Bsz * L * L);
+  const dec = new Float32Array(Bsz * L * L);
+  const qk = new Float32Array(Bsz * L * L);
+  const S = new Float64Array(L * Din);
+  const cb = new Float64Array(N);
+  for (let b = 0; b < Bsz; b++) {
+    // Prefix sums of Δ per channel: S[t, d] = Σ_{k ≤ t} Δ_k[d].
+    const dOff = b * L * Din;
+    for (let d = 0; d < Din; d++) S[d] = delta[dOff + d]!;
+    for (let t = 1; t < L; t++) for (let d = 0; d < Din; d++) S[t * Din + d] = S[(t - 1) * Din + d]! + delta[dOff + t * Din + d]!;
+    const bOff = b * L * N;
+    for (let t = 0; t < L; t++) {
+      for (let s = 0; s <= t; s++) {
+        let q = 0;
+        for (let n = 0; n < N; n++) {
+          cb[n] = Cm[bOff + t * N + n]! * Bm[bOff + s * N + n]!;
+          q += cb[n]!;
+        }
+        let a = 0;
+        let e = 0;
+        const to = t * Din;
+        const so = s * Din;
+        for (let d = 0; d < Din; d++) {
+          const seg = S[to + d]! - S[so + d]!; // Σ_{k=s+1..t} Δ_k ≥ 0
+          const ao = d * N;
+          let ad = 0;
+          for (let n = 0; n < N; n++) {
+            const E = Math.exp(A[ao + n]! * seg);
+            e += E;
+            ad += cb[n]! * E;
+          }
+          a += ad * delta[dOff + so + d]!;
+        }
+        const o = (b * L + t) * L + s;
+        att[o] = a / Din;
+        dec[o] = e / (Din * N);
+        qk[o] = q;
+      }
+    }
+  }
+  return { attention: tf.tensor3d(att, [Bsz, L, L]), decay: tf.tensor3d(dec, [Bsz, L, L]), qk: tf.tensor3d(qk, [Bsz, L, L]) };
 }
 
 function mamba1Summaries(int: ScanInternals, channelBlock?: number): AttentionSummaries {

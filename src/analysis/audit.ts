@@ -115,6 +115,8 @@ export function batchMean(data: ArrayLike<number>, batch: number): Float32Array 
   return out;
 }
 
+const CPU_BACKENDS = new Set(['cpu', 'wasm']);
+
 function scanKind(c: MambaConfig): ScanKind {
   return c.arch === 'mamba2' ? 'mamba2' : 'mamba1';
 }
@@ -153,7 +155,9 @@ async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, bat
   const int = internalsToTf(cap.internals!);
   try {
     const kind = scanKind(c);
-    const stats = await channelStats(kind, int, period, channelBlock);
+    // The CPU backends take the plain-JS walk (faster, and no [B, block, L, L] temporaries); the
+    // others the tf.js version, which runs on the device.
+    const stats = CPU_BACKENDS.has(tf.getBackend()) ? channelStatsJs(kind, cap.internals!, period) : await channelStats(kind, int, period, channelBlock);
     const count = stats.maskOnes.length;
     const mim = new Float64Array(count);
     for (let d = 0; d < count; d++) mim[d] = channelMimetic(stats.maskOnes[d]!, stats.lookbehind ? stats.lookbehind[d]! : null);
@@ -195,6 +199,90 @@ async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, bat
   }
 }
 
+export interface ChannelStats {
+  maskOnes: Float64Array;
+  lookbehind: Float64Array | null;
+}
+
+type Plain = { shape: number[]; data: Float32Array };
+
+/**
+ * channelStats in plain JavaScript (float64), for the CPU backends: instead of one exp per
+ * (t, s, n) it walks each column s down the rows with the scan's own recurrence,
+ * exp(A Σ_{k=s+1..t} Δ_k) = exp(A Σ_{k=s+1..t−1} Δ_k) · exp(A Δ_t), so the work is one multiply per
+ * (t, s, n) and memory stays at a few rows. Same definitions as channelStats (below).
+ */
+export function channelStatsJs(kind: ScanKind, int: { delta: Plain; A: Plain; B: Plain; C: Plain }, period: number | null): ChannelStats {
+  const [Bsz, L, count] = int.delta.shape as [number, number, number];
+  const delta = int.delta.data, A = int.A.data, Bm = int.B.data, Cm = int.C.data;
+  const m2 = kind === 'mamba2';
+  // Mamba-1: B, C [B, L, N]; Mamba-2: [B, L, G, N].
+  const G = m2 ? int.B.shape[2]! : 1;
+  const N = m2 ? int.B.shape[3]! : int.A.shape[1]!;
+  const rep = count / G;
+  const dec = new Float64Array(count), lb = new Float64Array(count);
+  const rowAbs = new Float64Array(L), rowNum = new Float64Array(L);
+  const r = new Float64Array(L * N); // exp(A[n] Δ_t)
+  const e = new Float64Array(N);
+  // Per batch row: C_t[n] B_s[n] summed over n, per group (Mamba-2), or kept per n (Mamba-1).
+  const qk = new Float64Array(m2 ? G * L * L : 0);
+  for (let b = 0; b < Bsz; b++) {
+    if (m2) {
+      for (let g = 0; g < G; g++) {
+        for (let t = 0; t < L; t++) {
+          for (let s2 = 0; s2 <= t; s2++) {
+            let v = 0;
+            for (let n = 0; n < N; n++) v += Cm[((b * L + t) * G + g) * N + n]! * Bm[((b * L + s2) * G + g) * N + n]!;
+            qk[(g * L + t) * L + s2] = v;
+          }
+        }
+      }
+    }
+    for (let d = 0; d < count; d++) {
+      const nA = m2 ? 1 : N;
+      for (let t = 0; t < L; t++) {
+        const dt = delta[(b * L + t) * count + d]!;
+        for (let n = 0; n < nA; n++) r[t * nA + n] = Math.exp((m2 ? A[d]! : A[d * N + n]!) * dt);
+      }
+      rowAbs.fill(0);
+      rowNum.fill(0);
+      let decSum = 0;
+      const g = Math.floor(d / rep);
+      for (let s = 0; s < L; s++) {
+        const ds = delta[(b * L + s) * count + d]!;
+        e.fill(1, 0, nA);
+        for (let t = s; t < L; t++) {
+          let a = 0, es = 0;
+          if (t > s) for (let n = 0; n < nA; n++) e[n]! *= r[t * nA + n]!;
+          if (m2) {
+            es = e[0]!;
+            a = qk[(g * L + t) * L + s]! * es;
+          } else {
+            const cOff = (b * L + t) * N, bOff = (b * L + s) * N;
+            for (let n = 0; n < N; n++) {
+              const en = e[n]!;
+              es += en;
+              a += Cm[cOff + n]! * Bm[bOff + n]! * en;
+            }
+          }
+          decSum += es;
+          const abs = Math.abs(a * ds);
+          rowAbs[t]! += abs;
+          if (period !== null && t >= period && (s === t - period || s === t - period + 1)) rowNum[t]! += abs;
+        }
+      }
+      dec[d]! += decSum / nA;
+      if (period !== null) for (let t = period; t < L; t++) if (rowAbs[t]! > 0) lb[d]! += rowNum[t]! / rowAbs[t]!;
+    }
+  }
+  const pairs = (L * (L + 1)) / 2;
+  for (let d = 0; d < count; d++) {
+    dec[d] = dec[d]! / (Bsz * pairs);
+    if (period !== null) lb[d] = lb[d]! / (Bsz * (L - period));
+  }
+  return { maskOnes: dec, lookbehind: period === null ? null : lb };
+}
+
 /**
  * Per channel (Mamba-1) or head (Mamba-2): its own maskOnes (its decay mask, averaged over the
  * batch, s ≤ t and — Mamba-1 — states) and lookbehind (the layer formula applied to its own α).
@@ -202,7 +290,7 @@ async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, bat
  *   Mamba-1: α_d[t, s] = Δ_d[s] Σ_n C_t[n] B_s[n] exp(A[d, n] (S_d[t] − S_d[s])), S = cumsum Δ
  *   Mamba-2: α_h[t, s] = Δ_h[s] (C_t · B_s)_{group(h)} exp(A[h] (S_h[t] − S_h[s]))
  */
-export async function channelStats(kind: ScanKind, int: ScanInternals, period: number | null, channelBlock?: number): Promise<{ maskOnes: Float64Array; lookbehind: Float64Array | null }> {
+export async function channelStats(kind: ScanKind, int: ScanInternals, period: number | null, channelBlock?: number): Promise<ChannelStats> {
   const [Bsz, L, count] = int.delta.shape as [number, number, number];
   const blk = channelBlock ?? Math.max(1, Math.floor((16 * 2 ** 20) / (4 * Bsz * L * L)));
   const mOut = new Float64Array(count);
@@ -246,10 +334,16 @@ export async function channelStats(kind: ScanKind, int: ScanInternals, period: n
           decAcc = tf.zeros([k]);
           let acc: tf.Tensor = tf.zeros([Bsz, k, L, L]);
           for (let n = 0; n < N; n++) {
-            const E = tf.mul(tf.exp(tf.mul(seg, Ab.slice([0, n], [k, 1]).reshape([1, k, 1, 1]))), consts.mask);
-            decAcc = tf.add(decAcc, tf.sum(E, [0, 2, 3]));
-            const cb = tf.mul(int.C.slice([0, 0, n], [Bsz, L, 1]), int.B.slice([0, 0, n], [Bsz, L, 1]).reshape([Bsz, 1, L])).reshape([Bsz, 1, L, L]);
-            acc = tf.add(acc, tf.mul(cb, E));
+            // One tidy per state so only the running sums outlive an iteration.
+            const [acc2, dec2] = tf.tidy(() => {
+              const E = tf.mul(tf.exp(tf.mul(seg, Ab.slice([0, n], [k, 1]).reshape([1, k, 1, 1]))), consts.mask);
+              const cb = tf.mul(int.C.slice([0, 0, n], [Bsz, L, 1]), int.B.slice([0, 0, n], [Bsz, L, 1]).reshape([Bsz, 1, L])).reshape([Bsz, 1, L, L]);
+              return [tf.add(acc, tf.mul(cb, E)), tf.add(decAcc, tf.sum(E, [0, 2, 3]))];
+            });
+            acc.dispose();
+            decAcc.dispose();
+            acc = acc2;
+            decAcc = dec2;
           }
           decAcc = tf.div(decAcc, N);
           alpha = tf.mul(acc, dS);

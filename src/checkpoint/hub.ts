@@ -24,7 +24,6 @@ const MAX_REDIRECTS = 10;
 const MAX_ATTEMPTS = 20;
 const MAX_STALLED_ATTEMPTS = 5;
 const MAX_LISTED_FILES = 100_000;
-const WRITE_BLOCK = 4 << 20;
 
 export interface PullOptions {
   /** Access token; else HF_TOKEN, else the token file. */
@@ -194,7 +193,7 @@ function hubError(ctx: Ctx, e: unknown, what: string): Error {
       case 403:
         return new UserError(`${at}: access denied by ${ctx.endpoint} (403: ${detail}); if the repo is gated, accept its terms at ${repoUrl(ctx)} with the account of your token`);
       case 404:
-        if (code === 'RevisionNotFound' || /rev/i.test(detail)) return new UserError(`${at}: revision '${ctx.id.revision}' not found in ${ctx.id.repo} on ${ctx.endpoint} (404); check the branch, tag or commit`);
+        if (code === 'RevisionNotFound' || /invalid rev|revision not found/i.test(detail)) return new UserError(`${at}: revision '${ctx.id.revision}' not found in ${ctx.id.repo} on ${ctx.endpoint} (404); check the branch, tag or commit`);
         if (code === 'EntryNotFound') return new UserError(`${at}: a listed file is missing on ${ctx.endpoint} (404: ${detail}) while ${what}; try again later`);
         return new UserError(`${at}: no such repo on ${ctx.endpoint} (404: ${detail}); check the name${ctx.token ? '' : ', or give a token if it is private'}`);
       default:
@@ -435,36 +434,23 @@ async function transferOnce(ctx: Ctx, file: RemoteFile, commit: string, part: st
     clearTimeout(idle);
     idle = setTimeout(() => ctl.abort(new DOMException('idle', 'TimeoutError')), ctx.idleTimeoutMs);
   };
-  // Network chunks are small (16-64 kB): gather them and write in blocks of a few MB.
-  let pending: Uint8Array[] = [];
-  let pendingBytes = 0;
-  const flush = async () => {
-    if (pendingBytes === 0) return;
-    const block = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    await fh.write(block, 0, block.byteLength, pos);
-    pos += block.byteLength;
-  };
   try {
     arm();
     if (res.body) {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         arm();
-        if (pos + pendingBytes + chunk.byteLength > file.size) {
+        if (pos + chunk.byteLength > file.size) {
           corrupt = true;
           throw new UserError(`${where}: the server sent more than the ${file.size} bytes the Hub lists; the partial file was deleted and nothing was added to the cache — run the pull again`);
         }
-        pending.push(chunk);
-        pendingBytes += chunk.byteLength;
+        // Written as they come, so what arrived before a stall, a reset or Ctrl-C is kept.
+        await fh.write(chunk, 0, chunk.byteLength, pos);
+        pos += chunk.byteLength;
         ctx.progress.add(chunk.byteLength);
-        if (pendingBytes >= WRITE_BLOCK) await flush();
       }
     }
   } finally {
     clearTimeout(idle);
-    // Bytes that arrived before an error or Ctrl-C are good: keep them for the resume.
-    if (!corrupt) await flush().catch(() => undefined);
     await fh.sync().catch(() => undefined);
     await fh.truncate(pos).catch(() => undefined);
     await fh.close();

@@ -26,7 +26,9 @@ export async function main(argv: string[]): Promise<number> {
     if (isUserError(e)) {
       process.stderr.write(`mimetic: ${(e as Error).message}\n`);
       if (debug) process.stderr.write(`${(e as Error).stack}\n`);
-      return 2;
+      // An interrupted download carries 130 (the shell's code for Ctrl-C); other user errors are 2.
+      const code = (e as { exitCode?: unknown }).exitCode;
+      return typeof code === 'number' ? code : 2;
     }
     if (debug) throw e;
     process.stderr.write(`mimetic: internal error: ${(e as Error)?.message ?? String(e)} (run again with --debug for the stack trace)\n`);

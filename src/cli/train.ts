@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { BACKENDS, type BackendName, initBackend } from '../model/backend.js';
@@ -163,7 +164,13 @@ export function register(program: Command): void {
       // Every check before any work (backend start-up included).
       checkTrainConfig(cfg);
       if (resume) checkResume(out, cfg);
-      const backend = await initBackend(backendName as BackendName);
+      let backend = await initBackend(backendName as BackendName);
+      if (!tf.getKernel('UnsortedSegmentSum', backend)) {
+        // The embedding's gradient (a gather's) needs this kernel; tfjs-backend-wasm lacks it.
+        if (backendName !== 'auto') throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend cpu or webgpu`);
+        process.stderr.write(`mimetic: ${backend} cannot train (no UnsortedSegmentSum kernel); training on cpu\n`);
+        backend = await initBackend('cpu');
+      }
       const ac = new AbortController();
       const onSigint = () => {
         if (ac.signal.aborted) process.exit(130);

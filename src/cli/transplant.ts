@@ -34,7 +34,10 @@ export function register(program: Command): void {
       const sourceLayers = parseLayerList(String(o.layers), '--layers', src.config.numLayers, false);
       let target: TransplantJob['target'];
       if (o.into !== undefined) {
-        into = Checkpoint.open(String(o.into));
+        for (const k of ['nLayers', 'vocab', 'init', 'mimetic', 'aScale', 'bcNoise', 'seed']) {
+          if (cmd.getOptionValueSource(k) === 'cli') throw new UserError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} describes a fresh target and cannot be combined with --into; drop one of them`);
+        }
+        into = Checkpoint.open(await resolveCheckpoint(String(o.into)));
         target = targetFromCheckpoint(into);
       } else {
         const sc = src.config;

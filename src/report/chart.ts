@@ -1,5 +1,5 @@
 /** Line charts (scores across depth) and histograms, drawn from raw pixels with SVG text labels. */
-import { Canvas, niceTicks, fmtNum } from './png.js';
+import { Canvas, niceTicks, fmtTicks } from './png.js';
 import type { RGB } from './colormap.js';
 
 export const SERIES_COLORS: readonly RGB[] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75]];
@@ -36,17 +36,20 @@ function frame(width: number, height: number, xr: [number, number], yr: [number,
   const xs = xr[1] > xr[0] ? xr : [xr[0] - 0.5, xr[0] + 0.5];
   const px = (x: number) => left + ((x - xs[0]!) / (xs[1]! - xs[0]!)) * w;
   const py = (y: number) => top + h - ((y - yr[0]) / (yr[1] - yr[0])) * h;
-  for (const t of niceTicks(yr[0], yr[1], 5).filter((v) => !yInt || Number.isInteger(v))) {
+  const yt = niceTicks(yr[0], yr[1], 5).filter((v) => !yInt || Number.isInteger(v));
+  const yl = fmtTicks(yt);
+  yt.forEach((t, k) => {
     cv.fillRect(left, py(t), w, 1, GRID);
     cv.fillRect(left - 5, py(t), 5, 1, AXIS);
-    cv.text(left - 8, py(t) + 4, fmtNum(t), { size: 11, anchor: 'end' });
-  }
+    cv.text(left - 8, py(t) + 4, yl[k]!, { size: 11, anchor: 'end' });
+  });
   let xt = niceTicks(xs[0]!, xs[1]!, Math.min(10, Math.max(2, Math.round(w / 70))));
   if (xInt) xt = xt.filter((v) => Number.isInteger(v));
-  for (const t of xt) {
+  const xl = fmtTicks(xt);
+  xt.forEach((t, k) => {
     cv.fillRect(px(t), top + h, 1, 5, AXIS);
-    cv.text(px(t), top + h + 18, fmtNum(t), { size: 11, anchor: 'middle' });
-  }
+    cv.text(px(t), top + h + 18, xl[k]!, { size: 11, anchor: 'middle' });
+  });
   cv.fillRect(left, top, 1, h + 1, AXIS);
   cv.fillRect(left, top + h, w, 1, AXIS);
   cv.text(left + w / 2, height - 8, xLabel, { size: 12, anchor: 'middle' });

@@ -3,7 +3,7 @@
  * A map larger than the image is shrunk by averaging blocks of cells (every row and column
  * contributes; none is dropped); a smaller one is enlarged by an integer factor.
  */
-import { Canvas, niceTicks, fmtNum } from './png.js';
+import { Canvas, niceTicks, fmtTicks } from './png.js';
 import { colorOf, type ColorScale, type RGB } from './colormap.js';
 
 export interface Grid {
@@ -141,11 +141,12 @@ export async function renderHeatmap(spec: HeatmapSpec): Promise<RenderedHeatmap>
   }
   cv.strokeRect(bx - 1, top - 1, barW + 2, mapH + 2, AXIS);
   const ticks = niceTicks(lo, hi, 4);
-  for (const v of ticks) {
+  const labels = fmtTicks(ticks);
+  ticks.forEach((v, k) => {
     const y = top + ((hi - v) / (hi - lo)) * mapH;
     cv.fillRect(bx + barW + 1, y, 4, 1, AXIS);
-    cv.text(bx + barW + 7, y + 4, fmtNum(v), { size: 10 });
-  }
+    cv.text(bx + barW + 7, y + 4, labels[k]!, { size: 10 });
+  });
   return { png: await cv.toPng(), width, height, scale, block: [fr.block, fc.block], cellPx: [fr.cellPx, fc.cellPx] };
 }
 

@@ -50,7 +50,7 @@ img { display: block; image-rendering: pixelated; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 10px; }
 .thumb { border: 1px solid #ddd; padding: 6px; border-radius: 4px; background: #fff; text-align: center; font-size: 12px; width: 108px; }
 .thumb.top { border-color: #3a9a3a; background: #f1faf1; }
-.thumb img { margin: 0 auto 4px; width: 96px; height: 96px; }
+.thumb img { margin: 0 auto 4px; width: 96px; height: 96px; image-rendering: auto; }
 .note { font-size: 13px; color: #555; max-width: 900px; }
 dl.defs dt { font-weight: 600; margin-top: 6px; font-family: "DejaVu Sans Mono", monospace; font-size: 14px; }
 dl.defs dd { margin: 0 0 0 18px; font-size: 14px; color: #333; max-width: 900px; }

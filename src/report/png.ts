@@ -128,3 +128,13 @@ export function fmtNum(v: number): string {
   if (a >= 1e4 || a < 1e-3) return v.toExponential(1).replace('e+', 'e');
   return String(Number(v.toPrecision(3)));
 }
+
+/** Tick labels: as many decimals as the tick step needs (so close ticks stay distinct). */
+export function fmtTicks(ticks: number[]): string[] {
+  if (ticks.length < 2) return ticks.map(fmtNum);
+  const step = Math.abs(ticks[1]! - ticks[0]!);
+  const maxAbs = Math.max(...ticks.map(Math.abs));
+  if (!(step > 0) || maxAbs >= 1e5 || maxAbs < 1e-3 || step < 1e-8) return ticks.map((v) => (v === 0 ? '0' : v.toExponential(Math.max(0, Math.ceil(Math.log10(maxAbs / step)) - 1)).replace('e+', 'e')));
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return ticks.map((v) => (v === 0 ? '0' : v.toFixed(decimals)));
+}

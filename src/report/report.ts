@@ -89,7 +89,7 @@ async function writeLayer(dir: string, a: LayerAudit, numLayers: number, batch: 
   put(img('qk'), qk.png);
   const cbg = await renderHeatmap({ data: d.cbGram, rows: d.N, cols: d.N, kind: 'diverging', title: `Layer ${i}: W_C W_Bᵀ`, xLabel: 'B state n', yLabel: 'C state n' });
   put(img('cbgram'), cbg.png);
-  put(img('thumb'), await renderThumbnail({ data: d.attention, rows: L, cols: L, causal: true, kind: 'diverging', clipQuantile: 0.99, px: 96 }));
+  put(img('thumb'), await renderThumbnail({ data: d.attention, rows: L, cols: L, causal: true, kind: 'diverging', clipQuantile: 0.99, px: 128 }));
   const hA = histogram(d.A, binsFor(d.A.length));
   put(img('hist-A'), await renderHistogram(hA, { title: `Layer ${i}: A = −exp(A_log)`, xLabel: 'A' }));
   const hD = histogram(d.delta, binsFor(d.delta.length), true);

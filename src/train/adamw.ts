@@ -40,10 +40,13 @@ export function decays(name: string): boolean {
 
 export function createAdamWState(params: Map<string, tf.Variable>): AdamWState {
   const m = new Map<string, tf.Variable>(), v = new Map<string, tf.Variable>();
-  for (const [k, p] of params) {
-    m.set(k, tf.variable(tf.zerosLike(p), false));
-    v.set(k, tf.variable(tf.zerosLike(p), false));
-  }
+  // Inside tidy so the zero tensors the variables are made from are freed (variables survive tidy).
+  tf.tidy(() => {
+    for (const [k, p] of params) {
+      m.set(k, tf.variable(tf.zerosLike(p), false));
+      v.set(k, tf.variable(tf.zerosLike(p), false));
+    }
+  });
   return { step: 0, m, v, decay: new Set([...params.keys()].filter(decays)) };
 }
 
@@ -51,9 +54,16 @@ export function disposeAdamWState(s: AdamWState): void {
   for (const t of [...s.m.values(), ...s.v.values()]) t.dispose();
 }
 
-/** Global L2 norm of the gradients (a scalar tensor). */
+/**
+ * Global L2 norm of the gradients (a scalar tensor). Summed pairwise in a fixed order rather than
+ * with one addN: WebGPU caps storage buffers per shader (often 16), and addN binds one per input.
+ */
 export function globalNorm(grads: Map<string, tf.Tensor>): tf.Scalar {
-  return tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))) as tf.Scalar);
+  return tf.tidy(() => {
+    let acc: tf.Tensor = tf.scalar(0);
+    for (const g of grads.values()) acc = tf.add(acc, tf.sum(tf.square(g)));
+    return tf.sqrt(acc) as tf.Scalar;
+  });
 }
 
 /**

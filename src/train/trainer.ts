@@ -12,7 +12,7 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import type { Tensor } from '../checkpoint/safetensors.js';
 import { A_SCALES, type InitOptions, type ModelShape, type Weights, checkInitOptions, freshConfig, initRecord, initWeights } from '../model/init.js';
-import { A_LOG_PARAM, MambaLM } from '../model/mamba.js';
+import { A_LOG_PARAM, MambaLM, aLogFromParam } from '../model/mamba.js';
 import { makeTask, type TaskOptions } from '../tasks/index.js';
 import type { Batch, EvalScore, Task } from '../tasks/common.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -231,6 +231,20 @@ export function aScaleOfCheckpoint(raw: Record<string, unknown>): number | null 
   return parts.includes('a') && typeof m.aScale === 'number' ? m.aScale : null;
 }
 
+/**
+ * The model's weights by standard HF name (A_log restored from A_log_param), read asynchronously:
+ * MambaLM.toWeights reads synchronously, which the WebGPU backend in Node cannot do.
+ */
+export async function modelWeights(model: MambaLM): Promise<Weights> {
+  const out: Weights = new Map();
+  for (const [k, v] of model.variables) {
+    const data = Float32Array.from((await v.data()) as Float32Array);
+    if (k.endsWith(A_LOG_PARAM) && model.aParam) out.set(k.slice(0, -A_LOG_PARAM.length) + 'mixer.A_log', { shape: v.shape.slice(), data: aLogFromParam(data, model.aParam.c) });
+    else out.set(k, { shape: v.shape.slice(), data });
+  }
+  return out;
+}
+
 export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainResult> {
   const task = checkTrainConfig(cfg);
   const runDir = run.out;
@@ -326,8 +340,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   const checkpoint = async (s: number, extra: Partial<RunState> = {}) => {
     const st: RunState = { step: s, dataRng: dataRng.getState(), adamStep: opt.step, trainSeconds: trainSeconds + (Date.now() - t0) / 1000, ...extra };
     if (lastEval) st.lastEval = { step: s, scores: Object.fromEntries(lastEval.map((e) => [e.key, e])) };
-    const w = model.toWeights();
-    lastCheckpoint = await saveCheckpoint({ runDir, config, weights: new Map(Object.entries(w)), mimetic: recordFor(s), rawParams, opt, state: st, keep: run.keep ?? 1 });
+    lastCheckpoint = await saveCheckpoint({ runDir, config, weights: await modelWeights(model), mimetic: recordFor(s), rawParams, opt, state: st, keep: run.keep ?? 1 });
   };
 
   const report = async (statusLine: string) => {

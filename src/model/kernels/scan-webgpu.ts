@@ -53,7 +53,9 @@ interface Dims {
 
 const lanes = (d: Dims): number => d.batch * d.H * d.P;
 
-// Offsets of the regions of the backward program's packed output.
+// Offsets of the regions of the backward program's packed output. States and their gradients are
+// stored in u's layout with the state index innermost ([b, t, h, p, n]), so the dB/dC reduction
+// reads neighbouring states from neighbouring threads.
 function packLayout(d: Dims): { S: number; gH: number; du: number; dDelta: number; dA: number; dD: number; total: number } {
   const R = lanes(d);
   const states = R * d.L * d.N;
@@ -157,17 +159,17 @@ function backwardProgram(d: Dims): Program {
       let r = index;
       let ln = laneOf(r);
       let L = uniforms.seqLen;
-      let sBase = r * L * STATE_N;
       var h : array<f32, STATE_N>;
       for (var n = 0; n < STATE_N; n = n + 1) { h[n] = 0.0; }
       for (var t = 0; t < L; t = t + 1) {
-        let ut = U[ln.uOff + t * ln.uS];
+        let ui = ln.uOff + t * ln.uS;
+        let ut = U[ui];
         let dt = Delta[ln.dOff + t * ln.dS];
         let bo = ln.bOff + t * ln.bS;
         for (var n = 0; n < STATE_N; n = n + 1) {
           let hn = exp(dt * aAt(ln.head, n)) * h[n] + dt * ut * B[bo + n];
           h[n] = hn;
-          setOutputAtIndex(sBase + t * STATE_N + n, hn);
+          setOutputAtIndex(ui * STATE_N + n, hn);
         }
       }
       var gh : array<f32, STATE_N>;
@@ -187,9 +189,9 @@ function backwardProgram(d: Dims): Program {
         for (var n = 0; n < STATE_N; n = n + 1) {
           let An = aAt(ln.head, n);
           var hPrev = 0.0;
-          if (t > 0) { hPrev = result[sBase + (t - 1) * STATE_N + n]; }
+          if (t > 0) { hPrev = result[(ui - ln.uS) * STATE_N + n]; }
           let gn = gh[n] + gyt * C[bo + n];
-          setOutputAtIndex(uniforms.offGH + sBase + t * STATE_N + n, gn);
+          setOutputAtIndex(uniforms.offGH + ui * STATE_N + n, gn);
           let decay = exp(dt * An);
           let gdA = gn * hPrev * decay;
           gA[n] = gA[n] + gdA * dt;
@@ -231,9 +233,8 @@ function bcProgram(d: Dims): Program {
       for (var h = g * hpg; h < (g + 1) * hpg; h = h + 1) {
         let di = (b * L + t) * H + h;
         for (var p = 0; p < P; p = p + 1) {
-          let r = (b * H + h) * P + p;
-          let si = (r * L + t) * STATE_N + n;
           let ui = ((b * L + t) * H + h) * P + p;
+          let si = ui * STATE_N + n;
           if (which == 0) {
             acc = acc + Pk[uniforms.offGH + si] * Delta[di] * U[ui];
           } else {
