@@ -56,14 +56,15 @@ for (const name of ['mamba1-tiny', 'mamba2-tiny']) {
       assert.deepEqual(cap.channelAttention!.shape, sel.shape);
       assert.ok(maxDiff(cap.channelAttention!.data, sel.dataSync()) === 0);
       sel.dispose();
-      for (const [blk, impl] of [[5, 'tf'], [nCh, 'tf'], [undefined, 'tf'], [undefined, 'js']] as const) {
-        const s = attentionSummaries(kind, int, { channelBlock: blk, impl });
+      const variants = [[5, 'direct', 16], [nCh, 'direct', 16], [undefined, 'js', 16], [undefined, 'factored', 16], [undefined, 'factored', 5], [undefined, 'factored', 1], [undefined, 'factored', 100], [7, 'factored', 4]] as const;
+      for (const [blk, impl, timeBlock] of variants) {
+        const s = attentionSummaries(kind, int, { channelBlock: blk, impl, timeBlock });
         for (const k of ['attention', 'decay', 'qk'] as const) {
           const want = g.readFloat32(`layers.${cap.layer}.${k}`);
           assert.deepEqual(s[k].shape, want.shape);
           const tol = Math.max(1e-4, 1e-4 * maxAbs(want.data));
           const d = maxDiff(s[k].dataSync(), want.data);
-          assert.ok(d <= tol, `layer ${cap.layer} ${k} (block ${blk}, ${impl}): ${d} > ${tol}`);
+          assert.ok(d <= tol, `layer ${cap.layer} ${k} (block ${blk}, ${impl}, time block ${timeBlock}): ${d} > ${tol}`);
         }
         tf.dispose([s.attention, s.decay, s.qk]);
       }
@@ -116,15 +117,19 @@ test('Mamba-1: y_t = Σ_s α[t,s] x_s + D x_t reproduces the selective scan; map
   const a = alpha.arraySync() as number[][][][];
   for (const ab of a) for (const ad of ab) for (let t = 0; t < L; t++) for (let s = t + 1; s < L; s++) assert.ok(ad[t]![s] === 0, `alpha above the diagonal at (${t}, ${s})`);
   // The decay, directly from Σ_{k=s+1..t} Δ_k (no prefix sums) in float64.
-  const s = attentionSummaries('mamba1', int, { channelBlock: 4, impl: 'tf' });
+  const s = attentionSummaries('mamba1', int, { channelBlock: 4, impl: 'direct' });
   const sj = attentionSummaries('mamba1', int, { impl: 'js' });
-  for (const k of ['attention', 'decay', 'qk'] as const) assert.ok(maxDiff(s[k].dataSync(), sj[k].dataSync()) < 1e-6, `js vs tf ${k}`);
+  const sf = attentionSummaries('mamba1', int, { timeBlock: 4 });
+  for (const k of ['attention', 'decay', 'qk'] as const) {
+    assert.ok(maxDiff(s[k].dataSync(), sj[k].dataSync()) < 1e-6, `js vs direct ${k}`);
+    assert.ok(maxDiff(s[k].dataSync(), sf[k].dataSync()) < 1e-6, `factored vs direct ${k}`);
+  }
   // Summaries are the channel means of the per-channel maps.
   const meanA = tf.mean(alpha, 1);
   assert.ok(maxDiff(sj.attention.dataSync(), meanA.dataSync()) < 1e-6);
   const dl = int.delta.arraySync() as number[][][];
   const A = int.A.arraySync() as number[][];
-  for (const dec of [s.decay.arraySync() as number[][][], sj.decay.arraySync() as number[][][]]) {
+  for (const dec of [s.decay.arraySync() as number[][][], sj.decay.arraySync() as number[][][], sf.decay.arraySync() as number[][][]]) {
     for (let b = 0; b < B; b++) for (let t = 0; t < L; t++) for (let u = 0; u < L; u++) {
       let want = 0;
       if (u <= t) {
@@ -138,7 +143,7 @@ test('Mamba-1: y_t = Σ_s α[t,s] x_s + D x_t reproduces the selective scan; map
       assert.ok(Math.abs(dec[b]![t]![u]! - want) < 1e-5, `decay[${b},${t},${u}] = ${dec[b]![t]![u]} vs ${want}`);
     }
   }
-  tf.dispose([y, alpha, xs, mixed, y2, meanA, s.attention, s.decay, s.qk, sj.attention, sj.decay, sj.qk, ...Object.values(int)]);
+  tf.dispose([y, alpha, xs, mixed, y2, meanA, s.attention, s.decay, s.qk, sj.attention, sj.decay, sj.qk, sf.attention, sf.decay, sf.qk, ...Object.values(int)]);
 });
 
 test('Mamba-2 with 3 groups: y_t = Σ_s α[t,s] x_s + D x_t per head reproduces the SSD scan', async () => {

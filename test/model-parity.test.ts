@@ -128,6 +128,9 @@ test('MambaLM with the mimetic A parameterisation computes the same model and ex
     const logits = lm.logits(idsT);
     expectClose(`${name}/logits (aParam)`, { shape: logits.shape, data: logits.dataSync() }, g.readFloat32('logits'));
     const out = lm.toWeights();
+    const outAsync = await lm.toWeightsAsync();
+    assert.deepEqual(Object.keys(outAsync).sort(), Object.keys(out).sort());
+    for (const k of Object.keys(out)) assert.deepEqual(Array.from(outAsync[k]!.data), Array.from(out[k]!.data), k);
     for (const [k, v] of Object.entries(w)) {
       const o = out[k];
       assert.ok(o, `toWeights lost ${k}`);

@@ -88,7 +88,7 @@ test('copy: bad options are user errors', () => {
 });
 
 test('mqar: Zoology layout — distinct keys and values in range, queries after the pairs, only query positions scored', () => {
-  const task = new MqarTask({ vocab: 64, context: 64, kvPairs: [4, 8], powerA: 0.01, evalLengths: [128], randomNonQueries: true });
+  const task = new MqarTask({ vocab: 64, contexts: [64], kvPairs: [4, 8], powerA: 0.01, evalLengths: [128], randomNonQueries: true });
   const b = task.sampleTrain(new Rng(2), 16);
   const L = 64;
   for (let r = 0; r < 16; r++) {
@@ -121,7 +121,7 @@ test('mqar: Zoology layout — distinct keys and values in range, queries after 
 });
 
 test('mqar: power-law gaps favour short gaps; eval specs by pairs; scoring', () => {
-  const task = new MqarTask({ vocab: 256, context: 128, kvPairs: [2], powerA: 0.01, evalLengths: [64, 256], randomNonQueries: false });
+  const task = new MqarTask({ vocab: 256, contexts: [128], kvPairs: [2], powerA: 0.01, evalLengths: [64, 256], randomNonQueries: false });
   // with a = 0.01, p(g) ∝ g^-0.99: the first gap slot is far more likely than the last
   let first = 0, last = 0;
   const rng = new Rng(11);
@@ -143,7 +143,25 @@ test('mqar: power-law gaps favour short gaps; eval specs by pairs; scoring', () 
   assert.equal(task.score(spec, b, half).accuracy, (1 - 8 / 16) / 8 + 7 / 8);
 });
 
+test('mqar: several training lengths — each step one length, each row a pair count that fits it', () => {
+  const task = new MqarTask({ vocab: 512, contexts: [16, 64], kvPairs: [2, 8], powerA: 0.01, evalLengths: [], randomNonQueries: true });
+  assert.equal(task.trainLength, 64);
+  assert.deepEqual(task.evalSpecs().map((s) => s.key), ['len=16,kv=2', 'len=64,kv=2', 'len=64,kv=8']);
+  const rng = new Rng(4);
+  const seen = new Set<string>();
+  for (let i = 0; i < 60; i++) {
+    const b = task.sampleTrain(rng, 4);
+    for (let r = 0; r < 4; r++) {
+      const D = b.mask.subarray(r * b.length, (r + 1) * b.length).reduce((a, x) => a + x, 0);
+      assert.ok(MqarTask.fits(b.length, D), `${D} pairs in ${b.length}`);
+      seen.add(`${b.length}:${D}`);
+    }
+  }
+  assert.deepEqual([...seen].sort(), ['16:2', '64:2', '64:8']);
+  assert.throws(() => new MqarTask({ vocab: 512, contexts: [6, 64], kvPairs: [2, 8], powerA: 0.01, evalLengths: [], randomNonQueries: true }), /--context 6 is too short for any/);
+});
+
 test('mqar: vocabulary too small or context too short are user errors', () => {
-  assert.throws(() => new MqarTask({ vocab: 16, context: 256, kvPairs: [16], powerA: 0.01, evalLengths: [], randomNonQueries: true }), (e: unknown) => e instanceof UserError && /--vocab 16 is too small for 16 key-value pairs/.test((e as Error).message));
-  assert.throws(() => new MqarTask({ vocab: 8192, context: 60, kvPairs: [16], powerA: 0.01, evalLengths: [], randomNonQueries: true }), /--context 60 is too short/);
+  assert.throws(() => new MqarTask({ vocab: 16, contexts: [256], kvPairs: [16], powerA: 0.01, evalLengths: [], randomNonQueries: true }), (e: unknown) => e instanceof UserError && /--vocab 16 is too small for 16 key-value pairs/.test((e as Error).message));
+  assert.throws(() => new MqarTask({ vocab: 8192, contexts: [60], kvPairs: [16], powerA: 0.01, evalLengths: [], randomNonQueries: true }), /--context 60 is too short/);
 });

@@ -131,7 +131,7 @@ test('bad training input is refused before any work', () => {
   assert.throws(() => checkTrainConfig(tinyConfig({ lr: 0 })), /--lr: 0 must be a number > 0/);
   assert.throws(() => checkTrainConfig(tinyConfig({ lr: -1 })), UserError);
   assert.throws(() => checkTrainConfig({ ...tinyConfig(), task: { ...copyTask, context: 10 } as TaskOptions }), /--context 10 is too short/);
-  assert.throws(() => checkTrainConfig({ ...tinyConfig(), task: { task: 'mqar', vocab: 8, context: 64, kvPairs: [8], powerA: 0.01, evalLengths: [], randomNonQueries: true } }), /--vocab 8 is too small/);
+  assert.throws(() => checkTrainConfig({ ...tinyConfig(), task: { task: 'mqar', vocab: 8, contexts: [64], kvPairs: [8], powerA: 0.01, evalLengths: [], randomNonQueries: true } }), /--vocab 8 is too small/);
   const c = tinyConfig();
   if (c.model.kind === 'fresh') c.model.init.parts = ['a', 'nope' as 'a'];
   assert.throws(() => checkTrainConfig(c), UserError);
@@ -199,4 +199,21 @@ test('train --model: starts from a (transplanted) checkpoint and keeps its mimet
     for (let i = 0; i < after.length; i++) maxd = Math.max(maxd, Math.abs(after[i]! - before[i]!));
     assert.ok(maxd > 0 && maxd < 2 * 2 * 4e-3 + 1e-6, `A_log moved by ${maxd}`);
   } finally { ck.close(); }
+});
+
+test('CLI: SIGINT finishes the step, writes a checkpoint and the report, exits 130', async () => {
+  const dir = tmp();
+  const run = path.join(dir, 'int');
+  const main = path.resolve('dist/src/cli/main.js');
+  const child = spawn(process.execPath, [main, 'train', '--task', 'copy', '--alphabet', '4', '--min-len', '2', '--max-len', '6', '--context', '24', '--layers', '1', '--d-model', '16',
+    '--d-state', '4', '--steps', '500', '--batch', '2', '--checkpoint-every', '400', '--eval-every', '400', '--backend', 'cpu', '--quiet', '--out', run], { stdio: 'ignore' });
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  const mf = path.join(run, 'metrics.jsonl');
+  for (let i = 0; i < 3000 && readMetrics(mf).length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+  child.kill('SIGINT');
+  assert.equal(await exited, 130);
+  const ms = readMetrics(mf);
+  assert.ok(ms.length >= 3 && ms.length < 500, `${ms.length} steps`);
+  assert.deepEqual(listCheckpoints(run).map((c) => c.step), [ms.at(-1)!.step]);
+  assert.match(fs.readFileSync(path.join(run, 'report.html'), 'utf8'), /interrupted at step/);
 });

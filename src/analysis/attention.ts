@@ -5,8 +5,8 @@
  *
  * per channel d of Mamba-1 (A[d, n], Δ[d]) or per head h of Mamba-2 (scalar A[h], Δ[h], that head's
  * group of B and C), so that y_t = Σ_s α[t, s] · x_s + D · x_t. The decay is computed from prefix
- * sums S of Δ as exp(A · (S_t − S_s)) — the exponent is never positive, so nothing overflows — and
- * at most one block of channels is materialised at a time ([B, block, L, L]).
+ * sums S of Δ as exp(A · (S_t − S_s)) — every exponent is ≤ 0, so nothing overflows — and at most
+ * one block of channels is materialised at a time (never [B, channels, L, L] for the whole layer).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor } from '../checkpoint/safetensors.js';
@@ -65,19 +65,106 @@ function blockSize(opt: number | undefined, L: number, fallbackBytes = 64 * 2 **
   return Math.max(1, Math.floor(fallbackBytes / (4 * L * L)));
 }
 
+export interface SummaryOptions {
+  /** Channels (Mamba-1) or heads (Mamba-2) per block (default: all channels for 'factored', ~64 MiB blocks otherwise). */
+  channelBlock?: number;
+  /**
+   * Mamba-1 only. 'factored' (default): time blocks of `timeBlock` steps; pairs with s at or before
+   * the block start t0 use exp(A·(S_t − S_s)) = exp(A·(S_t − S_t0)) · exp(A·(S_t0 − S_s)) — both
+   * exponents ≤ 0 — so the sums over channels and states become matrix products; pairs inside the
+   * block are computed directly. 'direct': every exp(A·(S_t − S_s)), channel blocks at a time in tf
+   * ops. 'js': every exp over the lower triangle in JS loops. All three agree; they differ in speed.
+   */
+  impl?: 'factored' | 'direct' | 'js';
+  /** Time steps per block of the 'factored' computation (default 16). */
+  timeBlock?: number;
+}
+
 /**
  * Per-layer summaries [B, L, L]: mean attention, mean decay, and the query-key part C_t · B_s;
  * all zero above the diagonal.
  */
-export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: { channelBlock?: number; impl?: 'tf' | 'js' } = {}): AttentionSummaries {
+export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: SummaryOptions = {}): AttentionSummaries {
   if (kind === 'mamba2') return mamba2Summaries(int, opts.channelBlock);
-  // Mamba-1's maps cost D·N·L² exponentials. On the CPU-side backends a tight JS loop over the lower
-  // triangle beats tf ops (which would also evaluate the upper triangle); on GPUs tf ops win.
-  const impl = opts.impl ?? (CPU_BACKENDS.includes(tf.getBackend()) ? 'js' : 'tf');
-  return impl === 'js' ? mamba1SummariesJs(int) : mamba1Summaries(int, opts.channelBlock);
+  const impl = opts.impl ?? 'factored';
+  if (impl === 'js') return mamba1SummariesJs(int);
+  if (impl === 'direct') return mamba1Summaries(int, opts.channelBlock);
+  return mamba1SummariesFactored(int, opts.timeBlock ?? 16, opts.channelBlock);
 }
 
-const CPU_BACKENDS = ['cpu', 'wasm', 'tensorflow'];
+/**
+ * Mamba-1 maps by time blocks (see SummaryOptions.impl), one batch row and (with channelBlock) one
+ * block of channels at a time: the largest tensor is [L, channels, N] (or [T, T, channels, N]).
+ */
+function mamba1SummariesFactored(int: ScanInternals, T: number, channelBlock?: number): AttentionSummaries {
+  if (!Number.isInteger(T) || T < 1) throw new Error(`timeBlock must be a positive integer, got ${T}`);
+  const [Bsz, L, Din] = int.delta.shape as [number, number, number];
+  const N = int.A.shape[1]!;
+  const blk = channelBlock === undefined ? Din : blockSize(channelBlock, 1);
+  const S = tf.cumsum(int.delta, 1); // [B, L, Din]
+  const attB: tf.Tensor[] = [];
+  const decB: tf.Tensor[] = [];
+  for (let b = 0; b < Bsz; b++) {
+    const rowsA: tf.Tensor[] = [];
+    const rowsD: tf.Tensor[] = [];
+    for (let t0 = 0; t0 < L; t0 += T) {
+      const Tb = Math.min(T, L - t0);
+      let ra: tf.Tensor = tf.zeros([Tb, L]);
+      let rd: tf.Tensor = tf.zeros([Tb, L]);
+      for (let d0 = 0; d0 < Din; d0 += blk) {
+        const k = Math.min(blk, Din - d0);
+        const [na, nd] = tf.tidy(() => {
+          const Sb = S.slice([b, 0, d0], [1, L, k]).reshape([L, k]);
+          const db = int.delta.slice([b, 0, d0], [1, L, k]).reshape([L, k]);
+          const Ak = int.A.slice([d0, 0], [k, N]);
+          const A3 = Ak.reshape([1, k, N]);
+          const Bb = int.B.slice([b, 0, 0], [1, L, N]).reshape([L, N]);
+          const Cb = int.C.slice([b, 0, 0], [1, L, N]).reshape([L, N]);
+          const Sblk = Sb.slice([t0, 0], [Tb, k]);
+          const Sref = Sb.slice([t0, 0], [1, k]);
+          // Far pairs s ≤ t0 ≤ t: products of two factors with exponents ≤ 0.
+          const F = tf.exp(tf.mul(tf.sub(Sblk, Sref).reshape([Tb, k, 1]), A3)); // [Tb, k, N]
+          const G = tf.exp(tf.mul(tf.sub(Sref, Sb.slice([0, 0], [t0 + 1, k])).reshape([t0 + 1, k, 1]), A3)); // [t0+1, k, N]
+          const P = tf.mul(F, Cb.slice([t0, 0], [Tb, N]).reshape([Tb, 1, N])).reshape([Tb, k * N]);
+          const Q = tf.mul(tf.mul(G, Bb.slice([0, 0], [t0 + 1, N]).reshape([t0 + 1, 1, N])), db.slice([0, 0], [t0 + 1, k]).reshape([t0 + 1, k, 1])).reshape([t0 + 1, k * N]);
+          const parts: tf.Tensor[][] = [[tf.matMul(P, Q, false, true)], [tf.matMul(F.reshape([Tb, k * N]), G.reshape([t0 + 1, k * N]), false, true)]];
+          // Near pairs t0 < s ≤ t inside the block, directly (exponent masked to 0 where s > t).
+          if (Tb > 1) {
+            const m = Tb - 1;
+            const Sn = Sb.slice([t0 + 1, 0], [m, k]);
+            const nearMask = tf.linalg.bandPart(tf.ones([Tb, Tb]), -1, 0).slice([0, 1], [Tb, m]); // [t, j]: s = t0+1+j ≤ t
+            const seg = tf.mul(tf.sub(Sblk.reshape([Tb, 1, k]), Sn.reshape([1, m, k])), nearMask.reshape([Tb, m, 1]));
+            const E = tf.exp(tf.mul(seg.reshape([Tb, m, k, 1]), Ak.reshape([1, 1, k, N]))); // [Tb, m, k, N]
+            const w = tf.mul(tf.mul(Cb.slice([t0, 0], [Tb, N]).reshape([Tb, 1, 1, N]), Bb.slice([t0 + 1, 0], [m, N]).reshape([1, m, 1, N])), db.slice([t0 + 1, 0], [m, k]).reshape([1, m, k, 1]));
+            parts[0]!.push(tf.mul(tf.sum(tf.mul(E, w), [2, 3]), nearMask));
+            parts[1]!.push(tf.mul(tf.sum(E, [2, 3]), nearMask));
+          }
+          if (t0 + Tb < L) for (const p of parts) p.push(tf.zeros([Tb, L - t0 - Tb]));
+          return [tf.add(ra, tf.concat(parts[0]!, 1)), tf.add(rd, tf.concat(parts[1]!, 1))];
+        });
+        ra.dispose();
+        rd.dispose();
+        ra = na!;
+        rd = nd!;
+      }
+      rowsA.push(ra);
+      rowsD.push(rd);
+    }
+    attB.push(tf.concat(rowsA, 0));
+    decB.push(tf.concat(rowsD, 0));
+    tf.dispose([...rowsA, ...rowsD]);
+  }
+  const out = tf.tidy(() => {
+    const mask = causalMask(L);
+    return {
+      attention: tf.div(tf.stack(attB), Din) as tf.Tensor3D,
+      decay: tf.div(tf.stack(decB), Din * N) as tf.Tensor3D,
+      qk: tf.mul(tf.matMul(int.C, int.B, false, true), mask) as tf.Tensor3D,
+    };
+  });
+  tf.dispose([S, ...attB, ...decB]);
+  return out;
+}
 
 /** Mamba-1 maps as loops over Float32Arrays: one channel's row at a time, lower triangle only. */
 function mamba1SummariesJs(int: ScanInternals): AttentionSummaries {

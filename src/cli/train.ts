@@ -19,7 +19,7 @@ type Opts = Record<string, unknown>;
 
 /** Which config fields each option sets (used to overlay explicit options on a resumed run's config). */
 const OPTION_PATHS: Record<string, string[]> = {
-  task: ['task.task'], alphabet: ['task.alphabet'], minLen: ['task.minLen'], maxLen: ['task.maxLen'], context: ['task.context'],
+  task: ['task.task'], alphabet: ['task.alphabet'], minLen: ['task.minLen'], maxLen: ['task.maxLen'], context: ['task.context', 'task.contexts'],
   evalLengths: ['task.evalLengths'], kvPairs: ['task.kvPairs'], powerA: ['task.powerA'],
   vocab: ['task.vocab', 'model.shape.vocabSize'], arch: ['model.shape.arch'], layers: ['model.shape.numLayers'], dModel: ['model.shape.hiddenSize'],
   dState: ['model.shape.stateSize'], headDim: ['model.shape.headDim'], convKernel: ['model.shape.convKernel'],
@@ -56,7 +56,8 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
   } else if (taskName === 'mqar') {
     const kv = o.kvPairs === undefined ? MQAR_DEFAULTS.kvPairs : parseLengths(String(o.kvPairs), '--kv-pairs', (m) => new UserError(m));
     task = {
-      task: 'mqar', vocab: numOpt(o.vocab ?? MQAR_DEFAULTS.vocab, '--vocab'), context: numOpt(o.context ?? MQAR_DEFAULTS.context, '--context'),
+      task: 'mqar', vocab: numOpt(o.vocab ?? MQAR_DEFAULTS.vocab, '--vocab'),
+      contexts: o.context === undefined ? MQAR_DEFAULTS.contexts : parseLengths(String(o.context), '--context', (m) => new UserError(m)),
       kvPairs: kv, powerA: numOpt(o.powerA ?? MQAR_DEFAULTS.powerA, '--power-a', 'float'), evalLengths, randomNonQueries: true,
     };
   } else {
@@ -109,7 +110,7 @@ export function register(program: Command): void {
     .option('--alphabet <n>', 'copy: letters', String(COPY_DEFAULTS.alphabet))
     .option('--min-len <n>', 'copy: shortest string', String(COPY_DEFAULTS.minLen))
     .option('--max-len <n>', 'copy: longest string', String(COPY_DEFAULTS.maxLen))
-    .option('--context <n>', 'training row length (copy default 220, mqar 256)')
+    .option('--context <n>', 'training row length (copy: default 220; mqar: a list, default 64,128,256)')
     .option('--kv-pairs <list>', 'mqar: numbers of key-value pairs trained', MQAR_DEFAULTS.kvPairs.join(','))
     .option('--power-a <a>', 'mqar: query gap power law exponent', String(MQAR_DEFAULTS.powerA))
     .option('--eval-lengths <list>', 'extra evaluation lengths (copy: string lengths; mqar: sequence lengths)')
@@ -184,6 +185,7 @@ export function register(program: Command): void {
           logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
         });
         const acc = r.lastEval?.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', ') ?? 'no evaluation';
+        if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
         process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
       } finally {
         process.off('SIGINT', onSigint);

@@ -153,10 +153,13 @@ async function registerWebGPU(): Promise<void> {
       }
       const requiredFeatures = adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
       const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
-      const backend = new mod.WebGPUBackend(device, adapter.info);
-      // tfjs reads synchronously through OffscreenCanvas, which Node lacks; say what to do instead.
-      backend.readSync = () => {
-        throw new Error('dataSync()/arraySync() cannot read from the webgpu backend in Node: use await tensor.data() / tensor.array()');
+      const backend = new mod.WebGPUBackend(device, adapter.info) as tf.KernelBackend & { tensorMap: { get(id: object): { values?: unknown } | undefined } };
+      // tfjs reads GPU data synchronously through OffscreenCanvas, which Node lacks: values still
+      // held on the CPU side read as before, anything else says what to do instead.
+      const readSync = backend.readSync.bind(backend);
+      backend.readSync = (dataId: object) => {
+        if (backend.tensorMap.get(dataId)?.values != null) return readSync(dataId);
+        throw new Error('dataSync()/arraySync() cannot read GPU data on the webgpu backend in Node: use await tensor.data() / tensor.array()');
       };
       return backend;
     },

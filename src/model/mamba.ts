@@ -325,6 +325,18 @@ export class MambaLM {
     return out;
   }
 
+  /** As toWeights, reading asynchronously (the WebGPU backend in Node cannot read synchronously). */
+  async toWeightsAsync(): Promise<WeightMap> {
+    const out: WeightMap = {};
+    for (const [k, v] of this.variables) {
+      const pl = parseLayerName(k);
+      const data = Float32Array.from((await v.data()) as Float32Array);
+      if (pl?.short === A_LOG_PARAM && this.aParam) out[layerName(pl.layer, 'mixer.A_log')] = { shape: v.shape.slice(), data: aLogFromParam(data, this.aParam.c) };
+      else out[k] = { shape: v.shape.slice(), data };
+    }
+    return out;
+  }
+
   dispose(): void {
     for (const v of this.variables.values()) v.dispose();
     this.variables.clear();

@@ -44,7 +44,7 @@ export interface Task {
   readonly name: 'copy' | 'mqar';
   /** Tokens the task uses: the model's vocabulary must be at least this. */
   readonly vocabSize: number;
-  /** Length of a training row. */
+  /** Length of a training row (the longest, for a task that trains several lengths). */
   readonly trainLength: number;
   /** Task options as recorded in run folders (a resumed run must match them). */
   readonly options: Record<string, unknown>;

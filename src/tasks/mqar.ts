@@ -12,9 +12,9 @@ import { type Batch, type EvalScore, type EvalSpec, type Task, emptyBatch } from
 export interface MqarOptions {
   /** V: vocabulary (keys below V/2, values at or above). */
   vocab: number;
-  /** Training sequence length. */
-  context: number;
-  /** Numbers of key-value pairs trained (one drawn per row). */
+  /** Training sequence lengths: each step draws one; every row of a step has that length. */
+  contexts: number[];
+  /** Numbers of key-value pairs trained: each row draws one of those that fit its length. */
   kvPairs: number[];
   /** Exponent a of the gap distribution p(g) ∝ a·g^(a−1). */
   powerA: number;
@@ -23,7 +23,8 @@ export interface MqarOptions {
   randomNonQueries: boolean;
 }
 
-export const MQAR_DEFAULTS: MqarOptions = { vocab: 8192, context: 256, kvPairs: [4, 8, 16, 32, 64], powerA: 0.01, evalLengths: [], randomNonQueries: true };
+/** Zoology's training mixture spans lengths 64-256 with 4-64 pairs. */
+export const MQAR_DEFAULTS: MqarOptions = { vocab: 8192, contexts: [64, 128, 256], kvPairs: [4, 8, 16, 32, 64], powerA: 0.01, evalLengths: [], randomNonQueries: true };
 
 /** Sample `k` distinct indices from weights p (sequential, like numpy's choice without replacement). */
 function choiceNoReplace(rng: Rng, p: Float64Array, k: number): number[] {
@@ -63,7 +64,8 @@ export class MqarTask implements Task {
 
   constructor(readonly o: MqarOptions) {
     if (!Number.isSafeInteger(o.vocab) || o.vocab < 4) throw new UserError(`--vocab: ${o.vocab} must be an integer ≥ 4 for MQAR`);
-    if (!Number.isSafeInteger(o.context) || o.context < 4) throw new UserError(`--context: ${o.context} must be an integer ≥ 4`);
+    if (o.contexts.length === 0) throw new UserError('--context: give at least one training length');
+    for (const L of o.contexts) if (!Number.isSafeInteger(L) || L < 4) throw new UserError(`--context: ${L} must be an integer ≥ 4`);
     if (!(o.powerA > 0 && o.powerA <= 1)) throw new UserError(`--power-a: ${o.powerA} must be in (0, 1]`);
     if (o.kvPairs.length === 0) throw new UserError('--kv-pairs: give at least one number of pairs');
     const maxD = Math.max(...o.kvPairs);
@@ -71,12 +73,16 @@ export class MqarTask implements Task {
     if (maxD > keys || maxD > o.vocab - Math.floor(o.vocab / 2)) {
       throw new UserError(`--vocab ${o.vocab} is too small for ${maxD} key-value pairs: keys come from [1, ${Math.floor(o.vocab / 2)}), only ${keys} distinct; raise --vocab to at least ${2 * maxD + 2} or lower --kv-pairs`);
     }
+    const maxL = Math.max(...o.contexts);
     for (const d of o.kvPairs) {
-      if (!MqarTask.fits(o.context, d)) throw new UserError(`--context ${o.context} is too short for ${d} key-value pairs: need at least 4·${d} = ${4 * d} tokens; raise --context or lower --kv-pairs`);
+      if (!MqarTask.fits(maxL, d)) throw new UserError(`--context ${maxL} is too short for ${d} key-value pairs: need at least 4·${d} = ${4 * d} tokens; raise --context or lower --kv-pairs`);
+    }
+    for (const L of o.contexts) {
+      if (!o.kvPairs.some((d) => MqarTask.fits(L, d))) throw new UserError(`--context ${L} is too short for any of --kv-pairs ${o.kvPairs.join(',')}: need at least 4·${Math.min(...o.kvPairs)} tokens`);
     }
     this.vocabSize = o.vocab;
-    this.trainLength = o.context;
-    this.options = { task: 'mqar', vocab: o.vocab, context: o.context, kvPairs: o.kvPairs, powerA: o.powerA, randomNonQueries: o.randomNonQueries };
+    this.trainLength = maxL;
+    this.options = { task: 'mqar', vocab: o.vocab, contexts: o.contexts, kvPairs: o.kvPairs, powerA: o.powerA, randomNonQueries: o.randomNonQueries };
   }
 
   /** D pairs fit in L tokens when the query region has room for D distinct gaps. */
@@ -126,18 +132,24 @@ export class MqarTask implements Task {
     }
   }
 
+  /** The (length, pairs) settings trained: every pair count that fits each length. */
+  trainSettings(): { length: number; pairs: number[] }[] {
+    return this.o.contexts.map((length) => ({ length, pairs: this.o.kvPairs.filter((d) => MqarTask.fits(length, d)) }));
+  }
+
   sampleTrain(rng: Rng, batch: number): Batch {
-    const b = emptyBatch(batch, this.trainLength);
-    const ks = this.o.kvPairs;
-    this.fill(rng, b, () => ks[Math.floor(rng.next() * ks.length)]!);
+    const settings = this.trainSettings();
+    const st = settings[Math.floor(rng.next() * settings.length)]!;
+    const b = emptyBatch(batch, st.length);
+    this.fill(rng, b, () => st.pairs[Math.floor(rng.next() * st.pairs.length)]!);
     return b;
   }
 
   evalSpecs(): EvalSpec[] {
     const specs: EvalSpec[] = [];
-    for (const d of this.o.kvPairs) specs.push({ key: `len=${this.trainLength},kv=${d}`, length: this.trainLength, size: d, train: true });
+    for (const st of this.trainSettings()) for (const d of st.pairs) specs.push({ key: `len=${st.length},kv=${d}`, length: st.length, size: d, train: true });
     for (const L of this.o.evalLengths) {
-      if (L === this.trainLength) continue;
+      if (this.o.contexts.includes(L)) continue;
       // Pairs as trained, plus L/4 (the most that fit), so longer contexts test more pairs.
       const ds = [...new Set([...this.o.kvPairs, Math.floor(L / 4)])].filter((d) => MqarTask.fits(L, d) && d <= Math.floor(this.o.vocab / 2) - 1).sort((x, y) => x - y);
       for (const d of ds) specs.push({ key: `len=${L},kv=${d}`, length: L, size: d, train: false });

@@ -324,11 +324,18 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     trainSeconds = state.trainSeconds;
   }
 
+  if (run.resume && startStep >= cfg.steps) {
+    // Nothing left to do: report the finished run as it stands.
+    const last = readMetrics(path.join(runDir, METRICS_FILE)).filter((m) => m.step <= startStep).at(-1);
+    const scores = state?.lastEval ? (Object.values(state.lastEval.scores) as EvalScore[]) : undefined;
+    disposeAdamWState(opt);
+    model.dispose();
+    return { status: 'finished', step: startStep, lastLoss: last?.loss ?? NaN, lastEval: scores, checkpoint: ckptDir, runDir };
+  }
   const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
   const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? Math.max(1, Math.round(cfg.steps / 50)));
   const sched = { kind: cfg.schedule, lr: cfg.lr, minLr: cfg.minLr, warmup: cfg.warmup, steps: cfg.steps };
   const hp: AdamWHParams = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay, clipNorm: cfg.clipNorm };
-  const tokensPerStep = cfg.batch * task.trainLength;
   let lastLoss = NaN;
   let lastEval: EvalScore[] | undefined;
   let lastCheckpoint: string | undefined = ckptDir;
@@ -390,7 +397,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
       step = s;
       lastLoss = lossVal;
       const dt = (Date.now() - stepStart) / 1000;
-      const line: MetricsLine = { step, loss: lossVal, lr: hp.lr, gradNorm, tokensPerSec: dt > 0 ? tokensPerStep / dt : 0, elapsed: (Date.now() - t0) / 1000 };
+      const line: MetricsLine = { step, loss: lossVal, lr: hp.lr, gradNorm, tokensPerSec: dt > 0 ? (b.batch * b.length) / dt : 0, elapsed: (Date.now() - t0) / 1000 };
       let reached = false;
       if (step % cfg.evalEvery === 0 || step === cfg.steps) {
         lastEval = await evaluate(model, task, cfg.seed, cfg.evalExamples, cfg.batch);
@@ -407,6 +414,9 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
         status = 'halted';
         break;
       }
+      // Let the event loop run (on the CPU backends every await above resolves as a microtask, so
+      // without this a SIGINT handler would never get to run before the loop ends).
+      await new Promise((r) => setImmediate(r));
       const aborted = run.signal?.aborted ?? false;
       if (reached || aborted || step % cfg.checkpointEvery === 0 || step === cfg.steps) {
         await checkpoint(step, reached ? { stoppedEarly: true } : {});

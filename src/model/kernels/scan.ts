@@ -15,6 +15,7 @@
  *   shapes: x [B, L, H, P]; delta [B, L, H]; A [H]; B, C [B, L, G, N]; Dskip [H] → y [B, L, H, P]
  */
 import type * as tf from '@tensorflow/tfjs';
+import { getBackend } from '@tensorflow/tfjs';
 
 export type SelectiveScanFn = (u: tf.Tensor3D, delta: tf.Tensor3D, A: tf.Tensor2D, B: tf.Tensor3D, C: tf.Tensor3D, Dskip: tf.Tensor1D) => tf.Tensor3D;
 export type SsdScanFn = (x: tf.Tensor4D, delta: tf.Tensor3D, A: tf.Tensor1D, B: tf.Tensor4D, C: tf.Tensor4D, Dskip: tf.Tensor1D) => tf.Tensor4D;
@@ -22,8 +23,6 @@ export type SsdScanFn = (x: tf.Tensor4D, delta: tf.Tensor3D, A: tf.Tensor1D, B: 
 // ---------------------------------------------------------------------------------------------
 // Registry: each backend's kernels register here; the model calls the dispatchers below, which
 // pick by tf.getBackend(). Unknown backends fall back to the CPU kernels (registered under 'cpu').
-
-import { getBackend } from '@tensorflow/tfjs';
 
 export interface ScanKernels {
   selectiveScan: SelectiveScanFn;
