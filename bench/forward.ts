@@ -16,9 +16,10 @@ import { toHfConfigJson, type MambaConfig } from '../src/checkpoint/config.js';
 import { writeCheckpointWeights, type WritableTensor } from '../src/checkpoint/safetensors.js';
 import { expectedShapes } from '../src/model/weights.js';
 import * as tf from '@tensorflow/tfjs';
-import { runCheckpoint } from '../src/model/mamba.js';
+import { MambaLM, runCheckpoint } from '../src/model/mamba.js';
 import { attentionSummaries, internalsToTf } from '../src/analysis/attention.js';
 import { initBackend, type BackendName } from '../src/model/backend.js';
+import { setFusedKernels } from '../src/model/kernels/fused-webgpu.js';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -125,6 +126,68 @@ async function main(): Promise<void> {
         // runCheckpoint also computed each captured layer's maps once itself (capture implies them).
         withAttn = performance.now() - t0 - attnTimes.reduce((x, y) => x + y, 0);
       }
+      // Where a streamed forward's time goes: reading + decoding the weights alone (no tf), and the
+      // same model's forward with every weight already on the device (MambaLM, in memory), with
+      // the device's own kernel time (tf.time) and the number of kernels one forward launches.
+      const tr = performance.now();
+      ckpt.readEmbedding();
+      for (let i = 0; i < c.numLayers; i++) ckpt.readLayer(i);
+      const readMs = performance.now() - tr;
+      const lm = MambaLM.fromCheckpoint(ckpt, { trainable: false });
+      const idsT = tf.tensor2d(ids, [1, tokens], 'int32');
+      // The same forward with the fused kernels off (the tf-op path: "before").
+      const tfops: Record<string, number> = {};
+      if (backend === 'webgpu' || used === 'webgpu') {
+        setFusedKernels(false);
+        await runCheckpoint(ckpt, ids);
+        const st: number[] = [];
+        for (let r = 0; r < reps; r++) {
+          const t0 = performance.now();
+          await runCheckpoint(ckpt, ids);
+          st.push(performance.now() - t0);
+        }
+        const f0 = lm.forward(idsT, { hiddenStates: false, inference: true });
+        await f0.logits.data();
+        f0.logits.dispose();
+        const im: number[] = [];
+        for (let r = 0; r < reps; r++) {
+          const t0 = performance.now();
+          const f = lm.forward(idsT, { hiddenStates: false, inference: true });
+          await f.logits.data();
+          f.logits.dispose();
+          im.push(performance.now() - t0);
+        }
+        const pr = await tf.profile(async () => {
+          const f = lm.forward(idsT, { hiddenStates: false, inference: true });
+          await f.logits.data();
+          f.logits.dispose();
+        });
+        setFusedKernels(true);
+        Object.assign(tfops, { forward_ms: Math.round(Math.min(...st)), inmemory_forward_ms: Math.round(Math.min(...im)), inmemory_kernels_per_forward: pr.kernels.length });
+      }
+      const inMem = async (): Promise<number> => {
+        const t0 = performance.now();
+        const f = lm.forward(idsT, { hiddenStates: false, inference: true });
+        await f.logits.data();
+        f.logits.dispose();
+        return performance.now() - t0;
+      };
+      await inMem();
+      const mem: number[] = [];
+      for (let r = 0; r < reps; r++) mem.push(await inMem());
+      const prof = await tf.profile(async () => {
+        const f = lm.forward(idsT, { hiddenStates: false, inference: true });
+        await f.logits.data();
+        f.logits.dispose();
+      });
+      const byKernel: Record<string, number> = {};
+      for (const k of prof.kernels) byKernel[k.name] = (byKernel[k.name] ?? 0) + 1;
+      const timed = await tf.time(() => {
+        const f = lm.forward(idsT, { hiddenStates: false, inference: true });
+        f.logits.dispose();
+      }).catch(() => undefined);
+      lm.dispose();
+      idsT.dispose();
       const perLayer = attnTimes.length ? attnTimes.reduce((x, y) => x + y, 0) / attnTimes.length : NaN;
       const plainMin = Math.min(...plain);
       results.push({
@@ -137,6 +200,13 @@ async function main(): Promise<void> {
         attention_ms_per_layer: Math.round(perLayer),
         forward_with_attention_ms_measured: Math.round(withAttn),
         forward_with_attention_all_layers_ms_estimate: Math.round(plainMin + perLayer * c.numLayers),
+        read_weights_ms: Math.round(readMs),
+        inmemory_forward_ms: Math.round(Math.min(...mem)),
+        inmemory_forward_ms_all: mem.map(Math.round),
+        inmemory_kernels_per_forward: prof.kernels.length,
+        inmemory_kernels_by_name: Object.fromEntries(Object.entries(byKernel).sort((a, b) => b[1] - a[1])),
+        tf_ops_path: tfops,
+        inmemory_tf_time: timed ? { wallMs: Math.round(timed.wallMs), kernelMs: typeof timed.kernelMs === 'number' ? Math.round(timed.kernelMs) : timed.kernelMs } : null,
       });
       ckpt.close();
     } finally {

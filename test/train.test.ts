@@ -124,6 +124,7 @@ test('train mamba2 + report files; NaN loss stops the run and keeps the last goo
   const cks = listCheckpoints(out);
   const last = readMetrics(path.join(out, 'metrics.jsonl')).at(-1)!;
   assert.ok(!Number.isFinite(last.loss));
+  assert.match(last.error ?? '', /non-finite loss \((NaN|Infinity)\)/);
   assert.deepEqual(cks.map((c) => c.step), [last.step - 1]);
 });
 

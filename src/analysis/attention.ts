@@ -10,6 +10,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor } from '../checkpoint/safetensors.js';
+import { attentionSummariesWebGPU } from '../model/kernels/attention-webgpu.js';
+import { fusedAvailable } from '../model/kernels/fused-webgpu.js';
 
 /**
  * A layer's scan inputs. Mamba-1: x, delta [B, L, Din]; A [Din, N]; B, C [B, L, N]; D [Din].
@@ -85,6 +87,8 @@ export interface SummaryOptions {
  * all zero above the diagonal.
  */
 export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: SummaryOptions = {}): AttentionSummaries {
+  // WebGPU: one WGSL program per layer (kernels/attention-webgpu.ts) unless a tf-op variant is asked for.
+  if (opts.impl === undefined && opts.channelBlock === undefined && fusedAvailable()) return attentionSummariesWebGPU(kind, int.delta, int.A, int.B, int.C);
   if (kind === 'mamba2') return mamba2Summaries(int, opts.channelBlock);
   const impl = opts.impl ?? 'factored';
   if (impl === 'js') return mamba1SummariesJs(int);

@@ -7,6 +7,7 @@ import { register as forward } from './forward.js';
 import { register as inspect } from './inspect.js';
 import { register as score } from './score.js';
 import { register as report } from './report.js';
+import { register as sweep } from './sweep.js';
 
 /** Every command's register function; each command file adds itself here. */
 export const commands: ((program: Command) => void)[] = [
@@ -18,4 +19,5 @@ export const commands: ((program: Command) => void)[] = [
   inspect,
   score,
   report,
+  sweep,
 ];

@@ -104,7 +104,9 @@ export function register(program: Command): void {
     .option('--model <checkpoint>', 'start from this checkpoint instead of a fresh model')
     .option('--a-param <c|none>', 'with --model: train A as −exp(−c·A_log_param) (default: as its config records)');
   addModelOptions(cmd, { vocab: undefined });
-  cmd.options.find((x) => x.long === '--vocab')!.defaultValue = undefined;
+  const vocabOpt = cmd.options.find((x) => x.long === '--vocab')!;
+  vocabOpt.defaultValue = undefined;
+  vocabOpt.description = 'vocabulary: mqar V (default 8192; keys below V/2, values above); copy: embedding rows (default alphabet + 4)';
   addInitOptions(cmd);
   cmd
     .option('--alphabet <n>', 'copy: letters', String(COPY_DEFAULTS.alphabet))

@@ -14,6 +14,7 @@ import { selectiveScan, ssdScan } from './kernels/scan.js';
 import './kernels/scan-cpu.js'; // registers the CPU kernels whenever the model is imported
 import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerParamsOf, transpose2d, parseLayerName, toPlainAsync, type LayerParams, type WeightMap } from './weights.js';
 import { attentionSummaries, channelAttention, type ScanInternals } from '../analysis/attention.js';
+import { convSiluFused, fusedAvailable, rmsNormFused, rowNorm, softplusFused } from './kernels/fused-webgpu.js';
 
 /** Mimetic A parameterisation for training: A = −exp(−c · A_log_param), stored as `mixer.A_log_param`. */
 export type AParam = { c: number } | undefined;
@@ -83,6 +84,11 @@ export interface MixerOptions {
   aParam?: AParam;
   /** Return x, Δ, A, B, C, D (the scan's inputs) along with the output. */
   internals?: boolean;
+  /**
+   * Inference only (no gradients): use the backend's fused kernels where it has them (webgpu:
+   * kernels/fused-webgpu.ts). Same numbers as the tf-op path to float32 rounding.
+   */
+  fused?: boolean;
 }
 
 export interface MixerResult {
@@ -103,6 +109,7 @@ export function mamba1Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
   const N = c.stateSize;
   const R = c.timeStepRank!;
   let internals: ScanInternals | undefined;
+  if (opts.fused && fusedAvailable()) return mamba1MixerFused(c, p, h, opts);
   const out = tf.tidy(() => {
     const proj = projection(h, p, 'mixer.in_proj');
     const [xr, gate] = tf.split(proj, [Din, Din], 2) as [tf.Tensor3D, tf.Tensor3D];
@@ -131,6 +138,79 @@ export function mamba1Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
   return { out, internals };
 }
 
+/**
+ * mamba1Mixer with the fused WebGPU kernels: conv+SiLU and the gate read in_proj's output in place,
+ * the Δ bias and softplus are one kernel.
+ */
+function mamba1MixerFused(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions): MixerResult {
+  const Din = c.intermediateSize;
+  const N = c.stateSize;
+  const R = c.timeStepRank!;
+  let internals: ScanInternals | undefined;
+  const out = tf.tidy(() => {
+    const [Bsz, L] = h.shape;
+    const proj = projection(h, p, 'mixer.in_proj');
+    const u = convSiluFused(proj, 0, Din, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
+    const ssm = projection(u, p, 'mixer.x_proj', false);
+    let [dt, Bm, Cm] = tf.split(ssm, [R, N, N], 2) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
+    if (c.arch === 'falcon_mamba') {
+      const eps = c.mixerRmsEps ?? 1e-6;
+      Bm = rmsNormFused(Bm, undefined, eps) as tf.Tensor3D;
+      Cm = rmsNormFused(Cm, undefined, eps) as tf.Tensor3D;
+      dt = rmsNormFused(dt, undefined, eps) as tf.Tensor3D;
+    }
+    const dtp = projection(dt, p, 'mixer.dt_proj', false);
+    const delta = softplusFused(dtp, 0, Din, p['mixer.dt_proj.bias']);
+    const A = layerA(p, opts.aParam) as tf.Tensor2D;
+    const D = p['mixer.D']! as tf.Tensor1D;
+    const y = selectiveScan(u, delta, A, Bm, Cm, D);
+    const gated = rowNorm(y, Din, [Bsz, L, Din], { norm: false, z: proj, zStride: 2 * Din, zOffset: Din });
+    if (opts.internals) {
+      internals = { x: u, delta, A, B: Bm, C: Cm, D: tf.clone(D) };
+      for (const t of Object.values(internals)) tf.keep(t);
+    }
+    return projection(gated, p, 'mixer.out_proj');
+  });
+  return { out, internals };
+}
+
+/** mamba2Mixer with the fused WebGPU kernels (conv+SiLU, softplus+clip, gate+group RMSNorm+weight). */
+function mamba2MixerFused(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions): MixerResult {
+  const Din = c.intermediateSize;
+  const N = c.stateSize;
+  const H = c.numHeads!;
+  const P = c.headDim!;
+  const G = c.nGroups ?? 1;
+  const convDim = Din + 2 * G * N;
+  let internals: ScanInternals | undefined;
+  const out = tf.tidy(() => {
+    const [Bsz, L] = h.shape;
+    const proj = projection(h, p, 'mixer.in_proj');
+    const width = proj.shape[2];
+    const dMlp = (width - 2 * Din - 2 * G * N - H) / 2;
+    const zOff = 2 * dMlp;
+    const xOff = zOff + Din;
+    const dtOff = xOff + convDim;
+    const xBC = convSiluFused(proj, xOff, convDim, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
+    const [x, Bm, Cm] = tf.split(xBC, [Din, G * N, G * N], 2);
+    const [lo, hi] = c.timeStepLimit ?? [0, Infinity];
+    const delta = softplusFused(proj, dtOff, H, p['mixer.dt_bias'], lo > 0 || hi < Infinity ? [lo, hi] : undefined);
+    const A = layerA(p, opts.aParam) as tf.Tensor1D;
+    const D = p['mixer.D']! as tf.Tensor1D;
+    const x4 = x.reshape([Bsz, L, H, P]) as tf.Tensor4D;
+    const B4 = Bm.reshape([Bsz, L, G, N]) as tf.Tensor4D;
+    const C4 = Cm.reshape([Bsz, L, G, N]) as tf.Tensor4D;
+    const y = ssdScan(x4, delta, A, B4, C4, D);
+    const yn = rowNorm(y, Din, [Bsz, L, Din], { xStride: Din, z: proj, zStride: width, zOffset: zOff, groups: G, eps: c.layerNormEpsilon, weight: p['mixer.norm.weight'] });
+    if (opts.internals) {
+      internals = { x: x4, delta, A, B: B4, C: C4, D: tf.clone(D) } as ScanInternals;
+      for (const t of Object.values(internals)) tf.keep(t);
+    }
+    return projection(yn, p, 'mixer.out_proj');
+  });
+  return { out, internals };
+}
+
 /** Mamba-2 mixer (Mamba2Mixer.torch_forward, gated RMSNorm per group as in mamba_ssm). */
 export function mamba2Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions = {}): MixerResult {
   const Din = c.intermediateSize;
@@ -140,6 +220,7 @@ export function mamba2Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
   const G = c.nGroups ?? 1;
   const convDim = Din + 2 * G * N;
   let internals: ScanInternals | undefined;
+  if (opts.fused && fusedAvailable()) return mamba2MixerFused(c, p, h, opts);
   const out = tf.tidy(() => {
     const [Bsz, L] = h.shape;
     const proj = projection(h, p, 'mixer.in_proj');
@@ -183,7 +264,7 @@ export interface BlockResult {
 
 /** Pre-norm residual block: residual + mixer(RMSNorm(residual)), residual in float32. */
 export function block(c: MambaConfig, p: LayerParams, residual: tf.Tensor3D, opts: MixerOptions = {}): BlockResult {
-  const mixerInput = rmsNorm(residual, p['norm.weight'], c.layerNormEpsilon) as tf.Tensor3D;
+  const mixerInput = (opts.fused && fusedAvailable() ? rmsNormFused(residual, p['norm.weight'], c.layerNormEpsilon) : rmsNorm(residual, p['norm.weight'], c.layerNormEpsilon)) as tf.Tensor3D;
   const m = mixer(c, p, mixerInput, opts);
   const next = tf.add(residual, m.out) as tf.Tensor3D;
   m.out.dispose();
@@ -294,18 +375,20 @@ export class MambaLM {
   }
 
   /** Full forward with hidden states (and per-layer mixer internals on request, caller disposes). */
-  forward(ids: tf.Tensor2D, opts: { hiddenStates?: boolean } = {}): LMForward {
+  forward(ids: tf.Tensor2D, opts: { hiddenStates?: boolean; inference?: boolean } = {}): LMForward {
     const keepHidden = opts.hiddenStates ?? true;
+    // Inference (no gradients needed): the backend's fused kernels where it has them.
+    const fused = (opts.inference ?? false) && fusedAvailable();
     const hidden: tf.Tensor3D[] = [];
     const logits = tf.tidy(() => {
       const emb = this.variables.get(EMBEDDING)!;
       let residual = tf.gather(emb, ids.toInt()) as unknown as tf.Tensor3D;
       for (let i = 0; i < this.config.numLayers; i++) {
-        const r = block(this.config, this.layerParams(i), residual, { aParam: this.aParam });
+        const r = block(this.config, this.layerParams(i), residual, { aParam: this.aParam, fused });
         residual = r.residual;
         if (keepHidden) hidden.push(tf.keep(residual.clone()));
       }
-      const normed = rmsNorm(residual, this.variables.get(NORM_F), this.config.layerNormEpsilon) as tf.Tensor3D;
+      const normed = (fused ? rmsNormFused(residual, this.variables.get(NORM_F), this.config.layerNormEpsilon) : rmsNorm(residual, this.variables.get(NORM_F), this.config.layerNormEpsilon)) as tf.Tensor3D;
       if (keepHidden) hidden.push(tf.keep(normed.clone()));
       const head = this.config.tiedEmbeddings ? emb : this.variables.get(LM_HEAD)!;
       return linear(normed, head);
@@ -411,28 +494,36 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
   }
   const keep = opts.keepCaptures ?? true;
   const result: RunResult = { hiddenStates: [], layers: [] };
+  // On webgpu: fused kernels, linear weights used as stored (matMul's transposeB; no JS transpose
+  // per load), the tied embedding kept for the head, and hidden states read back after the loop
+  // rather than with a host round trip per layer.
+  const fused = fusedAvailable();
   const idsT = tf.tensor2d(ids, [ids.length, ids[0]!.length], 'int32');
   let residual: tf.Tensor3D;
+  let keptEmb: tf.Tensor2D | undefined;
   {
     const e = ckpt.readEmbedding();
     const emb = tf.tensor2d(e.data, e.shape as [number, number]);
     residual = tf.gather(emb, idsT) as unknown as tf.Tensor3D;
-    emb.dispose();
+    if (fused && !opts.skipLogits && !(ckpt.has(LM_HEAD) && !c.tiedEmbeddings)) keptEmb = emb;
+    else emb.dispose();
   }
   idsT.dispose();
+  const pendingHidden: tf.Tensor3D[] = [];
   try {
     for (let i = 0; i < c.numLayers; i++) {
-      const p = layerParamsOf(ckpt.readLayer(i));
+      const p = layerParamsOf(ckpt.readLayer(i), { transposeLinear: !fused });
       const want = capture !== 'none' && captureSet.has(i);
       let r: BlockResult;
       try {
-        r = block(c, p, residual, { internals: want });
+        r = block(c, p, residual, { internals: want, fused });
       } finally {
         tf.dispose(Object.values(p));
       }
-      residual.dispose();
+      if (fused) pendingHidden.push(residual);
+      else residual.dispose();
       residual = r.residual;
-      result.hiddenStates.push(await toPlainAsync(residual));
+      if (!fused) result.hiddenStates.push(await toPlainAsync(residual));
       const mi = r.mixerInput;
       if (want) {
         const cap: LayerCapture = { layer: i, mixerInput: await toPlainAsync(mi) };
@@ -460,20 +551,38 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
     }
     const nf = ckpt.readNormF();
     const nfT = tf.tensor1d(nf.data);
-    const normed = rmsNorm(residual, nfT, c.layerNormEpsilon) as tf.Tensor3D;
+    const normed = (fused ? rmsNormFused(residual, nfT, c.layerNormEpsilon) : rmsNorm(residual, nfT, c.layerNormEpsilon)) as tf.Tensor3D;
     nfT.dispose();
-    result.hiddenStates.push(await toPlainAsync(normed));
+    if (fused) {
+      pendingHidden.push(residual);
+      const all = await Promise.all([...pendingHidden.slice(1), normed].map((t) => toPlainAsync(t)));
+      result.hiddenStates.push(...all);
+    } else result.hiddenStates.push(await toPlainAsync(normed));
     if (!opts.skipLogits) {
-      const hd = ckpt.readLmHead();
-      const head = tf.tensor2d(transpose2d(hd.data, hd.shape[0]!, hd.shape[1]!), [hd.shape[1]!, hd.shape[0]!]);
-      const logits = linear(normed, head, undefined, true);
-      head.dispose();
+      let logits: tf.Tensor3D;
+      if (fused) {
+        let head = keptEmb;
+        if (!head) {
+          const hd = ckpt.readLmHead();
+          head = tf.tensor2d(hd.data, hd.shape as [number, number]);
+        }
+        logits = linear(normed, head);
+        head.dispose();
+        keptEmb = undefined;
+      } else {
+        const hd = ckpt.readLmHead();
+        const head = tf.tensor2d(transpose2d(hd.data, hd.shape[0]!, hd.shape[1]!), [hd.shape[1]!, hd.shape[0]!]);
+        logits = linear(normed, head, undefined, true);
+        head.dispose();
+      }
       result.logits = await toPlainAsync(logits);
       logits.dispose();
     }
     normed.dispose();
   } finally {
     residual.dispose();
+    tf.dispose(pendingHidden.filter((t) => t !== residual && !t.isDisposed));
+    keptEmb?.dispose();
   }
   return result;
 }

@@ -90,10 +90,11 @@ export function transpose2d(data: Float32Array, rows: number, cols: number): Flo
  * weights are stored pre-transposed under `<name>.T` ([in, out]): matMul with transposeB is an
  * order of magnitude slower on the wasm backend, and transposing once per load is cheap.
  */
-export function layerParamsOf(w: LayerWeights): LayerParams {
+export function layerParamsOf(w: LayerWeights, opts: { transposeLinear?: boolean } = {}): LayerParams {
   const out: LayerParams = {};
+  const transpose = opts.transposeLinear ?? true;
   for (const [k, t] of Object.entries(w)) {
-    if (LINEAR_WEIGHTS.includes(k) && t.shape.length === 2) out[k + '.T'] = tf.tensor2d(transpose2d(t.data, t.shape[0]!, t.shape[1]!), [t.shape[1]!, t.shape[0]!]);
+    if (transpose && LINEAR_WEIGHTS.includes(k) && t.shape.length === 2) out[k + '.T'] = tf.tensor2d(transpose2d(t.data, t.shape[0]!, t.shape[1]!), [t.shape[1]!, t.shape[0]!]);
     else out[k] = tf.tensor(t.data, t.shape, 'float32');
   }
   return out;

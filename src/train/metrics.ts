@@ -13,6 +13,8 @@ export interface MetricsLine {
   tokensPerSec: number;
   /** Seconds since the run (or the resumed part) started. */
   elapsed: number;
+  /** Why the run stopped at this step (a non-finite loss; JSON writes the loss itself as null). */
+  error?: string;
   /** Accuracies by eval key, on evaluation steps. */
   eval?: Record<string, Omit<EvalScore, 'key'>>;
 }

@@ -381,7 +381,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
         value.dispose();
         if (!Number.isFinite(lossVal)) {
           for (const g of Object.values(grads)) g.dispose();
-          metrics.write({ step: s, loss: lossVal, lr: hp.lr, gradNorm: NaN, tokensPerSec: 0, elapsed: (Date.now() - t0) / 1000 });
+          metrics.write({ step: s, loss: lossVal, lr: hp.lr, gradNorm: NaN, tokensPerSec: 0, elapsed: (Date.now() - t0) / 1000, error: `non-finite loss (${lossVal})` });
           const where = lastCheckpoint ? `the last good checkpoint (${path.relative(process.cwd(), lastCheckpoint) || lastCheckpoint}) is kept` : 'no checkpoint had been written yet';
           throw new UserError(`training diverged: the loss is ${lossVal} at step ${s}; ${where}; lower --lr (now ${cfg.lr}) or --clip and start a new run`);
         }

@@ -1,0 +1,222 @@
+/**
+ * Fused inference kernels for the WebGPU backend. On the GPU host a TF.js WebGPU op costs ~80-300 µs
+ * to dispatch whatever its size, and a JS number in an op becomes an upload (~500 µs); a Mamba layer
+ * written as tf ops is ~50 of them. These programs do each elementwise chain in one dispatch, read
+ * their inputs at column offsets of the packed in_proj output (no split copies) and take scalars as
+ * uniforms:
+ *   - rowNorm: (x · silu(z))?, RMS-normalised per group?, · w?  (the block RMSNorm, Mamba-1's gate,
+ *     Mamba-2's gated RMSNorm)
+ *   - convSilu: depthwise causal conv1d + bias + SiLU
+ *   - softplusCols: softplus(x + bias), clipped (Δ)
+ * They are forward-only (no gradients): the model uses them only for inference (MixerOptions.fused).
+ */
+import * as tf from '@tensorflow/tfjs';
+
+interface Program {
+  variableNames: string[];
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout: { x: number[] };
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number];
+  uniforms: string;
+  size: boolean;
+  getUserCode: () => string;
+}
+type Uniform = { type: 'int32' | 'float32'; data: number[] };
+interface WebGPUBackendLike {
+  runWebGPUProgram(program: Program, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: Uniform[]): tf.TensorInfo;
+}
+
+let enabled = true;
+
+/** Turn the fused inference kernels off (benchmarks compare both paths); returns the old setting. */
+export function setFusedKernels(on: boolean): boolean {
+  const old = enabled;
+  enabled = on;
+  return old;
+}
+
+/** Whether inference should use these kernels now (the current backend is webgpu and they are on). */
+export function fusedAvailable(): boolean {
+  return enabled && tf.getBackend() === 'webgpu';
+}
+
+const i32 = (v: number): Uniform => ({ type: 'int32', data: [v] });
+const f32 = (v: number): Uniform => ({ type: 'float32', data: [v] });
+
+export function runProgram(program: Program, inputs: tf.Tensor[], uniforms: Uniform[]): tf.Tensor {
+  const backend = tf.backend() as unknown as WebGPUBackendLike;
+  const info = backend.runWebGPUProgram(program, inputs, 'float32', uniforms);
+  return tf.engine().makeTensorFromTensorInfo(info);
+}
+
+/** A 1-D grid of `n` workgroups laid out in 2-D when it exceeds the per-dimension limit. */
+export function grid(n: number): [number, number, number] {
+  const x = Math.min(n, 65535);
+  return [x, Math.ceil(n / x), 1];
+}
+export const WG_INDEX = 'i32(workgroupId.x + workgroupId.y * numWorkgroups.x)';
+
+const SILU = 'fn silu(v : f32) -> f32 { return v / (1.0 + exp(-v)); }';
+
+const NORM_WG = 128;
+
+export interface RowNormOptions {
+  /** Columns per row of x (its last dim) and the first column read (default: all, 0). */
+  xStride?: number;
+  xOffset?: number;
+  /** Gate: multiply by silu(z) first; z is read at the same column of a [rows, zStride] tensor from zOffset. */
+  z?: tf.Tensor;
+  zStride?: number;
+  zOffset?: number;
+  /** RMS-normalise (default true) over groups of `width / groups` columns with this epsilon. */
+  norm?: boolean;
+  eps?: number;
+  groups?: number;
+  /** Elementwise weight [width]. */
+  weight?: tf.Tensor;
+}
+
+/**
+ * rows × width output from x [..., xStride] (columns xOffset..xOffset+width): optionally gated by
+ * silu(z), RMS-normalised per group, scaled by weight. One workgroup per (row, group).
+ */
+export function rowNorm(x: tf.Tensor, width: number, outShape: number[], o: RowNormOptions = {}): tf.Tensor {
+  const xStride = o.xStride ?? x.shape[x.shape.length - 1]!;
+  const rows = x.size / xStride;
+  const G = o.groups ?? 1;
+  const W = width / G;
+  const norm = o.norm ?? true;
+  const gate = o.z !== undefined;
+  const hasW = o.weight !== undefined;
+  const names = ['X', ...(gate ? ['Z'] : []), ...(hasW ? ['Wt'] : [])];
+  const program: Program = {
+    variableNames: names,
+    outputShape: outShape,
+    shaderKey: `mimetic_rownorm_${norm}_${gate}_${hasW}`,
+    dispatchLayout: { x: [0] },
+    dispatch: grid(rows * G),
+    workgroupSize: [NORM_WG, 1, 1],
+    uniforms: 'nRows : i32, width : i32, groups : i32, xStride : i32, xOff : i32, zStride : i32, zOff : i32, eps : f32,',
+    size: false,
+    getUserCode: () => `
+      ${SILU}
+      var<workgroup> part : array<f32, ${NORM_WG}>;
+      fn val(r : i32, c : i32) -> f32 {
+        var v = X[r * uniforms.xStride + uniforms.xOff + c];
+        ${gate ? 'v = v * silu(Z[r * uniforms.zStride + uniforms.zOff + c]);' : ''}
+        return v;
+      }
+      fn main(index : i32) {
+        let wg = ${WG_INDEX};
+        let r = wg / uniforms.groups;
+        let g = wg - r * uniforms.groups;
+        let lid = i32(localId.x);
+        let c0 = g * uniforms.width;
+        var scale = 1.0;
+        ${norm ? `
+        var s = 0.0;
+        if (r < uniforms.nRows) {
+          for (var c = lid; c < uniforms.width; c = c + ${NORM_WG}) { let v = val(r, c0 + c); s = s + v * v; }
+        }
+        part[lid] = s;
+        workgroupBarrier();
+        for (var k = ${NORM_WG / 2}; k > 0; k = k / 2) {
+          if (lid < k) { part[lid] = part[lid] + part[lid + k]; }
+          workgroupBarrier();
+        }
+        scale = inverseSqrt(part[0] / f32(uniforms.width) + uniforms.eps);` : ''}
+        if (r >= uniforms.nRows) { return; }
+        let total = uniforms.width * uniforms.groups;
+        for (var c = lid; c < uniforms.width; c = c + ${NORM_WG}) {
+          var v = val(r, c0 + c) * scale;
+          ${hasW ? 'v = v * Wt[c0 + c];' : ''}
+          setOutputAtIndex(r * total + c0 + c, v);
+        }
+      }`,
+  };
+  const inputs = [x, ...(gate ? [o.z!] : []), ...(hasW ? [o.weight!] : [])];
+  return runProgram(program, inputs, [i32(rows), i32(W), i32(G), i32(xStride), i32(o.xOffset ?? 0), i32(o.zStride ?? 0), i32(o.zOffset ?? 0), f32(o.eps ?? 0)]);
+}
+
+/** RMSNorm over the last dim with an optional weight (as mamba.ts rmsNorm). */
+export function rmsNormFused(x: tf.Tensor, w: tf.Tensor | undefined, eps: number): tf.Tensor {
+  const D = x.shape[x.shape.length - 1]!;
+  return rowNorm(x, D, x.shape, { eps, weight: w });
+}
+
+const WG = 256;
+
+/**
+ * Depthwise causal conv1d + bias + SiLU over columns [off, off + C) of x [B, L, stride]: the
+ * channels of in_proj's output that feed the conv. w [C, 1, K], b [C] → [B, L, C].
+ */
+export function convSiluFused(x: tf.Tensor3D, off: number, C: number, w: tf.Tensor, b?: tf.Tensor): tf.Tensor3D {
+  const [B, L, stride] = x.shape;
+  const K = w.shape[2]!;
+  const total = B * L * C;
+  const program: Program = {
+    variableNames: ['X', 'Wc', ...(b ? ['Bc'] : [])],
+    outputShape: [B, L, C],
+    shaderKey: `mimetic_convsilu_${K}_${!!b}`,
+    dispatchLayout: { x: [0] },
+    dispatch: grid(Math.ceil(total / WG)),
+    workgroupSize: [WG, 1, 1],
+    uniforms: 'total : i32, seqLen : i32, chans : i32, xStride : i32, xOff : i32,',
+    size: false,
+    getUserCode: () => `
+      ${SILU}
+      fn main(index0 : i32) {
+        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
+        if (index >= uniforms.total) { return; }
+        let c = index % uniforms.chans;
+        let bt = index / uniforms.chans;
+        let t = bt % uniforms.seqLen;
+        var acc = ${b ? 'Bc[c]' : '0.0'};
+        for (var k = 0; k < ${K}; k = k + 1) {
+          let tt = t - ${K - 1} + k;
+          if (tt >= 0) { acc = acc + X[(bt - t + tt) * uniforms.xStride + uniforms.xOff + c] * Wc[c * ${K} + k]; }
+        }
+        setOutputAtIndex(index, silu(acc));
+      }`,
+  };
+  return runProgram(program, [x, w, ...(b ? [b] : [])], [i32(total), i32(L), i32(C), i32(stride), i32(off)]) as tf.Tensor3D;
+}
+
+/**
+ * Δ = clip(softplus(x + bias)) over columns [off, off + C) of x [B, L, stride] → [B, L, C]. softplus is
+ * max(v, 0) + log1p(exp(−|v|)) with an exact log1p (small Δ keeps its relative precision).
+ */
+export function softplusFused(x: tf.Tensor3D, off: number, C: number, bias?: tf.Tensor, clip?: [number, number]): tf.Tensor3D {
+  const [B, L, stride] = x.shape;
+  const total = B * L * C;
+  const program: Program = {
+    variableNames: ['X', ...(bias ? ['Bias'] : [])],
+    outputShape: [B, L, C],
+    shaderKey: `mimetic_softplus_${!!bias}_${!!clip}`,
+    dispatchLayout: { x: [0] },
+    dispatch: grid(Math.ceil(total / WG)),
+    workgroupSize: [WG, 1, 1],
+    uniforms: 'total : i32, chans : i32, xStride : i32, xOff : i32, lo : f32, hi : f32,',
+    size: false,
+    getUserCode: () => `
+      fn log1pExact(e : f32) -> f32 {
+        let u = 1.0 + e;
+        if (u == 1.0) { return e; }
+        return log(u) * (e / (u - 1.0));
+      }
+      fn main(index0 : i32) {
+        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
+        if (index >= uniforms.total) { return; }
+        let c = index % uniforms.chans;
+        let r = index / uniforms.chans;
+        let v = X[r * uniforms.xStride + uniforms.xOff + c]${bias ? ' + Bias[c]' : ''};
+        var sp = max(v, 0.0) + log1pExact(exp(-abs(v)));
+        ${clip ? 'sp = min(max(sp, uniforms.lo), uniforms.hi);' : ''}
+        setOutputAtIndex(index, sp);
+      }`,
+  };
+  const [lo, hi] = clip ?? [0, 0];
+  return runProgram(program, [x, ...(bias ? [bias] : [])], [i32(total), i32(C), i32(stride), i32(off), f32(lo), f32(Math.min(hi, 3.4e38))]) as tf.Tensor3D;
+}

@@ -1,0 +1,272 @@
+/**
+ * A sweep's summary.json and HTML report, rebuilt from the run folders alone (metrics.jsonl and
+ * checkpoints), so `--report-only` and a finished sweep give the same result.
+ *
+ * Aggregation: a group is the runs that differ only in their seed (init label × lr). Only
+ * completed runs (finished or target reached) count; mean and sample standard deviation (n − 1;
+ * 0 for one run) over their final evaluation. The best lr of an init is the lr whose group has the
+ * highest mean final accuracy averaged over all evaluation settings (ties: the first lr listed).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { escapeHtml as e } from '../report/escape.js';
+import { renderBandChart, type BandSeries } from '../report/plot.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { type MetricsLine, readMetrics } from './metrics.js';
+import { type RunSpec, type RunStatus, type SweepConfig, expandRuns, isDone, runState } from './sweep.js';
+import { METRICS_FILE } from './trainer.js';
+
+export interface EvalPoint { accuracy: number; length: number; size: number; train: boolean }
+
+export interface RunSummary {
+  id: string;
+  options: RunSpec['options'];
+  label: string;
+  lr: number | null;
+  seed: number | null;
+  status: RunStatus;
+  /** Last checkpointed step, and the run's total. */
+  step: number;
+  steps: number | null;
+  trainSeconds: number | null;
+  /** Final evaluation (the last one in metrics.jsonl up to the checkpointed step). */
+  finalStep: number | null;
+  final: Record<string, EvalPoint>;
+  /** Best accuracy seen per setting, over all evaluations. */
+  best: Record<string, number>;
+  error?: string;
+}
+
+export interface Stat { mean: number; std: number; n: number }
+
+export interface GroupSummary {
+  group: string;
+  label: string;
+  lr: number | null;
+  runs: string[];
+  /** Completed runs aggregated. */
+  n: number;
+  final: Record<string, Stat & { length: number; size: number; train: boolean }>;
+  best: Record<string, Stat>;
+  /** Mean over settings of the final mean accuracy (the best-lr criterion); null without runs. */
+  meanAccuracy: number | null;
+}
+
+export interface SweepSummary {
+  version: 1;
+  name: string;
+  description?: string;
+  task: string;
+  created: string;
+  counts: Record<RunStatus, number>;
+  complete: boolean;
+  runs: RunSummary[];
+  groups: GroupSummary[];
+  bestLr: Record<string, { lr: number | null; group: string; meanAccuracy: number | null }>;
+  notes: string[];
+}
+
+export function meanStd(xs: number[]): Stat {
+  const n = xs.length;
+  if (!n) return { mean: NaN, std: NaN, n: 0 };
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  const std = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  return { mean, std, n };
+}
+
+function runMetrics(sweepDir: string, id: string, upTo: number): MetricsLine[] {
+  // A resumed run rewrites lines after its checkpoint; a killed one may have lines past it.
+  return readMetrics(path.join(sweepDir, id, METRICS_FILE)).filter((m) => m.step <= upTo);
+}
+
+function summarizeRun(sweepDir: string, r: RunSpec): RunSummary {
+  const st = runState(sweepDir, r.id);
+  const ms = runMetrics(sweepDir, r.id, st.step);
+  const evals = ms.filter((m) => m.eval);
+  const last = evals.at(-1);
+  const final: Record<string, EvalPoint> = {};
+  const best: Record<string, number> = {};
+  if (last) for (const [k, v] of Object.entries(last.eval!)) final[k] = { accuracy: v.accuracy, length: v.length, size: v.size, train: v.train };
+  for (const m of evals) for (const [k, v] of Object.entries(m.eval!)) best[k] = Math.max(best[k] ?? -Infinity, v.accuracy);
+  const out: RunSummary = {
+    id: r.id, options: r.options, label: r.label, lr: r.lr, seed: r.seed, status: st.status, step: st.step, steps: st.steps,
+    trainSeconds: st.trainSeconds, finalStep: last?.step ?? null, final, best,
+  };
+  if (st.error) out.error = st.error;
+  return out;
+}
+
+export function summarizeSweep(cfg: SweepConfig, sweepDir: string): SweepSummary {
+  const specs = expandRuns(cfg);
+  const runs = specs.map((r) => summarizeRun(sweepDir, r));
+  const counts: Record<RunStatus, number> = { pending: 0, partial: 0, finished: 0, 'target-reached': 0, failed: 0 };
+  for (const r of runs) counts[r.status]++;
+  const groups: GroupSummary[] = [];
+  const byGroup = new Map<string, RunSpec[]>();
+  for (const s of specs) byGroup.set(s.group, [...(byGroup.get(s.group) ?? []), s]);
+  for (const [g, members] of byGroup) {
+    const done = runs.filter((r) => members.some((m) => m.id === r.id) && isDone(r.status) && Object.keys(r.final).length);
+    const keys = done.length ? Object.keys(done[0]!.final).filter((k) => done.every((r) => k in r.final)) : [];
+    const final: GroupSummary['final'] = {};
+    const best: GroupSummary['best'] = {};
+    for (const k of keys) {
+      const p = done[0]!.final[k]!;
+      final[k] = { ...meanStd(done.map((r) => r.final[k]!.accuracy)), length: p.length, size: p.size, train: p.train };
+      best[k] = meanStd(done.map((r) => r.best[k]!));
+    }
+    const meanAccuracy = keys.length ? keys.reduce((a, k) => a + final[k]!.mean, 0) / keys.length : null;
+    groups.push({ group: g, label: members[0]!.label, lr: members[0]!.lr, runs: members.map((m) => m.id), n: done.length, final, best, meanAccuracy });
+  }
+  const bestLr: SweepSummary['bestLr'] = {};
+  for (const g of groups) {
+    const cur = bestLr[g.label];
+    if (!cur || (g.meanAccuracy !== null && (cur.meanAccuracy === null || g.meanAccuracy > cur.meanAccuracy))) bestLr[g.label] = { lr: g.lr, group: g.group, meanAccuracy: g.meanAccuracy };
+  }
+  const out: SweepSummary = {
+    version: 1, name: cfg.name, task: String(cfg.base.task ?? specs[0]?.options.task ?? ''), created: new Date().toISOString(), counts,
+    complete: counts.finished + counts['target-reached'] === runs.length, runs, groups, bestLr,
+    notes: [
+      'final: the last evaluation of each run; best: the highest accuracy over its evaluations',
+      'groups: runs differing only in seed; only finished (or target-reached) runs are aggregated; std is the sample standard deviation (n-1), 0 for a single run',
+      'bestLr: per init, the lr whose group has the highest mean final accuracy averaged over all evaluation settings',
+    ],
+  };
+  if (cfg.description !== undefined) out.description = cfg.description;
+  return out;
+}
+
+/** Moving average over `w` points (for readable loss curves). */
+function smooth(ys: number[], w: number): number[] {
+  if (w <= 1) return ys;
+  const out: number[] = [];
+  let acc = 0;
+  for (let i = 0; i < ys.length; i++) {
+    acc += ys[i]!;
+    if (i >= w) acc -= ys[i - w]!;
+    out.push(acc / Math.min(i + 1, w));
+  }
+  return out;
+}
+
+function thinIdx(n: number, k: number): number[] {
+  if (n <= k) return Array.from({ length: n }, (_, i) => i);
+  return Array.from({ length: k }, (_, i) => Math.floor((i * (n - 1)) / (k - 1)));
+}
+
+/** Mean (over the group's completed runs) training-loss curve, smoothed and thinned. */
+function groupLoss(sweepDir: string, s: SweepSummary, g: GroupSummary): { x: number[]; y: number[]; window: number } | null {
+  const rs = s.runs.filter((r) => g.runs.includes(r.id) && (isDone(r.status) || r.status === 'partial'));
+  if (!rs.length) return null;
+  const curves = rs.map((r) => new Map(runMetrics(sweepDir, r.id, r.step).filter((m) => Number.isFinite(m.loss)).map((m) => [m.step, m.loss])));
+  const steps = [...curves[0]!.keys()].filter((st) => curves.every((c) => c.has(st))).sort((a, b) => a - b);
+  if (!steps.length) return null;
+  const mean = steps.map((st) => curves.reduce((a, c) => a + c.get(st)!, 0) / curves.length);
+  const window = Math.max(1, Math.round(steps.length / 50));
+  const sm = smooth(mean, window);
+  const idx = thinIdx(steps.length, 400);
+  return { x: idx.map((i) => steps[i]!), y: idx.map((i) => sm[i]!), window };
+}
+
+/** Accuracy against evaluation length: copy uses the string length; MQAR the sequence length, averaged over kv-pair settings. */
+function accuracyByLength(g: GroupSummary, task: string): { x: number[]; y: number[]; err: number[] } {
+  const pts = new Map<number, { m: number[]; s: number[] }>();
+  for (const v of Object.values(g.final)) {
+    const x = task === 'copy' ? v.size : v.length;
+    const p = pts.get(x) ?? { m: [], s: [] };
+    p.m.push(v.mean);
+    p.s.push(v.std);
+    pts.set(x, p);
+  }
+  const xs = [...pts.keys()].sort((a, b) => a - b);
+  return { x: xs, y: xs.map((x) => pts.get(x)!.m.reduce((a, b) => a + b, 0) / pts.get(x)!.m.length), err: xs.map((x) => pts.get(x)!.s.reduce((a, b) => a + b, 0) / pts.get(x)!.s.length) };
+}
+
+const fmtAcc = (st: Stat | undefined) => (st && st.n ? `${st.mean.toFixed(3)} ± ${st.std.toFixed(3)}` : '—');
+const fmtLr = (lr: number | null) => (lr === null ? 'default' : String(lr));
+
+/** Write summary.json and report/ (index.html + PNGs) into the sweep folder. */
+export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Promise<SweepSummary> {
+  const s = summarizeSweep(cfg, sweepDir);
+  writeFileAtomic(path.join(sweepDir, 'summary.json'), JSON.stringify(s, null, 2) + '\n');
+  const rep = path.join(sweepDir, 'report');
+  fs.mkdirSync(rep, { recursive: true });
+  const labels = Object.keys(s.bestLr);
+  const bestGroups = labels.map((l) => s.groups.find((g) => g.group === s.bestLr[l]!.group)!);
+  const imgs: string[] = [];
+  const figure = (file: string, alt: string, caption: string) => `<figure class="chart"><img src="${e(file)}" alt="${e(alt)}"><figcaption>${e(caption)}</figcaption></figure>`;
+
+  const accSeries: BandSeries[] = [];
+  bestGroups.forEach((g) => {
+    if (!g.n) return;
+    const a = accuracyByLength(g, s.task);
+    accSeries.push({ name: `${g.label} (lr ${fmtLr(g.lr)})`, ...a });
+  });
+  if (accSeries.length) {
+    writeFileAtomic(path.join(rep, 'accuracy-vs-length.png'), await renderBandChart({
+      series: accSeries, title: `Final accuracy vs evaluation length (mean ± std over seeds, best lr per init)`,
+      xLabel: s.task === 'copy' ? 'string length' : 'sequence length (mean over kv-pair settings)', yLabel: 'accuracy', yRange: [0, 1],
+    }));
+    imgs.push(figure('accuracy-vs-length.png', 'accuracy against evaluation length', 'One line per init at its best lr; the band is ± one sample standard deviation over seeds.'));
+  }
+  const lossSeries: BandSeries[] = [];
+  let win = 1;
+  for (const g of bestGroups) {
+    const c = groupLoss(sweepDir, s, g);
+    if (c) { lossSeries.push({ name: `${g.label} (lr ${fmtLr(g.lr)})`, x: c.x, y: c.y }); win = Math.max(win, c.window); }
+  }
+  if (lossSeries.length) {
+    writeFileAtomic(path.join(rep, 'loss.png'), await renderBandChart({ series: lossSeries, title: 'Training loss (mean over seeds, best lr per init)', xLabel: 'step', yLabel: 'loss', markers: false }));
+    imgs.push(figure('loss.png', 'training loss curves', `Mean over seeds of the training loss, moving average over ${win} step${win > 1 ? 's' : ''}.`));
+  }
+  // Per init: loss curves at every lr.
+  const perInit: string[] = [];
+  for (const [i, l] of labels.entries()) {
+    const series: BandSeries[] = [];
+    for (const g of s.groups.filter((x) => x.label === l)) {
+      const c = groupLoss(sweepDir, s, g);
+      if (c) series.push({ name: `lr ${fmtLr(g.lr)}`, x: c.x, y: c.y });
+    }
+    if (series.length < 2) continue;
+    const file = `loss-${String(i).padStart(2, '0')}.png`;
+    writeFileAtomic(path.join(rep, file), await renderBandChart({ series, title: `Training loss by lr: ${l}`, xLabel: 'step', yLabel: 'loss', markers: false }));
+    perInit.push(figure(file, `training loss by lr for ${l}`, `${l}: mean over seeds at each lr.`));
+  }
+
+  const keys = [...new Set(s.groups.flatMap((g) => Object.keys(g.final)))];
+  const bestRows = labels.map((l) => {
+    const b = s.bestLr[l]!;
+    const g = s.groups.find((x) => x.group === b.group)!;
+    return `<tr><td>${e(l)}</td><td class="n">${e(fmtLr(b.lr))}</td><td class="n">${g.n}/${g.runs.length}</td>${keys.map((k) => `<td class="n">${fmtAcc(g.final[k])}</td>`).join('')}</tr>`;
+  }).join('\n');
+  const groupRows = s.groups.map((g) => `<tr><td>${e(g.label)}</td><td class="n">${e(fmtLr(g.lr))}</td><td class="n">${g.n}/${g.runs.length}</td><td class="n">${g.meanAccuracy === null ? '—' : g.meanAccuracy.toFixed(3)}</td>${keys.map((k) => `<td class="n">${fmtAcc(g.final[k])}</td>`).join('')}</tr>`).join('\n');
+  const runRows = s.runs.map((r) => {
+    const link = fs.existsSync(path.join(sweepDir, r.id, 'report.html')) ? `<a href="../${encodeURIComponent(r.id)}/report.html">${e(r.id)}</a>` : e(r.id);
+    return `<tr><td>${link}</td><td>${e(r.status)}${r.error ? `: ${e(r.error)}` : ''}</td><td class="n">${r.step}/${r.steps ?? '?'}</td><td class="n">${r.trainSeconds === null ? '—' : r.trainSeconds.toFixed(0)}</td>${keys.map((k) => `<td class="n">${r.final[k] ? r.final[k]!.accuracy.toFixed(3) : '—'}</td>`).join('')}</tr>`;
+  }).join('\n');
+  const th = keys.map((k) => `<th class="n">${e(k)}</th>`).join('');
+  const c = s.counts;
+  const html = `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>sweep ${e(s.name)}</title>
+<style>body{font:15px/1.5 "DejaVu Sans",Arial,sans-serif;color:#222;margin:2em auto;max-width:1280px;padding:0 1em}table{border-collapse:collapse;font-size:14px;margin:6px 0 18px}th,td{padding:3px 9px;border-bottom:1px solid #eee;text-align:left}th{background:#f3f5f7}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}figure{margin:10px 0}figcaption{font-size:13px;color:#555}img{max-width:100%}.note{font-size:13px;color:#555;max-width:1000px}</style>
+</head><body>
+<h1>Sweep ${e(s.name)}</h1>
+${s.description ? `<p class="note">${e(s.description)}</p>` : ''}
+<p>${s.runs.length} runs: ${c.finished + c['target-reached']} complete${c['target-reached'] ? ` (${c['target-reached']} stopped at the target accuracy)` : ''}, ${c.partial} partial, ${c.pending} not started, ${c.failed} failed. ${s.complete ? '' : '<b>The sweep is not complete: the numbers below cover the completed runs only.</b>'}</p>
+<h2>Best lr per init</h2>
+<table><tr><th>init</th><th class="n">best lr</th><th class="n">runs</th>${th}</tr>
+${bestRows}</table>
+<p class="note">Final accuracy, mean ± sample std over seeds. The best lr maximises the mean final accuracy averaged over all evaluation settings.</p>
+${imgs.join('\n')}
+${perInit.length ? `<h2>Loss by learning rate</h2>\n${perInit.join('\n')}` : ''}
+<h2>All groups</h2>
+<table><tr><th>init</th><th class="n">lr</th><th class="n">runs</th><th class="n">mean acc</th>${th}</tr>
+${groupRows}</table>
+<h2>Runs</h2>
+<table><tr><th>run</th><th>status</th><th class="n">step</th><th class="n">train s</th>${th}</tr>
+${runRows}</table>
+<p class="note">Numbers: <a href="../summary.json">summary.json</a>; configuration: <a href="../sweep.json">sweep.json</a>; logs in <code>logs/</code>.</p>
+</body></html>
+`;
+  writeFileAtomic(path.join(rep, 'index.html'), html);
+  return s;
+}

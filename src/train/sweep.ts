@@ -1,0 +1,496 @@
+/**
+ * Sweeps: a grid of `mimetic train` runs (init × lr × seed × …) run as child processes, a few at
+ * a time per GPU, resumable across invocations. Each run is a normal run folder under the sweep
+ * folder, named after the options that vary (`init=mimetic,lr=0.001,seed=0`). A later
+ * invocation skips finished runs and continues the others from their last checkpoint
+ * (`mimetic train --resume`), so a long sweep can be driven by short commands (`--slice-minutes`).
+ *
+ * Layout of the sweep folder:
+ *   sweep.json            the sweep configuration (as last run)
+ *   <run id>/             the trainer's run folders
+ *   logs/<run id>.log     each child's stdout and stderr (appended across invocations)
+ *   .sweep/<run id>.json  the options a run was started with, and its error if it failed
+ *   .sweep/<run id>.pid   the child's pid while it runs; .sweep/lock while a sweep runs
+ *   summary.json, report/ written by sweep-report.ts
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { childGpuEnv } from '../model/gpu-select.js';
+import { parseMimeticParts } from '../model/init.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+import { SCHEDULES } from './schedule.js';
+import { listCheckpoints, readRunState } from './state.js';
+import { RUN_FILE, type TrainConfig } from './trainer.js';
+
+export type OptValue = string | number | (string | number)[];
+export type RunOptionsMap = Record<string, OptValue>;
+
+export interface SweepVariant {
+  /** Optional label; the run folder and the report use it instead of the variant's options. */
+  name?: string;
+  options: RunOptionsMap;
+}
+
+export interface SweepConfig {
+  name: string;
+  description?: string;
+  base: RunOptionsMap;
+  grid: Record<string, OptValue[]>;
+  variants: SweepVariant[];
+}
+
+export interface RunSpec {
+  /** Folder name, stable: built from the options that vary across runs. */
+  id: string;
+  /** Every `mimetic train` option of the run (camelCase names). */
+  options: RunOptionsMap;
+  /** The run's "init": every varying part of its id except lr and seed. */
+  label: string;
+  /** label + lr: the runs of a group differ only in their seed. */
+  group: string;
+  lr: number | null;
+  seed: number | null;
+}
+
+/** Options the sweep sets itself, never the config. */
+const RESERVED = new Set(['out', 'resume', 'quiet']);
+/** Folder names inside the sweep folder that runs may not take. */
+const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'sweep.json']);
+
+/** Types of the train options we know; others `mimetic train` accepts are passed through as text. */
+const INT_OPTS = new Set(['layers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batch', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
+const FLOAT_OPTS = new Set(['lr', 'minLr', 'weightDecay', 'clip', 'targetAcc', 'powerA', 'aScale', 'bcNoise']);
+const INT_LIST_OPTS = new Set(['evalLengths', 'kvPairs', 'context']);
+const ENUM_OPTS: Record<string, readonly string[]> = { task: ['copy', 'mqar'], arch: ['mamba1', 'mamba2'], init: ['default', 'mimetic'], schedule: SCHEDULES, backend: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] };
+
+const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return !!v && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** Check one option value; `where` names it in the config (e.g. `grid.lr[1]`). */
+function checkValue(key: string, v: unknown, where: string): OptValue {
+  const bad = (what: string) => new UserError(`${where}: ${JSON.stringify(v)} ${what}`);
+  if (Array.isArray(v)) {
+    if (!INT_LIST_OPTS.has(key) && key !== 'mimetic') throw bad(`is a list, but --${kebab(key)} takes one value`);
+    if (v.length === 0) throw bad('is an empty list');
+    for (const x of v) if (typeof x !== 'number' && typeof x !== 'string') throw bad('must hold only numbers or strings');
+    checkValue(key, v.join(','), where);
+    return v as (string | number)[];
+  }
+  if (typeof v !== 'number' && typeof v !== 'string') throw bad(`must be a number or a string (an option value of --${kebab(key)})`);
+  const s = String(v).trim();
+  if (s === '') throw bad('is empty');
+  if (INT_OPTS.has(key) && !(Number.isSafeInteger(Number(s)) && Number(s) >= 0)) throw bad(`must be an integer ≥ 0 for --${kebab(key)}`);
+  if (FLOAT_OPTS.has(key) && !Number.isFinite(Number(s))) throw bad(`must be a number for --${kebab(key)}`);
+  if (INT_LIST_OPTS.has(key)) {
+    for (const p of s.split(',')) if (!(Number.isSafeInteger(Number(p.trim())) && Number(p.trim()) > 0)) throw bad(`must be positive integers for --${kebab(key)}`);
+  }
+  const en = ENUM_OPTS[key];
+  if (en && !en.includes(s)) throw bad(`is not one of ${en.join(', ')} (--${kebab(key)})`);
+  if (key === 'mimetic') {
+    try {
+      parseMimeticParts(s);
+    } catch (e) {
+      throw bad(`is not a list of mimetic parts: ${(e as Error).message}`);
+    }
+  }
+  if (key === 'aParam' && s !== 'none' && !Number.isFinite(Number(s))) throw bad('must be a number or "none" (--a-param)');
+  return v;
+}
+
+function checkOptions(o: unknown, where: string, known: ReadonlySet<string>): RunOptionsMap {
+  if (!isPlainObject(o)) throw new UserError(`${where}: must be an object of mimetic train options, e.g. {"task": "copy", "steps": 2000}`);
+  const out: RunOptionsMap = {};
+  for (const [k0, v] of Object.entries(o)) {
+    const k = camel(k0);
+    if (RESERVED.has(k)) throw new UserError(`${where}.${k0}: the sweep sets --${kebab(k)} itself; remove it from the config`);
+    if (!known.has(k)) throw new UserError(`${where}.${k0}: unknown option; mimetic train has no --${kebab(k)} (see mimetic train --help)`);
+    if (k in out) throw new UserError(`${where}.${k0}: given twice (as ${kebab(k)} and ${k})`);
+    out[k] = checkValue(k, v, `${where}.${k0}`);
+  }
+  return out;
+}
+
+/**
+ * Validate a sweep configuration completely (before any run starts). `known` is the set of
+ * `mimetic train` option names (camelCase attribute names), taken from the command itself.
+ */
+export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<string>): SweepConfig {
+  if (!isPlainObject(raw)) throw new UserError(`${file}: a sweep config must be a JSON object with "name", "base" and "grid"`);
+  const allowed = new Set(['name', 'description', 'base', 'grid', 'variants']);
+  for (const k of Object.keys(raw)) if (!allowed.has(k)) throw new UserError(`${file}: unknown field "${k}"; a sweep config has ${[...allowed].join(', ')}`);
+  const name = raw.name;
+  if (typeof name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(name)) throw new UserError(`${file}: "name" must be a non-empty string of letters, digits, '.', '_' or '-' (it names the sweep folder runs/<name>)`);
+  if (raw.description !== undefined && typeof raw.description !== 'string') throw new UserError(`${file}: "description" must be a string`);
+  const base = checkOptions(raw.base ?? {}, `${file}: base`, known);
+  if (!isPlainObject(raw.grid)) throw new UserError(`${file}: "grid" must be an object mapping options to lists of values, e.g. {"lr": [0.001, 0.0005], "seed": [0, 1]}`);
+  const grid: Record<string, OptValue[]> = {};
+  for (const [k0, vs] of Object.entries(raw.grid)) {
+    const k = camel(k0);
+    const where = `${file}: grid.${k0}`;
+    if (!Array.isArray(vs)) throw new UserError(`${where}: must be a list of values`);
+    if (vs.length === 0) throw new UserError(`${where}: is an empty list; give at least one value`);
+    checkOptions({ [k0]: vs[0] }, `${file}: grid`, known);
+    if (k in base) throw new UserError(`${where}: also set in "base"; keep it in one place`);
+    if (k in grid) throw new UserError(`${where}: given twice`);
+    grid[k] = vs.map((v, i) => checkValue(k, v, `${where}[${i}]`));
+    const seen = new Set(grid[k]!.map((v) => JSON.stringify(v)));
+    if (seen.size !== vs.length) throw new UserError(`${where}: lists a value twice`);
+  }
+  const variants: SweepVariant[] = [];
+  if (raw.variants !== undefined) {
+    if (!Array.isArray(raw.variants) || raw.variants.length === 0) throw new UserError(`${file}: "variants" must be a non-empty list of option objects`);
+    raw.variants.forEach((v, i) => {
+      const where = `${file}: variants[${i}]`;
+      if (!isPlainObject(v)) throw new UserError(`${where}: must be an object of options (and an optional "name")`);
+      const { name: vn, ...rest } = v;
+      if (vn !== undefined && (typeof vn !== 'string' || !/^[A-Za-z0-9._+-]+$/.test(vn))) throw new UserError(`${where}.name: must be a string of letters, digits, '.', '_', '+' or '-'`);
+      const options = checkOptions(rest, where, known);
+      for (const k of Object.keys(options)) if (k in grid) throw new UserError(`${where}.${k}: also a grid option; a variant may not set what the grid varies`);
+      if (vn === undefined && Object.keys(options).length === 0) throw new UserError(`${where}: sets nothing; give options or a name`);
+      variants.push(vn === undefined ? { options } : { name: vn, options });
+    });
+  }
+  const names = variants.map((v) => v.name).filter((n): n is string => n !== undefined);
+  if (new Set(names).size !== names.length) throw new UserError(`${file}: two variants have the same name`);
+  const cfg: SweepConfig = { name, base, grid, variants };
+  if (raw.description !== undefined) cfg.description = raw.description as string;
+  const runs = expandRuns(cfg);
+  for (const r of runs) if (r.options.task === undefined) throw new UserError(`${file}: run ${r.id} has no "task"; set it in "base" (copy or mqar)`);
+  return cfg;
+}
+
+function fmtValue(v: OptValue): string {
+  return Array.isArray(v) ? v.join('+') : String(v);
+}
+
+/** A folder-safe rendering of `key=value`. */
+function part(k: string, v: OptValue): string {
+  return `${k}=${fmtValue(v)}`.replace(/[^A-Za-z0-9._+=-]/g, '_');
+}
+
+/** Every run of the sweep: variants × the grid's cartesian product, in a fixed order. */
+export function expandRuns(cfg: SweepConfig): RunSpec[] {
+  const keys = Object.keys(cfg.grid);
+  let points: RunOptionsMap[] = [{}];
+  for (const k of keys) points = points.flatMap((p) => cfg.grid[k]!.map((v) => ({ ...p, [k]: v })));
+  const variants: SweepVariant[] = cfg.variants.length ? cfg.variants : [{ options: {} }];
+  const runs: RunSpec[] = [];
+  const ids = new Map<string, number>();
+  variants.forEach((variant, vi) => {
+    const vparts = variant.name !== undefined ? [variant.name.replace(/[^A-Za-z0-9._+-]/g, '_')] : Object.entries(variant.options).map(([k, v]) => part(k, v));
+    for (const p of points) {
+      const options: RunOptionsMap = { ...cfg.base, ...variant.options, ...p };
+      const gparts = keys.map((k) => part(k, p[k]!));
+      const id = [...vparts, ...gparts].join(',') || 'run';
+      if (ids.has(id)) throw new UserError(`sweep config: variants ${ids.get(id)} and ${vi} give the same run folder '${id}'; give the variants names`);
+      if (RESERVED_DIRS.has(id)) throw new UserError(`sweep config: run folder '${id}' is a name the sweep uses itself; rename the variant`);
+      ids.set(id, vi);
+      const labelParts = [...vparts, ...keys.filter((k) => k !== 'lr' && k !== 'seed').map((k) => part(k, p[k]!))];
+      const label = labelParts.join(',') || 'all';
+      const lr = options.lr === undefined ? null : Number(options.lr);
+      runs.push({ id, options, label, group: `${label}|lr=${lr ?? 'default'}`, lr, seed: options.seed === undefined ? null : Number(options.seed) });
+    }
+  });
+  return runs;
+}
+
+/** The `mimetic train` arguments for a run's options (without --out/--resume). */
+export function trainArgs(options: RunOptionsMap): string[] {
+  const args: string[] = [];
+  for (const [k, v] of Object.entries(options)) args.push(`--${kebab(k)}`, Array.isArray(v) ? v.join(',') : String(v));
+  return args;
+}
+
+export type RunStatus = 'pending' | 'partial' | 'finished' | 'target-reached' | 'failed';
+
+export interface RunState {
+  status: RunStatus;
+  /** Last checkpointed step (0 without one). */
+  step: number;
+  steps: number | null;
+  trainSeconds: number | null;
+  error?: string;
+}
+
+const metaDir = (sweepDir: string) => path.join(sweepDir, '.sweep');
+const metaFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.json`);
+const pidFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.pid`);
+
+interface RunMeta { options: RunOptionsMap; error?: string }
+
+export function readRunMeta(sweepDir: string, id: string): RunMeta | null {
+  const f = metaFile(sweepDir, id);
+  if (!fs.existsSync(f)) return null;
+  try {
+    return JSON.parse(fs.readFileSync(f, 'utf8')) as RunMeta;
+  } catch {
+    return null;
+  }
+}
+
+/** Where a run stands, from its folder alone. */
+export function runState(sweepDir: string, id: string): RunState {
+  const dir = path.join(sweepDir, id);
+  const meta = readRunMeta(sweepDir, id);
+  let steps: number | null = null;
+  if (fs.existsSync(path.join(dir, RUN_FILE))) {
+    try {
+      steps = (JSON.parse(fs.readFileSync(path.join(dir, RUN_FILE), 'utf8')) as { config: TrainConfig }).config.steps;
+    } catch {
+      steps = null;
+    }
+  }
+  const cks = fs.existsSync(dir) ? listCheckpoints(dir) : [];
+  const last = cks.at(-1);
+  const st = last ? readRunState(last.dir) : undefined;
+  const base = { step: st?.step ?? 0, steps, trainSeconds: st?.trainSeconds ?? null };
+  if (meta?.error) return { status: 'failed', ...base, error: meta.error };
+  if (steps === null) return { status: 'pending', ...base };
+  if (st?.stoppedEarly) return { status: 'target-reached', ...base };
+  if (st && st.step >= steps) return { status: 'finished', ...base };
+  return { status: 'partial', ...base };
+}
+
+export const isDone = (s: RunStatus) => s === 'finished' || s === 'target-reached';
+
+export interface SweepRunOptions {
+  /** Sweep folder. */
+  out: string;
+  /** Children at once per GPU (or in all, without GPUs). */
+  parallel: number;
+  /** GPU indices to spread children over (null: don't choose). */
+  gpus: number[] | null;
+  /** Stop launching after this many minutes and stop running children gracefully. */
+  sliceMinutes: number | null;
+  /** --backend for every child (overrides the config's). */
+  backend?: string;
+  /** Try failed runs again. */
+  retryFailed?: boolean;
+  /** The command that runs the CLI (default: this node, dist/src/cli/main.js). */
+  cli?: string[];
+  /** Seconds a child gets to checkpoint after SIGINT before it is killed (default 120). */
+  graceSeconds?: number;
+  /** Progress lines (default stderr; null: silent). */
+  log?: { write(s: string): unknown } | null;
+  /** Stop as a slice end would (the CLI aborts it on SIGINT/SIGTERM). */
+  signal?: AbortSignal;
+}
+
+export interface SweepOutcome {
+  total: number;
+  done: number;
+  failed: number;
+  unfinished: number;
+  launched: number;
+  /** True when stopped by the slice timer or a signal with work left. */
+  stopped: boolean;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function cmdlineOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** Take the sweep folder's lock (one sweep per folder); returns the release function. */
+function takeLock(sweepDir: string): () => void {
+  const f = path.join(metaDir(sweepDir), 'lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(f, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(f, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(fs.readFileSync(f, 'utf8').trim());
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid) && /sweep/.test(cmdlineOf(pid) || 'sweep')) {
+        throw new UserError(`${sweepDir}: another sweep (pid ${pid}) is running in this folder; wait for it or stop it first`);
+      }
+      fs.rmSync(f, { force: true }); // stale lock of a killed sweep
+    }
+  }
+  throw new UserError(`${sweepDir}: could not take the sweep lock ${f}`);
+}
+
+/** Children of an earlier, killed sweep may still run: stop them (they checkpoint) before resuming. */
+async function stopOrphans(sweepDir: string, runs: RunSpec[], graceSeconds: number, log: (s: string) => void): Promise<void> {
+  for (const r of runs) {
+    const f = pidFile(sweepDir, r.id);
+    if (!fs.existsSync(f)) continue;
+    const pid = Number(fs.readFileSync(f, 'utf8').trim());
+    if (Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid) && cmdlineOf(pid).includes(path.join(sweepDir, r.id))) {
+      log(`stopping ${r.id}: still running from an earlier sweep (pid ${pid})`);
+      process.kill(pid, 'SIGINT');
+      const t0 = Date.now();
+      while (pidAlive(pid) && Date.now() - t0 < graceSeconds * 1000) await new Promise((res) => setTimeout(res, 200));
+      if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    fs.rmSync(f, { force: true });
+  }
+}
+
+/** The default way to run the CLI: this Node on the built main.js next to this module. */
+export function defaultCli(): string[] {
+  return [process.execPath, fileURLToPath(new URL('../cli/main.js', import.meta.url))];
+}
+
+/**
+ * Run (or continue) every unfinished run of the sweep. Children are `mimetic train` processes in
+ * their own process group (a terminal's Ctrl-C reaches only the sweep, which then asks each child
+ * once, with SIGINT, to checkpoint and stop: the trainer finishes its step and saves).
+ */
+export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<SweepOutcome> {
+  const sweepDir = path.resolve(o.out);
+  const runs = expandRuns(cfg);
+  const logStream = o.log === undefined ? process.stderr : o.log;
+  const log = (s: string) => logStream?.write(`sweep ${cfg.name}: ${s}\n`);
+  const grace = o.graceSeconds ?? 120;
+  if (!(Number.isSafeInteger(o.parallel) && o.parallel >= 1)) throw new UserError(`--parallel: ${o.parallel} must be a positive integer`);
+  fs.mkdirSync(metaDir(sweepDir), { recursive: true });
+  fs.mkdirSync(path.join(sweepDir, 'logs'), { recursive: true });
+  const release = takeLock(sweepDir);
+  try {
+    // A run folder made with other options is a different experiment: refuse rather than mix.
+    for (const r of runs) {
+      const meta = readRunMeta(sweepDir, r.id);
+      if (meta && JSON.stringify(meta.options) !== JSON.stringify(r.options)) {
+        const k = [...new Set([...Object.keys(meta.options), ...Object.keys(r.options)])].find((x) => JSON.stringify(meta.options[x]) !== JSON.stringify(r.options[x]));
+        throw new UserError(`${path.join(o.out, r.id)}: that run was started with ${k} = ${JSON.stringify(meta.options[k!])}, the config now says ${JSON.stringify(r.options[k!])}; restore the config, or move the sweep folder away (or use --out) to start afresh`);
+      }
+    }
+    writeFileAtomic(path.join(sweepDir, 'sweep.json'), JSON.stringify({ version: 1, config: cfg }, null, 2) + '\n');
+    await stopOrphans(sweepDir, runs, grace, log);
+
+    const todo: RunSpec[] = [];
+    let done = 0, failed = 0;
+    for (const r of runs) {
+      const st = runState(sweepDir, r.id);
+      if (isDone(st.status)) done++;
+      else if (st.status === 'failed' && !o.retryFailed) failed++;
+      else todo.push(r);
+    }
+    log(`${runs.length} runs: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run`);
+
+    const gpus = o.gpus && o.gpus.length ? o.gpus : [null];
+    const slots: { gpu: number | null; child: ChildProcess | null }[] = [];
+    for (const g of gpus) for (let i = 0; i < o.parallel; i++) slots.push({ gpu: g, child: null });
+    let stopping = false;
+    let launched = 0;
+    const running = new Set<ChildProcess>();
+    const stopChildren = () => {
+      for (const c of running) {
+        if (c.exitCode === null && c.signalCode === null) {
+          try {
+            c.kill('SIGINT');
+          } catch {
+            /* already gone */
+          }
+          const killer = setTimeout(() => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); }, grace * 1000);
+          killer.unref();
+        }
+      }
+    };
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      if (running.size) log(`${why}: asking ${running.size} running child${running.size > 1 ? 'ren' : ''} to checkpoint and stop`);
+      stopChildren();
+    };
+    const timer = o.sliceMinutes !== null ? setTimeout(() => stop(`slice of ${o.sliceMinutes} min over`), o.sliceMinutes * 60_000) : null;
+    if (o.sliceMinutes !== null && o.sliceMinutes <= 0) stopping = true;
+    const onAbort = () => stop('stop requested');
+    o.signal?.addEventListener('abort', onAbort);
+    if (o.signal?.aborted) stopping = true;
+
+    const cli = o.cli ?? defaultCli();
+    const launch = (r: RunSpec, slot: (typeof slots)[number]): Promise<void> => {
+      const runDir = path.join(sweepDir, r.id);
+      const st = runState(sweepDir, r.id);
+      let args: string[];
+      if (st.status === 'pending') {
+        // A folder without run.json holds nothing of value (the trainer writes run.json first).
+        if (fs.existsSync(runDir)) fs.rmSync(runDir, { recursive: true, force: true });
+        args = ['train', ...trainArgs(r.options), '--out', runDir];
+      } else {
+        args = ['train', '--resume', runDir];
+        if (r.options.backend !== undefined) args.push('--backend', String(r.options.backend));
+      }
+      if (o.backend !== undefined) args.push('--backend', o.backend);
+      writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options }, null, 2) + '\n');
+      const logFd = fs.openSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'a');
+      fs.writeSync(logFd, `\n=== ${new Date().toISOString()} ${st.status === 'pending' ? 'start' : `resume from step ${st.step}`}: ${args.join(' ')}\n`);
+      const env = { ...process.env, ...(slot.gpu !== null ? childGpuEnv(slot.gpu) : {}) };
+      const child = spawn(cli[0]!, [...cli.slice(1), ...args], { env, stdio: ['ignore', logFd, logFd], detached: true });
+      fs.closeSync(logFd);
+      launched++;
+      slot.child = child;
+      running.add(child);
+      if (child.pid !== undefined) fs.writeFileSync(pidFile(sweepDir, r.id), String(child.pid));
+      log(`${st.status === 'pending' ? 'start' : `resume (step ${st.step})`} ${r.id}${slot.gpu !== null ? ` on GPU ${slot.gpu}` : ''}`);
+      if (stopping) stopChildren();
+      return new Promise((resolve) => {
+        child.on('error', (e) => {
+          writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options, error: `could not start: ${e.message}` }, null, 2) + '\n');
+        });
+        child.on('close', (code, signal) => {
+          running.delete(child);
+          slot.child = null;
+          fs.rmSync(pidFile(sweepDir, r.id), { force: true });
+          const now = runState(sweepDir, r.id);
+          if (isDone(now.status)) {
+            done++;
+            log(`${now.status} ${r.id} (step ${now.step})`);
+          } else if ((code === 2 || code === 1) && !stopping) {
+            // A user error (bad option, divergence) or a crash: the same command would fail again.
+            const lines = fs.readFileSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'utf8').trim().split('\n');
+            const msg = [...lines].reverse().find((l) => l.startsWith('mimetic: ')) ?? lines.at(-1) ?? `exit code ${code}`;
+            writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options, error: msg }, null, 2) + '\n');
+            failed++;
+            log(`failed ${r.id}: ${msg}`);
+          } else {
+            log(`stopped ${r.id} at step ${now.step} (${signal ?? `exit ${code}`}); the next sweep resumes it`);
+          }
+          resolve();
+        });
+      });
+    };
+
+    // A pool: each slot takes the next run as soon as it is free.
+    let next = 0;
+    const worker = async (slot: (typeof slots)[number]) => {
+      while (!stopping && next < todo.length) await launch(todo[next++]!, slot);
+    };
+    await Promise.all(slots.map(worker));
+    if (timer) clearTimeout(timer);
+    o.signal?.removeEventListener('abort', onAbort);
+    let unfinished = 0;
+    done = 0;
+    failed = 0;
+    for (const r of runs) {
+      const s = runState(sweepDir, r.id).status;
+      if (isDone(s)) done++;
+      else if (s === 'failed') failed++;
+      else unfinished++;
+    }
+    return { total: runs.length, done, failed, unfinished, launched, stopped: stopping && unfinished > 0 };
+  } finally {
+    release();
+  }
+}
