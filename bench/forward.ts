@@ -85,8 +85,10 @@ async function main(): Promise<void> {
   const used = await initBackend(backend, { quiet: true });
   const results: Record<string, unknown>[] = [];
   for (const m of models) {
-    const c = SHAPES[m];
-    if (!c) throw new Error(`unknown model ${m}; choose mamba1 or mamba2`);
+    const shape = SHAPES[m];
+    if (!shape) throw new Error(`unknown model ${m}; choose mamba1 or mamba2`);
+    // --vocab / --layers shrink the model (a quick check on a small device, e.g. lavapipe's 128 MiB bindings).
+    const c: MambaConfig = { ...shape, vocabSize: Number(arg('vocab', String(shape.vocabSize))), numLayers: Number(arg('layers', String(shape.numLayers))) };
     const keepDir = arg('dir', '');
     const dir = keepDir ? path.join(keepDir, m) : fs.mkdtempSync(path.join(os.tmpdir(), `mimetic-bench-${m}-`));
     try {

@@ -54,7 +54,9 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   const channelBlock = intOpt(o.channelBlock, '--channel-block');
   if (channelBlock !== undefined && channelBlock < 1) throw new UserError(`--channel-block: '${o.channelBlock}' is not a positive integer`);
   const layers = o.layers !== undefined ? parseLayerSpec(o.layers, ckpt.config.numLayers) : undefined;
-  const probe = probeFromOptions(ckpt.config.configVocabSize, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
+  // The config's vocabulary; never past the embedding's rows (a config may declare more).
+  const vocab = Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize);
+  const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
   return { layers, probe, channelBlock, backend: o.backend as BackendName };
 }
 

@@ -24,7 +24,7 @@ function trainOptionNames(): Set<string> {
 export function register(program: Command): void {
   program
     .command('sweep')
-    .description('run a grid of training runs (init × lr × seed …) from a JSON config; resumable, with summary.json and an HTML report')
+    .description(`run a grid of training runs (init × lr × seed …) from a JSON config; resumable, with summary.json and an HTML report (exit 0: all runs complete; ${EXIT_UNFINISHED}: stopped with runs left, run it again; ${EXIT_FAILED_RUNS}: some runs failed)`)
     .argument('<config>', 'sweep config JSON: {"name", "description"?, "base": {train options}, "grid": {option: [values]}, "variants"?: [{"name"?, options…}]}')
     .option('--out <dir>', 'sweep folder (default runs/<name>)')
     .option('--parallel <n>', 'runs at once per GPU (or in all without --gpus)', '1')

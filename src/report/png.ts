@@ -115,8 +115,8 @@ export function niceTicks(lo: number, hi: number, target = 5): number[] {
   let best: number[] = [];
   for (const m of [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]) {
     const t = ticksFor(m * mag);
-    // Closest count to the target; on a tie the larger step (later candidate) wins.
-    if (!best.length || Math.abs(t.length - target) <= Math.abs(best.length - target)) best = t;
+    // Closest count to the target; on a tie the smaller step (earlier candidate) wins.
+    if (!best.length || Math.abs(t.length - target) < Math.abs(best.length - target)) best = t;
   }
   return best;
 }

@@ -232,7 +232,10 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
     perInit.push(figure(file, `training loss by lr for ${l}`, `${l}: mean over seeds at each lr.`));
   }
 
-  const keys = [...new Set(s.groups.flatMap((g) => Object.keys(g.final)))];
+  // Evaluation settings in order of sequence length, then size (kv pairs).
+  const where = new Map<string, [number, number]>();
+  for (const r of s.runs) for (const [k, v] of Object.entries(r.final)) where.set(k, [v.length, v.size]);
+  const keys = [...where.keys()].sort((a, b) => where.get(a)![0] - where.get(b)![0] || where.get(a)![1] - where.get(b)![1]);
   const bestRows = labels.map((l) => {
     const b = s.bestLr[l]!;
     const g = s.groups.find((x) => x.group === b.group)!;

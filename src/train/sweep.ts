@@ -136,7 +136,8 @@ export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<
     const where = `${file}: grid.${k0}`;
     if (!Array.isArray(vs)) throw new UserError(`${where}: must be a list of values`);
     if (vs.length === 0) throw new UserError(`${where}: is an empty list; give at least one value`);
-    checkOptions({ [k0]: vs[0] }, `${file}: grid`, known);
+    if (RESERVED.has(k)) throw new UserError(`${where}: the sweep sets --${kebab(k)} itself; remove it from the config`);
+    if (!known.has(k)) throw new UserError(`${where}: unknown option; mimetic train has no --${kebab(k)} (see mimetic train --help)`);
     if (k in base) throw new UserError(`${where}: also set in "base"; keep it in one place`);
     if (k in grid) throw new UserError(`${where}: given twice`);
     grid[k] = vs.map((v, i) => checkValue(k, v, `${where}[${i}]`));
@@ -389,6 +390,10 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
     log(`${runs.length} runs: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run`);
 
     const gpus = o.gpus && o.gpus.length ? o.gpus : [null];
+    if (gpus.length > 1 && o.backend !== 'tensorflow') {
+      // See gpu-select.ts: Dawn picks adapters by name only, so identical GPUs cannot be told apart.
+      log(`note: each child gets MIMETIC_GPU and CUDA_VISIBLE_DEVICES; the tensorflow backend honours the latter, but WebGPU (Dawn) cannot choose among identical GPUs, so webgpu children may share the first one`);
+    }
     const slots: { gpu: number | null; child: ChildProcess | null }[] = [];
     for (const g of gpus) for (let i = 0; i < o.parallel; i++) slots.push({ gpu: g, child: null });
     let stopping = false;

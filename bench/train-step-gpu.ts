@@ -1,0 +1,77 @@
+/**
+ * One training step's cost, isolated from the trainer's bookkeeping: forward, backward
+ * (tf.variableGrads of next-token cross-entropy, as trainer.ts's maskedLoss), and the AdamW update,
+ * on a fresh Mamba-1 or Mamba-2 model; the update timed both ways, adamw.ts's tf ops and
+ * train/adamw-webgpu.ts's fused in-place step (webgpu only). The loss is read back each step, as
+ * the trainer does. Prints one JSON line per arch and length (the keys of bench/train-step-torch.py).
+ *
+ *   node dist/bench/train-step-gpu.js --backend webgpu [--archs mamba1,mamba2] [--lengths 64,256]
+ *        [--d-model 256] [--layers 4] [--state 16] [--vocab 32] [--batch 32] [--steps 10]
+ */
+import * as tf from '@tensorflow/tfjs';
+import { initBackend, type BackendName } from '../src/model/backend.js';
+import { freshConfig, initWeights } from '../src/model/init.js';
+import { MambaLM } from '../src/model/mamba.js';
+import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '../src/train/adamw.js';
+import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
+import { maskedLoss } from '../src/train/trainer.js';
+
+const arg = (name: string, def: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : def;
+};
+const backend = await initBackend(arg('backend', 'webgpu') as BackendName, { quiet: true });
+const dModel = Number(arg('d-model', '256'));
+const layers = Number(arg('layers', '4'));
+const state = Number(arg('state', '16'));
+const vocab = Number(arg('vocab', '32'));
+const batch = Number(arg('batch', '32'));
+const steps = Number(arg('steps', '10'));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1]!;
+}
+
+for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamba2')[]) {
+  for (const L of arg('lengths', '64,256').split(',').map(Number)) {
+    const c = freshConfig({ arch, numLayers: layers, hiddenSize: dModel, stateSize: state, headDim: 64, vocabSize: vocab });
+    const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
+    const row: Record<string, unknown> = { bench: 'train-step', backend, arch, dModel, layers, state, vocab, batch, context: L, steps };
+    const optimizers = backend === 'webgpu' ? (['tf-ops', 'fused'] as const) : (['tf-ops'] as const);
+    for (const opt of optimizers) {
+      const lm = MambaLM.fromWeights(c, Object.fromEntries([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data }])));
+      const params = new Map([...lm.variables].filter(([, v]) => v.trainable));
+      const st = createAdamWState(params);
+      const hp = { ...ADAMW_DEFAULTS, lr: 1e-3 };
+      let seed = 1;
+      const rnd = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
+      const times: number[] = [], fwdBwd: number[] = [];
+      const losses: number[] = [];
+      for (let s = 0; s <= steps; s++) {
+        const idsArr = Array.from({ length: batch }, () => Array.from({ length: L }, () => Math.floor(rnd() * vocab)));
+        const t0 = performance.now();
+        const ids = tf.tensor2d(idsArr, [batch, L], 'int32');
+        const targets = tf.tensor1d(idsArr.flatMap((r) => [...r.slice(1), 0]), 'int32');
+        const mask = tf.tensor1d(idsArr.flatMap((r) => r.map((_, i) => (i < L - 1 ? 1 : 0))), 'float32');
+        const { value, grads } = tf.variableGrads(() => maskedLoss(lm.logits(ids), targets, mask), [...params.values()]);
+        losses.push((await value.data())[0]!);
+        const t1 = performance.now();
+        const byKey = new Map<string, tf.Tensor>();
+        for (const [name, g] of Object.entries(grads)) byKey.set(name.replace(/^mamba\d+\//, ''), g);
+        const norm = opt === 'fused' ? adamwStepWebGPU(params, byKey, st, hp) : adamwStep(params, byKey, st, hp);
+        await norm.data();
+        tf.dispose([norm, value, ids, targets, mask, ...Object.values(grads)]);
+        if (s > 0) { times.push(performance.now() - t0); fwdBwd.push(t1 - t0); }
+      }
+      row[opt === 'fused' ? 'fused_adamw' : 'tf_ops_adamw'] = {
+        msPerStep: Math.round(median(times) * 10) / 10, forwardBackwardMs: Math.round(median(fwdBwd) * 10) / 10,
+        updateMs: Math.round((median(times) - median(fwdBwd)) * 10) / 10, medianTokensPerSec: Math.round((batch * L) / (median(times) / 1000)),
+        firstLoss: losses[0], lastLoss: losses[losses.length - 1],
+      };
+      disposeAdamWState(st);
+      lm.dispose();
+    }
+    process.stdout.write(JSON.stringify(row) + '\n');
+  }
+}
