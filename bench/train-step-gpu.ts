@@ -7,6 +7,7 @@
  *
  *   node dist/bench/train-step-gpu.js --backend webgpu [--archs mamba1,mamba2] [--lengths 64,256]
  *        [--d-model 256] [--layers 4] [--state 16] [--vocab 32] [--batch 32] [--steps 10]
+ *        [--optimizers tf-ops,fused] [--profile (per-kernel device time of one fused step)]
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
@@ -38,7 +39,7 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
     const c = freshConfig({ arch, numLayers: layers, hiddenSize: dModel, stateSize: state, headDim: 64, vocabSize: vocab });
     const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
     const row: Record<string, unknown> = { bench: 'train-step', backend, arch, dModel, layers, state, vocab, batch, context: L, steps };
-    const optimizers = backend === 'webgpu' ? (['tf-ops', 'fused'] as const) : (['tf-ops'] as const);
+    const optimizers = (backend === 'webgpu' ? arg('optimizers', 'tf-ops,fused').split(',') : ['tf-ops']) as ('tf-ops' | 'fused')[];
     for (const opt of optimizers) {
       const lm = MambaLM.fromWeights(c, Object.fromEntries([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data }])));
       const params = new Map([...lm.variables].filter(([, v]) => v.trainable));
@@ -63,6 +64,34 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
         await norm.data();
         tf.dispose([norm, value, ids, targets, mask, ...Object.values(grads)]);
         if (s > 0) { times.push(performance.now() - t0); fwdBwd.push(t1 - t0); }
+      }
+      if (opt === 'fused' && process.argv.includes('--profile')) {
+        // One forward+backward under tf.profile (per tf kernel: count and device time) and tf.time
+        // (all device time, the custom WGSL programs included, against the wall clock).
+        const idsArr = Array.from({ length: batch }, () => Array.from({ length: L }, () => Math.floor(rnd() * vocab)));
+        const ids = tf.tensor2d(idsArr, [batch, L], 'int32');
+        const targets = tf.tensor1d(idsArr.flatMap((r) => [...r.slice(1), 0]), 'int32');
+        const mask = tf.tensor1d(idsArr.flatMap((r) => r.map((_, i) => (i < L - 1 ? 1 : 0))), 'float32');
+        const step = () => {
+          const { value, grads } = tf.variableGrads(() => maskedLoss(lm.logits(ids), targets, mask), [...params.values()]);
+          tf.dispose([value, ...Object.values(grads)]);
+        };
+        const timed = await tf.time(step);
+        const prof = await tf.profile(step);
+        const by = new Map<string, { n: number; ms: number }>();
+        for (const k of prof.kernels) {
+          const ms = await k.kernelTimeMs;
+          const e = by.get(k.name) ?? { n: 0, ms: 0 };
+          e.n += 1;
+          e.ms += typeof ms === 'number' ? ms : 0;
+          by.set(k.name, e);
+        }
+        row.profile = {
+          tfTime: { wallMs: Math.round(timed.wallMs), kernelMs: typeof timed.kernelMs === 'number' ? Math.round(timed.kernelMs * 10) / 10 : timed.kernelMs },
+          tfKernels: prof.kernels.length,
+          top: [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, 14).map(([k, v]) => `${k} x${v.n} ${v.ms.toFixed(1)}ms`),
+        };
+        tf.dispose([ids, targets, mask]);
       }
       row[opt === 'fused' ? 'fused_adamw' : 'tf_ops_adamw'] = {
         msPerStep: Math.round(median(times) * 10) / 10, forwardBackwardMs: Math.round(median(fwdBwd) * 10) / 10,

@@ -12,8 +12,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/model/backend.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
-import { MambaLM, runCheckpoint, type RunResult } from '../src/model/mamba.js';
-import { fusedAvailable, setFusedKernels } from '../src/model/kernels/fused-webgpu.js';
+import { MambaLM, causalConv1d, runCheckpoint, type RunResult } from '../src/model/mamba.js';
+import { convSiluTrainable, fusedAvailable, setFusedKernels } from '../src/model/kernels/fused-webgpu.js';
 import { attentionSummaries, type ScanInternals } from '../src/analysis/attention.js';
 import { attentionSummariesWebGPU } from '../src/model/kernels/attention-webgpu.js';
 import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } from '../src/train/adamw.js';
@@ -179,3 +179,29 @@ test('in-place WebGPU AdamW matches adamw.ts over several steps (clipped and unc
   disposeAdamWState(sb);
   for (const v of [...pa.values(), ...pb.values()]) v.dispose();
 });
+
+for (const withBias of [true, false]) {
+  test(`differentiable conv+SiLU kernel on webgpu: value and gradients match the tf-op conv (${withBias ? 'with' : 'no'} bias)`, async () => {
+    await webgpu();
+    const r = mulberry32(withBias ? 31 : 32);
+    const [B, L, C, K] = [3, 17, 10, 4];
+    const t = (shape: number[]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, r), shape);
+    const x = t([B, L, C]) as tf.Tensor3D, w = t([C, 1, K]), b = t([C]), W = t([B, L, C]);
+    const ref = (xx: tf.Tensor, ww: tf.Tensor, bb?: tf.Tensor) => {
+      const xc = causalConv1d(xx, ww, bb);
+      return tf.mul(xc, tf.sigmoid(xc));
+    };
+    const ins = withBias ? [x, w, b] : [x, w];
+    const gotF = (...xs: tf.Tensor[]) => convSiluTrainable(xs[0] as tf.Tensor3D, xs[1]!, xs[2]).mul(W).sum();
+    const refF = (...xs: tf.Tensor[]) => ref(xs[0]!, xs[1]!, xs[2]).mul(W).sum();
+    const got = [convSiluTrainable(x, w, withBias ? b : undefined), ...tf.grads(gotF)(ins)];
+    const want = [ref(x, w, withBias ? b : undefined), ...tf.grads(refF)(ins)];
+    for (let i = 0; i < want.length; i++) {
+      const wv = (await want[i]!.data()) as Float32Array;
+      assert.ok(wv.some((v) => Math.abs(v) > 1e-3), `output ${i}: reference all zeros`);
+      const e = maxRel((await got[i]!.data()) as Float32Array, wv);
+      assert.ok(e < 1e-5, `output ${i} (${['y', 'dx', 'dw', 'db'][i]}): max error ${e.toExponential(2)}`);
+    }
+    tf.dispose([x, w, b, W, ...got, ...want]);
+  });
+}

@@ -249,6 +249,27 @@ test('a killed sweep resumes every run from its checkpoint and ends with the sam
   assert.deepEqual(s.groups, reference.summary.groups);
 });
 
+test('a run the trainer rejects is recorded as failed (exit 3), skipped on re-run, tried again with --retry-failed', async () => {
+  const dir = tmp();
+  const out = path.join(dir, 'sweep');
+  // Valid sweep syntax, but the trainer refuses: a 5-token row cannot hold a 3-letter copy example.
+  const f = writeConfig(dir, { ...CONFIG, base: { ...CONFIG.base, context: 5 }, grid: { seed: [0] } });
+  const r = await cli(sweepArgs(f, out));
+  assert.equal(r.code, 3, r.stderr);
+  const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
+  assert.equal(s.runs[0]!.status, 'failed');
+  assert.match(s.runs[0]!.error!, /^mimetic: --context 5 is too short/);
+  const r2 = await cli(sweepArgs(f, out));
+  assert.equal(r2.code, 3);
+  assert.match(r2.stdout, /\(0 launched this time\)/);
+  const r3 = await cli([...sweepArgs(f, out), '--retry-failed']);
+  assert.equal(r3.code, 3);
+  assert.match(r3.stdout, /\(1 launched this time\)/);
+  const s3 = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
+  assert.match(s3.runs[0]!.error!, /^mimetic: --context 5 is too short/);
+  assert.match(fs.readFileSync(path.join(out, 'logs', `${s3.runs[0]!.id}.log`), 'utf8'), /=== .* start: train --task copy[^\n]*--context 5[\s\S]*=== .* start: train --task copy/);
+});
+
 test('meanStd: sample standard deviation', () => {
   const st = meanStd([0.5, 0.75, 1]);
   assert.equal(st.mean, 0.75);

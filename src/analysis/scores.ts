@@ -178,7 +178,7 @@ export interface LayerScores {
 
 /** Ranks by mimetic score, highest first (rank 1); ties go to the lower layer index. Returns new objects. */
 export function rankLayers<T extends Omit<LayerScores, 'rank'>>(layers: T[]): (T & { rank: number })[] {
-  const order = layers.map((l, i) => i).sort((a, b) => {
+  const order = layers.map((_l, i) => i).sort((a, b) => {
     const d = layers[b]!.mimetic - layers[a]!.mimetic;
     return d !== 0 && !Number.isNaN(d) ? d : layers[a]!.layer - layers[b]!.layer;
   });

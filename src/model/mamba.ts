@@ -14,7 +14,7 @@ import { selectiveScan, ssdScan } from './kernels/scan.js';
 import './kernels/scan-cpu.js'; // registers the CPU kernels whenever the model is imported
 import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerParamsOf, transpose2d, parseLayerName, toPlainAsync, type LayerParams, type WeightMap } from './weights.js';
 import { attentionSummaries, channelAttention, type ScanInternals } from '../analysis/attention.js';
-import { convSiluFused, fusedAvailable, rmsNormFused, rowNorm, softplusFused } from './kernels/fused-webgpu.js';
+import { convSiluFused, convSiluTrainable, fusedAvailable, rmsNormFused, rowNorm, softplusFused } from './kernels/fused-webgpu.js';
 
 /** Mimetic A parameterisation for training: A = −exp(−c · A_log_param), stored as `mixer.A_log_param`. */
 export type AParam = { c: number } | undefined;
@@ -80,6 +80,15 @@ export function causalConv1d(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tens
   });
 }
 
+/** SiLU(causal conv), differentiable; one WGSL kernel each way on webgpu (fused-webgpu.ts). */
+function convSilu(x: tf.Tensor3D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor3D {
+  if (fusedAvailable()) return convSiluTrainable(x, w, b);
+  return tf.tidy(() => {
+    const xc = causalConv1d(x, w, b);
+    return tf.mul(xc, tf.sigmoid(xc)) as tf.Tensor3D;
+  });
+}
+
 export interface MixerOptions {
   aParam?: AParam;
   /** Return x, Δ, A, B, C, D (the scan's inputs) along with the output. */
@@ -113,8 +122,7 @@ export function mamba1Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
   const out = tf.tidy(() => {
     const proj = projection(h, p, 'mixer.in_proj');
     const [xr, gate] = tf.split(proj, [Din, Din], 2) as [tf.Tensor3D, tf.Tensor3D];
-    const xc = causalConv1d(xr, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
-    const u = tf.mul(xc, tf.sigmoid(xc)) as tf.Tensor3D; // SiLU
+    const u = convSilu(xr, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
     const ssm = projection(u, p, 'mixer.x_proj', false);
     let [dt, Bm, Cm] = tf.split(ssm, [R, N, N], 2) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
     if (c.arch === 'falcon_mamba') {
@@ -227,8 +235,7 @@ export function mamba2Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
     const dMlp = (proj.shape[2] - 2 * Din - 2 * G * N - H) / 2;
     const parts = tf.split(proj, [dMlp, dMlp, Din, convDim, H].filter((_, i) => i >= 2 || dMlp > 0), 2);
     const [gate, xBCraw, dtRaw] = parts.slice(-3) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
-    const xBCc = causalConv1d(xBCraw, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
-    const xBC = tf.mul(xBCc, tf.sigmoid(xBCc));
+    const xBC = convSilu(xBCraw, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
     const [x, Bm, Cm] = tf.split(xBC, [Din, G * N, G * N], 2);
     let delta = softplus(tf.add(dtRaw, p['mixer.dt_bias']!)) as tf.Tensor3D;
     const [lo, hi] = c.timeStepLimit ?? [0, Infinity];

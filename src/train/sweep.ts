@@ -429,9 +429,11 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
       const runDir = path.join(sweepDir, r.id);
       const st = runState(sweepDir, r.id);
       let args: string[];
-      if (st.status === 'pending') {
-        // A folder without run.json holds nothing of value (the trainer writes run.json first).
-        if (fs.existsSync(runDir)) fs.rmSync(runDir, { recursive: true, force: true });
+      const fresh = !fs.existsSync(path.join(runDir, RUN_FILE));
+      if (fresh) {
+        // A folder this sweep started that has no run.json holds nothing of value (the trainer
+        // writes run.json first); anything else is left for the trainer to refuse.
+        if (fs.existsSync(runDir) && fs.existsSync(metaFile(sweepDir, r.id))) fs.rmSync(runDir, { recursive: true, force: true });
         args = ['train', ...trainArgs(r.options), '--out', runDir];
       } else {
         args = ['train', '--resume', runDir];
@@ -440,7 +442,7 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
       if (o.backend !== undefined) args.push('--backend', o.backend);
       writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options }, null, 2) + '\n');
       const logFd = fs.openSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'a');
-      fs.writeSync(logFd, `\n=== ${new Date().toISOString()} ${st.status === 'pending' ? 'start' : `resume from step ${st.step}`}: ${args.join(' ')}\n`);
+      fs.writeSync(logFd, `\n=== ${new Date().toISOString()} ${fresh ? 'start' : `resume from step ${st.step}`}: ${args.join(' ')}\n`);
       const env = { ...process.env, ...(slot.gpu !== null ? childGpuEnv(slot.gpu) : {}) };
       const child = spawn(cli[0]!, [...cli.slice(1), ...args], { env, stdio: ['ignore', logFd, logFd], detached: true });
       fs.closeSync(logFd);
@@ -448,13 +450,23 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
       slot.child = child;
       running.add(child);
       if (child.pid !== undefined) fs.writeFileSync(pidFile(sweepDir, r.id), String(child.pid));
-      log(`${st.status === 'pending' ? 'start' : `resume (step ${st.step})`} ${r.id}${slot.gpu !== null ? ` on GPU ${slot.gpu}` : ''}`);
+      log(`${fresh ? 'start' : `resume (step ${st.step})`} ${r.id}${slot.gpu !== null ? ` on GPU ${slot.gpu}` : ''}`);
       if (stopping) stopChildren();
       return new Promise((resolve) => {
+        let settled = false;
         child.on('error', (e) => {
-          writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options, error: `could not start: ${e.message}` }, null, 2) + '\n');
+          if (settled) return;
+          settled = true;
+          running.delete(child);
+          slot.child = null;
+          writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options, error: `could not start ${cli[0]}: ${e.message}` }, null, 2) + '\n');
+          failed++;
+          log(`failed ${r.id}: could not start ${cli[0]}: ${e.message}`);
+          resolve();
         });
         child.on('close', (code, signal) => {
+          if (settled) return;
+          settled = true;
           running.delete(child);
           slot.child = null;
           fs.rmSync(pidFile(sweepDir, r.id), { force: true });
