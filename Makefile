@@ -19,8 +19,8 @@ test: build
 # The main job on the bundled example, offline: inspect, audit + report, and a short copy-task run.
 demo: build
 	$(MIMETIC) inspect checkpoints/examples/mamba1-tiny
-	$(MIMETIC) score checkpoints/examples/mamba1-tiny --backend cpu
-	$(MIMETIC) report checkpoints/examples/mamba1-tiny --backend cpu --out reports/mamba1-tiny
+	$(MIMETIC) score checkpoints/examples/mamba1-tiny --backend wasm
+	$(MIMETIC) report checkpoints/examples/mamba1-tiny --backend wasm --out reports/mamba1-tiny
 	rm -rf runs/demo-copy
 	$(MIMETIC) train --task copy --arch mamba1 --layers 2 --d-model 32 --d-state 8 --init mimetic \
 	  --alphabet 4 --min-len 2 --max-len 6 --context 32 --batch 8 --steps 100 --lr 3e-3 --warmup 10 \

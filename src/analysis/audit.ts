@@ -135,6 +135,8 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
     layers,
     keepCaptures: false,
     skipLogits: true,
+    hiddenStates: false,
+    stopAfterLastCapture: true,
     channelBlock: opts.channelBlock,
     onLayer: async (i: number, cap: LayerCapture) => {
       const maps = cap.attention!;

@@ -180,7 +180,9 @@ export function register(program: Command): void {
         process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
         ac.abort();
       };
+      // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint.
       process.on('SIGINT', onSigint);
+      process.on('SIGTERM', onSigint);
       try {
         const r = await train(cfg, {
           out, resume, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
@@ -191,6 +193,7 @@ export function register(program: Command): void {
         process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
       } finally {
         process.off('SIGINT', onSigint);
+        process.off('SIGTERM', onSigint);
       }
     });
 }

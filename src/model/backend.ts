@@ -11,6 +11,7 @@
  * `auto` takes webgpu when a hardware adapter exists, else tensorflow when loadable, else wasm.
  * A backend asked for by name that cannot run is a UserError, never a silent fallback.
  */
+import { dawnCreateFlags } from './gpu-select.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -83,7 +84,7 @@ function probeWebGPU(): Promise<WebGPUProbe> {
       return { adapter: null, reason: `the webgpu package (Dawn) could not be loaded: ${firstLine(e)}` };
     }
     Object.assign(globalThis, mod.globals);
-    const gpu = mod.create([]);
+    const gpu = mod.create(dawnCreateFlags());
     const g = globalThis as { navigator?: { gpu?: unknown } };
     if (g.navigator === undefined) {
       Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });

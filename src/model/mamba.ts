@@ -474,6 +474,10 @@ export interface RunOptions {
   channelBlock?: number;
   /** Skip the logits (saves the vocab × hidden head on large models). */
   skipLogits?: boolean;
+  /** Return the hidden states (default true; an audit of a large model needs none of them). */
+  hiddenStates?: boolean;
+  /** Stop after the last captured layer: no later layers, no norm_f, no logits. */
+  stopAfterLastCapture?: boolean;
   /** Also return per-channel (Mamba-1) / per-head (Mamba-2) attention maps of these channels. */
   channels?: number[];
 }
@@ -500,6 +504,9 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
     if (!Number.isInteger(ch) || ch < 0 || ch >= nChannels) throw new UserError(`channel ${ch} is out of range: the model has ${c.arch === 'mamba2' ? 'heads' : 'channels'} 0-${nChannels - 1}`);
   }
   const keep = opts.keepCaptures ?? true;
+  const keepHidden = opts.hiddenStates ?? true;
+  const lastLayer = opts.stopAfterLastCapture && capture !== 'none' ? Math.max(...captureSet) : c.numLayers - 1;
+  const complete = lastLayer === c.numLayers - 1;
   const result: RunResult = { hiddenStates: [], layers: [] };
   // On webgpu: fused kernels, linear weights used as stored (matMul's transposeB; no JS transpose
   // per load), the tied embedding kept for the head, and hidden states read back after the loop
@@ -518,7 +525,7 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
   idsT.dispose();
   const pendingHidden: tf.Tensor3D[] = [];
   try {
-    for (let i = 0; i < c.numLayers; i++) {
+    for (let i = 0; i <= lastLayer; i++) {
       const p = layerParamsOf(ckpt.readLayer(i), { transposeLinear: !fused });
       const want = capture !== 'none' && captureSet.has(i);
       let r: BlockResult;
@@ -527,10 +534,10 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
       } finally {
         tf.dispose(Object.values(p));
       }
-      if (fused) pendingHidden.push(residual);
+      if (fused && keepHidden) pendingHidden.push(residual);
       else residual.dispose();
       residual = r.residual;
-      if (!fused) result.hiddenStates.push(await toPlainAsync(residual));
+      if (!fused && keepHidden) result.hiddenStates.push(await toPlainAsync(residual));
       const mi = r.mixerInput;
       if (want) {
         const cap: LayerCapture = { layer: i, mixerInput: await toPlainAsync(mi) };
@@ -556,15 +563,16 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
       }
       mi.dispose();
     }
+    if (!complete) return result;
     const nf = ckpt.readNormF();
     const nfT = tf.tensor1d(nf.data);
     const normed = (fused ? rmsNormFused(residual, nfT, c.layerNormEpsilon) : rmsNorm(residual, nfT, c.layerNormEpsilon)) as tf.Tensor3D;
     nfT.dispose();
-    if (fused) {
+    if (keepHidden && fused) {
       pendingHidden.push(residual);
       const all = await Promise.all([...pendingHidden.slice(1), normed].map((t) => toPlainAsync(t)));
       result.hiddenStates.push(...all);
-    } else result.hiddenStates.push(await toPlainAsync(normed));
+    } else if (keepHidden) result.hiddenStates.push(await toPlainAsync(normed));
     if (!opts.skipLogits) {
       let logits: tf.Tensor3D;
       if (fused) {

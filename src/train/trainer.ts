@@ -18,6 +18,7 @@ import type { Batch, EvalScore, Task } from '../tasks/common.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
+import { adamwStepWebGPU } from './adamw-webgpu.js';
 import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
 import { MetricsWriter, Progress, readMetrics, type MetricsLine } from './metrics.js';
 import { writeRunReport } from './report.js';
@@ -387,7 +388,8 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
         }
         const byKey = new Map<string, tf.Tensor>();
         for (const [name, g] of Object.entries(grads)) byKey.set(varKey.get(name) ?? name, g);
-        const norm = adamwStep(params, byKey, opt, hp);
+        // On webgpu one fused kernel updates every parameter (a tf-op chain costs ~100 ms a step there).
+        const norm = tf.getBackend() === 'webgpu' ? adamwStepWebGPU(params, byKey, opt, hp) : adamwStep(params, byKey, opt, hp);
         gradNorm = (await norm.data())[0]!;
         norm.dispose();
         for (const g of byKey.values()) g.dispose();
