@@ -258,6 +258,9 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
       break;
   }
   await activate(chosen);
+  // The cpu backend greets Node users with a banner recommending tfjs-node on first use; mimetic
+  // already chose its backend deliberately, so silence it (the `tensorflow` backend is that package).
+  if (chosen === 'cpu') (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
   if (name === 'auto' && !opts.quiet) process.stderr.write(`mimetic: backend ${chosen} (${why})\n`);
   return chosen;
 }
