@@ -11,22 +11,7 @@
  * They are forward-only (no gradients): the model uses them only for inference (MixerOptions.fused).
  */
 import * as tf from '@tensorflow/tfjs';
-
-interface Program {
-  variableNames: string[];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  workgroupSize: [number, number, number];
-  uniforms: string;
-  size: boolean;
-  getUserCode: () => string;
-}
-type Uniform = { type: 'int32' | 'float32'; data: number[] };
-interface WebGPUBackendLike {
-  runWebGPUProgram(program: Program, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: Uniform[]): tf.TensorInfo;
-}
+import type { Program, Uniform, WebGPUBackendLike } from './webgpu-program.js';
 
 let enabled = true;
 

@@ -16,23 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { registerScanKernels, type SelectiveScanFn, type SsdScanFn } from './scan.js';
 
-// The part of tfjs-backend-webgpu's program interface we use (see its webgpu_program.d.ts).
-interface Program {
-  variableNames: string[];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  workgroupSize: [number, number, number];
-  uniforms: string;
-  size: boolean;
-  getUserCode: () => string;
-}
-type Uniform = { type: 'int32' | 'float32'; data: number[] };
-interface WebGPUBackendLike {
-  runWebGPUProgram(program: Program, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: Uniform[]): tf.TensorInfo;
-  device: { limits: { maxStorageBufferBindingSize: number } };
-}
+import type { Program, Uniform, WebGPUBackendLike } from './webgpu-program.js';
 
 const WORKGROUP = 64;
 
