@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SOFTPLUS_INV_ONE, type InitOptions, freshConfig, initWeights, parseMimeticParts, softplusInv, writeFreshCheckpoint } from '../src/model/init.js';
 import { Rng, mulberry32 } from '../src/util/rng.js';
 import { expectedShapes } from '../src/model/weights.js';
 import { UserError } from '../src/util/errors.js';
+import { tempDirs } from './helpers/tmpdir.js';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-init-'));
+const tmp = tempDirs('mimetic-init-');
 const def: InitOptions = { init: 'default', parts: [], aScale: 8, bcNoise: 0, seed: 0 };
 const mim: InitOptions = { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0, seed: 0 };
 

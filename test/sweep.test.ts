@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -12,10 +11,11 @@ import { expandRuns, parseSweepConfig, trainArgs } from '../src/train/sweep.js';
 import { meanStd, type SweepSummary } from '../src/train/sweep-report.js';
 import { readMetrics } from '../src/train/metrics.js';
 import { listCheckpoints } from '../src/train/state.js';
+import { tempDirs } from './helpers/tmpdir.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const EXPERIMENTS = fileURLToPath(new URL('../../experiments/', import.meta.url));
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-sweep-'));
+const tmp = tempDirs('mimetic-sweep-');
 
 const known = (() => {
   const p = new Command();

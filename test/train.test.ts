@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
@@ -14,9 +13,10 @@ import { listCheckpoints } from '../src/train/state.js';
 import { type TrainConfig, checkTrainConfig, readRunConfig, train, trainDefaults } from '../src/train/trainer.js';
 import type { TaskOptions } from '../src/tasks/index.js';
 import { UserError } from '../src/util/errors.js';
+import { tempDirs } from './helpers/tmpdir.js';
 
 await initBackend('cpu');
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-train-'));
+const tmp = tempDirs('mimetic-train-');
 const copyTask: TaskOptions = { task: 'copy', alphabet: 4, minLen: 2, maxLen: 6, context: 24, evalLengths: [3, 9] };
 
 function tinyConfig(over: Partial<TrainConfig> = {}, arch: 'mamba1' | 'mamba2' = 'mamba1'): TrainConfig {

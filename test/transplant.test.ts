@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { type InitOptions, freshConfig, initRecord, initWeights, writeFreshCheckpoint } from '../src/model/init.js';
 import { applyTransplant, parseLayerList, targetFromCheckpoint, transplantToDir } from '../src/model/transplant.js';
 import { UserError } from '../src/util/errors.js';
+import { tempDirs } from './helpers/tmpdir.js';
 
 const FIX = path.resolve('test/fixtures');
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-tp-'));
+const tmp = tempDirs('mimetic-tp-');
 const def: InitOptions = { init: 'default', parts: [], aScale: 8, bcNoise: 0, seed: 1 };
 
 const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
