@@ -20,6 +20,7 @@ import { MambaLM, runCheckpoint } from '../src/model/mamba.js';
 import { attentionSummaries, internalsToTf } from '../src/analysis/attention.js';
 import { initBackend, type BackendName } from '../src/model/backend.js';
 import { setFusedKernels } from '../src/model/kernels/fused-webgpu.js';
+import { fill } from './fill.js';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -37,16 +38,6 @@ const SHAPES: Record<string, MambaConfig> = {
   },
 };
 
-/** Deterministic pseudo-random fill (xorshift), uniform in [-a, a). */
-function fill(n: number, a: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
-  }
-  return out;
-}
 
 /** Random weights with the usual init's scales (A_log = log n, Δ in [1e-3, 0.1], D = 1, norms 1). */
 function randomWeights(c: MambaConfig): WritableTensor[] {

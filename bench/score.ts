@@ -17,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { toHfConfigJson, type MambaConfig } from '../src/checkpoint/config.js';
 import { writeSafetensors, type WritableTensor } from '../src/checkpoint/safetensors.js';
 import { expectedShapes, parseLayerName } from '../src/model/weights.js';
+import { fill } from './fill.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 
@@ -31,16 +32,6 @@ const SHAPES: Record<string, MambaConfig> = {
   '2.8b': { ...base, numLayers: 64, hiddenSize: 2560, intermediateSize: 5120, timeStepRank: 160 },
 };
 
-/** Deterministic pseudo-random fill (xorshift32), uniform in [-a, a). */
-function fill(n: number, a: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
-  }
-  return out;
-}
 
 /** One tensor with the usual init's scales (A_log = log n, Δ in [1e-3, 0.1], D = 1, norms 1). */
 function tensor(c: MambaConfig, name: string, shape: number[], seed: number): WritableTensor {

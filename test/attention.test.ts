@@ -14,6 +14,7 @@ import { runCheckpoint } from '../src/model/mamba.js';
 import { attentionSummaries, channelAttention, internalsToTf, type ScanInternals } from '../src/analysis/attention.js';
 import { selectiveScanCpu, ssdScanCpu } from '../src/model/kernels/scan-cpu.js';
 import { initBackend } from '../src/model/backend.js';
+import { goldenIds } from './helpers/golden.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures');
 
@@ -31,12 +32,6 @@ function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
-}
-
-function goldenIds(g: SafetensorsReader): number[][] {
-  const t = g.readFloat32('input_ids');
-  const [B, L] = t.shape as [number, number];
-  return Array.from({ length: B }, (_, b) => Array.from(t.data.subarray(b * L, (b + 1) * L)));
 }
 
 for (const name of ['mamba1-tiny', 'mamba2-tiny']) {

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
+import { goldenIds } from './helpers/golden.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -17,12 +18,6 @@ const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
 function cli(args: string[]) {
   return spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
-}
-
-function goldenIds(g: SafetensorsReader): number[][] {
-  const t = g.readFloat32('input_ids');
-  const [B, L] = t.shape as [number, number];
-  return Array.from({ length: B }, (_, b) => Array.from(t.data.subarray(b * L, (b + 1) * L)));
 }
 
 for (const [name, backend] of [['mamba1-tiny', 'wasm'], ['mamba2-tiny-sharded', 'cpu']] as const) {

@@ -25,6 +25,7 @@ import { auditCheckpoint, channelStats, channelStatsJs, parseLayerSpec, readBC, 
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import { writeSynthCheckpoint, tmpDir } from './helpers/synth-checkpoint.js';
+import { goldenIds } from './helpers/golden.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -301,12 +302,6 @@ test('layer specs', () => {
   assert.throws(() => parseLayerSpec('3-1', 8), /reversed/);
   assert.throws(() => parseLayerSpec('x', 8), UserError);
 });
-
-function goldenIds(g: SafetensorsReader): number[][] {
-  const t = g.readFloat32('input_ids');
-  const [B, L] = t.shape as [number, number];
-  return Array.from({ length: B }, (_, b) => Array.from(t.data.subarray(b * L, (b + 1) * L)));
-}
 
 for (const fx of ['mamba1-tiny', 'mamba1-tiny-bf16', 'mamba2-tiny', 'mamba2-tiny-sharded']) {
   test(`${fx}: the audit's maskOnes and lookbehind equal those of the golden maps; per-channel statistics are consistent`, async () => {

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
 import { MambaLM, runCheckpoint } from '../src/model/mamba.js';
+import { goldenIds, expectClose } from './helpers/golden.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures');
 
@@ -115,26 +116,6 @@ test('Mamba-2 SSD scan on webgpu matches the CPU kernel, forward and gradients (
   await compare('ssd', ssdScanCpu as never, ssdScanWebGPU as never,
     [[b, L, H, P], [b, L, H], [H], [b, L, G, N], [b, L, G, N], [H]], ['normal', 'pos', 'neg', 'normal', 'normal', 'normal']);
 });
-
-function goldenIds(g: SafetensorsReader): number[][] {
-  const t = g.readFloat32('input_ids');
-  const [B, L] = t.shape as [number, number];
-  return Array.from({ length: B }, (_, b) => Array.from(t.data.subarray(b * L, (b + 1) * L)));
-}
-
-/** Max |got - want| against the fixtures' tolerance max(1e-4, 1e-4 · max|want|). */
-function expectClose(name: string, got: { shape: number[]; data: ArrayLike<number> }, want: { shape: number[]; data: Float32Array }): void {
-  assert.deepEqual(got.shape, want.shape, `${name}: shape`);
-  let scale = 0;
-  for (const v of want.data) scale = Math.max(scale, Math.abs(v));
-  const tol = Math.max(1e-4, 1e-4 * scale);
-  let worst = 0;
-  for (let i = 0; i < want.data.length; i++) {
-    const d = Math.abs(got.data[i]! - want.data[i]!);
-    if (!(d <= worst)) worst = d; // a NaN sticks
-  }
-  assert.ok(worst <= tol, `${name}: max abs diff ${worst} > ${tol}`);
-}
 
 for (const name of ['mamba1-tiny', 'mamba2-tiny-sharded']) {
   test(`${name} on webgpu: logits, hidden states, mixer inputs and implicit attention match the HF goldens`, async () => {
