@@ -1,0 +1,610 @@
+/**
+ * WGSL kernels of the compiled training step (step.ts): forward and hand-written backward of the
+ * Mamba-1 / Mamba-2 block, cross-entropy, reductions and AdamW. Offsets and strides are element
+ * indices into the engine's buffers (engine.ts); `t` is a row of the flattened [batch·L] tokens.
+ */
+import type { BufName, Kernel } from './engine.js';
+
+const ENTRY = (wg: number | string) => `@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(num_workgroups) nw : vec3<u32>, @builtin(local_invocation_index) li : u32)`;
+const LINEAR = (wg: number) => `let i = (w.x + w.y * nw.x) * ${wg}u + li;`;
+
+const MATH = `
+fn sigm(x : f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+fn silu(x : f32) -> f32 { return x * sigm(x); }
+fn dsilu(x : f32) -> f32 { let s = sigm(x); return s * (1.0 + x * (1.0 - s)); }
+fn log1pSmall(e : f32) -> f32 { if (e < 1e-4) { return e * (1.0 - e * (0.5 - e / 3.0)); } return log(1.0 + e); }
+fn softplus(x : f32) -> f32 { return max(x, 0.0) + log1pSmall(exp(-abs(x))); }
+`;
+
+/** Embedding rows: X[out + t·D + d] = P[emb + ids[t]·D + d]. */
+export const gather: Kernel = {
+  key: 'gather', fields: ['n', 'D', 'idsOff', 'embOff', 'outOff'], bufs: ['P', 'X', 'I'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let t = i / u.D; let d = i - t * u.D;
+    X[u.outOff + i] = P[u.embOff + u32(I[u.idsOff + t]) * u.D + d];
+  }`,
+};
+
+const ROWSUM = `
+var<workgroup> red : array<f32, 256>;
+fn rowSum(v : f32, li : u32) -> f32 {
+  red[li] = v;
+  workgroupBarrier();
+  for (var k = 128u; k > 0u; k = k / 2u) {
+    if (li < k) { red[li] = red[li] + red[li + k]; }
+    workgroupBarrier();
+  }
+  let s = red[0];
+  workgroupBarrier();
+  return s;
+}`;
+
+/**
+ * RMSNorm of one row (or row group) per workgroup: out = x · rstd · w. With `gated` (Mamba-2's
+ * gated norm) x is y · silu(z) and is also stored (gOff) for the backward.
+ */
+export function normFwd(gated: boolean): Kernel {
+  return {
+    key: `normFwd${gated}`, bufs: ['P', 'X'],
+    fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'gOff', 'outOff', 'outRs', 'rstdOff', 'wOff', 'eps:f'],
+    body: `${MATH}${ROWSUM}
+    fn xAt(row : u32, j : u32) -> f32 {
+      ${gated ? 'return X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'return X[u.xOff + row * u.xRs + j];'}
+    }
+    ${ENTRY(256)} {
+      let rg = w.x + w.y * nw.x;
+      if (rg >= u.rows * u.groups) { return; }
+      let row = rg / u.groups; let g = rg - row * u.groups; let j0 = g * u.n;
+      var s = 0.0;
+      for (var k = li; k < u.n; k = k + 256u) { let x = xAt(row, j0 + k); s = s + x * x; }
+      let r = inverseSqrt(rowSum(s, li) / f32(u.n) + u.eps);
+      for (var k = li; k < u.n; k = k + 256u) {
+        let j = j0 + k;
+        let x = xAt(row, j);
+        ${gated ? 'X[u.gOff + row * u.xRs + j] = x;' : ''}
+        X[u.outOff + row * u.outRs + j] = x * r * P[u.wOff + j];
+      }
+      if (li == 0u) { X[u.rstdOff + rg] = r; }
+    }`,
+  };
+}
+
+/**
+ * Backward of normFwd. Plain: dx (=/+= by acc) into dxOff. Gated: dg → dy = dg·silu(z) into
+ * dxOff and dz = dg·y·silu'(z) into dzOff. (The weight's gradient is a column reduction.)
+ */
+export function normBwd(gated: boolean): Kernel {
+  return {
+    key: `normBwd${gated}`, bufs: ['P', 'X'],
+    fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'dyOff', 'dyRs', 'rstdOff', 'wOff', 'dxOff', 'dxRs', 'dzOff', 'dzRs', 'acc'],
+    body: `${MATH}${ROWSUM}
+    ${ENTRY(256)} {
+      let rg = w.x + w.y * nw.x;
+      if (rg >= u.rows * u.groups) { return; }
+      let row = rg / u.groups; let g = rg - row * u.groups; let j0 = g * u.n;
+      let r = X[u.rstdOff + rg];
+      var s = 0.0;
+      for (var k = li; k < u.n; k = k + 256u) {
+        let j = j0 + k;
+        ${gated ? 'let x = X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'let x = X[u.xOff + row * u.xRs + j];'}
+        s = s + X[u.dyOff + row * u.dyRs + j] * P[u.wOff + j] * x * r;
+      }
+      let dot = rowSum(s, li) / f32(u.n);
+      for (var k = li; k < u.n; k = k + 256u) {
+        let j = j0 + k;
+        let gw = X[u.dyOff + row * u.dyRs + j] * P[u.wOff + j];
+        ${gated ? `let yv = X[u.xOff + row * u.xRs + j]; let z = X[u.zOff + row * u.zRs + j];
+        let dg = r * (gw - yv * silu(z) * r * dot);
+        X[u.dxOff + row * u.dxRs + j] = dg * silu(z);
+        X[u.dzOff + row * u.dzRs + j] = dg * yv * dsilu(z);` : `let dx = r * (gw - X[u.xOff + row * u.xRs + j] * r * dot);
+        let o = u.dxOff + row * u.dxRs + j;
+        if (u.acc == 1u) { X[o] = X[o] + dx; } else { X[o] = dx; }`}
+      }
+    }`,
+  };
+}
+
+/**
+ * C (=, +=) A·B (+ X[add]) with A(i,k) = A[aOff + i·aRs + k·aCs], B(k,j) = B[bOff + k·bRs + j·bCs],
+ * C(i,j) = C[cOff + z·zStride + i·cRs + j]. 64×64 tiles, 4×4 per thread, K in chunks of kChunk per
+ * grid z (split-K: each z writes its own slice, summed by sumSlices). aFast/bFast: which index is
+ * contiguous in memory, so tile loads are coalesced. flags: 1 accumulate, 2 add X[addOff + i·cRs + j].
+ */
+export function matmul(a: BufName, b: BufName, c: BufName, aRowFast: boolean, bColFast: boolean): Kernel {
+  const bufs = [...new Set<BufName>([a, b, c, 'X'])];
+  return {
+    key: `mm_${a}${b}${c}${+aRowFast}${+bColFast}`, bufs,
+    fields: ['M', 'N', 'K', 'aOff', 'aRs', 'aCs', 'bOff', 'bRs', 'bCs', 'cOff', 'cRs', 'kChunk', 'addOff', 'flags', 'zStride'],
+    body: `
+    var<workgroup> As : array<f32, 1024>;
+    var<workgroup> Bs : array<f32, 1024>;
+    @compute @workgroup_size(256)
+    fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(local_invocation_index) li : u32) {
+      let tx = li % 16u; let ty = li / 16u;
+      let m0 = w.y * 64u; let n0 = w.x * 64u;
+      let kBeg = w.z * u.kChunk; let kEnd = min(u.K, kBeg + u.kChunk);
+      var acc : array<f32, 16>;
+      for (var q = 0u; q < 16u; q = q + 1u) { acc[q] = 0.0; }
+      for (var k0 = kBeg; k0 < kEnd; k0 = k0 + 16u) {
+        for (var q = 0u; q < 4u; q = q + 1u) {
+          let idx = li + q * 256u;
+          ${aRowFast ? 'let r = idx % 64u; let kk = idx / 64u;' : 'let kk = idx % 16u; let r = idx / 16u;'}
+          let gi = m0 + r; let gk = k0 + kk;
+          var av = 0.0;
+          if (gi < u.M && gk < kEnd) { av = ${a}[u.aOff + gi * u.aRs + gk * u.aCs]; }
+          As[kk * 64u + r] = av;
+          ${bColFast ? 'let cc = idx % 64u; let kb = idx / 64u;' : 'let kb = idx % 16u; let cc = idx / 16u;'}
+          let gj = n0 + cc; let gk2 = k0 + kb;
+          var bv = 0.0;
+          if (gj < u.N && gk2 < kEnd) { bv = ${b}[u.bOff + gk2 * u.bRs + gj * u.bCs]; }
+          Bs[kb * 64u + cc] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk = kk + 1u) {
+          let ab = kk * 64u + ty * 4u; let bb = kk * 64u + tx * 4u;
+          let av = vec4<f32>(As[ab], As[ab + 1u], As[ab + 2u], As[ab + 3u]);
+          let bv = vec4<f32>(Bs[bb], Bs[bb + 1u], Bs[bb + 2u], Bs[bb + 3u]);
+          for (var r = 0u; r < 4u; r = r + 1u) {
+            acc[r * 4u] = acc[r * 4u] + av[r] * bv.x;
+            acc[r * 4u + 1u] = acc[r * 4u + 1u] + av[r] * bv.y;
+            acc[r * 4u + 2u] = acc[r * 4u + 2u] + av[r] * bv.z;
+            acc[r * 4u + 3u] = acc[r * 4u + 3u] + av[r] * bv.w;
+          }
+        }
+        workgroupBarrier();
+      }
+      for (var r = 0u; r < 4u; r = r + 1u) {
+        let gi = m0 + ty * 4u + r;
+        if (gi >= u.M) { continue; }
+        for (var cq = 0u; cq < 4u; cq = cq + 1u) {
+          let gj = n0 + tx * 4u + cq;
+          if (gj >= u.N) { continue; }
+          var v = acc[r * 4u + cq];
+          if ((u.flags & 2u) != 0u) { v = v + X[u.addOff + gi * u.cRs + gj]; }
+          let o = u.cOff + w.z * u.zStride + gi * u.cRs + gj;
+          if ((u.flags & 1u) != 0u) { ${c}[o] = ${c}[o] + v; } else { ${c}[o] = v; }
+        }
+      }
+    }`,
+  };
+}
+
+/** dst[row·dstRs + col] (=, +=) Σ_z S[src + z·n + i], i = row·cols + col: the split-K slices of matmul. */
+export function sumSlices(dst: BufName): Kernel {
+  return {
+    key: `sumSlices${dst}`, bufs: [...new Set<BufName>([dst, 'S'])], fields: ['n', 'slices', 'srcOff', 'dstOff', 'rows', 'dstRs', 'cols', 'acc'],
+    body: `${ENTRY(256)} { ${LINEAR(256)}
+      if (i >= u.n) { return; }
+      var s = 0.0;
+      for (var z = 0u; z < u.slices; z = z + 1u) { s = s + S[u.srcOff + z * u.n + i]; }
+      let row = i / u.cols; let col = i - row * u.cols;
+      let o = u.dstOff + row * u.dstRs + col;
+      if (u.acc == 1u) { ${dst}[o] = ${dst}[o] + s; } else { ${dst}[o] = s; }
+    }`,
+  };
+}
+
+/**
+ * Causal depthwise conv + bias + SiLU over the C channels at column xCol of rows of stride xRs:
+ * U[t, c] = silu(b[c] + Σ_k w[c, k] · x[t − (K−1−k), c]), zero before each sequence's start.
+ */
+const CONV_PRE = `${MATH}
+  fn pre(t : u32, c : u32) -> f32 {
+    let tl = t % u.L;
+    var a = 0.0;
+    if (u.hasBias == 1u) { a = P[u.bOff + c]; }
+    for (var k = 0u; k < u.K; k = k + 1u) {
+      let back = u.K - 1u - k;
+      if (tl >= back) { a = a + P[u.wOff + c * u.K + k] * X[u.xOff + (t - back) * u.xRs + c]; }
+    }
+    return a;
+  }`;
+
+export const convFwd: Kernel = {
+  key: 'convFwd', bufs: ['P', 'X'], fields: ['n', 'C', 'K', 'L', 'xOff', 'xRs', 'wOff', 'bOff', 'hasBias', 'outOff'],
+  body: `${CONV_PRE}
+  ${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let t = i / u.C; let c = i - t * u.C;
+    X[u.outOff + i] = silu(pre(t, c));
+  }`,
+};
+
+/** conv backward, part 1: dpre[t, c] = du[t, c] · silu'(pre[t, c]) (pre recomputed). */
+export const convBwdPre: Kernel = {
+  key: 'convBwdPre', bufs: ['P', 'X'], fields: ['n', 'C', 'K', 'L', 'xOff', 'xRs', 'wOff', 'bOff', 'hasBias', 'duOff', 'outOff'],
+  body: `${CONV_PRE}
+  ${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let t = i / u.C; let c = i - t * u.C;
+    X[u.outOff + i] = X[u.duOff + i] * dsilu(pre(t, c));
+  }`,
+};
+
+/** conv backward, part 2: dx[t, c] = Σ_k w[c, k] · dpre[t + (K−1−k), c] within the sequence. */
+export const convBwdX: Kernel = {
+  key: 'convBwdX', bufs: ['P', 'X'], fields: ['n', 'C', 'K', 'L', 'dpreOff', 'wOff', 'dxOff', 'dxRs'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let t = i / u.C; let c = i - t * u.C;
+    let tl = t % u.L;
+    var s = 0.0;
+    for (var k = 0u; k < u.K; k = k + 1u) {
+      let fwd = u.K - 1u - k;
+      if (tl + fwd < u.L) { s = s + P[u.wOff + c * u.K + k] * X[u.dpreOff + (t + fwd) * u.C + c]; }
+    }
+    X[u.dxOff + t * u.dxRs + c] = s;
+  }`,
+};
+
+/**
+ * Column reductions over rows, stage 1: S[part + chunk·cols + j] = Σ_{rows of chunk} f(i, j), with
+ * f by mode: 0 a[i,j]; 1 a[i,j]·b[i,j]; 2 a[i,j]·b[i,j]·r[i·rRs + j / rDiv]; 3 (conv weight, j = c·K + k)
+ * a[i,c]·b[i − (K−1−k), c] within the sequence. Workgroups of 64 columns × 4 row lanes.
+ */
+export const colReduce: Kernel = {
+  key: 'colReduce', bufs: ['X', 'S'], fields: ['rows', 'cols', 'mode', 'aOff', 'aRs', 'bOff', 'bRs', 'rOff', 'rRs', 'rDiv', 'K', 'L', 'chunk', 'partOff'],
+  body: `
+  var<workgroup> red : array<f32, 256>;
+  fn f(i : u32, j : u32) -> f32 {
+    switch u.mode {
+      case 0u: { return X[u.aOff + i * u.aRs + j]; }
+      case 1u: { return X[u.aOff + i * u.aRs + j] * X[u.bOff + i * u.bRs + j]; }
+      case 2u: { return X[u.aOff + i * u.aRs + j] * X[u.bOff + i * u.bRs + j] * X[u.rOff + i * u.rRs + j / u.rDiv]; }
+      default: {
+        let c = j / u.K; let k = j - c * u.K; let back = u.K - 1u - k;
+        if (i % u.L < back) { return 0.0; }
+        return X[u.aOff + i * u.aRs + c] * X[u.bOff + (i - back) * u.bRs + c];
+      }
+    }
+  }
+  @compute @workgroup_size(64, 4)
+  fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(local_invocation_id) l : vec3<u32>) {
+    let j = w.x * 64u + l.x;
+    let r0 = w.y * u.chunk;
+    let r1 = min(u.rows, r0 + u.chunk);
+    var s = 0.0;
+    if (j < u.cols) { for (var i = r0 + l.y; i < r1; i = i + 4u) { s = s + f(i, j); } }
+    red[l.y * 64u + l.x] = s;
+    workgroupBarrier();
+    if (l.y == 0u && j < u.cols) {
+      S[u.partOff + w.y * u.cols + j] = red[l.x] + red[64u + l.x] + red[128u + l.x] + red[192u + l.x];
+    }
+  }`,
+};
+
+/**
+ * Column reductions, stage 2: G[dst + j] (=, +=) factor(j) · Σ_chunks Σ_{q<grp} S[part + c·cols + j·grp + q].
+ * factor: mode 0 → 1; 1 → dA/dA_log = −exp(P[pOff + j / pDiv]); 2 → dA/dA_log_param = k·exp(−k·P[…]).
+ */
+export const colFinish: Kernel = {
+  key: 'colFinish', bufs: ['P', 'G', 'S'], fields: ['n', 'cols', 'chunks', 'grp', 'partOff', 'dstOff', 'acc', 'mode', 'pOff', 'pDiv', 'k:f'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    var s = 0.0;
+    for (var c = 0u; c < u.chunks; c = c + 1u) {
+      for (var q = 0u; q < u.grp; q = q + 1u) { s = s + S[u.partOff + c * u.cols + i * u.grp + q]; }
+    }
+    if (u.mode == 1u) { s = s * -exp(P[u.pOff + i / u.pDiv]); }
+    if (u.mode == 2u) { s = s * u.k * exp(-u.k * P[u.pOff + i / u.pDiv]); }
+    let o = u.dstOff + i;
+    if (u.acc == 1u) { G[o] = G[o] + s; } else { G[o] = s; }
+  }`,
+};
+
+/** Δ = clamp(softplus(x + bias), lo, hi) for C columns of x at (xOff, xRs), written densely [T, C]. */
+export const deltaFwd: Kernel = {
+  key: 'deltaFwd', bufs: ['P', 'X'], fields: ['n', 'C', 'xOff', 'xRs', 'biasOff', 'outOff', 'lo:f', 'hi:f'],
+  body: `${MATH}${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let t = i / u.C; let c = i - t * u.C;
+    X[u.outOff + i] = clamp(softplus(X[u.xOff + t * u.xRs + c] + P[u.biasOff + c]), u.lo, u.hi);
+  }`,
+};
+
+/**
+ * Backward of deltaFwd: dx[t, c] = (Σ_{q<grp} dΔ[t, c·grp + q]) · sigmoid(x + bias) where the clamp
+ * passes (lo ≤ softplus ≤ hi), written at (dxOff, dxRs). grp sums Mamba-2's per-lane partials.
+ */
+export const deltaBwd: Kernel = {
+  key: 'deltaBwd', bufs: ['P', 'X'], fields: ['n', 'C', 'grp', 'ddOff', 'xOff', 'xRs', 'biasOff', 'dxOff', 'dxRs', 'lo:f', 'hi:f'],
+  body: `${MATH}${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let t = i / u.C; let c = i - t * u.C;
+    var s = 0.0;
+    for (var q = 0u; q < u.grp; q = q + 1u) { s = s + X[u.ddOff + i * u.grp + q]; }
+    let x = X[u.xOff + t * u.xRs + c] + P[u.biasOff + c];
+    let sp = softplus(x);
+    var g = 0.0;
+    if (sp >= u.lo && sp <= u.hi) { g = s * sigm(x); }
+    X[u.dxOff + t * u.dxRs + c] = g;
+  }`,
+};
+
+/**
+ * The selective scan, one thread per lane (batch b, lane q of Q = heads·headDim; Mamba-1: Q = channels,
+ * head dim 1), N states in registers. Lane q reads x[t, q], Δ[t, q / P], B/C of group (q / P) / (H / G),
+ * A = −exp(A_log) (aMode 0) or −exp(−k·A_log_param) (aMode 1), per state (Mamba-1) or per head.
+ * y = C·h + D·x into yOff; with gate (Mamba-1) also y·silu(z) into ygOff.
+ */
+export function scanFwd(N: number, scalarA: boolean, gate: boolean): Kernel {
+  return {
+    key: `scanFwd${N}${scalarA}${gate}`, bufs: ['P', 'X'],
+    fields: [...SCAN_FIELDS, 'yOff', 'ygOff', 'zOff', 'zRs'],
+    body: `${MATH}
+    ${aOf(N, scalarA)}
+    ${ENTRY(64)} {
+      ${LINEAR(64)}
+      if (i >= u.lanes) { return; }
+      let b = i / u.Q; let q = i - b * u.Q;
+      let h = q / u.P; let g = h / u.HG;
+      var s : array<f32, ${N}>;
+      var A : array<f32, ${N}>;
+      for (var n = 0u; n < ${N}u; n = n + 1u) { s[n] = 0.0; A[n] = aOf(h, n); }
+      let Dd = P[u.Doff + h];
+      for (var tl = 0u; tl < u.L; tl = tl + 1u) {
+        let t = b * u.L + tl;
+        let x = X[u.xOff + t * u.xRs + q];
+        let dl = X[u.dOff + t * u.dRs + h];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u;
+        var y = 0.0;
+        for (var n = 0u; n < ${N}u; n = n + 1u) {
+          s[n] = exp(dl * A[n]) * s[n] + dl * x * X[bc + n];
+          y = y + X[bc + u.cCol + n] * s[n];
+        }
+        y = y + Dd * x;
+        X[u.yOff + t * u.Q + q] = y;
+        ${gate ? 'X[u.ygOff + t * u.Q + q] = y * silu(X[u.zOff + t * u.zRs + q]);' : ''}
+      }
+    }`,
+  };
+}
+
+const SCAN_FIELDS = ['lanes', 'Q', 'L', 'P', 'HG', 'xOff', 'xRs', 'dOff', 'dRs', 'bcOff', 'bcRs', 'cCol', 'aOff', 'aMode', 'Doff', 'k:f'];
+
+function aOf(N: number, scalarA: boolean): string {
+  return `fn aOf(h : u32, n : u32) -> f32 {
+      let v = P[u.aOff + ${scalarA ? 'h' : `h * ${N}u + n`}];
+      if (u.aMode == 1u) { return -exp(-u.k * v); }
+      return -exp(v);
+    }`;
+}
+
+/**
+ * Backward of scanFwd. A workgroup is W consecutive lanes of one batch row and one B/C group. Each
+ * thread reruns its lane forward, storing the states in S ([t, n, q], q innermost), then runs the
+ * recurrence in reverse: dx (+ D·dy) into duOff, the per-lane dΔ into ddOff, per-lane sums for A and D
+ * after the loop, and for each t the workgroup's sums over its lanes of dB and dC into the partials
+ * pbOff / pcOff ([t, block, n]; bcReduce adds the blocks of a group). With gate (Mamba-1), dy is
+ * dyg · silu(z), and dz = dyg · y · silu'(z) goes to dzOff.
+ */
+export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number): Kernel {
+  return {
+    key: `scanBwd${N}${scalarA}${gate}${W}`, bufs: ['P', 'X', 'S'],
+    fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff', 'sOff'],
+    body: `${MATH}
+    var<workgroup> sh : array<f32, ${W * N}>;
+    ${aOf(N, scalarA)}
+    fn blockSum(t : u32, blk : u32, li : u32, dst : u32) {
+      workgroupBarrier();
+      for (var n = li; n < ${N}u; n = n + ${W}u) {
+        var s = 0.0;
+        for (var l = 0u; l < ${W}u; l = l + 1u) { s = s + sh[l * ${N}u + n]; }
+        X[dst + (t * u.nBlk + blk) * ${N}u + n] = s;
+      }
+      workgroupBarrier();
+    }
+    ${ENTRY(W)} {
+      let wg = w.x + w.y * nw.x;
+      let b = wg / u.nBlk; let blk = wg - b * u.nBlk;
+      let q = blk * ${W}u + li;
+      let h = q / u.P; let g = h / u.HG;
+      let Q = u.Q;
+      var A : array<f32, ${N}>;
+      var s : array<f32, ${N}>;
+      var gh : array<f32, ${N}>;
+      var gA : array<f32, ${scalarA ? 1 : N}>;
+      for (var n = 0u; n < ${N}u; n = n + 1u) { A[n] = aOf(h, n); s[n] = 0.0; gh[n] = 0.0; }
+      for (var n = 0u; n < ${scalarA ? 1 : N}u; n = n + 1u) { gA[n] = 0.0; }
+      for (var tl = 0u; tl < u.L; tl = tl + 1u) {
+        let t = b * u.L + tl;
+        let x = X[u.xOff + t * u.xRs + q];
+        let dl = X[u.dOff + t * u.dRs + h];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u;
+        for (var n = 0u; n < ${N}u; n = n + 1u) {
+          s[n] = exp(dl * A[n]) * s[n] + dl * x * X[bc + n];
+          S[u.sOff + (t * ${N}u + n) * Q + q] = s[n];
+        }
+      }
+      let Dd = P[u.Doff + h];
+      var gD = 0.0;
+      for (var r = 0u; r < u.L; r = r + 1u) {
+        let tl = u.L - 1u - r;
+        let t = b * u.L + tl;
+        let x = X[u.xOff + t * u.xRs + q];
+        let dl = X[u.dOff + t * u.dRs + h];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u;
+        ${gate ? `let z = X[u.zOff + t * u.zRs + q];
+        let dyg = X[u.dyOff + t * Q + q];
+        let dy = dyg * silu(z);
+        X[u.dzOff + t * u.dzRs + q] = dyg * X[u.yOff + t * Q + q] * dsilu(z);` : 'let dy = X[u.dyOff + t * Q + q];'}
+        gD = gD + dy * x;
+        var gu = dy * Dd;
+        var gdt = 0.0;
+        for (var n = 0u; n < ${N}u; n = n + 1u) {
+          var hp = 0.0;
+          if (tl > 0u) { hp = S[u.sOff + ((t - 1u) * ${N}u + n) * Q + q]; }
+          let gn = gh[n] + dy * X[bc + u.cCol + n];
+          let decay = exp(dl * A[n]);
+          let gdA = gn * hp * decay;
+          gA[${scalarA ? '0u' : 'n'}] = gA[${scalarA ? '0u' : 'n'}] + gdA * dl;
+          let Bn = X[bc + n];
+          gdt = gdt + gdA * A[n] + gn * Bn * x;
+          gu = gu + gn * dl * Bn;
+          gh[n] = gn * decay;
+          sh[li * ${N}u + n] = gn * dl * x;
+        }
+        X[u.duOff + t * u.duRs + q] = gu;
+        X[u.ddOff + t * Q + q] = gdt;
+        blockSum(t, blk, li, u.pbOff);
+        for (var n = 0u; n < ${N}u; n = n + 1u) { sh[li * ${N}u + n] = dy * S[u.sOff + (t * ${N}u + n) * Q + q]; }
+        blockSum(t, blk, li, u.pcOff);
+      }
+      ${scalarA ? 'X[u.aPartOff + b * Q + q] = gA[0];' : `for (var n = 0u; n < ${N}u; n = n + 1u) { X[u.aPartOff + (b * Q + q) * ${N}u + n] = gA[n]; }`}
+      X[u.dPartOff + b * Q + q] = gD;
+    }`,
+  };
+}
+
+/** dB / dC per (t, group, state): the sum of the scan's block partials of the group's blocks. */
+export const bcReduce: Kernel = {
+  key: 'bcReduce', bufs: ['X'], fields: ['n', 'G', 'N', 'nBlk', 'pbOff', 'pcOff', 'outOff', 'outRs', 'bCol', 'cCol'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let GN = u.G * u.N;
+    let which = i / (u.n / 2u);
+    let rest = i - which * (u.n / 2u);
+    let t = rest / GN; let gn = rest - t * GN; let g = gn / u.N; let n = gn - g * u.N;
+    let per = u.nBlk / u.G;
+    var src = u.pbOff; var col = u.bCol;
+    if (which == 1u) { src = u.pcOff; col = u.cCol; }
+    var s = 0.0;
+    for (var j = g * per; j < (g + 1u) * per; j = j + 1u) { s = s + X[src + (t * u.nBlk + j) * u.N + n]; }
+    X[u.outOff + t * u.outRs + col + gn] = s;
+  }`,
+};
+
+/**
+ * Masked cross-entropy per row (one workgroup each): loss[t] = mask·(lse − logit[target]) and
+ * dlogits = mask · scale · (softmax − onehot), scale = 1 / max(Σ mask, 1) (X[scaleOff]).
+ */
+export const crossEntropy: Kernel = {
+  key: 'crossEntropy', bufs: ['X', 'I'], fields: ['rows', 'V', 'logOff', 'dOff', 'lossOff', 'tgtOff', 'maskOff', 'scaleOff'],
+  body: `
+  var<workgroup> red : array<f32, 256>;
+  fn reduce(v : f32, li : u32, isMax : bool) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k = k / 2u) {
+      if (li < k) { if (isMax) { red[li] = max(red[li], red[li + k]); } else { red[li] = red[li] + red[li + k]; } }
+      workgroupBarrier();
+    }
+    let s = red[0];
+    workgroupBarrier();
+    return s;
+  }
+  ${ENTRY(256)} {
+    let row = w.x + w.y * nw.x;
+    if (row >= u.rows) { return; }
+    let base = u.logOff + row * u.V;
+    var m = -3.4e38;
+    for (var v = li; v < u.V; v = v + 256u) { m = max(m, X[base + v]); }
+    m = reduce(m, li, true);
+    var se = 0.0;
+    for (var v = li; v < u.V; v = v + 256u) { se = se + exp(X[base + v] - m); }
+    let lse = m + log(reduce(se, li, false));
+    let mask = X[u.maskOff + row];
+    let tgt = u32(I[u.tgtOff + row]);
+    if (li == 0u) { X[u.lossOff + row] = mask * (lse - X[base + tgt]); }
+    let sc = mask * X[u.scaleOff];
+    for (var v = li; v < u.V; v = v + 256u) {
+      var p = exp(X[base + v] - lse);
+      if (v == tgt) { p = p - 1.0; }
+      X[u.dOff + row * u.V + v] = sc * p;
+    }
+  }`,
+};
+
+/** One workgroup: X[dst + I[slotOff]] = scale · Σ_{i<n} X[src + i] (sqrt of it with root = 1). */
+export const sumTo: Kernel = {
+  key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff'],
+  body: `
+  var<workgroup> red : array<f32, 256>;
+  @compute @workgroup_size(256)
+  fn main(@builtin(local_invocation_index) li : u32) {
+    var s = 0.0;
+    for (var i = li; i < u.n; i = i + 256u) { s = s + X[u.srcOff + i]; }
+    red[li] = s;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k = k / 2u) {
+      if (li < k) { red[li] = red[li] + red[li + k]; }
+      workgroupBarrier();
+    }
+    if (li == 0u) {
+      var v = red[0] * X[u.scaleOff];
+      if (u.root == 1u) { v = sqrt(v); }
+      X[u.dstOff + u32(I[u.slotOff])] = v;
+      X[u.copyOff] = v;
+    }
+  }`,
+};
+
+/**
+ * Embedding gradient without atomics: the host sorts the batch's rows by token (order, segment starts,
+ * segment tokens in I); thread (segment, d) adds the rows of its token: G[emb + tok·D + d] += Σ dh[row, d].
+ */
+export const embedScatter: Kernel = {
+  key: 'embedScatter', bufs: ['G', 'X', 'I'], fields: ['n', 'D', 'nSegOff', 'segStartOff', 'segTokOff', 'orderOff', 'dhOff', 'gOff'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let seg = i / u.D; let d = i - seg * u.D;
+    if (seg >= u32(I[u.nSegOff])) { return; }
+    var s = 0.0;
+    for (var r = u32(I[u.segStartOff + seg]); r < u32(I[u.segStartOff + seg + 1u]); r = r + 1u) {
+      s = s + X[u.dhOff + u32(I[u.orderOff + r]) * u.D + d];
+    }
+    let o = u.gOff + u32(I[u.segTokOff + seg]) * u.D + d;
+    G[o] = G[o] + s;
+  }`,
+};
+
+/** G[off + i] = 0 for i < n. */
+export const zeroG: Kernel = {
+  key: 'zeroG', bufs: ['G'], fields: ['n', 'off'],
+  body: `${ENTRY(256)} { ${LINEAR(256)} if (i < u.n) { G[u.off + i] = 0.0; } }`,
+};
+
+/** AdamW, pass 1: X[part + wg] = Σ of squares of the gradient's chunk wg. */
+export const adamSumsq: Kernel = {
+  key: 'adamSumsq', bufs: ['G', 'X'], fields: ['n', 'chunk', 'partOff'],
+  body: `
+  var<workgroup> red : array<f32, 256>;
+  ${ENTRY(256)} {
+    let wg = w.x + w.y * nw.x;
+    let end = min(u.n, (wg + 1u) * u.chunk);
+    var s = 0.0;
+    for (var i = wg * u.chunk + li; i < end; i = i + 256u) { let g = G[i]; s = s + g * g; }
+    red[li] = s;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k = k / 2u) {
+      if (li < k) { red[li] = red[li] + red[li + k]; }
+      workgroupBarrier();
+    }
+    if (li == 0u) { X[u.partOff + wg] = red[0]; }
+  }`,
+};
+
+/**
+ * AdamW, pass 2, over the flat parameter layout (adamw.ts's formula): hyperparameters at X[hp…]
+ * (1−β1, β1, 1−β2, β2, ε, 1−lr·wd, lr/bc1, √bc2, clip, clipOn), ‖g‖ at X[normOff], decay mask at X[decayOff…].
+ */
+export const adamUpdate: Kernel = {
+  key: 'adamUpdate', bufs: ['P', 'G', 'X', 'M', 'V'], fields: ['n', 'hpOff', 'normOff', 'decayOff'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let hp = u.hpOff;
+    var clip = 1.0;
+    if (X[hp + 9u] > 0.5) { clip = min(X[hp + 8u] / (X[u.normOff] + 1e-6), 1.0); }
+    let g = G[i] * clip;
+    let m1 = M[i] * X[hp + 1u] + g * X[hp];
+    let v1 = V[i] * X[hp + 3u] + (g * g) * X[hp + 2u];
+    let denom = sqrt(v1) / X[hp + 7u] + X[hp + 4u];
+    var p = P[i];
+    if (X[u.decayOff + i] > 0.5) { p = p * X[hp + 5u]; }
+    P[i] = p - (m1 / denom) * X[hp + 6u];
+    M[i] = m1;
+    V[i] = v1;
+  }`,
+};

@@ -1,0 +1,419 @@
+/**
+ * The compiled training step on WebGPU: forward, hand-written backward and AdamW of a MambaLM as
+ * ~30 raw dispatches per layer in one compute pass and one submit (engine.ts, kernels.ts), with no
+ * host round trip inside a step. The loss and gradient norm of each step go to a ring on the GPU
+ * that the trainer reads every few steps. The tf.js variables stay the model's truth between
+ * phases: `push` copies them (and the AdamW moments) in, `pull` copies them back before an
+ * evaluation or a checkpoint.
+ *
+ * Supported: Mamba-1 (no in/out projection biases) and Mamba-2 (no d_mlp, any n_groups), either A
+ * parameterisation, tied or untied head. Anything else trains through tf.js autodiff.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { MambaConfig } from '../../checkpoint/config.js';
+import { A_LOG_PARAM, type MambaLM } from '../../model/mamba.js';
+import { EMBEDDING, LM_HEAD, NORM_F } from '../../model/weights.js';
+import type { Batch } from '../../tasks/common.js';
+import type { AdamWHParams, AdamWState } from '../adamw.js';
+import { Engine, grid, type BufName, type GPUBuffer } from './engine.js';
+import * as K from './kernels.js';
+
+const BIG = 3.4e38;
+/** Steps of losses / gradient norms kept on the GPU between reads. */
+export const RING = 256;
+
+interface WebGPUBackendLike {
+  device: unknown;
+  tensorMap: { get(id: object): { resource?: GPUBuffer; values?: unknown } | undefined };
+  uploadToGPU(dataId: object): void;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+}
+
+/** Why this model cannot use the compiled step (null: it can). */
+export function compiledStepUnsupported(c: MambaConfig, names: string[]): string | null {
+  if (tf.getBackend() !== 'webgpu') return 'not on the webgpu backend';
+  if (c.arch === 'falcon_mamba') return 'Falcon-Mamba (B/C/Δ norms) has no compiled step';
+  if (names.some((n) => /(in_proj|out_proj|x_proj)\.bias$/.test(n))) return 'linear biases in the mixer';
+  if (c.arch === 'mamba2') {
+    const H = c.numHeads!, G = c.nGroups ?? 1;
+    const wanted = 2 * c.intermediateSize + 2 * G * c.stateSize + H;
+    if (c.intermediateSize !== H * c.headDim!) return 'd_inner ≠ heads × head dim';
+    if (H % G !== 0) return 'heads not divisible by groups';
+    void wanted;
+  }
+  if (c.stateSize > 128) return 'state size over 128';
+  return null;
+}
+
+type Region = number;
+interface View { buf: BufName; off: number; rs: number; cs: number }
+
+/** Largest power of two ≤ 64 dividing n. */
+function laneBlock(n: number): number {
+  let w = 64;
+  while (w > 1 && n % w !== 0) w /= 2;
+  return w;
+}
+
+export class CompiledStep {
+  readonly engine: Engine;
+  /** Parameter name → [offset, size] in P/G/M/V. */
+  readonly layout = new Map<string, [number, number]>();
+  readonly nParams: number;
+  readonly T: number;
+  private xTop = 0;
+  private sNeed = 0;
+  private readonly backend: WebGPUBackendLike;
+  private readonly r: Record<string, Region> = {};
+  private readonly iOff: Record<string, number> = {};
+
+  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number) {
+    const why = compiledStepUnsupported(model.config, [...params.keys()]);
+    if (why) throw new Error(`compiled step: ${why}`);
+    this.backend = tf.backend() as unknown as WebGPUBackendLike;
+    this.engine = new Engine(this.backend.device);
+    this.T = batch * L;
+    let off = 0;
+    for (const [k, v] of params) {
+      this.layout.set(k, [off, v.size]);
+      off += v.size;
+    }
+    this.nParams = off;
+    try {
+      this.build();
+    } catch (e) {
+      this.engine.destroy();
+      throw e;
+    }
+  }
+
+  private reg(name: string, n: number): Region {
+    const at = this.xTop;
+    this.xTop += Math.ceil(n / 4) * 4;
+    this.r[name] = at;
+    return at;
+  }
+
+  private p(name: string): number {
+    const l = this.layout.get(name);
+    if (!l) throw new Error(`compiled step: no parameter ${name}`);
+    return l[0];
+  }
+
+  private has(name: string): boolean {
+    return this.layout.has(name);
+  }
+
+  private needS(n: number): void {
+    this.sNeed = Math.max(this.sNeed, n);
+  }
+
+  /** C (+)= A·B with views; weight gradients (long K, few output tiles) are split over K into S. */
+  private mm(a: View, b: View, c: { buf: BufName; off: number; rs: number }, M: number, N: number, Kd: number, opts: { acc?: boolean; addOff?: number } = {}): void {
+    const tiles = Math.ceil(M / 64) * Math.ceil(N / 64);
+    let splits = 1;
+    if (tiles < 128 && Kd >= 1024) splits = Math.min(Math.ceil(Kd / 256), Math.ceil(256 / tiles));
+    const kChunk = Math.ceil(Kd / splits / 16) * 16;
+    splits = Math.ceil(Kd / kChunk);
+    const flags = (opts.acc ? 1 : 0) | (opts.addOff !== undefined ? 2 : 0);
+    const base = { M, N, K: Kd, aOff: a.off, aRs: a.rs, aCs: a.cs, bOff: b.off, bRs: b.rs, bCs: b.cs, kChunk, addOff: opts.addOff ?? 0 };
+    const groups: [number, number, number] = [Math.ceil(N / 64), Math.ceil(M / 64), splits];
+    const aRowFast = a.rs === 1, bColFast = b.cs === 1;
+    if (splits === 1) {
+      this.engine.op(K.matmul(a.buf, b.buf, c.buf, aRowFast, bColFast), { ...base, cOff: c.off, cRs: c.rs, flags, zStride: 0 }, groups);
+      return;
+    }
+    if (opts.addOff !== undefined) throw new Error('split-K with an added term');
+    this.needS(splits * M * N);
+    this.engine.op(K.matmul(a.buf, b.buf, 'S', aRowFast, bColFast), { ...base, cOff: 0, cRs: N, flags: 0, zStride: M * N }, groups);
+    this.engine.op(K.sumSlices(c.buf), { n: M * N, slices: splits, srcOff: 0, dstOff: c.off, rows: M, dstRs: c.rs, cols: N, acc: opts.acc ? 1 : 0 }, grid(Math.ceil((M * N) / 256)));
+  }
+
+  /** G[dst…] (+)= Σ_rows f(row, col) (colReduce modes), optionally grouped and scaled (colFinish). */
+  private colSum(dst: number, rows: number, cols: number, f: Record<string, number>, fin: { grp?: number; mode?: number; pOff?: number; k?: number; acc?: boolean } = {}): void {
+    const chunk = 256;
+    const chunks = Math.ceil(rows / chunk);
+    this.needS(chunks * cols);
+    const fields = { rows, cols, mode: 0, aOff: 0, aRs: 0, bOff: 0, bRs: 0, rOff: 0, rRs: 0, rDiv: 1, K: 1, L: this.L, chunk, partOff: 0, ...f };
+    this.engine.op(K.colReduce, fields, [Math.ceil(cols / 64), chunks, 1]);
+    const grp = fin.grp ?? 1;
+    const n = cols / grp;
+    this.engine.op(K.colFinish, { n, cols, chunks, grp, partOff: 0, dstOff: dst, acc: fin.acc ? 1 : 0, mode: fin.mode ?? 0, pOff: fin.pOff ?? 0, pDiv: 1, k: fin.k ?? 0 }, grid(Math.ceil(n / 256)));
+  }
+
+  private build(): void {
+    const c = this.model.config;
+    const { T, L, batch: B } = this;
+    const D = c.hiddenSize, E = c.intermediateSize, N = c.stateSize, V = c.vocabSize, Kc = c.convKernel;
+    const nL = c.numLayers;
+    const m2 = c.arch === 'mamba2';
+    const H = m2 ? c.numHeads! : E;
+    const Pd = m2 ? c.headDim! : 1;
+    const G = m2 ? c.nGroups ?? 1 : 1;
+    const R = m2 ? 0 : c.timeStepRank!;
+    const convDim = m2 ? E + 2 * G * N : E;
+    const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
+    const Q = E; // scan lanes per batch row
+    const W = laneBlock(Q / G);
+    const nBlk = Q / W;
+    const bcW = R + 2 * N; // Mamba-1 x_proj width
+    const [lo, hi] = m2 ? c.timeStepLimit ?? [0, Infinity] : [0, Infinity];
+    const hiF = Number.isFinite(hi) ? hi : BIG;
+    const aParam = this.model.aParam;
+    const aMode = aParam ? 1 : 0;
+    const kA = aParam ? aParam.c : 0;
+    const eps = c.layerNormEpsilon;
+    const lp = (i: number, s: string) => `backbone.layers.${i}.${s}`;
+    const aName = (i: number) => lp(i, aParam ? A_LOG_PARAM : 'mixer.A_log');
+    const tied = !this.has(LM_HEAD);
+    const head = tied ? EMBEDDING : LM_HEAD;
+
+    // Regions.
+    const Hs: Region[] = [];
+    for (let l = 0; l <= nL; l++) Hs.push(this.reg(`H${l}`, T * D));
+    const per = (name: string, n: number) => Array.from({ length: nL }, (_, l) => this.reg(`${name}${l}`, n));
+    const RSTD = per('RSTD', T), XN = per('XN', T * D), XZ = per('XZ', T * Win), U = per('U', T * convDim);
+    const DELTA = per('DELTA', T * H), Y = per('Y', T * E);
+    const DBC = m2 ? [] : per('DBC', T * bcW), DTP = m2 ? [] : per('DTP', T * E), YG = m2 ? [] : per('YG', T * E);
+    const GPRE = m2 ? per('GPRE', T * E) : [], RSTDG = m2 ? per('RSTDG', T * G) : [], YN = m2 ? per('YN', T * E) : [];
+    const RSTDF = this.reg('RSTDF', T), HN = this.reg('HN', T * D), LOGITS = this.reg('LOGITS', T * V);
+    const ROWLOSS = this.reg('ROWLOSS', T), DLOG = this.reg('DLOG', T * V);
+    const DH = this.reg('DH', T * D), DXN = this.reg('DXN', T * D), DYG = this.reg('DYG', T * E), DXZ = this.reg('DXZ', T * Win);
+    const DU = this.reg('DU', T * convDim), DD = this.reg('DD', T * Q), DPRE = this.reg('DPRE', T * convDim);
+    const DY = m2 ? this.reg('DY', T * E) : 0, DDTP = m2 ? 0 : this.reg('DDTP', T * E), DDBC = m2 ? 0 : this.reg('DDBC', T * bcW);
+    const PB = this.reg('PB', T * nBlk * N), PC = this.reg('PC', T * nBlk * N);
+    const APART = this.reg('APART', B * Q * (m2 ? 1 : N)), DPART = this.reg('DPART', B * Q);
+    const MASK = this.reg('MASK', T), SCALE = this.reg('SCALE', 1), ONE = this.reg('ONE', 1);
+    const LOSS = this.reg('LOSS', 1), NORM = this.reg('NORM', 1), HP = this.reg('HP', 12);
+    this.reg('LOSSHIST', RING);
+    this.reg('GNHIST', RING);
+    const DECAY = this.reg('DECAY', this.nParams);
+    const adamChunks = Math.min(1024, Math.ceil(this.nParams / 2048));
+    const ADAMPART = this.reg('ADAMPART', adamChunks);
+    // I: ids, targets, order, segment starts, segment tokens, nSeg, slot.
+    let iTop = 0;
+    for (const [name, n] of [['ids', T], ['targets', T], ['order', T], ['segStart', T + 1], ['segTok', T], ['nSeg', 1], ['slot', 1]] as const) {
+      this.iOff[name] = iTop;
+      iTop += n;
+    }
+    const nSegMax = Math.min(T, V);
+    this.needS(T * N * Q);
+
+    const e = this.engine;
+    const X = (off: number, rs: number, cs = 1): View => ({ buf: 'X', off, rs, cs });
+    const Pw = (name: string, rs: number, cs: number): View => ({ buf: 'P', off: this.p(name), rs, cs });
+    const Xo = (off: number, rs: number) => ({ buf: 'X' as BufName, off, rs });
+    const Go = (name: string, rs: number) => ({ buf: 'G' as BufName, off: this.p(name), rs });
+    const elem = (n: number) => grid(Math.ceil(n / 256));
+
+    // ---------------------------------------------------------------- forward + backward
+    e.begin('step');
+    e.op(K.gather, { n: T * D, D, idsOff: this.iOff.ids!, embOff: this.p(EMBEDDING), outOff: Hs[0]! }, elem(T * D));
+    for (let l = 0; l < nL; l++) {
+      e.op(K.normFwd(false), { rows: T, n: D, groups: 1, xOff: Hs[l]!, xRs: D, zOff: 0, zRs: 0, gOff: 0, outOff: XN[l]!, outRs: D, rstdOff: RSTD[l]!, wOff: this.p(lp(l, 'norm.weight')), eps }, grid(T));
+      this.mm(X(XN[l]!, D), Pw(lp(l, 'mixer.in_proj.weight'), 1, D), Xo(XZ[l]!, Win), T, Win, D);
+      const xCol = m2 ? E : 0;
+      const convB = lp(l, 'mixer.conv1d.bias');
+      const conv = { C: convDim, K: Kc, L, xOff: XZ[l]! + xCol, xRs: Win, wOff: this.p(lp(l, 'mixer.conv1d.weight')), bOff: this.has(convB) ? this.p(convB) : 0, hasBias: this.has(convB) ? 1 : 0 };
+      e.op(K.convFwd, { n: T * convDim, ...conv, outOff: U[l]! }, elem(T * convDim));
+      const scan = { lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA };
+      if (m2) {
+        const dtCol = E + convDim;
+        e.op(K.deltaFwd, { n: T * H, C: H, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), outOff: DELTA[l]!, lo, hi: hiF }, elem(T * H));
+        e.op(K.scanFwd(N, true, false), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q) / 64)));
+        e.op(K.normFwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, gOff: GPRE[l]!, outOff: YN[l]!, outRs: E, rstdOff: RSTDG[l]!, wOff: this.p(lp(l, 'mixer.norm.weight')), eps }, grid(T * G));
+        this.mm(X(YN[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
+      } else {
+        this.mm(X(U[l]!, E), Pw(lp(l, 'mixer.x_proj.weight'), 1, E), Xo(DBC[l]!, bcW), T, bcW, E);
+        this.mm(X(DBC[l]!, bcW), Pw(lp(l, 'mixer.dt_proj.weight'), 1, R), Xo(DTP[l]!, E), T, E, R);
+        e.op(K.deltaFwd, { n: T * E, C: E, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), outOff: DELTA[l]!, lo: 0, hi: BIG }, elem(T * E));
+        e.op(K.scanFwd(N, false, true), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, yOff: Y[l]!, ygOff: YG[l]!, zOff: XZ[l]! + E, zRs: Win }, grid(Math.ceil((B * Q) / 64)));
+        this.mm(X(YG[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
+      }
+    }
+    e.op(K.normFwd(false), { rows: T, n: D, groups: 1, xOff: Hs[nL]!, xRs: D, zOff: 0, zRs: 0, gOff: 0, outOff: HN, outRs: D, rstdOff: RSTDF, wOff: this.p(NORM_F), eps }, grid(T));
+    this.mm(X(HN, D), Pw(head, 1, D), Xo(LOGITS, V), T, V, D);
+    e.op(K.crossEntropy, { rows: T, V, logOff: LOGITS, dOff: DLOG, lossOff: ROWLOSS, tgtOff: this.iOff.targets!, maskOff: MASK, scaleOff: SCALE }, grid(T));
+    e.op(K.sumTo, { n: T, srcOff: ROWLOSS, dstOff: this.r.LOSSHIST!, slotOff: this.iOff.slot!, scaleOff: SCALE, root: 0, copyOff: LOSS }, [1, 1, 1]);
+
+    // Backward.
+    this.mm(X(DLOG, 1, V), X(HN, D), Go(head, D), V, D, T);
+    this.mm(X(DLOG, V), Pw(head, D, 1), Xo(DXN, D), T, D, V);
+    e.op(K.normBwd(false), { rows: T, n: D, groups: 1, xOff: Hs[nL]!, xRs: D, zOff: 0, zRs: 0, dyOff: DXN, dyRs: D, rstdOff: RSTDF, wOff: this.p(NORM_F), dxOff: DH, dxRs: D, dzOff: 0, dzRs: 0, acc: 0 }, grid(T));
+    this.colSum(this.p(NORM_F), T, D, { mode: 2, aOff: DXN, aRs: D, bOff: Hs[nL]!, bRs: D, rOff: RSTDF, rRs: 1, rDiv: D });
+    for (let l = nL - 1; l >= 0; l--) {
+      const outIn = m2 ? YN[l]! : YG[l]!;
+      this.mm(X(DH, 1, D), X(outIn, E), Go(lp(l, 'mixer.out_proj.weight'), E), D, E, T);
+      this.mm(X(DH, D), Pw(lp(l, 'mixer.out_proj.weight'), E, 1), Xo(DYG, E), T, E, D);
+      const scan = { lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA };
+      const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART, sOff: 0 };
+      if (m2) {
+        const nw = lp(l, 'mixer.norm.weight');
+        e.op(K.normBwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, dyOff: DYG, dyRs: E, rstdOff: RSTDG[l]!, wOff: this.p(nw), dxOff: DY, dxRs: E, dzOff: DXZ, dzRs: Win, acc: 0 }, grid(T * G));
+        this.colSum(this.p(nw), T, E, { mode: 2, aOff: DYG, aRs: E, bOff: GPRE[l]!, bRs: E, rOff: RSTDG[l]!, rRs: G, rDiv: E / G });
+        e.op(K.scanBwd(N, true, false, W), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0, ...bwd }, grid(B * nBlk));
+        e.op(K.bcReduce, { n: 2 * T * G * N, G, N, nBlk, pbOff: PB, pcOff: PC, outOff: DU, outRs: convDim, bCol: E, cCol: E + G * N }, elem(2 * T * G * N));
+        const dtCol = E + convDim;
+        e.op(K.deltaBwd, { n: T * H, C: H, grp: Pd, ddOff: DD, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), dxOff: DXZ + dtCol, dxRs: Win, lo, hi: hiF }, elem(T * H));
+        this.colSum(this.p(lp(l, 'mixer.dt_bias')), T, H, { mode: 0, aOff: DXZ + dtCol, aRs: Win });
+      } else {
+        e.op(K.scanBwd(N, false, true, W), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, ...bwd, duRs: E }, grid(B * nBlk));
+        e.op(K.bcReduce, { n: 2 * T * N, G: 1, N, nBlk, pbOff: PB, pcOff: PC, outOff: DDBC, outRs: bcW, bCol: R, cCol: R + N }, elem(2 * T * N));
+        e.op(K.deltaBwd, { n: T * E, C: E, grp: 1, ddOff: DD, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), dxOff: DDTP, dxRs: E, lo: 0, hi: BIG }, elem(T * E));
+        this.colSum(this.p(lp(l, 'mixer.dt_proj.bias')), T, E, { mode: 0, aOff: DDTP, aRs: E });
+        this.mm(X(DDTP, 1, E), X(DBC[l]!, bcW), Go(lp(l, 'mixer.dt_proj.weight'), R), E, R, T);
+        this.mm(X(DDTP, E), Pw(lp(l, 'mixer.dt_proj.weight'), R, 1), Xo(DDBC, bcW), T, R, E);
+        this.mm(X(DDBC, 1, bcW), X(U[l]!, E), Go(lp(l, 'mixer.x_proj.weight'), E), bcW, E, T);
+        this.mm(X(DDBC, bcW), Pw(lp(l, 'mixer.x_proj.weight'), E, 1), Xo(DU, E), T, E, bcW, { acc: true });
+      }
+      // A and D from the scan's per-lane sums.
+      const aTail = m2 ? 1 : N;
+      this.colSum(this.p(aName(l)), B, Q * aTail, { mode: 0, aOff: APART, aRs: Q * aTail }, { grp: m2 ? Pd : 1, mode: aParam ? 2 : 1, pOff: this.p(aName(l)), k: kA });
+      this.colSum(this.p(lp(l, 'mixer.D')), B, Q, { mode: 0, aOff: DPART, aRs: Q }, { grp: Pd });
+      // Conv + SiLU.
+      const xCol = m2 ? E : 0;
+      const convB = lp(l, 'mixer.conv1d.bias');
+      const conv = { C: convDim, K: Kc, L, xOff: XZ[l]! + xCol, xRs: Win, wOff: this.p(lp(l, 'mixer.conv1d.weight')), bOff: this.has(convB) ? this.p(convB) : 0, hasBias: this.has(convB) ? 1 : 0 };
+      e.op(K.convBwdPre, { n: T * convDim, ...conv, duOff: DU, outOff: DPRE }, elem(T * convDim));
+      e.op(K.convBwdX, { n: T * convDim, C: convDim, K: Kc, L, dpreOff: DPRE, wOff: conv.wOff, dxOff: DXZ + xCol, dxRs: Win }, elem(T * convDim));
+      this.colSum(conv.wOff, T, convDim * Kc, { mode: 3, aOff: DPRE, aRs: convDim, bOff: XZ[l]! + xCol, bRs: Win, K: Kc });
+      if (conv.hasBias) this.colSum(conv.bOff, T, convDim, { mode: 0, aOff: DPRE, aRs: convDim });
+      // in_proj and the block's norm (the residual gradient accumulates in DH).
+      this.mm(X(DXZ, 1, Win), X(XN[l]!, D), Go(lp(l, 'mixer.in_proj.weight'), D), Win, D, T);
+      this.mm(X(DXZ, Win), Pw(lp(l, 'mixer.in_proj.weight'), D, 1), Xo(DXN, D), T, D, Win);
+      e.op(K.normBwd(false), { rows: T, n: D, groups: 1, xOff: Hs[l]!, xRs: D, zOff: 0, zRs: 0, dyOff: DXN, dyRs: D, rstdOff: RSTD[l]!, wOff: this.p(lp(l, 'norm.weight')), dxOff: DH, dxRs: D, dzOff: 0, dzRs: 0, acc: 1 }, grid(T));
+      this.colSum(this.p(lp(l, 'norm.weight')), T, D, { mode: 2, aOff: DXN, aRs: D, bOff: Hs[l]!, bRs: D, rOff: RSTD[l]!, rRs: 1, rDiv: D });
+    }
+    if (!tied) e.op(K.zeroG, { n: V * D, off: this.p(EMBEDDING) }, elem(V * D));
+    e.op(K.embedScatter, { n: nSegMax * D, D, nSegOff: this.iOff.nSeg!, segStartOff: this.iOff.segStart!, segTokOff: this.iOff.segTok!, orderOff: this.iOff.order!, dhOff: DH, gOff: this.p(EMBEDDING) }, elem(nSegMax * D));
+
+    // ---------------------------------------------------------------- AdamW
+    e.begin('adam');
+    e.op(K.adamSumsq, { n: this.nParams, chunk: Math.ceil(this.nParams / adamChunks), partOff: ADAMPART }, grid(adamChunks));
+    e.op(K.sumTo, { n: adamChunks, srcOff: ADAMPART, dstOff: this.r.GNHIST!, slotOff: this.iOff.slot!, scaleOff: ONE, root: 1, copyOff: NORM }, [1, 1, 1]);
+    e.op(K.adamUpdate, { n: this.nParams, hpOff: HP, normOff: NORM, decayOff: DECAY }, elem(this.nParams));
+
+    for (const b of ['P', 'G', 'M', 'V'] as const) e.alloc(b, this.nParams);
+    e.alloc('X', this.xTop);
+    e.alloc('I', iTop);
+    e.alloc('S', this.sNeed);
+    e.finish();
+    e.write('X', ONE, new Float32Array([1]));
+  }
+
+  /** Set which parameters get weight decay (adamw.ts's rule, from the optimizer state). */
+  setDecay(state: AdamWState): void {
+    const mask = new Float32Array(this.nParams);
+    for (const [k, [off, n]] of this.layout) if (state.decay.has(k)) mask.fill(1, off, off + n);
+    this.engine.write('X', this.r.DECAY!, mask);
+  }
+
+  /** Upload a batch: ids, targets, mask, 1/Σmask, and the rows sorted by token for the embedding gradient. */
+  setBatch(b: Batch, slot: number): void {
+    if (b.batch !== this.batch || b.length !== this.L) throw new Error(`compiled step: batch ${b.batch}×${b.length}, built for ${this.batch}×${this.L}`);
+    const T = this.T, V = this.model.config.vocabSize;
+    const count = new Int32Array(V + 1);
+    for (let t = 0; t < T; t++) count[b.ids[t]! + 1]!++;
+    for (let v = 0; v < V; v++) count[v + 1]! += count[v]!;
+    const order = new Int32Array(T);
+    const pos = count.slice(0, V);
+    for (let t = 0; t < T; t++) order[pos[b.ids[t]!]!++] = t;
+    const segStart: number[] = [], segTok: number[] = [];
+    for (let v = 0; v < V; v++) if (count[v + 1]! > count[v]!) { segStart.push(count[v]!); segTok.push(v); }
+    segStart.push(T);
+    const e = this.engine;
+    e.write('I', this.iOff.ids!, b.ids);
+    e.write('I', this.iOff.targets!, b.targets);
+    e.write('I', this.iOff.order!, order);
+    e.write('I', this.iOff.segStart!, Int32Array.from(segStart));
+    e.write('I', this.iOff.segTok!, Int32Array.from(segTok));
+    e.write('I', this.iOff.nSeg!, new Int32Array([segTok.length, slot % RING]));
+    let m = 0;
+    for (const v of b.mask) m += v;
+    e.write('X', this.r.MASK!, b.mask);
+    e.write('X', this.r.SCALE!, new Float32Array([1 / Math.max(m, 1)]));
+  }
+
+  /** Forward + backward only (gradients into G; the loss into its ring slot). */
+  forwardBackward(): void {
+    this.engine.run('step');
+  }
+
+  /** One whole training step on the current batch: gradients, then AdamW with `hp` at step `t`. */
+  step(hp: AdamWHParams, t: number): void {
+    const bc1 = 1 - Math.pow(hp.beta1, t), bc2 = 1 - Math.pow(hp.beta2, t);
+    const clipOn = hp.clipNorm > 0 && Number.isFinite(hp.clipNorm);
+    this.engine.write('X', this.r.HP!, new Float32Array([1 - hp.beta1, hp.beta1, 1 - hp.beta2, hp.beta2, hp.eps, 1 - hp.lr * hp.weightDecay, hp.lr / bc1, Math.sqrt(bc2), clipOn ? hp.clipNorm : 0, clipOn ? 1 : 0]));
+    this.engine.run('step', 'adam');
+  }
+
+  /** Losses and gradient norms of ring slots [from, from + n) (waits for the GPU). */
+  async history(from: number, n: number): Promise<{ loss: number[]; gradNorm: number[] }> {
+    const read = async (name: string) => {
+      const all = await this.engine.read('X', this.r[name]!, RING);
+      return Array.from({ length: n }, (_, i) => all[(from + i) % RING]!);
+    };
+    return { loss: await read('LOSSHIST'), gradNorm: await read('GNHIST') };
+  }
+
+  /** A gradient as computed by the last forwardBackward (tests). */
+  async gradient(name: string): Promise<Float32Array> {
+    const [off, n] = this.layout.get(name)!;
+    return this.engine.read('G', off, n);
+  }
+
+  /** Any named X region (tests, debugging). */
+  async region(name: string, n: number): Promise<Float32Array> {
+    return this.engine.read('X', this.r[name]!, n);
+  }
+
+  private tfFlush(): void {
+    const b = this.backend;
+    b.ensureCommandEncoderReady();
+    b.endComputePassEncoder();
+    b.submitQueue();
+  }
+
+  private bufferOf(t: tf.Tensor): GPUBuffer {
+    this.backend.uploadToGPU(t.dataId);
+    const d = this.backend.tensorMap.get(t.dataId);
+    if (!d?.resource) throw new Error('compiled step: a variable has no GPU buffer');
+    return d.resource;
+  }
+
+  private copyAll(toTf: boolean, state?: AdamWState): void {
+    const sets: [BufName, Map<string, tf.Variable>][] = [['P', this.params]];
+    if (state) sets.push(['M', state.m], ['V', state.v]);
+    const bufs = sets.map(([name, vars]) => [...vars].map(([k, v]) => [name, k, this.bufferOf(v), v] as const)).flat();
+    this.tfFlush();
+    const enc = (this.engine.device as { createCommandEncoder(): { copyBufferToBuffer(...a: unknown[]): void; finish(): unknown } }).createCommandEncoder();
+    for (const [name, k, buf] of bufs) {
+      const [off, n] = this.layout.get(k)!;
+      if (toTf) enc.copyBufferToBuffer(this.engine.buffers[name], off * 4, buf, 0, n * 4);
+      else enc.copyBufferToBuffer(buf, 0, this.engine.buffers[name], off * 4, n * 4);
+    }
+    (this.engine.device as { queue: { submit(b: unknown[]): void } }).queue.submit([enc.finish()]);
+    if (toTf) {
+      for (const [, , , v] of bufs) {
+        const d = this.backend.tensorMap.get(v.dataId);
+        if (d) d.values = null;
+      }
+    }
+  }
+
+  /** Variables (and AdamW moments) → the step's buffers. */
+  push(state?: AdamWState): void {
+    this.copyAll(false, state);
+  }
+
+  /** The step's buffers → variables (and AdamW moments). */
+  pull(state?: AdamWState): void {
+    this.copyAll(true, state);
+  }
+
+  dispose(): void {
+    this.engine.destroy();
+  }
+}

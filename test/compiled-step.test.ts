@@ -1,0 +1,161 @@
+/**
+ * The compiled WebGPU training step (src/train/gpu) against tf.js autodiff and adamw.ts on the same
+ * model and batch: the loss, every parameter's gradient, and the parameters and moments after AdamW
+ * steps. Runs on whatever WebGPU adapter Dawn finds (lavapipe here and in CI).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/model/backend.js';
+import { freshConfig, initWeights, type ModelShape, type InitOptions } from '../src/model/init.js';
+import { MambaLM } from '../src/model/mamba.js';
+import type { MambaConfig } from '../src/checkpoint/config.js';
+import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } from '../src/train/adamw.js';
+import { maskedLoss } from '../src/train/trainer.js';
+import { CompiledStep } from '../src/train/gpu/step.js';
+import type { Batch } from '../src/tasks/common.js';
+import { mulberry32 } from '../src/util/rng.js';
+
+await initBackend('webgpu');
+
+interface Case {
+  name: string;
+  shape: ModelShape;
+  groups?: number;
+  init: InitOptions;
+  aScale?: number;
+  untied?: boolean;
+}
+
+const mimetic: InitOptions = { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0.1, seed: 3 };
+const plain: InitOptions = { init: 'default', parts: [], aScale: 8, bcNoise: 0, seed: 5 };
+
+const CASES: Case[] = [
+  { name: 'mamba1 default', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 32, stateSize: 8, vocabSize: 19 }, init: plain },
+  { name: 'mamba1 mimetic, A_log_param, untied head', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 24, stateSize: 4, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true },
+  { name: 'mamba2 default', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain },
+  { name: 'mamba2 mimetic, 2 groups, A_log_param', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8 },
+];
+
+function randomBatch(seed: number, batch: number, length: number, vocab: number): Batch {
+  const rnd = mulberry32(seed);
+  const n = batch * length;
+  const ids = new Int32Array(n), targets = new Int32Array(n), mask = new Float32Array(n);
+  // Few distinct tokens in some rows so several rows share an embedding row.
+  for (let i = 0; i < n; i++) {
+    ids[i] = Math.floor(rnd() * (i % 3 === 0 ? 3 : vocab));
+    targets[i] = Math.floor(rnd() * vocab);
+    mask[i] = rnd() < 0.6 ? 1 : 0;
+  }
+  return { batch, length, ids, targets, mask };
+}
+
+function makeModel(c: Case): MambaLM {
+  let config: MambaConfig = freshConfig(c.shape);
+  if (c.groups) config = { ...config, nGroups: c.groups };
+  if (c.untied) config = { ...config, tiedEmbeddings: false };
+  const w = initWeights(config, c.init);
+  const weights = Object.fromEntries(w);
+  if (c.untied) {
+    const rnd = mulberry32(9);
+    const emb = weights['backbone.embeddings.weight']!;
+    weights['lm_head.weight'] = { shape: emb.shape.slice(), data: emb.data.map(() => rnd() - 0.5) };
+  }
+  // Perturb D, the conv bias and the norms so no gradient is trivially symmetric.
+  const rnd = mulberry32(11);
+  for (const [k, t] of Object.entries(weights)) {
+    if (/(mixer\.D|conv1d\.bias|norm\.weight|norm_f\.weight)$/.test(k)) weights[k] = { shape: t.shape, data: t.data.map((v) => v + 0.2 * (rnd() - 0.5)) };
+  }
+  return MambaLM.fromWeights(config, weights, { aParam: c.aScale ? { c: c.aScale } : undefined });
+}
+
+function sortedParams(m: MambaLM): Map<string, tf.Variable> {
+  return new Map([...m.variables].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function relErr(got: Float32Array, want: Float32Array): number {
+  assert.equal(got.length, want.length);
+  let scale = 1e-8, err = 0;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]!));
+  for (let i = 0; i < want.length; i++) {
+    assert.ok(Number.isFinite(got[i]!), `non-finite at ${i}`);
+    err = Math.max(err, Math.abs(got[i]! - want[i]!));
+  }
+  return err / scale;
+}
+
+for (const c of CASES) {
+  test(`compiled step, ${c.name}: loss and every gradient match tf.js autodiff`, async () => {
+    const model = makeModel(c);
+    const params = sortedParams(model);
+    const B = 3, L = 12;
+    const batch = randomBatch(7, B, L, c.shape.vocabSize);
+    const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
+    const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
+    const wantLoss = (await value.data())[0]!;
+    const step = new CompiledStep(model, params, B, L);
+    try {
+      step.push();
+      step.setBatch(batch, 5);
+      step.forwardBackward();
+      const { loss } = await step.history(5, 1);
+      assert.ok(Math.abs(loss[0]! - wantLoss) <= 1e-5 * Math.max(1, Math.abs(wantLoss)), `loss ${loss[0]} vs ${wantLoss}`);
+      const byName = new Map([...params].map(([k, v]) => [v.name, k]));
+      assert.equal(Object.keys(grads).length, params.size);
+      for (const [vn, g] of Object.entries(grads)) {
+        const k = byName.get(vn)!;
+        const want = (await g.data()) as Float32Array;
+        const got = await step.gradient(k);
+        const e = relErr(got, want);
+        assert.ok(e < 2e-4, `${k}: relative error ${e.toExponential(2)}`);
+      }
+    } finally {
+      step.dispose();
+      tf.dispose([value, ...Object.values(grads), ids, tg, mk]);
+      model.dispose();
+    }
+  });
+}
+
+test('compiled step: three AdamW steps (clipping, decay) match adamw.ts on autodiff gradients', async () => {
+  const c = CASES[0]!;
+  const hp: AdamWHParams = { lr: 3e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, clipNorm: 0.5 };
+  const ref = makeModel(c), fast = makeModel(c);
+  const pRef = sortedParams(ref), pFast = sortedParams(fast);
+  const sRef = createAdamWState(pRef), sFast = createAdamWState(pFast);
+  const B = 2, L = 10;
+  const step = new CompiledStep(fast, pFast, B, L);
+  try {
+    step.setDecay(sFast);
+    step.push(sFast);
+    const norms: number[] = [];
+    for (let s = 1; s <= 3; s++) {
+      const batch = randomBatch(100 + s, B, L, c.shape.vocabSize);
+      const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
+      const { value, grads } = tf.variableGrads(() => maskedLoss(ref.logits(ids), tg, mk), [...pRef.values()]);
+      const byKey = new Map<string, tf.Tensor>();
+      for (const [k, v] of pRef) byKey.set(k, grads[v.name]!);
+      const n = adamwStep(pRef, byKey, sRef, hp);
+      norms.push((await n.data())[0]!);
+      tf.dispose([value, n, ...Object.values(grads), ids, tg, mk]);
+      step.setBatch(batch, s);
+      step.step(hp, s);
+    }
+    const { gradNorm } = await step.history(1, 3);
+    gradNorm.forEach((g, i) => assert.ok(Math.abs(g - norms[i]!) <= 1e-4 * norms[i]!, `step ${i + 1}: ‖g‖ ${g} vs ${norms[i]}`));
+    assert.ok(norms[0]! > hp.clipNorm, 'the test must exercise clipping');
+    step.pull(sFast);
+    for (const [k, v] of pRef) {
+      for (const [a, b, what] of [[pFast.get(k)!, v, 'param'], [sFast.m.get(k)!, sRef.m.get(k)!, 'm'], [sFast.v.get(k)!, sRef.v.get(k)!, 'v']] as const) {
+        const e = relErr((await a.data()) as Float32Array, (await b.data()) as Float32Array);
+        assert.ok(e < 5e-4, `${what} of ${k}: relative error ${e.toExponential(2)}`);
+      }
+    }
+  } finally {
+    step.dispose();
+    disposeAdamWState(sRef);
+    disposeAdamWState(sFast);
+    ref.dispose();
+    fast.dispose();
+  }
+});
