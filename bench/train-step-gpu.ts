@@ -3,11 +3,14 @@
  * (tf.variableGrads of next-token cross-entropy, as trainer.ts's maskedLoss), and the AdamW update,
  * on a fresh Mamba-1 or Mamba-2 model; the update timed both ways, adamw.ts's tf ops and
  * train/adamw-webgpu.ts's fused in-place step (webgpu only). The loss is read back each step, as
- * the trainer does. Prints one JSON line per arch and length (the keys of bench/train-step-torch.py).
+ * the trainer did. `compiled` (webgpu only) times train/gpu/step.ts, the compiled step the trainer
+ * now uses: `msPerStep` with the loss read back every step, `pipelinedMsPerStep` with the steps
+ * queued back to back and one read at the end (the trainer reads every few steps).
+ * Prints one JSON line per arch and length (the keys of bench/train-step-torch.py).
  *
  *   node dist/bench/train-step-gpu.js --backend webgpu [--archs mamba1,mamba2] [--lengths 64,256]
  *        [--d-model 256] [--layers 4] [--state 16] [--vocab 32] [--batch 32] [--steps 10]
- *        [--optimizers tf-ops,fused] [--profile (per-kernel device time of one fused step)]
+ *        [--optimizers compiled,tf-ops,fused] [--profile (per-kernel device time of one fused step)]
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
@@ -16,6 +19,8 @@ import { MambaLM } from '../src/model/mamba.js';
 import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '../src/train/adamw.js';
 import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
 import { maskedLoss } from '../src/train/trainer.js';
+import { CompiledStep } from '../src/train/gpu/step.js';
+import type { Batch } from '../src/tasks/common.js';
 
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -39,8 +44,12 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
     const c = freshConfig({ arch, numLayers: layers, hiddenSize: dModel, stateSize: state, headDim: 64, vocabSize: vocab });
     const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
     const row: Record<string, unknown> = { bench: 'train-step', backend, arch, dModel, layers, state, vocab, batch, context: L, steps };
-    const optimizers = (backend === 'webgpu' ? arg('optimizers', 'tf-ops,fused').split(',') : ['tf-ops']) as ('tf-ops' | 'fused')[];
+    const optimizers = (backend === 'webgpu' ? arg('optimizers', 'compiled,fused').split(',') : ['tf-ops']) as ('tf-ops' | 'fused' | 'compiled')[];
     for (const opt of optimizers) {
+      if (opt === 'compiled') {
+        row.compiled = await timeCompiled(c, w, L);
+        continue;
+      }
       const lm = MambaLM.fromWeights(c, Object.fromEntries([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data }])));
       const params = new Map([...lm.variables].filter(([, v]) => v.trainable));
       const st = createAdamWState(params);
@@ -103,4 +112,54 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
     }
     process.stdout.write(JSON.stringify(row) + '\n');
   }
+}
+
+/** The compiled step (train/gpu/step.ts) on the same model and data as above. */
+async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typeof initWeights>, L: number): Promise<Record<string, unknown>> {
+  const lm = MambaLM.fromWeights(c, Object.fromEntries([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data }])));
+  const params = new Map([...lm.variables].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const st = createAdamWState(params);
+  const hp = { ...ADAMW_DEFAULTS, lr: 1e-3 };
+  const t0 = performance.now();
+  const step = new CompiledStep(lm, params, batch, L);
+  step.setDecay(st);
+  step.push(st);
+  const buildMs = performance.now() - t0;
+  let seed = 1;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
+  const makeBatch = (): Batch => {
+    const ids = new Int32Array(batch * L), targets = new Int32Array(batch * L), mask = new Float32Array(batch * L);
+    for (let b = 0; b < batch; b++) for (let i = 0; i < L; i++) ids[b * L + i] = Math.floor(rnd() * vocab);
+    for (let b = 0; b < batch; b++) for (let i = 0; i < L; i++) { targets[b * L + i] = i < L - 1 ? ids[b * L + i + 1]! : 0; mask[b * L + i] = i < L - 1 ? 1 : 0; }
+    return { batch, length: L, ids, targets, mask };
+  };
+  const times: number[] = [];
+  let t = 0;
+  for (let s = 0; s <= steps; s++) {
+    const a = performance.now();
+    step.setBatch(makeBatch(), t);
+    step.step(hp, ++t);
+    await step.history(t - 1, 1);
+    if (s > 0) times.push(performance.now() - a);
+  }
+  const n = Math.max(steps, 20);
+  const a = performance.now();
+  for (let s = 0; s < n; s++) {
+    step.setBatch(makeBatch(), t);
+    step.step(hp, ++t);
+  }
+  const { loss } = await step.history(t - n, n);
+  const pipelined = (performance.now() - a) / n;
+  const out = {
+    dispatchesPerStep: step.engine.count('step') + step.engine.count('adam'),
+    buildMs: Math.round(buildMs),
+    msPerStep: Math.round(median(times) * 100) / 100,
+    pipelinedMsPerStep: Math.round(pipelined * 100) / 100,
+    tokensPerSec: Math.round((batch * L) / (pipelined / 1000)),
+    firstLoss: loss[0], lastLoss: loss[loss.length - 1],
+  };
+  step.dispose();
+  disposeAdamWState(st);
+  lm.dispose();
+  return out;
 }

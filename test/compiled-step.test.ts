@@ -159,3 +159,43 @@ test('compiled step: three AdamW steps (clipping, decay) match adamw.ts on autod
     fast.dispose();
   }
 });
+
+test('trainer on webgpu: the compiled step (MQAR, mixed lengths) follows the tf.js path step for step and resumes exactly', async () => {
+  const { train, trainDefaults } = await import('../src/train/trainer.js');
+  const { readMetrics } = await import('../src/train/metrics.js');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-cstep-'));
+  try {
+    const cfg = trainDefaults({ task: 'mqar', vocab: 16, contexts: [8, 16], kvPairs: [1, 2], powerA: 0.01, evalLengths: [32], randomNonQueries: true }, {
+      kind: 'fresh', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 16, stateSize: 4, headDim: 8, vocabSize: 16 },
+      init: { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0, seed: 1 },
+    }, { steps: 12, batch: 3, lr: 5e-3, warmup: 2, aScale: 8, evalEvery: 6, evalExamples: 4, checkpointEvery: 3, seed: 2 });
+    const run = async (name: string, compiled: boolean, halt?: number, resume = false) => {
+      process.env.MIMETIC_COMPILED_STEP = compiled ? '1' : '0';
+      try {
+        return await train(cfg, { out: path.join(dir, name), progress: null, noReport: true, haltAfterStep: halt, resume });
+      } finally {
+        delete process.env.MIMETIC_COMPILED_STEP;
+      }
+    };
+    await run('ref', false);
+    await run('fast', true);
+    await run('resumed', true, 7);
+    await run('resumed', true, undefined, true);
+    const ref = readMetrics(path.join(dir, 'ref', 'metrics.jsonl'));
+    const fast = readMetrics(path.join(dir, 'fast', 'metrics.jsonl'));
+    const resumed = readMetrics(path.join(dir, 'resumed', 'metrics.jsonl'));
+    assert.equal(fast.length, 12);
+    fast.forEach((m, i) => {
+      const r = ref[i]!;
+      assert.equal(m.step, r.step);
+      assert.ok(Math.abs(m.loss - r.loss) <= 1e-4 * Math.abs(r.loss), `step ${m.step}: loss ${m.loss} vs ${r.loss}`);
+      assert.ok(Math.abs(m.gradNorm - r.gradNorm) <= 1e-3 * r.gradNorm, `step ${m.step}: ‖g‖ ${m.gradNorm} vs ${r.gradNorm}`);
+    });
+    assert.deepEqual(resumed.map((m) => [m.step, m.loss, m.gradNorm]), fast.map((m) => [m.step, m.loss, m.gradNorm]));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

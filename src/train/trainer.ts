@@ -19,6 +19,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
+import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
 import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
 import { MetricsWriter, Progress, readMetrics, type MetricsLine } from './metrics.js';
 import { writeRunReport } from './report.js';
@@ -196,7 +197,8 @@ export async function predict(model: MambaLM, b: Batch, chunk: number): Promise<
   for (let r = 0; r < b.batch; r += chunk) {
     const n = Math.min(chunk, b.batch - r);
     const ids = tf.tensor2d(b.ids.subarray(r * b.length, (r + n) * b.length), [n, b.length], 'int32');
-    const am = tf.tidy(() => tf.argMax(model.logits(ids), 2));
+    // Inference mode: the backend's fused kernels where it has them (webgpu), no autodiff bookkeeping.
+    const am = tf.tidy(() => tf.argMax(model.forward(ids, { hiddenStates: false, inference: true }).logits, 2));
     out.set((await am.data()) as Int32Array, r * b.length);
     ids.dispose();
     am.dispose();
@@ -366,61 +368,125 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     await writeRunReport(runDir, readMetrics(path.join(runDir, METRICS_FILE)), { title: `mimetic train: ${path.basename(path.resolve(runDir))}`, facts, status: statusLine });
   };
 
+  // On webgpu the compiled step (gpu/step.ts) runs forward, backward and AdamW as raw dispatches,
+  // and losses are read back every READ_EVERY steps (and before any evaluation or checkpoint).
+  const why = tf.getBackend() !== 'webgpu' ? 'not on webgpu' : process.env.MIMETIC_COMPILED_STEP === '0' ? 'MIMETIC_COMPILED_STEP=0' : compiledStepUnsupported(config, [...params.keys()]);
+  // One compiled step per batch shape (MQAR mixes lengths), all sharing the parameter buffers.
+  const compiledSteps = new Map<string, CompiledStep>();
+  let compiled: CompiledStep | undefined;
+  const compiledFor = (b: Batch): CompiledStep => {
+    const key = `${b.batch}x${b.length}`;
+    let cs = compiledSteps.get(key);
+    if (!cs) {
+      try {
+        cs = new CompiledStep(model, params, b.batch, b.length, compiled);
+      } catch (e) {
+        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; use a smaller --batch, or MIMETIC_COMPILED_STEP=0 for the tf.js path`);
+      }
+      cs.setDecay(opt);
+      if (!compiled) cs.push(opt);
+      compiledSteps.set(key, cs);
+      compiled ??= cs;
+    }
+    return cs;
+  };
+  const readEvery = why ? 1 : Math.min(RING, Number(process.env.MIMETIC_READ_EVERY ?? 25));
+  type Pending = { step: number; lr: number; tokens: number; loss?: number; gradNorm?: number; cs?: CompiledStep };
+  const pending: Pending[] = [];
+  let windowStart = Date.now();
+
+  /** The pending steps' metrics lines (losses read back from the GPU); a non-finite loss stops the run. */
+  const settle = async (): Promise<MetricsLine[]> => {
+    for (const cs of new Set(pending.map((p) => p.cs))) {
+      if (!cs) continue;
+      const h = await cs.history(0, RING);
+      for (const p of pending) if (p.cs === cs) { p.loss = h.loss[p.step % RING]; p.gradNorm = h.gradNorm[p.step % RING]; }
+    }
+    const per = (Date.now() - windowStart) / 1000 / Math.max(1, pending.length);
+    const lines: MetricsLine[] = [];
+    for (const p of pending) {
+      const lossVal = p.loss!;
+      if (!Number.isFinite(lossVal)) {
+        for (const l of lines) metrics.write(l);
+        metrics.write({ step: p.step, loss: lossVal, lr: p.lr, gradNorm: NaN, tokensPerSec: 0, elapsed: (Date.now() - t0) / 1000, error: `non-finite loss (${lossVal})` });
+        const where = lastCheckpoint ? `the last good checkpoint (${path.relative(process.cwd(), lastCheckpoint) || lastCheckpoint}) is kept` : 'no checkpoint had been written yet';
+        throw new UserError(`training diverged: the loss is ${lossVal} at step ${p.step}; ${where}; lower --lr (now ${cfg.lr}) or --clip and start a new run`);
+      }
+      lines.push({ step: p.step, loss: lossVal, lr: p.lr, gradNorm: p.gradNorm!, tokensPerSec: per > 0 ? p.tokens / per : 0, elapsed: (Date.now() - t0) / 1000 });
+      lastLoss = lossVal;
+    }
+    pending.length = 0;
+    windowStart = Date.now();
+    return lines;
+  };
+
   try {
     if (startStep > 0) progress.line(`resuming ${runDir} from step ${startStep}`);
+    if (tf.getBackend() === 'webgpu') progress.line(why ? `training step: tf.js autodiff (${why})` : 'training step: compiled WebGPU kernels');
     while (step < cfg.steps) {
       const s = step + 1;
-      const stepStart = Date.now();
       const b = task.sampleTrain(dataRng, cfg.batch);
-      const bt = batchTensors(b);
       hp.lr = lrAt(sched, s);
-      let lossVal: number;
-      let gradNorm: number;
-      try {
-        const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(bt.ids), bt.targets, bt.mask), [...params.values()]);
-        lossVal = (await value.data())[0]!;
-        value.dispose();
-        if (!Number.isFinite(lossVal)) {
+      if (!why) {
+        const cs = compiledFor(b);
+        cs.setBatch(b, s);
+        cs.step(hp, opt.step + 1);
+        opt.step += 1;
+        pending.push({ step: s, lr: hp.lr, tokens: b.batch * b.length, cs });
+      } else {
+        const bt = batchTensors(b);
+        try {
+          const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(bt.ids), bt.targets, bt.mask), [...params.values()]);
+          const lossVal = (await value.data())[0]!;
+          value.dispose();
+          let gradNorm = NaN;
+          if (Number.isFinite(lossVal)) {
+            const byKey = new Map<string, tf.Tensor>();
+            for (const [name, g] of Object.entries(grads)) byKey.set(varKey.get(name) ?? name, g);
+            // On webgpu one fused kernel updates every parameter (a tf-op chain costs ~100 ms a step there).
+            const norm = tf.getBackend() === 'webgpu' ? adamwStepWebGPU(params, byKey, opt, hp) : adamwStep(params, byKey, opt, hp);
+            gradNorm = (await norm.data())[0]!;
+            norm.dispose();
+          }
           for (const g of Object.values(grads)) g.dispose();
-          metrics.write({ step: s, loss: lossVal, lr: hp.lr, gradNorm: NaN, tokensPerSec: 0, elapsed: (Date.now() - t0) / 1000, error: `non-finite loss (${lossVal})` });
-          const where = lastCheckpoint ? `the last good checkpoint (${path.relative(process.cwd(), lastCheckpoint) || lastCheckpoint}) is kept` : 'no checkpoint had been written yet';
-          throw new UserError(`training diverged: the loss is ${lossVal} at step ${s}; ${where}; lower --lr (now ${cfg.lr}) or --clip and start a new run`);
+          pending.push({ step: s, lr: hp.lr, tokens: b.batch * b.length, loss: lossVal, gradNorm });
+        } finally {
+          for (const t of Object.values(bt)) t.dispose();
         }
-        const byKey = new Map<string, tf.Tensor>();
-        for (const [name, g] of Object.entries(grads)) byKey.set(varKey.get(name) ?? name, g);
-        // On webgpu one fused kernel updates every parameter (a tf-op chain costs ~100 ms a step there).
-        const norm = tf.getBackend() === 'webgpu' ? adamwStepWebGPU(params, byKey, opt, hp) : adamwStep(params, byKey, opt, hp);
-        gradNorm = (await norm.data())[0]!;
-        norm.dispose();
-        for (const g of byKey.values()) g.dispose();
-      } finally {
-        for (const t of Object.values(bt)) t.dispose();
       }
       step = s;
-      lastLoss = lossVal;
-      const dt = (Date.now() - stepStart) / 1000;
-      const line: MetricsLine = { step, loss: lossVal, lr: hp.lr, gradNorm, tokensPerSec: dt > 0 ? (b.batch * b.length) / dt : 0, elapsed: (Date.now() - t0) / 1000 };
-      let reached = false;
-      if (step % cfg.evalEvery === 0 || step === cfg.steps) {
-        lastEval = await evaluate(model, task, cfg.seed, cfg.evalExamples, cfg.batch);
-        line.eval = Object.fromEntries(lastEval.map(({ key, ...rest }) => [key, rest]));
-        const acc = trainAccuracy(lastEval);
-        reached = cfg.targetAcc !== null && acc !== undefined && acc >= cfg.targetAcc;
-        progress.line(`step ${step}: loss ${lossVal.toFixed(4)}, ` + lastEval.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', '));
-      }
-      metrics.write(line);
-      const done = step - startStep;
-      const rate = ((Date.now() - t0) / 1000) / done;
-      progress.update(step, lossVal, lastEval ? trainAccuracy(lastEval) : undefined, line.tokensPerSec, rate * (cfg.steps - step));
-      if (run.haltAfterStep !== undefined && step >= run.haltAfterStep && step < cfg.steps) {
-        status = 'halted';
-        break;
-      }
       // Let the event loop run (on the CPU backends every await above resolves as a microtask, so
       // without this a SIGINT handler would never get to run before the loop ends).
       await new Promise((r) => setImmediate(r));
       const aborted = run.signal?.aborted ?? false;
-      if (reached || aborted || step % cfg.checkpointEvery === 0 || step === cfg.steps) {
+      const evalNow = step % cfg.evalEvery === 0 || step === cfg.steps;
+      const halt = run.haltAfterStep !== undefined && step >= run.haltAfterStep && step < cfg.steps;
+      const ckptDue = step % cfg.checkpointEvery === 0 || step === cfg.steps;
+      if (!(evalNow || halt || aborted || ckptDue || pending.length >= readEvery)) continue;
+
+      const lines = await settle();
+      const line = lines.pop()!;
+      for (const l of lines) {
+        metrics.write(l);
+        progress.update(l.step, l.loss, lastEval ? trainAccuracy(lastEval) : undefined, l.tokensPerSec, (((Date.now() - t0) / 1000) / (l.step - startStep)) * (cfg.steps - l.step));
+      }
+      if (compiled && (evalNow || ckptDue || aborted)) compiled.pull(opt);
+      let reached = false;
+      if (evalNow) {
+        lastEval = await evaluate(model, task, cfg.seed, cfg.evalExamples, cfg.batch);
+        line.eval = Object.fromEntries(lastEval.map(({ key, ...rest }) => [key, rest]));
+        const acc = trainAccuracy(lastEval);
+        reached = cfg.targetAcc !== null && acc !== undefined && acc >= cfg.targetAcc;
+        progress.line(`step ${step}: loss ${line.loss.toFixed(4)}, ` + lastEval.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', '));
+      }
+      metrics.write(line);
+      const rate = ((Date.now() - t0) / 1000) / (step - startStep);
+      progress.update(step, line.loss, lastEval ? trainAccuracy(lastEval) : undefined, line.tokensPerSec, rate * (cfg.steps - step));
+      if (halt) {
+        status = 'halted';
+        break;
+      }
+      if (reached || aborted || ckptDue) {
         await checkpoint(step, reached ? { stoppedEarly: true } : {});
       }
       if (reached) { status = 'target-reached'; break; }
@@ -436,6 +502,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     throw e;
   } finally {
     metrics.close();
+    for (const cs of [...compiledSteps.values()].reverse()) cs.dispose();
     disposeAdamWState(opt);
     model.dispose();
   }

@@ -53,6 +53,7 @@ export function grid(n: number): [number, number, number] {
 export class Engine {
   readonly buffers = {} as Record<BufName, GPUBuffer>;
   readonly sizes = {} as Record<BufName, number>;
+  private readonly borrowed = new Set<BufName>();
   private readonly pipelines = new Map<string, any>();
   private readonly layout: any;
   private readonly pipelineLayout: any;
@@ -77,6 +78,13 @@ export class Engine {
     if (bytes > limit) throw new Error(`compiled step: buffer ${name} needs ${(bytes / 2 ** 20).toFixed(0)} MiB, over this device's ${(limit / 2 ** 20).toFixed(0)} MiB binding limit`);
     this.buffers[name] = this.device.createBuffer({ size: bytes, usage: STORAGE | COPY_DST | COPY_SRC });
     this.sizes[name] = elements;
+  }
+
+  /** Use another engine's buffer `name` (same device), e.g. parameters shared by steps of two lengths. */
+  borrow(name: BufName, from: Engine): void {
+    this.buffers[name] = from.buffers[name];
+    this.sizes[name] = from.sizes[name];
+    this.borrowed.add(name);
   }
 
   private pipeline(k: Kernel): any {
@@ -181,7 +189,7 @@ export class Engine {
   }
 
   destroy(): void {
-    for (const b of Object.values(this.buffers)) b?.destroy();
+    for (const [name, b] of Object.entries(this.buffers) as [BufName, GPUBuffer][]) if (!this.borrowed.has(name)) b?.destroy();
     this.uniformBuffer?.destroy();
   }
 }

@@ -508,6 +508,7 @@ export const crossEntropy: Kernel = {
     let mask = X[u.maskOff + row];
     let tgt = u32(I[u.tgtOff + row]);
     if (li == 0u) { X[u.lossOff + row] = mask * (lse - X[base + tgt]); }
+    workgroupBarrier(); // dlogits may overwrite the logits in place
     let sc = mask * X[u.scaleOff];
     for (var v = li; v < u.V; v = v + 256u) {
       var p = exp(X[base + v] - lse);

@@ -69,7 +69,11 @@ export class CompiledStep {
   private readonly r: Record<string, Region> = {};
   private readonly iOff: Record<string, number> = {};
 
-  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number) {
+  /**
+   * `share`: a step of the same model for another batch shape; this one then uses its parameter,
+   * gradient and moment buffers (tasks that mix sequence lengths get one step per length).
+   */
+  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number, share?: CompiledStep) {
     const why = compiledStepUnsupported(model.config, [...params.keys()]);
     if (why) throw new Error(`compiled step: ${why}`);
     this.backend = tf.backend() as unknown as WebGPUBackendLike;
@@ -81,6 +85,8 @@ export class CompiledStep {
       off += v.size;
     }
     this.nParams = off;
+    if (share && (share.model !== model || share.nParams !== this.nParams)) throw new Error('compiled step: can only share buffers with a step of the same model');
+    if (share) for (const b of ['P', 'G', 'M', 'V'] as const) this.engine.borrow(b, share.engine);
     try {
       this.build();
     } catch (e) {
@@ -179,7 +185,7 @@ export class CompiledStep {
     const DBC = m2 ? [] : per('DBC', T * bcW), DTP = m2 ? [] : per('DTP', T * E), YG = m2 ? [] : per('YG', T * E);
     const GPRE = m2 ? per('GPRE', T * E) : [], RSTDG = m2 ? per('RSTDG', T * G) : [], YN = m2 ? per('YN', T * E) : [];
     const RSTDF = this.reg('RSTDF', T), HN = this.reg('HN', T * D), LOGITS = this.reg('LOGITS', T * V);
-    const ROWLOSS = this.reg('ROWLOSS', T), DLOG = this.reg('DLOG', T * V);
+    const ROWLOSS = this.reg('ROWLOSS', T), DLOG = LOGITS; // the cross-entropy writes dlogits in place
     const DH = this.reg('DH', T * D), DXN = this.reg('DXN', T * D), DYG = this.reg('DYG', T * E), DXZ = this.reg('DXZ', T * Win);
     const DU = this.reg('DU', T * convDim), DD = this.reg('DD', T * Q), DPRE = this.reg('DPRE', T * convDim);
     const DY = m2 ? this.reg('DY', T * E) : 0, DDTP = m2 ? 0 : this.reg('DDTP', T * E), DDBC = m2 ? 0 : this.reg('DDBC', T * bcW);
@@ -295,7 +301,7 @@ export class CompiledStep {
     e.op(K.sumTo, { n: adamChunks, srcOff: ADAMPART, dstOff: this.r.GNHIST!, slotOff: this.iOff.slot!, scaleOff: ONE, root: 1, copyOff: NORM }, [1, 1, 1]);
     e.op(K.adamUpdate, { n: this.nParams, hpOff: HP, normOff: NORM, decayOff: DECAY }, elem(this.nParams));
 
-    for (const b of ['P', 'G', 'M', 'V'] as const) e.alloc(b, this.nParams);
+    for (const b of ['P', 'G', 'M', 'V'] as const) if (!e.buffers[b]) e.alloc(b, this.nParams);
     e.alloc('X', this.xTop);
     e.alloc('I', iTop);
     e.alloc('S', this.sNeed);
