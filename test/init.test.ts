@@ -153,6 +153,8 @@ test('init mamba2: shapes, A per head in log[1,16], mimetic B/C rows of in_proj 
     assert.equal(raw.mimetic.aScale, 4);
     assert.equal(raw.mimetic.seed, 3);
     assert.equal(raw.time_step_limit[1], Infinity);
+    // transformers 5's strict Mamba2Config rejects an int in time_step_limit (seen on the GPU host: 'Invalid item at index 0').
+    assert.match(fs.readFileSync(path.join(out, "config.json"), "utf8"), /"time_step_limit": \[\s*0\.0,/);
   } finally { ck.close(); }
   // default Mamba-2: A in log[1, 16]
   const w = initWeights(freshConfig({ arch: 'mamba2', numLayers: 1, hiddenSize: 64, stateSize: 16, headDim: 8, vocabSize: 40 }), def);

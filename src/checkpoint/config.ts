@@ -192,6 +192,17 @@ function limitOf(v: unknown): [number, number] {
 }
 
 /** The config.json that transformers writes for a normalised config (used by `init` and `transplant`). */
+// Fields transformers' strict config classes type as float: an integer-valued one (`0`, JSON's only
+// way to write 0.0 from JavaScript) fails their validation ("expected float"), so they get a `.0`.
+const FLOAT_FIELDS = new Set(['time_step_limit', 'time_step_min', 'time_step_max', 'time_step_floor', 'time_step_scale', 'initializer_range', 'layer_norm_epsilon', 'mixer_rms_eps', 'A_initializer_range', 'dt_min', 'dt_max', 'dt_init_floor']);
+
+/** config.json text as transformers reads it: 2-space JSON with float fields written as floats. */
+export function hfConfigText(cfg: Record<string, unknown>): string {
+  const mark = (v: unknown): unknown => (typeof v === 'number' && Number.isInteger(v) ? `__mimetic_float__${v}` : Array.isArray(v) ? v.map(mark) : v);
+  const text = JSON.stringify(cfg, (k, v) => (FLOAT_FIELDS.has(k) ? mark(v) : v), 2);
+  return text.replace(/"__mimetic_float__(-?\d+)"/g, '$1.0') + '\n';
+}
+
 export function toHfConfigJson(c: MambaConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const common = {
     hidden_size: c.hiddenSize,

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MambaConfig } from '../checkpoint/config.js';
-import { toHfConfigJson } from '../checkpoint/config.js';
+import { hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import { writeCheckpointWeights, type Tensor } from '../checkpoint/safetensors.js';
 import { writeDirAtomic, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -259,7 +259,7 @@ export function writeCheckpointFiles(dir: string, c: MambaConfig, weights: Weigh
   const tensors = [...weights].map(([name, v]) => ({ name, shape: v.shape, data: v.data }));
   writeCheckpointWeights(dir, tensors, { metadata: { format: 'pt' } });
   const cfg = toHfConfigJson(c, { torch_dtype: 'float32', mimetic });
-  writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+  writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(cfg));
 }
 
 /** `mimetic init`: build a fresh model and write it as an HF checkpoint folder, atomically. */

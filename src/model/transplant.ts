@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { MambaConfig } from '../checkpoint/config.js';
-import { toHfConfigJson } from '../checkpoint/config.js';
+import { hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import type { Tensor } from '../checkpoint/safetensors.js';
 import { writeDirAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -202,7 +202,7 @@ export async function transplantToDir(job: TransplantJob, out: string): Promise<
       const raw = job.target.rawConfig;
       const ids = Object.fromEntries(['bos_token_id', 'eos_token_id', 'pad_token_id'].filter((k) => k in raw).map((k) => [k, raw[k]]));
       const cfg = { ...raw, ...toHfConfigJson(job.target.config), ...ids, dtype: 'float32', torch_dtype: 'float32', mimetic };
-      fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+      fs.writeFileSync(path.join(tmp, 'config.json'), hfConfigText(cfg));
     }
   });
   return records;
