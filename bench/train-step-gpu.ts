@@ -150,7 +150,21 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
   }
   const { loss } = await step.history(t - n, n);
   const pipelined = (performance.now() - a) / n;
+  // Where the GPU time goes: the same pipelined steps with one family of kernels left out.
+  const parts: Record<string, number> = {};
+  if (process.argv.includes('--profile')) {
+    const families: Record<string, string[]> = { matmul: ['mm_', 'sumSlices'], scan: ['scanFwd', 'scanBwd', 'bcReduce'], columnSums: ['colReduce', 'colFinish'], optimizer: ['adam'], rest: ['gather', 'norm', 'conv', 'delta', 'crossEntropy', 'sumTo', 'embedScatter', 'zeroG'] };
+    for (const [fam, prefixes] of Object.entries(families)) {
+      step.engine.skip = prefixes;
+      const a0 = performance.now();
+      for (let s = 0; s < n; s++) { step.setBatch(makeBatch(), t); step.step(hp, ++t); }
+      await step.history(0, 1);
+      step.engine.skip = [];
+      parts[fam] = Math.round((pipelined - (performance.now() - a0) / n) * 100) / 100;
+    }
+  }
   const out = {
+    ...(Object.keys(parts).length ? { msSavedWithout: parts } : {}),
     dispatchesPerStep: step.engine.count('step') + step.engine.count('adam'),
     buildMs: Math.round(buildMs),
     msPerStep: Math.round(median(times) * 100) / 100,

@@ -34,6 +34,9 @@ const CASES: Case[] = [
   { name: 'mamba1 default', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 32, stateSize: 8, vocabSize: 19 }, init: plain },
   { name: 'mamba1 mimetic, A_log_param, untied head', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 24, stateSize: 4, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true },
   { name: 'mamba2 default', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain },
+  // State 32: two threads per scan lane (the split used for large states).
+  { name: 'mamba1 state 32 (2 threads per scan lane)', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 32, stateSize: 32, vocabSize: 9 }, init: mimetic, aScale: 8 },
+  { name: 'mamba2 state 32 (2 threads per scan lane)', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 32, headDim: 16, vocabSize: 9 }, init: plain },
   { name: 'mamba2 mimetic, 2 groups, A_log_param', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8 },
 ];
 

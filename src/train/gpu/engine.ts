@@ -39,6 +39,7 @@ export function wgslOf(k: Kernel): string {
 }
 
 interface Op {
+  key: string;
   pipeline: any;
   slot: number;
   groups: [number, number, number];
@@ -126,7 +127,7 @@ export class Engine {
       }
     });
     if (groups.some((g) => g < 1 || g > 65535)) throw new Error(`${k.key}: dispatch ${groups.join('×')} out of range`);
-    this.current.push({ pipeline: this.pipeline(k), slot, groups });
+    this.current.push({ key: k.key, pipeline: this.pipeline(k), slot, groups });
   }
 
   /** After all buffers and op lists: upload the uniforms and make the one bind group. */
@@ -142,6 +143,9 @@ export class Engine {
     this.bindGroup = this.device.createBindGroup({ layout: this.layout, entries });
   }
 
+  /** Kernels whose key starts with one of these prefixes are skipped (profiling by omission). */
+  skip: string[] = [];
+
   /** Encode op lists into one compute pass of `encoder`. */
   encode(encoder: any, ...names: string[]): void {
     const pass = encoder.beginComputePass();
@@ -150,6 +154,7 @@ export class Engine {
       const ops = this.lists.get(name);
       if (!ops) throw new Error(`no op list '${name}'`);
       for (const o of ops) {
+        if (this.skip.length && this.skip.some((p) => o.key.startsWith(p))) continue;
         if (o.pipeline !== last) pass.setPipeline((last = o.pipeline));
         pass.setBindGroup(0, this.bindGroup, [o.slot * SLOT]);
         pass.dispatchWorkgroups(o.groups[0], o.groups[1], o.groups[2]);

@@ -324,39 +324,52 @@ export const deltaBwd: Kernel = {
 };
 
 /**
- * The selective scan, one thread per lane (batch b, lane q of Q = heads·headDim; Mamba-1: Q = channels,
- * head dim 1), N states in registers. Lane q reads x[t, q], Δ[t, q / P], B/C of group (q / P) / (H / G),
- * A = −exp(A_log) (aMode 0) or −exp(−k·A_log_param) (aMode 1), per state (Mamba-1) or per head.
- * y = C·h + D·x into yOff; with gate (Mamba-1) also y·silu(z) into ygOff.
+ * The selective scan, NS threads per lane (batch b, lane q of Q = heads·headDim; Mamba-1: Q = channels,
+ * head dim 1), each with N/NS of the lane's states in registers (more threads and fewer registers for
+ * large N; the partial sums of y meet in workgroup memory). Lane q reads x[t, q], Δ[t, q / P], B/C of
+ * group (q / P) / (H / G), A = −exp(A_log) (aMode 0) or −exp(−k·A_log_param) (aMode 1), per state
+ * (Mamba-1) or per head. y = C·h + D·x into yOff; with gate (Mamba-1) also y·silu(z) into ygOff.
  */
-export function scanFwd(N: number, scalarA: boolean, gate: boolean): Kernel {
+export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1): Kernel {
+  const NPT = N / NS;
+  const LW = 64 / NS;
   return {
-    key: `scanFwd${N}${scalarA}${gate}`, bufs: ['P', 'X'],
+    key: `scanFwd${N}${scalarA}${gate}${NS}`, bufs: ['P', 'X'],
     fields: [...SCAN_FIELDS, 'yOff', 'ygOff', 'zOff', 'zRs'],
     body: `${MATH}
+    var<workgroup> part : array<f32, 64>;
     ${aOf(N, scalarA)}
     ${ENTRY(64)} {
-      ${LINEAR(64)}
-      if (i >= u.lanes) { return; }
-      let b = i / u.Q; let q = i - b * u.Q;
+      let wg = w.x + w.y * nw.x;
+      let lane = wg * ${LW}u + li / ${NS}u;
+      let j = li % ${NS}u;
+      let valid = lane < u.lanes;
+      let ln = min(lane, u.lanes - 1u);
+      let b = ln / u.Q; let q = ln - b * u.Q;
       let h = q / u.P; let g = h / u.HG;
-      var s : array<f32, ${N}>;
-      var A : array<f32, ${N}>;
-      for (var n = 0u; n < ${N}u; n = n + 1u) { s[n] = 0.0; A[n] = aOf(h, n); }
+      var s : array<f32, ${NPT}>;
+      var A : array<f32, ${NPT}>;
+      for (var k = 0u; k < ${NPT}u; k = k + 1u) { s[k] = 0.0; A[k] = aOf(h, j * ${NPT}u + k); }
       let Dd = P[u.Doff + h];
       for (var tl = 0u; tl < u.L; tl = tl + 1u) {
         let t = b * u.L + tl;
         let x = X[u.xOff + t * u.xRs + q];
         let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u;
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u + j * ${NPT}u;
         var y = 0.0;
-        for (var n = 0u; n < ${N}u; n = n + 1u) {
-          s[n] = exp(dl * A[n]) * s[n] + dl * x * X[bc + n];
-          y = y + X[bc + u.cCol + n] * s[n];
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+          s[k] = exp(dl * A[k]) * s[k] + dl * x * X[bc + k];
+          y = y + X[bc + u.cCol + k] * s[k];
         }
-        y = y + Dd * x;
-        X[u.yOff + t * u.Q + q] = y;
-        ${gate ? 'X[u.ygOff + t * u.Q + q] = y * silu(X[u.zOff + t * u.zRs + q]);' : ''}
+        ${NS > 1 ? `part[li] = y;
+        workgroupBarrier();
+        if (j == 0u) { for (var r = 1u; r < ${NS}u; r = r + 1u) { y = y + part[li + r]; } }
+        workgroupBarrier();` : ''}
+        if (valid && j == 0u) {
+          y = y + Dd * x;
+          X[u.yOff + t * u.Q + q] = y;
+          ${gate ? 'X[u.ygOff + t * u.Q + q] = y * silu(X[u.zOff + t * u.zRs + q]);' : ''}
+        }
       }
     }`,
   };
@@ -373,49 +386,54 @@ function aOf(N: number, scalarA: boolean): string {
 }
 
 /**
- * Backward of scanFwd. A workgroup is W consecutive lanes of one batch row and one B/C group. Each
- * thread reruns its lane forward, storing the states in S ([t, n, q], q innermost), then runs the
- * recurrence in reverse: dx (+ D·dy) into duOff, the per-lane dΔ into ddOff, per-lane sums for A and D
- * after the loop, and for each t the workgroup's sums over its lanes of dB and dC into the partials
- * pbOff / pcOff ([t, block, n]; bcReduce adds the blocks of a group). With gate (Mamba-1), dy is
- * dyg · silu(z), and dz = dyg · y · silu'(z) goes to dzOff.
+ * Backward of scanFwd. A workgroup is W consecutive lanes of one batch row and one B/C group, NS
+ * threads per lane (N/NS states each). Each thread reruns its states forward, storing them in S
+ * ([t, n, q], q innermost), then runs the recurrence in reverse: dx (+ D·dy) into duOff, the per-lane
+ * dΔ into ddOff, per-lane sums for A and D after the loop, and for each t the workgroup's sums over its
+ * lanes of dB and dC into the partials pbOff / pcOff ([t, block, n]; bcReduce adds the blocks of a
+ * group). With gate (Mamba-1), dy is dyg · silu(z), and dz = dyg · y · silu'(z) goes to dzOff.
  */
-export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number): Kernel {
+export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number, NS = 1): Kernel {
+  const NPT = N / NS;
+  const WG = W * NS;
+  const red = NS > 1;
   return {
-    key: `scanBwd${N}${scalarA}${gate}${W}`, bufs: ['P', 'X', 'S'],
+    key: `scanBwd${N}${scalarA}${gate}${W}_${NS}`, bufs: ['P', 'X', 'S'],
     fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff', 'sOff'],
     body: `${MATH}
     var<workgroup> sh : array<f32, ${W * N}>;
+    ${red ? `var<workgroup> part : array<f32, ${2 * WG}>;` : ''}
     ${aOf(N, scalarA)}
     fn blockSum(t : u32, blk : u32, li : u32, dst : u32) {
       workgroupBarrier();
-      for (var n = li; n < ${N}u; n = n + ${W}u) {
+      for (var n = li; n < ${N}u; n = n + ${WG}u) {
         var s = 0.0;
         for (var l = 0u; l < ${W}u; l = l + 1u) { s = s + sh[l * ${N}u + n]; }
         X[dst + (t * u.nBlk + blk) * ${N}u + n] = s;
       }
       workgroupBarrier();
     }
-    ${ENTRY(W)} {
+    ${ENTRY(WG)} {
       let wg = w.x + w.y * nw.x;
       let b = wg / u.nBlk; let blk = wg - b * u.nBlk;
-      let q = blk * ${W}u + li;
+      let ll = li / ${NS}u; let j = li % ${NS}u; let n0 = j * ${NPT}u;
+      let q = blk * ${W}u + ll;
       let h = q / u.P; let g = h / u.HG;
       let Q = u.Q;
-      var A : array<f32, ${N}>;
-      var s : array<f32, ${N}>;
-      var gh : array<f32, ${N}>;
-      var gA : array<f32, ${scalarA ? 1 : N}>;
-      for (var n = 0u; n < ${N}u; n = n + 1u) { A[n] = aOf(h, n); s[n] = 0.0; gh[n] = 0.0; }
-      for (var n = 0u; n < ${scalarA ? 1 : N}u; n = n + 1u) { gA[n] = 0.0; }
+      var A : array<f32, ${NPT}>;
+      var s : array<f32, ${NPT}>;
+      var gh : array<f32, ${NPT}>;
+      var gA : array<f32, ${scalarA ? 1 : NPT}>;
+      for (var k = 0u; k < ${NPT}u; k = k + 1u) { A[k] = aOf(h, n0 + k); s[k] = 0.0; gh[k] = 0.0; }
+      for (var k = 0u; k < ${scalarA ? 1 : NPT}u; k = k + 1u) { gA[k] = 0.0; }
       for (var tl = 0u; tl < u.L; tl = tl + 1u) {
         let t = b * u.L + tl;
         let x = X[u.xOff + t * u.xRs + q];
         let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u;
-        for (var n = 0u; n < ${N}u; n = n + 1u) {
-          s[n] = exp(dl * A[n]) * s[n] + dl * x * X[bc + n];
-          S[u.sOff + (t * ${N}u + n) * Q + q] = s[n];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+          s[k] = exp(dl * A[k]) * s[k] + dl * x * X[bc + k];
+          S[u.sOff + (t * ${N}u + n0 + k) * Q + q] = s[k];
         }
       }
       let Dd = P[u.Doff + h];
@@ -425,35 +443,51 @@ export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number): 
         let t = b * u.L + tl;
         let x = X[u.xOff + t * u.xRs + q];
         let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u;
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
         ${gate ? `let z = X[u.zOff + t * u.zRs + q];
         let dyg = X[u.dyOff + t * Q + q];
         let dy = dyg * silu(z);
-        X[u.dzOff + t * u.dzRs + q] = dyg * X[u.yOff + t * Q + q] * dsilu(z);` : 'let dy = X[u.dyOff + t * Q + q];'}
+        if (j == 0u) { X[u.dzOff + t * u.dzRs + q] = dyg * X[u.yOff + t * Q + q] * dsilu(z); }` : 'let dy = X[u.dyOff + t * Q + q];'}
         gD = gD + dy * x;
-        var gu = dy * Dd;
+        var gu = 0.0;
+        if (j == 0u) { gu = dy * Dd; }
         var gdt = 0.0;
-        for (var n = 0u; n < ${N}u; n = n + 1u) {
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+          let n = n0 + k;
           var hp = 0.0;
           if (tl > 0u) { hp = S[u.sOff + ((t - 1u) * ${N}u + n) * Q + q]; }
-          let gn = gh[n] + dy * X[bc + u.cCol + n];
-          let decay = exp(dl * A[n]);
+          let gn = gh[k] + dy * X[bc + u.cCol + k];
+          let decay = exp(dl * A[k]);
           let gdA = gn * hp * decay;
-          gA[${scalarA ? '0u' : 'n'}] = gA[${scalarA ? '0u' : 'n'}] + gdA * dl;
-          let Bn = X[bc + n];
-          gdt = gdt + gdA * A[n] + gn * Bn * x;
+          gA[${scalarA ? '0u' : 'k'}] = gA[${scalarA ? '0u' : 'k'}] + gdA * dl;
+          let Bn = X[bc + k];
+          gdt = gdt + gdA * A[k] + gn * Bn * x;
           gu = gu + gn * dl * Bn;
-          gh[n] = gn * decay;
-          sh[li * ${N}u + n] = gn * dl * x;
+          gh[k] = gn * decay;
+          sh[ll * ${N}u + n] = gn * dl * x;
         }
-        X[u.duOff + t * u.duRs + q] = gu;
-        X[u.ddOff + t * Q + q] = gdt;
+        ${red ? `part[2u * li] = gdt;
+        part[2u * li + 1u] = gu;
+        workgroupBarrier();
+        if (j == 0u) {
+          for (var o = 1u; o < ${NS}u; o = o + 1u) { gdt = gdt + part[2u * (li + o)]; gu = gu + part[2u * (li + o) + 1u]; }
+        }` : ''}
+        if (j == 0u) {
+          X[u.duOff + t * u.duRs + q] = gu;
+          X[u.ddOff + t * Q + q] = gdt;
+        }
         blockSum(t, blk, li, u.pbOff);
-        for (var n = 0u; n < ${N}u; n = n + 1u) { sh[li * ${N}u + n] = dy * S[u.sOff + (t * ${N}u + n) * Q + q]; }
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) { sh[ll * ${N}u + n0 + k] = dy * S[u.sOff + (t * ${N}u + n0 + k) * Q + q]; }
         blockSum(t, blk, li, u.pcOff);
       }
-      ${scalarA ? 'X[u.aPartOff + b * Q + q] = gA[0];' : `for (var n = 0u; n < ${N}u; n = n + 1u) { X[u.aPartOff + (b * Q + q) * ${N}u + n] = gA[n]; }`}
-      X[u.dPartOff + b * Q + q] = gD;
+      ${scalarA ? (red ? `part[li] = gA[0];
+      workgroupBarrier();
+      if (j == 0u) {
+        var a = 0.0;
+        for (var o = 0u; o < ${NS}u; o = o + 1u) { a = a + part[li + o]; }
+        X[u.aPartOff + b * Q + q] = a;
+      }` : 'X[u.aPartOff + b * Q + q] = gA[0];') : `for (var k = 0u; k < ${NPT}u; k = k + 1u) { X[u.aPartOff + (b * Q + q) * ${N}u + n0 + k] = gA[k]; }`}
+      if (j == 0u) { X[u.dPartOff + b * Q + q] = gD; }
     }`,
   };
 }

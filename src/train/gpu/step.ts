@@ -162,7 +162,12 @@ export class CompiledStep {
     const convDim = m2 ? E + 2 * G * N : E;
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
-    const W = laneBlock(Q / G);
+    // Threads per scan lane: N/16 states each for large N (fewer registers, more threads in flight).
+    const NS = Number(process.env.MIMETIC_SCAN_NS ?? (N >= 32 && N % 16 === 0 ? Math.min(8, N / 16) : 1));
+    if (!(Number.isInteger(NS) && NS >= 1 && NS <= 64 && N % NS === 0 && 64 % NS === 0)) throw new Error(`scan threads per lane ${NS} must divide ${N} and 64`);
+    const storage = Number((this.engine.device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
+    let W = laneBlock(Q / G);
+    while (W > 1 && (W * NS > 256 || (W * N + 2 * W * NS) * 4 > storage)) W /= 2;
     const nBlk = Q / W;
     const bcW = R + 2 * N; // Mamba-1 x_proj width
     const [lo, hi] = m2 ? c.timeStepLimit ?? [0, Infinity] : [0, Infinity];
@@ -228,14 +233,14 @@ export class CompiledStep {
       if (m2) {
         const dtCol = E + convDim;
         e.op(K.deltaFwd, { n: T * H, C: H, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), outOff: DELTA[l]!, lo, hi: hiF }, elem(T * H));
-        e.op(K.scanFwd(N, true, false), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q) / 64)));
+        e.op(K.scanFwd(N, true, false, NS), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q * NS) / 64)));
         e.op(K.normFwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, gOff: GPRE[l]!, outOff: YN[l]!, outRs: E, rstdOff: RSTDG[l]!, wOff: this.p(lp(l, 'mixer.norm.weight')), eps }, grid(T * G));
         this.mm(X(YN[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
       } else {
         this.mm(X(U[l]!, E), Pw(lp(l, 'mixer.x_proj.weight'), 1, E), Xo(DBC[l]!, bcW), T, bcW, E);
         this.mm(X(DBC[l]!, bcW), Pw(lp(l, 'mixer.dt_proj.weight'), 1, R), Xo(DTP[l]!, E), T, E, R);
         e.op(K.deltaFwd, { n: T * E, C: E, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), outOff: DELTA[l]!, lo: 0, hi: BIG }, elem(T * E));
-        e.op(K.scanFwd(N, false, true), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, yOff: Y[l]!, ygOff: YG[l]!, zOff: XZ[l]! + E, zRs: Win }, grid(Math.ceil((B * Q) / 64)));
+        e.op(K.scanFwd(N, false, true, NS), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, yOff: Y[l]!, ygOff: YG[l]!, zOff: XZ[l]! + E, zRs: Win }, grid(Math.ceil((B * Q * NS) / 64)));
         this.mm(X(YG[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
       }
     }
@@ -259,13 +264,13 @@ export class CompiledStep {
         const nw = lp(l, 'mixer.norm.weight');
         e.op(K.normBwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, dyOff: DYG, dyRs: E, rstdOff: RSTDG[l]!, wOff: this.p(nw), dxOff: DY, dxRs: E, dzOff: DXZ, dzRs: Win, acc: 0 }, grid(T * G));
         this.colSum(this.p(nw), T, E, { mode: 2, aOff: DYG, aRs: E, bOff: GPRE[l]!, bRs: E, rOff: RSTDG[l]!, rRs: G, rDiv: E / G });
-        e.op(K.scanBwd(N, true, false, W), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0, ...bwd }, grid(B * nBlk));
+        e.op(K.scanBwd(N, true, false, W, NS), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0, ...bwd }, grid(B * nBlk));
         e.op(K.bcReduce, { n: 2 * T * G * N, G, N, nBlk, pbOff: PB, pcOff: PC, outOff: DU, outRs: convDim, bCol: E, cCol: E + G * N }, elem(2 * T * G * N));
         const dtCol = E + convDim;
         e.op(K.deltaBwd, { n: T * H, C: H, grp: Pd, ddOff: DD, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), dxOff: DXZ + dtCol, dxRs: Win, lo, hi: hiF }, elem(T * H));
         this.colSum(this.p(lp(l, 'mixer.dt_bias')), T, H, { mode: 0, aOff: DXZ + dtCol, aRs: Win });
       } else {
-        e.op(K.scanBwd(N, false, true, W), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, ...bwd, duRs: E }, grid(B * nBlk));
+        e.op(K.scanBwd(N, false, true, W, NS), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, ...bwd, duRs: E }, grid(B * nBlk));
         e.op(K.bcReduce, { n: 2 * T * N, G: 1, N, nBlk, pbOff: PB, pcOff: PC, outOff: DDBC, outRs: bcW, bCol: R, cCol: R + N }, elem(2 * T * N));
         e.op(K.deltaBwd, { n: T * E, C: E, grp: 1, ddOff: DD, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), dxOff: DDTP, dxRs: E, lo: 0, hi: BIG }, elem(T * E));
         this.colSum(this.p(lp(l, 'mixer.dt_proj.bias')), T, E, { mode: 0, aOff: DDTP, aRs: E });
