@@ -17,4 +17,4 @@ rm -rf /tmp/ip && timeout 60 $RUN --node dist/bench/init-parity.js /tmp/ip >> "$
 LEFT=$(( (START + ${BUDGET_S:-560} - $(date +%s)) / 60 ))
 log "sweeps: $LEFT min"
 bash bench/gpu-sweep.sh "$LEFT" 2 "$@"
-cp "$OUT/sweep-log.txt" "$OUT/log-sweeps.txt" 2>/dev/null; log done
+log done
