@@ -219,17 +219,23 @@ export class CompiledStep {
     const Go = (name: string, rs: number) => ({ buf: 'G' as BufName, off: this.p(name), rs });
     const elem = (n: number) => grid(Math.ceil(n / 256));
 
+    // Per-layer uniforms shared by the forward and backward kernels.
+    const xCol = m2 ? E : 0; // conv input's column in in_proj's output
+    const convOf = (l: number) => {
+      const bias = lp(l, 'mixer.conv1d.bias');
+      return { C: convDim, K: Kc, L, xOff: XZ[l]! + xCol, xRs: Win, wOff: this.p(lp(l, 'mixer.conv1d.weight')), bOff: this.has(bias) ? this.p(bias) : 0, hasBias: this.has(bias) ? 1 : 0 };
+    };
+    const scanOf = (l: number) => ({ lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA });
+
     // ---------------------------------------------------------------- forward + backward
     e.begin('step');
     e.op(K.gather, { n: T * D, D, idsOff: this.iOff.ids!, embOff: this.p(EMBEDDING), outOff: Hs[0]! }, elem(T * D));
     for (let l = 0; l < nL; l++) {
       e.op(K.normFwd(false), { rows: T, n: D, groups: 1, xOff: Hs[l]!, xRs: D, zOff: 0, zRs: 0, gOff: 0, outOff: XN[l]!, outRs: D, rstdOff: RSTD[l]!, wOff: this.p(lp(l, 'norm.weight')), eps }, grid(T));
       this.mm(X(XN[l]!, D), Pw(lp(l, 'mixer.in_proj.weight'), 1, D), Xo(XZ[l]!, Win), T, Win, D);
-      const xCol = m2 ? E : 0;
-      const convB = lp(l, 'mixer.conv1d.bias');
-      const conv = { C: convDim, K: Kc, L, xOff: XZ[l]! + xCol, xRs: Win, wOff: this.p(lp(l, 'mixer.conv1d.weight')), bOff: this.has(convB) ? this.p(convB) : 0, hasBias: this.has(convB) ? 1 : 0 };
+      const conv = convOf(l);
       e.op(K.convFwd, { n: T * convDim, ...conv, outOff: U[l]! }, elem(T * convDim));
-      const scan = { lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA };
+      const scan = scanOf(l);
       if (m2) {
         const dtCol = E + convDim;
         e.op(K.deltaFwd, { n: T * H, C: H, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), outOff: DELTA[l]!, lo, hi: hiF }, elem(T * H));
@@ -258,7 +264,7 @@ export class CompiledStep {
       const outIn = m2 ? YN[l]! : YG[l]!;
       this.mm(X(DH, 1, D), X(outIn, E), Go(lp(l, 'mixer.out_proj.weight'), E), D, E, T);
       this.mm(X(DH, D), Pw(lp(l, 'mixer.out_proj.weight'), E, 1), Xo(DYG, E), T, E, D);
-      const scan = { lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA };
+      const scan = scanOf(l);
       const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART, sOff: 0 };
       if (m2) {
         const nw = lp(l, 'mixer.norm.weight');
@@ -284,12 +290,10 @@ export class CompiledStep {
       this.colSum(this.p(aName(l)), B, Q * aTail, { mode: 0, aOff: APART, aRs: Q * aTail }, { grp: m2 ? Pd : 1, mode: aParam ? 2 : 1, pOff: this.p(aName(l)), k: kA });
       this.colSum(this.p(lp(l, 'mixer.D')), B, Q, { mode: 0, aOff: DPART, aRs: Q }, { grp: Pd });
       // Conv + SiLU.
-      const xCol = m2 ? E : 0;
-      const convB = lp(l, 'mixer.conv1d.bias');
-      const conv = { C: convDim, K: Kc, L, xOff: XZ[l]! + xCol, xRs: Win, wOff: this.p(lp(l, 'mixer.conv1d.weight')), bOff: this.has(convB) ? this.p(convB) : 0, hasBias: this.has(convB) ? 1 : 0 };
+      const conv = convOf(l);
       e.op(K.convBwdPre, { n: T * convDim, ...conv, duOff: DU, outOff: DPRE }, elem(T * convDim));
       e.op(K.convBwdX, { n: T * convDim, C: convDim, K: Kc, L, dpreOff: DPRE, wOff: conv.wOff, dxOff: DXZ + xCol, dxRs: Win }, elem(T * convDim));
-      this.colSum(conv.wOff, T, convDim * Kc, { mode: 3, aOff: DPRE, aRs: convDim, bOff: XZ[l]! + xCol, bRs: Win, K: Kc });
+      this.colSum(conv.wOff, T, convDim * Kc, { mode: 3, aOff: DPRE, aRs: convDim, bOff: conv.xOff, bRs: Win, K: Kc });
       if (conv.hasBias) this.colSum(conv.bOff, T, convDim, { mode: 0, aOff: DPRE, aRs: convDim });
       // in_proj and the block's norm (the residual gradient accumulates in DH).
       this.mm(X(DXZ, 1, Win), X(XN[l]!, D), Go(lp(l, 'mixer.in_proj.weight'), D), Win, D, T);
