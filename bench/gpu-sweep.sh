@@ -15,5 +15,5 @@ for cfg in "$@"; do
   echo "[$(date +%T)] $name: $left min" >> "$OUT/sweep-log.txt"
   bash bundle/run.sh sweep "$cfg" --out "/tmp/sweeps/$name" --parallel "$PAR" --backend webgpu --slice-minutes "$left" >> "$OUT/sweep-log.txt" 2>&1
   echo "[$(date +%T)] $name rc=$?" >> "$OUT/sweep-log.txt"
-  tar -C /tmp/sweeps -czf "$OUT/$name.tgz" --exclude='checkpoints' "$name"
+  tar -C /tmp/sweeps -czf "$OUT/$name.tgz" --exclude='*.safetensors' "$name"
 done

@@ -77,6 +77,13 @@ NVIDIA_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NVIDIA_ICD" ]; then
   export VK_DRIVER_FILES="$NVIDIA_ICD"
 fi
+# The reports' PNG text is rendered through fontconfig: on a host with no fonts and no config (the
+# GPU host) every label is a box, so point fontconfig at the bundle's DejaVu fonts.
+if [ -z "${FONTCONFIG_FILE:-}" ] && [ ! -e /etc/fonts/fonts.conf ] && [ -d "$ROOT/vulkan/usr/share/fonts" ]; then
+  FONTCONFIG_FILE="$ROOT/fonts.conf"
+  [ -f "$FONTCONFIG_FILE" ] || printf '<?xml version="1.0"?>\n<fontconfig><dir>%s</dir><cachedir>%s</cachedir></fontconfig>\n' "$ROOT/vulkan/usr/share/fonts" "$ROOT/fontcache" > "$FONTCONFIG_FILE"
+  export FONTCONFIG_FILE
+fi
 # Mesa's and Dawn's loaders complain without it on a bare container.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 

@@ -65,7 +65,8 @@ tar -cf - --exclude='*.map' --exclude='*.d.ts' dist package.json test/fixtures "
 # --- libvulkan1 (the Vulkan loader; the GPU host has the NVIDIA driver but no loader) and libglvnd:
 # without libGLdispatch & co. the NVIDIA ICD (libGLX_nvidia.so.0) loads but returns no
 # vkCreateInstance (seen on the H200 host).
-DEBS="libvulkan1:amd64 libglvnd0:amd64 libglx0:amd64 libegl1:amd64 libgl1:amd64 libopengl0:amd64 libgles2:amd64"
+# fonts-dejavu-core: the reports' PNG text goes through fontconfig, and the GPU host has no fonts.
+DEBS="libvulkan1:amd64 libglvnd0:amd64 libglx0:amd64 libegl1:amd64 libgl1:amd64 libopengl0:amd64 libgles2:amd64 fonts-dejavu-core"
 echo "make-bundle: $DEBS" >&2
 # shellcheck disable=SC2086
 ( cd "$STAGE" && apt-get download $DEBS >/dev/null 2>&1 ) \

@@ -205,6 +205,16 @@ test('re-running a finished sweep starts no child; --report-only rebuilds the sa
   const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
   assert.deepEqual({ ...s, created: '' }, { ...reference.summary, created: '' });
   assert.ok(fs.existsSync(path.join(out, 'report', 'accuracy-vs-length.png')));
+  // A copy without checkpoints (as sweeps come back from a GPU host) reports the same results.
+  const bare = path.join(path.dirname(out), 'bare');
+  fs.cpSync(out, bare, { recursive: true, filter: (src) => path.basename(src) !== 'checkpoints' });
+  fs.rmSync(path.join(bare, 'summary.json'));
+  const rb = await cli(['sweep', cfgFile, '--out', bare, '--report-only']);
+  assert.equal(rb.code, 0, rb.stderr);
+  const sb = JSON.parse(fs.readFileSync(path.join(bare, 'summary.json'), 'utf8')) as SweepSummary;
+  assert.deepEqual(sb.counts, reference.summary.counts);
+  assert.deepEqual(sb.groups, reference.summary.groups);
+  assert.deepEqual(sb.runs.map((r) => [r.id, r.status, r.final]), reference.summary.runs.map((r) => [r.id, r.status, r.final]));
   // A config that no longer matches the runs already made is refused.
   const changed = writeConfig(path.dirname(out), { ...CONFIG, base: { ...CONFIG.base, steps: 50 } }, 'changed.json');
   const rc = await cli(sweepArgs(changed, out));

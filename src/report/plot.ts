@@ -38,8 +38,11 @@ export function seriesColor(k: number): RGB {
 }
 
 export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
-  const width = spec.width ?? 760, height = spec.height ?? 340;
-  const left = 62, top = 32, bottom = 46, right = 190;
+  // The legend sits right of the plot: widen the image for long series names (~7 px a character at 12 px).
+  const longest = Math.max(0, ...spec.series.map((s) => s.name.length));
+  const right = Math.max(190, 44 + Math.ceil(7 * longest));
+  const width = (spec.width ?? 760) + (right - 190), height = spec.height ?? 340;
+  const left = 62, top = 32, bottom = 46;
   const w = width - left - right, h = height - top - bottom;
   let xlo = Infinity, xhi = -Infinity, ylo = Infinity, yhi = -Infinity;
   for (const s of spec.series) {

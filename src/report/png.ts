@@ -2,9 +2,23 @@
  * A raw RGBA canvas: pixels are drawn here, then sharp encodes them as PNG. Text is not drawn
  * pixel by pixel: it goes into an SVG overlay (rendered by librsvg inside sharp) composited on top.
  */
+import * as fs from 'node:fs';
 import sharp from 'sharp';
 import type { RGB } from './colormap.js';
 import { escapeXml } from './escape.js';
+
+let fontsChecked = false;
+
+/**
+ * librsvg finds fonts through fontconfig; on a machine with neither fonts nor a fontconfig file every
+ * label renders as a box (seen on the GPU host). Say so once instead of writing silently bad PNGs.
+ */
+function warnIfNoFonts(): void {
+  if (fontsChecked) return;
+  fontsChecked = true;
+  if (process.platform !== 'linux' || process.env.FONTCONFIG_FILE || fs.existsSync('/etc/fonts/fonts.conf')) return;
+  process.stderr.write('mimetic: warning: no fontconfig configuration (/etc/fonts/fonts.conf), so text in the PNGs will render as boxes; install fonts-dejavu-core (or set FONTCONFIG_FILE); bundle/run.sh brings its own\n');
+}
 
 export class Canvas {
   readonly pixels: Uint8Array;
@@ -94,6 +108,7 @@ export class Canvas {
   async toPng(): Promise<Buffer> {
     const img = sharp(Buffer.from(this.pixels.buffer, this.pixels.byteOffset, this.pixels.byteLength), { raw: { width: this.width, height: this.height, channels: 4 } });
     if (this.texts.length) {
+      warnIfNoFonts();
       const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${this.width}" height="${this.height}" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif">${this.texts.join('')}</svg>`;
       img.composite([{ input: Buffer.from(svg), top: 0, left: 0 }]);
     }

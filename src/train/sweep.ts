@@ -23,7 +23,8 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { SCHEDULES } from './schedule.js';
 import { listCheckpoints, readRunState } from './state.js';
-import { RUN_FILE, type TrainConfig } from './trainer.js';
+import { METRICS_FILE, RUN_FILE, type TrainConfig } from './trainer.js';
+import { readMetrics } from './metrics.js';
 
 export type OptValue = string | number | (string | number)[];
 export type RunOptionsMap = Record<string, OptValue>;
@@ -256,6 +257,11 @@ export function runState(sweepDir: string, id: string): RunState {
   if (steps === null) return { status: 'pending', ...base };
   if (st?.stoppedEarly) return { status: 'target-reached', ...base };
   if (st && st.step >= steps) return { status: 'finished', ...base };
+  // A run folder copied without its checkpoints (to save space): its metrics say whether it finished.
+  if (!cks.length) {
+    const lastStep = readMetrics(path.join(dir, METRICS_FILE)).at(-1)?.step ?? 0;
+    if (lastStep >= steps) return { status: 'finished', step: lastStep, steps, trainSeconds: null };
+  }
   return { status: 'partial', ...base };
 }
 
