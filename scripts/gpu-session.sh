@@ -2,6 +2,8 @@
 # What one GPU-host session runs (after `make bundle`, with bundle/ carried): backend and adapter
 # info, the backend/webgpu/parity tests, `mimetic forward --backend webgpu` on the fixtures checked
 # against the HF goldens, and the benchmarks. Everything lands in $OUT (default ./gpu-out).
+# Training-speed and experiment calls: bench/gpu-perf4.sh (profile, parity with transformers, then
+# sweeps) and bench/gpu-sweep.sh MINUTES PARALLEL CONFIG... (sweeps alone, packed into $OUT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -22,7 +24,7 @@ log env
 } >> "$OUT/summary.txt" 2>&1
 
 log tests
-timeout 150 $RUN --test dist/test/backend.test.js dist/test/webgpu.test.js dist/test/model-parity.test.js > "$OUT/tests.tap" 2>&1
+timeout 200 $RUN --test dist/test/backend.test.js dist/test/webgpu.test.js dist/test/model-parity.test.js dist/test/compiled-step.test.js > "$OUT/tests.tap" 2>&1
 echo "tests rc=$?" >> "$OUT/summary.txt"
 grep -E '^# (pass|fail)|^not ok' "$OUT/tests.tap" >> "$OUT/summary.txt"
 
