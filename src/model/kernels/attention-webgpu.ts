@@ -7,7 +7,8 @@
  * exponent ≤ 0, as the other implementations do.
  */
 import * as tf from '@tensorflow/tfjs';
-import { grid, runProgram, WG_INDEX } from './fused-webgpu.js';
+import { runProgram, WG_INDEX } from './fused-webgpu.js';
+import { grid } from './webgpu-program.js';
 
 const WG = 256;
 

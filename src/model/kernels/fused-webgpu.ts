@@ -11,7 +11,7 @@
  * They are forward-only (no gradients): the model uses them only for inference (MixerOptions.fused).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Program, Uniform, WebGPUBackendLike } from './webgpu-program.js';
+import { grid, WGSL_ACTIVATIONS, type Program, type Uniform, type WebGPUBackendLike } from './webgpu-program.js';
 
 let enabled = true;
 
@@ -36,14 +36,8 @@ export function runProgram(program: Program, inputs: tf.Tensor[], uniforms: Unif
   return tf.engine().makeTensorFromTensorInfo(info);
 }
 
-/** A 1-D grid of `n` workgroups laid out in 2-D when it exceeds the per-dimension limit. */
-export function grid(n: number): [number, number, number] {
-  const x = Math.min(n, 65535);
-  return [x, Math.ceil(n / x), 1];
-}
 export const WG_INDEX = 'i32(workgroupId.x + workgroupId.y * numWorkgroups.x)';
 
-const SILU = 'fn silu(v : f32) -> f32 { return v / (1.0 + exp(-v)); }';
 
 const NORM_WG = 128;
 
@@ -86,7 +80,7 @@ export function rowNorm(x: tf.Tensor, width: number, outShape: number[], o: RowN
     uniforms: 'nRows : i32, width : i32, groups : i32, xStride : i32, xOff : i32, zStride : i32, zOff : i32, eps : f32,',
     size: false,
     getUserCode: () => `
-      ${SILU}
+      ${WGSL_ACTIVATIONS}
       var<workgroup> part : array<f32, ${NORM_WG}>;
       fn val(r : i32, c : i32) -> f32 {
         var v = X[r * uniforms.xStride + uniforms.xOff + c];
@@ -151,7 +145,7 @@ export function convSiluFused(x: tf.Tensor3D, off: number, C: number, w: tf.Tens
     uniforms: 'total : i32, seqLen : i32, chans : i32, xStride : i32, xOff : i32,',
     size: false,
     getUserCode: () => `
-      ${SILU}
+      ${WGSL_ACTIVATIONS}
       fn main(index0 : i32) {
         let index = ${WG_INDEX} * ${WG} + i32(localId.x);
         if (index >= uniforms.total) { return; }
@@ -186,18 +180,14 @@ export function softplusFused(x: tf.Tensor3D, off: number, C: number, bias?: tf.
     uniforms: 'total : i32, chans : i32, xStride : i32, xOff : i32, lo : f32, hi : f32,',
     size: false,
     getUserCode: () => `
-      fn log1pExact(e : f32) -> f32 {
-        let u = 1.0 + e;
-        if (u == 1.0) { return e; }
-        return log(u) * (e / (u - 1.0));
-      }
+      ${WGSL_ACTIVATIONS}
       fn main(index0 : i32) {
         let index = ${WG_INDEX} * ${WG} + i32(localId.x);
         if (index >= uniforms.total) { return; }
         let c = index % uniforms.chans;
         let r = index / uniforms.chans;
         let v = X[r * uniforms.xStride + uniforms.xOff + c]${bias ? ' + Bias[c]' : ''};
-        var sp = max(v, 0.0) + log1pExact(exp(-abs(v)));
+        var sp = softplus(v);
         ${clip ? 'sp = min(max(sp, uniforms.lo), uniforms.hi);' : ''}
         setOutputAtIndex(index, sp);
       }`,
@@ -226,6 +216,7 @@ function convGradPre(x: tf.Tensor3D, w: tf.Tensor, b: tf.Tensor | undefined, dy:
     uniforms: 'total : i32, seqLen : i32, chans : i32,',
     size: false,
     getUserCode: () => `
+      ${WGSL_ACTIVATIONS}
       fn main(index0 : i32) {
         let index = ${WG_INDEX} * ${WG} + i32(localId.x);
         if (index >= uniforms.total) { return; }
@@ -237,8 +228,7 @@ function convGradPre(x: tf.Tensor3D, w: tf.Tensor, b: tf.Tensor | undefined, dy:
           let tt = t - ${K - 1} + k;
           if (tt >= 0) { pre = pre + X[(bt - t + tt) * uniforms.chans + c] * Wc[c * ${K} + k]; }
         }
-        let s = 1.0 / (1.0 + exp(-pre));
-        setOutputAtIndex(index, Dy[index] * s * (1.0 + pre * (1.0 - s)));
+        setOutputAtIndex(index, Dy[index] * dsilu(pre));
       }`,
   };
   return runProgram(program, [x, w, dy, ...(b ? [b] : [])], [i32(total), i32(L), i32(C)]) as tf.Tensor3D;

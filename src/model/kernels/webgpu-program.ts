@@ -22,3 +22,25 @@ export interface WebGPUBackendLike {
   runWebGPUProgram(program: Program, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: Uniform[]): tf.TensorInfo;
   device: { limits: { maxStorageBufferBindingSize: number } };
 }
+
+/** A 1-D grid of `n` workgroups laid out in 2-D when it exceeds the per-dimension limit (65535). */
+export function grid(n: number): [number, number, number] {
+  const x = Math.max(1, Math.min(n, 65535));
+  return [x, Math.ceil(n / x), 1];
+}
+
+/**
+ * WGSL activations shared by every kernel (inference, autodiff and the compiled training step), so
+ * that all paths compute them alike: sigmoid, SiLU and its derivative, an exact log1p, softplus.
+ */
+export const WGSL_ACTIVATIONS = `
+fn sigm(x : f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+fn silu(x : f32) -> f32 { return x / (1.0 + exp(-x)); }
+fn dsilu(x : f32) -> f32 { let s = sigm(x); return s * (1.0 + x * (1.0 - s)); }
+fn log1pExact(e : f32) -> f32 {
+  let u = 1.0 + e;
+  if (u == 1.0) { return e; }
+  return log(u) * (e / (u - 1.0));
+}
+fn softplus(x : f32) -> f32 { return max(x, 0.0) + log1pExact(exp(-abs(x))); }
+`;

@@ -45,11 +45,6 @@ interface Op {
   groups: [number, number, number];
 }
 
-/** Workgroup grid for `n` workgroups within the 65535-per-dimension limit. */
-export function grid(n: number): [number, number, number] {
-  const x = Math.max(1, Math.min(n, 65535));
-  return [x, Math.ceil(n / x), 1];
-}
 
 export class Engine {
   readonly buffers = {} as Record<BufName, GPUBuffer>;
@@ -181,7 +176,7 @@ export class Engine {
 
   /** Read `n` elements of buffer `name` from element offset `at` (waits for queued work). */
   async read(name: BufName, at: number, n: number): Promise<Float32Array> {
-    const bytes = Math.ceil((n * 4) / 4) * 4;
+    const bytes = n * 4;
     const staging = this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: MAP_READ | COPY_DST });
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(this.buffers[name], at * 4, staging, 0, bytes);

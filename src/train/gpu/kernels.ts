@@ -3,19 +3,13 @@
  * Mamba-1 / Mamba-2 block, cross-entropy, reductions and AdamW. Offsets and strides are element
  * indices into the engine's buffers (engine.ts); `t` is a row of the flattened [batch·L] tokens.
  */
+import { WGSL_ACTIVATIONS } from '../../model/kernels/webgpu-program.js';
 import type { BufName, Kernel } from './engine.js';
 
 const ENTRY = (wg: number | string) => `@compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(num_workgroups) nw : vec3<u32>, @builtin(local_invocation_index) li : u32)`;
 const LINEAR = (wg: number) => `let i = (w.x + w.y * nw.x) * ${wg}u + li;`;
 
-const MATH = `
-fn sigm(x : f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
-fn silu(x : f32) -> f32 { return x * sigm(x); }
-fn dsilu(x : f32) -> f32 { let s = sigm(x); return s * (1.0 + x * (1.0 - s)); }
-fn log1pSmall(e : f32) -> f32 { if (e < 1e-4) { return e * (1.0 - e * (0.5 - e / 3.0)); } return log(1.0 + e); }
-fn softplus(x : f32) -> f32 { return max(x, 0.0) + log1pSmall(exp(-abs(x))); }
-`;
 
 /** Embedding rows: X[out + t·D + d] = P[emb + ids[t]·D + d]. */
 export const gather: Kernel = {
@@ -49,7 +43,7 @@ export function normFwd(gated: boolean): Kernel {
   return {
     key: `normFwd${gated}`, bufs: ['P', 'X'],
     fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'gOff', 'outOff', 'outRs', 'rstdOff', 'wOff', 'eps:f'],
-    body: `${MATH}${ROWSUM}
+    body: `${WGSL_ACTIVATIONS}${ROWSUM}
     fn xAt(row : u32, j : u32) -> f32 {
       ${gated ? 'return X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'return X[u.xOff + row * u.xRs + j];'}
     }
@@ -79,7 +73,7 @@ export function normBwd(gated: boolean): Kernel {
   return {
     key: `normBwd${gated}`, bufs: ['P', 'X'],
     fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'dyOff', 'dyRs', 'rstdOff', 'wOff', 'dxOff', 'dxRs', 'dzOff', 'dzRs', 'acc'],
-    body: `${MATH}${ROWSUM}
+    body: `${WGSL_ACTIVATIONS}${ROWSUM}
     ${ENTRY(256)} {
       let rg = w.x + w.y * nw.x;
       if (rg >= u.rows * u.groups) { return; }
@@ -190,7 +184,7 @@ export function sumSlices(dst: BufName): Kernel {
  * Causal depthwise conv + bias + SiLU over the C channels at column xCol of rows of stride xRs:
  * U[t, c] = silu(b[c] + Σ_k w[c, k] · x[t − (K−1−k), c]), zero before each sequence's start.
  */
-const CONV_PRE = `${MATH}
+const CONV_PRE = `${WGSL_ACTIVATIONS}
   fn pre(t : u32, c : u32) -> f32 {
     let tl = t % u.L;
     var a = 0.0;
@@ -297,7 +291,7 @@ export const colFinish: Kernel = {
 /** Δ = clamp(softplus(x + bias), lo, hi) for C columns of x at (xOff, xRs), written densely [T, C]. */
 export const deltaFwd: Kernel = {
   key: 'deltaFwd', bufs: ['P', 'X'], fields: ['n', 'C', 'xOff', 'xRs', 'biasOff', 'outOff', 'lo:f', 'hi:f'],
-  body: `${MATH}${ENTRY(256)} { ${LINEAR(256)}
+  body: `${WGSL_ACTIVATIONS}${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
     let t = i / u.C; let c = i - t * u.C;
     X[u.outOff + i] = clamp(softplus(X[u.xOff + t * u.xRs + c] + P[u.biasOff + c]), u.lo, u.hi);
@@ -310,7 +304,7 @@ export const deltaFwd: Kernel = {
  */
 export const deltaBwd: Kernel = {
   key: 'deltaBwd', bufs: ['P', 'X'], fields: ['n', 'C', 'grp', 'ddOff', 'xOff', 'xRs', 'biasOff', 'dxOff', 'dxRs', 'lo:f', 'hi:f'],
-  body: `${MATH}${ENTRY(256)} { ${LINEAR(256)}
+  body: `${WGSL_ACTIVATIONS}${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
     let t = i / u.C; let c = i - t * u.C;
     var s = 0.0;
@@ -336,7 +330,7 @@ export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1): Ker
   return {
     key: `scanFwd${N}${scalarA}${gate}${NS}`, bufs: ['P', 'X'],
     fields: [...SCAN_FIELDS, 'yOff', 'ygOff', 'zOff', 'zRs'],
-    body: `${MATH}
+    body: `${WGSL_ACTIVATIONS}
     var<workgroup> part : array<f32, 64>;
     ${aOf(N, scalarA)}
     ${ENTRY(64)} {
@@ -400,7 +394,7 @@ export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number, N
   return {
     key: `scanBwd${N}${scalarA}${gate}${W}_${NS}`, bufs: ['P', 'X', 'S'],
     fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff', 'sOff'],
-    body: `${MATH}
+    body: `${WGSL_ACTIVATIONS}
     var<workgroup> sh : array<f32, ${W * N}>;
     ${red ? `var<workgroup> part : array<f32, ${2 * WG}>;` : ''}
     ${aOf(N, scalarA)}

@@ -15,7 +15,8 @@ import { A_LOG_PARAM, type MambaLM } from '../../model/mamba.js';
 import { EMBEDDING, LM_HEAD, NORM_F } from '../../model/weights.js';
 import type { Batch } from '../../tasks/common.js';
 import type { AdamWHParams, AdamWState } from '../adamw.js';
-import { Engine, grid, type BufName, type GPUBuffer } from './engine.js';
+import { grid } from '../../model/kernels/webgpu-program.js';
+import { Engine, type BufName, type GPUBuffer } from './engine.js';
 import * as K from './kernels.js';
 
 const BIG = 3.4e38;
