@@ -27,9 +27,17 @@ export interface LineChartSpec {
   height?: number;
 }
 
-interface Frame { cv: Canvas; px: (x: number) => number; py: (y: number) => number; left: number; top: number; w: number; h: number }
+export interface Frame { cv: Canvas; px: (x: number) => number; py: (y: number) => number; left: number; top: number; w: number; h: number }
 
-function frame(width: number, height: number, xr: [number, number], yr: [number, number], title: string, xLabel: string, yLabel: string, rightPad: number, xInt: boolean, yInt = false): Frame {
+/** [lo, hi] widened to whole tick steps, so the y axis ends on labelled values. */
+export function tickRange(lo: number, hi: number): [number, number] {
+  const t = niceTicks(lo, hi, 5);
+  const step = t.length > 1 ? t[1]! - t[0]! : 1;
+  return [Math.floor(lo / step + 1e-9) * step, Math.ceil(hi / step - 1e-9) * step];
+}
+
+/** Canvas, title, axis labels, grid and ticks of a chart; px / py map data to pixels. */
+export function frame(width: number, height: number, xr: [number, number], yr: [number, number], title: string, xLabel: string, yLabel: string, rightPad: number, xInt: boolean, yInt = false): Frame {
   const left = 62, top = 32, bottom = 46;
   const w = width - left - rightPad, h = height - top - bottom;
   const cv = new Canvas(width, height);
@@ -62,13 +70,7 @@ export async function renderLineChart(spec: LineChartSpec): Promise<Buffer> {
   const width = spec.width ?? 720, height = spec.height ?? 300;
   let lo = 0, hi = 1;
   for (const s of spec.series) for (const v of s.values) if (v !== null && Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-  let yr = spec.yRange;
-  if (!yr) {
-    // Widen to whole tick steps so the axis ends on labelled values.
-    const t = niceTicks(lo, hi, 5);
-    const step = t.length > 1 ? t[1]! - t[0]! : 1;
-    yr = [Math.floor(lo / step + 1e-9) * step, Math.ceil(hi / step - 1e-9) * step];
-  }
+  const yr = spec.yRange ?? tickRange(lo, hi);
   // Half a step of padding on x so end markers clear the axes.
   const xr: [number, number] = [Math.min(...spec.x) - 0.5, Math.max(...spec.x) + 0.5];
   const f = frame(width, height, xr, yr, spec.title, spec.xLabel, spec.yLabel, 150, true);

@@ -3,13 +3,10 @@
  * accuracy against evaluation length over seeds, or mean loss curves. Drawn on the same raw
  * canvas as chart.ts (pixels + an SVG text overlay, encoded by sharp).
  */
-import { Canvas, fmtTicks, niceTicks } from './png.js';
-import { SERIES_COLORS } from './chart.js';
+import { frame, SERIES_COLORS, tickRange } from './chart.js';
 import type { RGB } from './colormap.js';
 
 const MORE_COLORS: readonly RGB[] = [...SERIES_COLORS, [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
-const AXIS: RGB = [60, 60, 60];
-const GRID: RGB = [228, 228, 228];
 
 export interface BandSeries {
   name: string;
@@ -42,8 +39,6 @@ export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
   const longest = Math.max(0, ...spec.series.map((s) => s.name.length));
   const right = Math.max(190, 44 + Math.ceil(7 * longest));
   const width = (spec.width ?? 760) + (right - 190), height = spec.height ?? 340;
-  const left = 62, top = 32, bottom = 46;
-  const w = width - left - right, h = height - top - bottom;
   let xlo = Infinity, xhi = -Infinity, ylo = Infinity, yhi = -Infinity;
   for (const s of spec.series) {
     s.x.forEach((x, i) => {
@@ -55,31 +50,13 @@ export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
   }
   if (!Number.isFinite(xlo)) { xlo = 0; xhi = 1; ylo = 0; yhi = 1; }
   if (xhi === xlo) { xlo -= 0.5; xhi += 0.5; }
-  let yr = spec.yRange;
-  if (!yr) {
-    if (yhi === ylo) { ylo -= 0.5; yhi += 0.5; }
-    const t = niceTicks(ylo, yhi, 5);
-    const step = t.length > 1 ? t[1]! - t[0]! : 1;
-    yr = [Math.floor(ylo / step + 1e-9) * step, Math.ceil(yhi / step - 1e-9) * step];
-  }
+  if (yhi === ylo) { ylo -= 0.5; yhi += 0.5; }
+  const yr = spec.yRange ?? tickRange(ylo, yhi);
   const pad = (xhi - xlo) * 0.03;
-  const xr: [number, number] = [xlo - pad, xhi + pad];
-  const px = (x: number) => left + ((x - xr[0]) / (xr[1] - xr[0])) * w;
-  const py = (y: number) => top + h - ((Math.min(yr![1], Math.max(yr![0], y)) - yr![0]) / (yr![1] - yr![0])) * h;
-  const cv = new Canvas(width, height);
-  const yt = niceTicks(yr[0], yr[1], 5);
-  const yl = fmtTicks(yt);
-  yt.forEach((t, k) => {
-    cv.fillRect(left, py(t), w, 1, GRID);
-    cv.fillRect(left - 5, py(t), 5, 1, AXIS);
-    cv.text(left - 8, py(t) + 4, yl[k]!, { size: 11, anchor: 'end' });
-  });
-  const xt = niceTicks(xlo, xhi, Math.min(10, Math.max(2, Math.round(w / 70))));
-  const xl = fmtTicks(xt);
-  xt.forEach((t, k) => {
-    cv.fillRect(px(t), top + h, 1, 5, AXIS);
-    cv.text(px(t), top + h + 18, xl[k]!, { size: 11, anchor: 'middle' });
-  });
+  const f = frame(width, height, [xlo - pad, xhi + pad], yr, spec.title, spec.xLabel, spec.yLabel, right, false);
+  const { cv, px } = f;
+  // Bands and lines are clipped to the y range.
+  const py = (y: number) => f.py(Math.min(yr[1], Math.max(yr[0], y)));
   // Bands first (translucent), then lines on top.
   spec.series.forEach((s, k) => {
     if (!s.err) return;
@@ -106,15 +83,10 @@ export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
       if (i + 1 < s.x.length) cv.line(px(s.x[i]!), py(s.y[i]!), px(s.x[i + 1]!), py(s.y[i + 1]!), c, 1.8);
       if (marks) cv.disc(px(s.x[i]!), py(s.y[i]!), 2.8, c);
     }
-    const ly = top + 8 + k * 20;
-    const lx = left + w + 16;
+    const ly = f.top + 8 + k * 20;
+    const lx = f.left + f.w + 16;
     cv.line(lx, ly, lx + 22, ly, c, 2);
     cv.text(lx + 28, ly + 4, s.name, { size: 12 });
   });
-  cv.fillRect(left, top, 1, h + 1, AXIS);
-  cv.fillRect(left, top + h, w, 1, AXIS);
-  cv.text(left + w / 2, height - 8, spec.xLabel, { size: 12, anchor: 'middle' });
-  cv.text(16, top + h / 2, spec.yLabel, { size: 12, anchor: 'middle', rotate: -90 });
-  cv.text(left, 20, spec.title, { size: 13, bold: true });
   return cv.toPng();
 }
