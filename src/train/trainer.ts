@@ -255,8 +255,17 @@ export async function modelWeights(model: MambaLM): Promise<Weights> {
   return out;
 }
 
+/** MIMETIC_READ_EVERY: steps between loss read-backs of the compiled step (a ring slot is reused after RING steps). */
+function readEveryFromEnv(): number {
+  const raw = process.env.MIMETIC_READ_EVERY ?? '25';
+  const n = Number(raw);
+  if (!(Number.isSafeInteger(n) && n >= 1 && n <= RING)) throw new UserError(`MIMETIC_READ_EVERY=${raw}: must be an integer from 1 to ${RING}`);
+  return n;
+}
+
 export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainResult> {
   const task = checkTrainConfig(cfg);
+  const compiledReadEvery = readEveryFromEnv();
   const runDir = run.out;
   const runFile = path.join(runDir, RUN_FILE);
   let startStep = 0;
@@ -377,7 +386,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
 
   // On webgpu the compiled step (gpu/step.ts) runs forward, backward and AdamW as raw dispatches,
   // and losses are read back every READ_EVERY steps (and before any evaluation or checkpoint).
-  const why = tf.getBackend() !== 'webgpu' ? 'not on webgpu' : process.env.MIMETIC_COMPILED_STEP === '0' ? 'MIMETIC_COMPILED_STEP=0' : compiledStepUnsupported(config, [...params.keys()]);
+  const why = tf.getBackend() !== 'webgpu' ? 'not on webgpu' : process.env.MIMETIC_COMPILED_STEP === '0' ? 'MIMETIC_COMPILED_STEP=0' : compiledStepUnsupported(config, params);
   // One compiled step per batch shape (MQAR mixes lengths), all sharing the parameter buffers.
   const compiledSteps = new Map<string, CompiledStep>();
   let compiled: CompiledStep | undefined;
@@ -397,7 +406,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     }
     return cs;
   };
-  const readEvery = why ? 1 : Math.min(RING, Number(process.env.MIMETIC_READ_EVERY ?? 25));
+  const readEvery = why ? 1 : compiledReadEvery;
   type Pending = { step: number; lr: number; tokens: number; loss?: number; gradNorm?: number; cs?: CompiledStep };
   const pending: Pending[] = [];
   let windowStart = Date.now();

@@ -32,17 +32,18 @@ interface WebGPUBackendLike {
   submitQueue(): void;
 }
 
-/** Why this model cannot use the compiled step (null: it can). */
-export function compiledStepUnsupported(c: MambaConfig, names: string[]): string | null {
+/** Why this model cannot use the compiled step (null: it can). `params`: the model's weights by name. */
+export function compiledStepUnsupported(c: MambaConfig, params: Map<string, tf.Tensor>): string | null {
   if (tf.getBackend() !== 'webgpu') return 'not on the webgpu backend';
   if (c.arch === 'falcon_mamba') return 'Falcon-Mamba (B/C/Δ norms) has no compiled step';
-  if (names.some((n) => /(in_proj|out_proj|x_proj)\.bias$/.test(n))) return 'linear biases in the mixer';
+  if ([...params.keys()].some((n) => /(in_proj|out_proj|x_proj)\.bias$/.test(n))) return 'linear biases in the mixer';
   if (c.arch === 'mamba2') {
     const H = c.numHeads!, G = c.nGroups ?? 1;
-    const wanted = 2 * c.intermediateSize + 2 * G * c.stateSize + H;
     if (c.intermediateSize !== H * c.headDim!) return 'd_inner ≠ heads × head dim';
     if (H % G !== 0) return 'heads not divisible by groups';
-    void wanted;
+    // in_proj packs [z, xBC, dt]; a d_mlp > 0 checkpoint has two more blocks in front.
+    const width = 2 * c.intermediateSize + 2 * G * c.stateSize + H;
+    for (const [name, w] of params) if (name.endsWith('mixer.in_proj.weight') && w.shape[0] !== width) return 'an in_proj with a d_mlp part';
   }
   if (c.stateSize > 128) return 'state size over 128';
   return null;
@@ -75,7 +76,7 @@ export class CompiledStep {
    * gradient and moment buffers (tasks that mix sequence lengths get one step per length).
    */
   constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number, share?: CompiledStep) {
-    const why = compiledStepUnsupported(model.config, [...params.keys()]);
+    const why = compiledStepUnsupported(model.config, params);
     if (why) throw new Error(`compiled step: ${why}`);
     this.backend = tf.backend() as unknown as WebGPUBackendLike;
     this.engine = new Engine(this.backend.device);
