@@ -112,31 +112,42 @@ function softplus(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => tf.add(tf.relu(x), tf.log1p(tf.exp(tf.neg(tf.abs(x))))));
 }
 
-/** Mamba-1 / Falcon-Mamba mixer (MambaMixer.slow_forward). h [B, L, hidden] → [B, L, hidden]. */
+/**
+ * Mamba-1 / Falcon-Mamba mixer (MambaMixer.slow_forward). h [B, L, hidden] → [B, L, hidden].
+ * With opts.fused (webgpu inference) conv+SiLU and the gate read in_proj's output in place, and the
+ * Δ bias and softplus are one kernel; the math is the same.
+ */
 export function mamba1Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions = {}): MixerResult {
   const Din = c.intermediateSize;
   const N = c.stateSize;
   const R = c.timeStepRank!;
+  const fused = (opts.fused ?? false) && fusedAvailable();
   let internals: ScanInternals | undefined;
-  if (opts.fused && fusedAvailable()) return mamba1MixerFused(c, p, h, opts);
   const out = tf.tidy(() => {
+    const [Bsz, L] = h.shape;
     const proj = projection(h, p, 'mixer.in_proj');
-    const [xr, gate] = tf.split(proj, [Din, Din], 2) as [tf.Tensor3D, tf.Tensor3D];
-    const u = convSilu(xr, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
+    const convW = p['mixer.conv1d.weight']!, convB = p['mixer.conv1d.bias'];
+    const u = fused ? convSiluFused(proj, 0, Din, convW, convB) : convSilu(proj.slice([0, 0, 0], [Bsz, L, Din]), convW, convB);
     const ssm = projection(u, p, 'mixer.x_proj', false);
     let [dt, Bm, Cm] = tf.split(ssm, [R, N, N], 2) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
     if (c.arch === 'falcon_mamba') {
       // Falcon-Mamba: weight-free RMS norms on B, C and the Δ projection input.
       const eps = c.mixerRmsEps ?? 1e-6;
-      Bm = rmsNorm(Bm, undefined, eps) as tf.Tensor3D;
-      Cm = rmsNorm(Cm, undefined, eps) as tf.Tensor3D;
-      dt = rmsNorm(dt, undefined, eps) as tf.Tensor3D;
+      const norm = fused ? rmsNormFused : rmsNorm;
+      Bm = norm(Bm, undefined, eps) as tf.Tensor3D;
+      Cm = norm(Cm, undefined, eps) as tf.Tensor3D;
+      dt = norm(dt, undefined, eps) as tf.Tensor3D;
     }
-    const delta = softplus(projection(dt, p, 'mixer.dt_proj')) as tf.Tensor3D;
+    const delta = (fused ? softplusFused(projection(dt, p, 'mixer.dt_proj', false), 0, Din, p['mixer.dt_proj.bias']) : softplus(projection(dt, p, 'mixer.dt_proj'))) as tf.Tensor3D;
     const A = layerA(p, opts.aParam) as tf.Tensor2D;
     const D = p['mixer.D']! as tf.Tensor1D;
     const y = selectiveScan(u, delta, A, Bm, Cm, D);
-    const gated = tf.mul(y, tf.mul(gate, tf.sigmoid(gate)));
+    let gated: tf.Tensor;
+    if (fused) gated = rowNorm(y, Din, [Bsz, L, Din], { norm: false, z: proj, zStride: 2 * Din, zOffset: Din });
+    else {
+      const gate = proj.slice([0, 0, Din], [Bsz, L, Din]);
+      gated = tf.mul(y, tf.mul(gate, tf.sigmoid(gate)));
+    }
     if (opts.internals) {
       internals = { x: u, delta, A, B: Bm, C: Cm, D: tf.clone(D) };
       for (const t of Object.values(internals)) tf.keep(t);
@@ -147,79 +158,9 @@ export function mamba1Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
 }
 
 /**
- * mamba1Mixer with the fused WebGPU kernels: conv+SiLU and the gate read in_proj's output in place,
- * the Δ bias and softplus are one kernel.
+ * Mamba-2 mixer (Mamba2Mixer.torch_forward, gated RMSNorm per group as in mamba_ssm). With
+ * opts.fused: conv+SiLU, softplus+clip and gate+group RMSNorm+weight as fused kernels.
  */
-function mamba1MixerFused(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions): MixerResult {
-  const Din = c.intermediateSize;
-  const N = c.stateSize;
-  const R = c.timeStepRank!;
-  let internals: ScanInternals | undefined;
-  const out = tf.tidy(() => {
-    const [Bsz, L] = h.shape;
-    const proj = projection(h, p, 'mixer.in_proj');
-    const u = convSiluFused(proj, 0, Din, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
-    const ssm = projection(u, p, 'mixer.x_proj', false);
-    let [dt, Bm, Cm] = tf.split(ssm, [R, N, N], 2) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
-    if (c.arch === 'falcon_mamba') {
-      const eps = c.mixerRmsEps ?? 1e-6;
-      Bm = rmsNormFused(Bm, undefined, eps) as tf.Tensor3D;
-      Cm = rmsNormFused(Cm, undefined, eps) as tf.Tensor3D;
-      dt = rmsNormFused(dt, undefined, eps) as tf.Tensor3D;
-    }
-    const dtp = projection(dt, p, 'mixer.dt_proj', false);
-    const delta = softplusFused(dtp, 0, Din, p['mixer.dt_proj.bias']);
-    const A = layerA(p, opts.aParam) as tf.Tensor2D;
-    const D = p['mixer.D']! as tf.Tensor1D;
-    const y = selectiveScan(u, delta, A, Bm, Cm, D);
-    const gated = rowNorm(y, Din, [Bsz, L, Din], { norm: false, z: proj, zStride: 2 * Din, zOffset: Din });
-    if (opts.internals) {
-      internals = { x: u, delta, A, B: Bm, C: Cm, D: tf.clone(D) };
-      for (const t of Object.values(internals)) tf.keep(t);
-    }
-    return projection(gated, p, 'mixer.out_proj');
-  });
-  return { out, internals };
-}
-
-/** mamba2Mixer with the fused WebGPU kernels (conv+SiLU, softplus+clip, gate+group RMSNorm+weight). */
-function mamba2MixerFused(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions): MixerResult {
-  const Din = c.intermediateSize;
-  const N = c.stateSize;
-  const H = c.numHeads!;
-  const P = c.headDim!;
-  const G = c.nGroups ?? 1;
-  const convDim = Din + 2 * G * N;
-  let internals: ScanInternals | undefined;
-  const out = tf.tidy(() => {
-    const [Bsz, L] = h.shape;
-    const proj = projection(h, p, 'mixer.in_proj');
-    const width = proj.shape[2];
-    const dMlp = (width - 2 * Din - 2 * G * N - H) / 2;
-    const zOff = 2 * dMlp;
-    const xOff = zOff + Din;
-    const dtOff = xOff + convDim;
-    const xBC = convSiluFused(proj, xOff, convDim, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
-    const [x, Bm, Cm] = tf.split(xBC, [Din, G * N, G * N], 2);
-    const [lo, hi] = c.timeStepLimit ?? [0, Infinity];
-    const delta = softplusFused(proj, dtOff, H, p['mixer.dt_bias'], lo > 0 || hi < Infinity ? [lo, hi] : undefined);
-    const A = layerA(p, opts.aParam) as tf.Tensor1D;
-    const D = p['mixer.D']! as tf.Tensor1D;
-    const x4 = x.reshape([Bsz, L, H, P]) as tf.Tensor4D;
-    const B4 = Bm.reshape([Bsz, L, G, N]) as tf.Tensor4D;
-    const C4 = Cm.reshape([Bsz, L, G, N]) as tf.Tensor4D;
-    const y = ssdScan(x4, delta, A, B4, C4, D);
-    const yn = rowNorm(y, Din, [Bsz, L, Din], { xStride: Din, z: proj, zStride: width, zOffset: zOff, groups: G, eps: c.layerNormEpsilon, weight: p['mixer.norm.weight'] });
-    if (opts.internals) {
-      internals = { x: x4, delta, A, B: B4, C: C4, D: tf.clone(D) } as ScanInternals;
-      for (const t of Object.values(internals)) tf.keep(t);
-    }
-    return projection(yn, p, 'mixer.out_proj');
-  });
-  return { out, internals };
-}
-
-/** Mamba-2 mixer (Mamba2Mixer.torch_forward, gated RMSNorm per group as in mamba_ssm). */
 export function mamba2Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts: MixerOptions = {}): MixerResult {
   const Din = c.intermediateSize;
   const N = c.stateSize;
@@ -227,29 +168,43 @@ export function mamba2Mixer(c: MambaConfig, p: LayerParams, h: tf.Tensor3D, opts
   const P = c.headDim!;
   const G = c.nGroups ?? 1;
   const convDim = Din + 2 * G * N;
+  const fused = (opts.fused ?? false) && fusedAvailable();
   let internals: ScanInternals | undefined;
-  if (opts.fused && fusedAvailable()) return mamba2MixerFused(c, p, h, opts);
   const out = tf.tidy(() => {
     const [Bsz, L] = h.shape;
     const proj = projection(h, p, 'mixer.in_proj');
-    const dMlp = (proj.shape[2] - 2 * Din - 2 * G * N - H) / 2;
-    const parts = tf.split(proj, [dMlp, dMlp, Din, convDim, H].filter((_, i) => i >= 2 || dMlp > 0), 2);
-    const [gate, xBCraw, dtRaw] = parts.slice(-3) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
-    const xBC = convSilu(xBCraw, p['mixer.conv1d.weight']!, p['mixer.conv1d.bias']);
+    const width = proj.shape[2];
+    // in_proj packs [d_mlp, d_mlp, z (Din), xBC (convDim), dt (H)].
+    const dMlp = (width - 2 * Din - 2 * G * N - H) / 2;
+    const zOff = 2 * dMlp;
+    const xOff = zOff + Din;
+    const dtOff = xOff + convDim;
+    const cols = (off: number, n: number) => proj.slice([0, 0, off], [Bsz, L, n]);
+    const convW = p['mixer.conv1d.weight']!, convB = p['mixer.conv1d.bias'];
+    const xBC = fused ? convSiluFused(proj, xOff, convDim, convW, convB) : convSilu(cols(xOff, convDim), convW, convB);
     const [x, Bm, Cm] = tf.split(xBC, [Din, G * N, G * N], 2);
-    let delta = softplus(tf.add(dtRaw, p['mixer.dt_bias']!)) as tf.Tensor3D;
     const [lo, hi] = c.timeStepLimit ?? [0, Infinity];
-    if (lo > 0 || hi < Infinity) delta = tf.clipByValue(delta, lo, hi === Infinity ? 3.4e38 : hi);
+    const limited = lo > 0 || hi < Infinity;
+    let delta: tf.Tensor3D;
+    if (fused) delta = softplusFused(proj, dtOff, H, p['mixer.dt_bias'], limited ? [lo, hi] : undefined);
+    else {
+      delta = softplus(tf.add(cols(dtOff, H), p['mixer.dt_bias']!)) as tf.Tensor3D;
+      if (limited) delta = tf.clipByValue(delta, lo, hi === Infinity ? 3.4e38 : hi);
+    }
     const A = layerA(p, opts.aParam) as tf.Tensor1D;
     const D = p['mixer.D']! as tf.Tensor1D;
     const x4 = x.reshape([Bsz, L, H, P]) as tf.Tensor4D;
     const B4 = Bm.reshape([Bsz, L, G, N]) as tf.Tensor4D;
     const C4 = Cm.reshape([Bsz, L, G, N]) as tf.Tensor4D;
-    const y = ssdScan(x4, delta, A, B4, C4, D).reshape([Bsz, L, Din]);
-    // MambaRMSNormGated: y · silu(z), then RMS-normalise each group of Din/G channels.
-    const g = tf.mul(y, tf.mul(gate, tf.sigmoid(gate))).reshape([Bsz, L, G, Din / G]);
-    const normed = rmsNorm(g, undefined, c.layerNormEpsilon).reshape([Bsz, L, Din]);
-    const yn = tf.mul(normed, p['mixer.norm.weight']!);
+    const y = ssdScan(x4, delta, A, B4, C4, D);
+    let yn: tf.Tensor;
+    if (fused) yn = rowNorm(y, Din, [Bsz, L, Din], { xStride: Din, z: proj, zStride: width, zOffset: zOff, groups: G, eps: c.layerNormEpsilon, weight: p['mixer.norm.weight'] });
+    else {
+      // MambaRMSNormGated: y · silu(z), then RMS-normalise each group of Din/G channels.
+      const gate = cols(zOff, Din);
+      const g = tf.mul(y.reshape([Bsz, L, Din]), tf.mul(gate, tf.sigmoid(gate))).reshape([Bsz, L, G, Din / G]);
+      yn = tf.mul(rmsNorm(g, undefined, c.layerNormEpsilon).reshape([Bsz, L, Din]), p['mixer.norm.weight']!);
+    }
     if (opts.internals) {
       internals = { x: x4, delta, A, B: B4, C: C4, D: tf.clone(D) } as ScanInternals;
       for (const t of Object.values(internals)) tf.keep(t);
