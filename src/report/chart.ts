@@ -15,16 +15,21 @@ export interface Series {
   emphasis?: boolean;
 }
 
-export interface LineChartSpec {
-  x: number[];
-  series: Series[];
+/** What every chart has: labels, an optional y range, a size. */
+export interface ChartFrameSpec {
   title: string;
   xLabel: string;
   yLabel: string;
-  /** Default: [min(0, data), max(1, data)]. */
   yRange?: [number, number];
   width?: number;
   height?: number;
+}
+
+export interface LineChartSpec extends ChartFrameSpec {
+  x: number[];
+  series: Series[];
+  /** Default: [min(0, data), max(1, data)] widened to whole ticks. */
+  yRange?: [number, number];
 }
 
 export interface Frame { cv: Canvas; px: (x: number) => number; py: (y: number) => number; left: number; top: number; w: number; h: number }

@@ -3,7 +3,7 @@
  * accuracy against evaluation length over seeds, or mean loss curves. Drawn on the same raw
  * canvas as chart.ts (pixels + an SVG text overlay, encoded by sharp).
  */
-import { frame, SERIES_COLORS, tickRange } from './chart.js';
+import { frame, SERIES_COLORS, tickRange, type ChartFrameSpec } from './chart.js';
 import type { RGB } from './colormap.js';
 
 const MORE_COLORS: readonly RGB[] = [...SERIES_COLORS, [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
@@ -17,15 +17,10 @@ export interface BandSeries {
   color?: RGB;
 }
 
-export interface BandChartSpec {
+export interface BandChartSpec extends ChartFrameSpec {
   series: BandSeries[];
-  title: string;
-  xLabel: string;
-  yLabel: string;
   /** Default: the data's range widened to whole ticks. */
   yRange?: [number, number];
-  width?: number;
-  height?: number;
   /** Draw a marker at each point (default: when a series has at most 64 points). */
   markers?: boolean;
 }

@@ -7,10 +7,7 @@
  * exponent ≤ 0, as the other implementations do.
  */
 import * as tf from '@tensorflow/tfjs';
-import { runProgram, WG_INDEX } from './fused-webgpu.js';
-import { grid } from './webgpu-program.js';
-
-const WG = 256;
+import { flatProgram, runProgram } from './fused-webgpu.js';
 
 export interface AttentionMapsTf {
   attention: tf.Tensor3D;
@@ -67,19 +64,7 @@ export function attentionSummariesWebGPU(kind: 'mamba1' | 'mamba2', delta: tf.Te
         }
         att = att / f32(uniforms.chans);
         dec = dec / f32(uniforms.chans * ${N});`;
-  const program = {
-    variableNames: ['S', 'Dl', 'A', 'Bm', 'C'],
-    outputShape: [3, Bsz, L, L],
-    shaderKey: `mimetic_attnmaps_${kind}_${N}_${G}`,
-    dispatchLayout: { x: [0] },
-    dispatch: grid(Math.ceil(pairs / WG)),
-    workgroupSize: [WG, 1, 1] as [number, number, number],
-    uniforms: 'pairs : i32, seqLen : i32, chans : i32,',
-    size: false,
-    getUserCode: () => `
-      fn main(index0 : i32) {
-        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
-        if (index >= uniforms.pairs) { return; }
+  const program = flatProgram(`mimetic_attnmaps_${kind}_${N}_${G}`, ['S', 'Dl', 'A', 'Bm', 'C'], [3, Bsz, L, L], pairs, 'seqLen : i32, chans : i32,', `
         let L = uniforms.seqLen;
         let s = index % L;
         let bt = index / L;          // b * L + t
@@ -87,8 +72,8 @@ export function attentionSummariesWebGPU(kind: 'mamba1' | 'mamba2', delta: tf.Te
         let bs0 = bt - t + s;        // b * L + s
         if (s > t) {
           setOutputAtIndex(index, 0.0);
-          setOutputAtIndex(index + uniforms.pairs, 0.0);
-          setOutputAtIndex(index + 2 * uniforms.pairs, 0.0);
+          setOutputAtIndex(index + uniforms.total, 0.0);
+          setOutputAtIndex(index + 2 * uniforms.total, 0.0);
           return;
         }
         let to = bt * uniforms.chans;
@@ -97,10 +82,8 @@ export function attentionSummariesWebGPU(kind: 'mamba1' | 'mamba2', delta: tf.Te
         var dec = 0.0;
         ${body}
         setOutputAtIndex(index, att);
-        setOutputAtIndex(index + uniforms.pairs, dec);
-        setOutputAtIndex(index + 2 * uniforms.pairs, qk);
-      }`,
-  };
+        setOutputAtIndex(index + uniforms.total, dec);
+        setOutputAtIndex(index + 2 * uniforms.total, qk);`);
   return tf.tidy(() => {
     const S = tf.cumsum(delta, 1);
     const u = [pairs, L, ch].map((v) => ({ type: 'int32' as const, data: [v] }));

@@ -128,6 +128,29 @@ export function rmsNormFused(x: tf.Tensor, w: tf.Tensor | undefined, eps: number
 const WG = 256;
 
 /**
+ * A program with one thread per element `index` < `total` (the first uniform, declared here):
+ * `body` runs inside main with `index` in range; `prelude` holds helper functions.
+ */
+export function flatProgram(shaderKey: string, variableNames: string[], outputShape: number[], total: number, uniforms: string, body: string, prelude = ''): Program {
+  return {
+    variableNames,
+    outputShape,
+    shaderKey,
+    dispatchLayout: { x: [0] },
+    dispatch: grid(Math.ceil(total / WG)),
+    workgroupSize: [WG, 1, 1],
+    uniforms: `total : i32, ${uniforms}`,
+    size: false,
+    getUserCode: () => `${prelude}
+      fn main(index0 : i32) {
+        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
+        if (index >= uniforms.total) { return; }
+        ${body}
+      }`,
+  };
+}
+
+/**
  * Depthwise causal conv1d + bias + SiLU over columns [off, off + C) of x [B, L, stride]: the
  * channels of in_proj's output that feed the conv. w [C, 1, K], b [C] → [B, L, C].
  */
@@ -135,20 +158,7 @@ export function convSiluFused(x: tf.Tensor3D, off: number, C: number, w: tf.Tens
   const [B, L, stride] = x.shape;
   const K = w.shape[2]!;
   const total = B * L * C;
-  const program: Program = {
-    variableNames: ['X', 'Wc', ...(b ? ['Bc'] : [])],
-    outputShape: [B, L, C],
-    shaderKey: `mimetic_convsilu_${K}_${!!b}`,
-    dispatchLayout: { x: [0] },
-    dispatch: grid(Math.ceil(total / WG)),
-    workgroupSize: [WG, 1, 1],
-    uniforms: 'total : i32, seqLen : i32, chans : i32, xStride : i32, xOff : i32,',
-    size: false,
-    getUserCode: () => `
-      ${WGSL_ACTIVATIONS}
-      fn main(index0 : i32) {
-        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
-        if (index >= uniforms.total) { return; }
+  const program = flatProgram(`mimetic_convsilu_${K}_${!!b}`, ['X', 'Wc', ...(b ? ['Bc'] : [])], [B, L, C], total, 'seqLen : i32, chans : i32, xStride : i32, xOff : i32,', `
         let c = index % uniforms.chans;
         let bt = index / uniforms.chans;
         let t = bt % uniforms.seqLen;
@@ -157,9 +167,7 @@ export function convSiluFused(x: tf.Tensor3D, off: number, C: number, w: tf.Tens
           let tt = t - ${K - 1} + k;
           if (tt >= 0) { acc = acc + X[(bt - t + tt) * uniforms.xStride + uniforms.xOff + c] * Wc[c * ${K} + k]; }
         }
-        setOutputAtIndex(index, silu(acc));
-      }`,
-  };
+        setOutputAtIndex(index, silu(acc));`, WGSL_ACTIVATIONS);
   return runProgram(program, [x, w, ...(b ? [b] : [])], [i32(total), i32(L), i32(C), i32(stride), i32(off)]) as tf.Tensor3D;
 }
 
@@ -170,28 +178,13 @@ export function convSiluFused(x: tf.Tensor3D, off: number, C: number, w: tf.Tens
 export function softplusFused(x: tf.Tensor3D, off: number, C: number, bias?: tf.Tensor, clip?: [number, number]): tf.Tensor3D {
   const [B, L, stride] = x.shape;
   const total = B * L * C;
-  const program: Program = {
-    variableNames: ['X', ...(bias ? ['Bias'] : [])],
-    outputShape: [B, L, C],
-    shaderKey: `mimetic_softplus_${!!bias}_${!!clip}`,
-    dispatchLayout: { x: [0] },
-    dispatch: grid(Math.ceil(total / WG)),
-    workgroupSize: [WG, 1, 1],
-    uniforms: 'total : i32, chans : i32, xStride : i32, xOff : i32, lo : f32, hi : f32,',
-    size: false,
-    getUserCode: () => `
-      ${WGSL_ACTIVATIONS}
-      fn main(index0 : i32) {
-        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
-        if (index >= uniforms.total) { return; }
+  const program = flatProgram(`mimetic_softplus_${!!bias}_${!!clip}`, ['X', ...(bias ? ['Bias'] : [])], [B, L, C], total, 'chans : i32, xStride : i32, xOff : i32, lo : f32, hi : f32,', `
         let c = index % uniforms.chans;
         let r = index / uniforms.chans;
         let v = X[r * uniforms.xStride + uniforms.xOff + c]${bias ? ' + Bias[c]' : ''};
         var sp = softplus(v);
         ${clip ? 'sp = min(max(sp, uniforms.lo), uniforms.hi);' : ''}
-        setOutputAtIndex(index, sp);
-      }`,
-  };
+        setOutputAtIndex(index, sp);`, WGSL_ACTIVATIONS);
   const [lo, hi] = clip ?? [0, 0];
   return runProgram(program, [x, ...(bias ? [bias] : [])], [i32(total), i32(C), i32(stride), i32(off), f32(lo), f32(Math.min(hi, 3.4e38))]) as tf.Tensor3D;
 }
@@ -206,20 +199,7 @@ function convGradPre(x: tf.Tensor3D, w: tf.Tensor, b: tf.Tensor | undefined, dy:
   const [B, L, C] = x.shape;
   const K = w.shape[2]!;
   const total = B * L * C;
-  const program: Program = {
-    variableNames: ['X', 'Wc', 'Dy', ...(b ? ['Bc'] : [])],
-    outputShape: [B, L, C],
-    shaderKey: `mimetic_convsilu_gpre_${K}_${!!b}`,
-    dispatchLayout: { x: [0] },
-    dispatch: grid(Math.ceil(total / WG)),
-    workgroupSize: [WG, 1, 1],
-    uniforms: 'total : i32, seqLen : i32, chans : i32,',
-    size: false,
-    getUserCode: () => `
-      ${WGSL_ACTIVATIONS}
-      fn main(index0 : i32) {
-        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
-        if (index >= uniforms.total) { return; }
+  const program = flatProgram(`mimetic_convsilu_gpre_${K}_${!!b}`, ['X', 'Wc', 'Dy', ...(b ? ['Bc'] : [])], [B, L, C], total, 'seqLen : i32, chans : i32,', `
         let c = index % uniforms.chans;
         let bt = index / uniforms.chans;
         let t = bt % uniforms.seqLen;
@@ -228,9 +208,7 @@ function convGradPre(x: tf.Tensor3D, w: tf.Tensor, b: tf.Tensor | undefined, dy:
           let tt = t - ${K - 1} + k;
           if (tt >= 0) { pre = pre + X[(bt - t + tt) * uniforms.chans + c] * Wc[c * ${K} + k]; }
         }
-        setOutputAtIndex(index, Dy[index] * dsilu(pre));
-      }`,
-  };
+        setOutputAtIndex(index, Dy[index] * dsilu(pre));`, WGSL_ACTIVATIONS);
   return runProgram(program, [x, w, dy, ...(b ? [b] : [])], [i32(total), i32(L), i32(C)]) as tf.Tensor3D;
 }
 
@@ -238,19 +216,7 @@ function convGradX(gpre: tf.Tensor3D, w: tf.Tensor): tf.Tensor3D {
   const [B, L, C] = gpre.shape;
   const K = w.shape[2]!;
   const total = B * L * C;
-  const program: Program = {
-    variableNames: ['G', 'Wc'],
-    outputShape: [B, L, C],
-    shaderKey: `mimetic_convsilu_gx_${K}`,
-    dispatchLayout: { x: [0] },
-    dispatch: grid(Math.ceil(total / WG)),
-    workgroupSize: [WG, 1, 1],
-    uniforms: 'total : i32, seqLen : i32, chans : i32,',
-    size: false,
-    getUserCode: () => `
-      fn main(index0 : i32) {
-        let index = ${WG_INDEX} * ${WG} + i32(localId.x);
-        if (index >= uniforms.total) { return; }
+  const program = flatProgram(`mimetic_convsilu_gx_${K}`, ['G', 'Wc'], [B, L, C], total, 'seqLen : i32, chans : i32,', `
         let c = index % uniforms.chans;
         let bt = index / uniforms.chans;
         let t = bt % uniforms.seqLen;
@@ -259,9 +225,7 @@ function convGradX(gpre: tf.Tensor3D, w: tf.Tensor): tf.Tensor3D {
           let tt = t + ${K - 1} - k;
           if (tt < uniforms.seqLen) { acc = acc + G[(bt - t + tt) * uniforms.chans + c] * Wc[c * ${K} + k]; }
         }
-        setOutputAtIndex(index, acc);
-      }`,
-  };
+        setOutputAtIndex(index, acc);`);
   return runProgram(program, [gpre, w], [i32(total), i32(L), i32(C)]) as tf.Tensor3D;
 }
 
