@@ -50,7 +50,7 @@ export class Engine {
   readonly buffers = {} as Record<BufName, GPUBuffer>;
   readonly sizes = {} as Record<BufName, number>;
   private readonly borrowed = new Set<BufName>();
-  private readonly pipelines = new Map<string, any>();
+  private readonly pipelines: Map<string, any>;
   private readonly layout: any;
   private readonly pipelineLayout: any;
   private uniformBytes = new ArrayBuffer(SLOT * 64);
@@ -60,11 +60,19 @@ export class Engine {
   private readonly lists = new Map<string, Op[]>();
   private current: Op[] | null = null;
 
-  constructor(readonly device: GPUDevice) {
+  /** `like`: an engine on the same device whose layout and compiled pipelines this one reuses. */
+  constructor(readonly device: GPUDevice, like?: Engine) {
+    if (like && like.device === device) {
+      this.layout = like.layout;
+      this.pipelineLayout = like.pipelineLayout;
+      this.pipelines = like.pipelines;
+      return;
+    }
     const entries: any[] = [{ binding: 0, visibility: COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: FIELDS * 4 } }];
     for (const b of Object.values(BINDING)) entries.push({ binding: b, visibility: COMPUTE, buffer: { type: 'storage' } });
     this.layout = device.createBindGroupLayout({ entries });
     this.pipelineLayout = device.createPipelineLayout({ bindGroupLayouts: [this.layout] });
+    this.pipelines = new Map();
   }
 
   /** Allocate buffer `name` of `elements` 4-byte elements (zero-filled by WebGPU). */

@@ -79,7 +79,7 @@ export class CompiledStep {
     const why = compiledStepUnsupported(model.config, params);
     if (why) throw new Error(`compiled step: ${why}`);
     this.backend = tf.backend() as unknown as WebGPUBackendLike;
-    this.engine = new Engine(this.backend.device);
+    this.engine = new Engine(this.backend.device, share?.engine);
     this.T = batch * L;
     let off = 0;
     for (const [k, v] of params) {
@@ -200,8 +200,8 @@ export class CompiledStep {
     const APART = this.reg('APART', B * Q * (m2 ? 1 : N)), DPART = this.reg('DPART', B * Q);
     const MASK = this.reg('MASK', T), SCALE = this.reg('SCALE', 1), ONE = this.reg('ONE', 1);
     const LOSS = this.reg('LOSS', 1), NORM = this.reg('NORM', 1), HP = this.reg('HP', 12);
-    this.reg('LOSSHIST', RING);
-    this.reg('GNHIST', RING);
+    // Rings of the last RING steps' loss and gradient norm, side by side: read back in one copy.
+    const HIST = this.reg('HIST', 2 * RING);
     const DECAY = this.reg('DECAY', this.nParams);
     const adamChunks = Math.min(1024, Math.ceil(this.nParams / 2048));
     const ADAMPART = this.reg('ADAMPART', adamChunks);
@@ -255,7 +255,7 @@ export class CompiledStep {
     e.op(K.normFwd(false), { rows: T, n: D, groups: 1, xOff: Hs[nL]!, xRs: D, zOff: 0, zRs: 0, gOff: 0, outOff: HN, outRs: D, rstdOff: RSTDF, wOff: this.p(NORM_F), eps }, grid(T));
     this.mm(X(HN, D), Pw(head, 1, D), Xo(LOGITS, V), T, V, D);
     e.op(K.crossEntropy, { rows: T, V, logOff: LOGITS, dOff: DLOG, lossOff: ROWLOSS, tgtOff: this.iOff.targets!, maskOff: MASK, scaleOff: SCALE }, grid(T));
-    e.op(K.sumTo, { n: T, srcOff: ROWLOSS, dstOff: this.r.LOSSHIST!, slotOff: this.iOff.slot!, scaleOff: SCALE, root: 0, copyOff: LOSS }, [1, 1, 1]);
+    e.op(K.sumTo, { n: T, srcOff: ROWLOSS, dstOff: HIST, slotOff: this.iOff.slot!, scaleOff: SCALE, root: 0, copyOff: LOSS }, [1, 1, 1]);
 
     // Backward.
     this.mm(X(DLOG, 1, V), X(HN, D), Go(head, D), V, D, T);
@@ -309,7 +309,7 @@ export class CompiledStep {
     // ---------------------------------------------------------------- AdamW
     e.begin('adam');
     e.op(K.adamSumsq, { n: this.nParams, chunk: Math.ceil(this.nParams / adamChunks), partOff: ADAMPART }, grid(adamChunks));
-    e.op(K.sumTo, { n: adamChunks, srcOff: ADAMPART, dstOff: this.r.GNHIST!, slotOff: this.iOff.slot!, scaleOff: ONE, root: 1, copyOff: NORM }, [1, 1, 1]);
+    e.op(K.sumTo, { n: adamChunks, srcOff: ADAMPART, dstOff: HIST + RING, slotOff: this.iOff.slot!, scaleOff: ONE, root: 1, copyOff: NORM }, [1, 1, 1]);
     e.op(K.adamUpdate, { n: this.nParams, hpOff: HP, normOff: NORM, decayOff: DECAY }, elem(this.nParams));
 
     for (const b of ['P', 'G', 'M', 'V'] as const) if (!e.buffers[b]) e.alloc(b, this.nParams);
@@ -368,11 +368,9 @@ export class CompiledStep {
 
   /** Losses and gradient norms of ring slots [from, from + n) (waits for the GPU). */
   async history(from: number, n: number): Promise<{ loss: number[]; gradNorm: number[] }> {
-    const read = async (name: string) => {
-      const all = await this.engine.read('X', this.r[name]!, RING);
-      return Array.from({ length: n }, (_, i) => all[(from + i) % RING]!);
-    };
-    return { loss: await read('LOSSHIST'), gradNorm: await read('GNHIST') };
+    const both = await this.engine.read('X', this.r.HIST!, 2 * RING);
+    const pick = (base: number) => Array.from({ length: n }, (_, i) => both[base + ((from + i) % RING)]!);
+    return { loss: pick(0), gradNorm: pick(RING) };
   }
 
   /** A gradient as computed by the last forwardBackward (tests). */
