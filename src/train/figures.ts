@@ -163,10 +163,14 @@ export function ablation(s: SweepSummary): Ablation | null {
   const facets: string[] = [];
   const sizes = [...new Set(gs.flatMap((g) => Object.values(g.final).map((v) => v.size)))];
   const double = sizes.length ? sizes.reduce((a, b) => (Math.abs(b - 2 * t) < Math.abs(a - 2 * t) ? b : a)) : null;
-  for (const g of gs) {
-    const o = groupOptions(s, g);
+  // Facets: the architecture and whatever else varies across the groups besides the init.
+  const initKeys = new Set(['init', 'mimetic', 'lr', 'seed']);
+  const opts = gs.map((g) => groupOptions(s, g));
+  const varying = [...new Set(opts.flatMap((o) => Object.keys(o)))].filter((k) => !initKeys.has(k) && new Set(opts.map((o) => JSON.stringify(o[k]))).size > 1);
+  for (const [gi, g] of gs.entries()) {
+    const o = opts[gi]!;
     const parts = order(mimeticSubset(o)).map((i) => MIMETIC_PARTS[i]!);
-    const facet = String(o.arch ?? 'model');
+    const facet = varying.length ? varying.map((k) => (k === 'arch' ? String(o[k]) : `${k}=${String(o[k])}`)).join(',') : String(o.arch ?? 'model');
     if (!facets.includes(facet)) facets.push(facet);
     const key = parts.join('+');
     const row = rows.get(key) ?? { parts, name: subsetName(parts), cells: {} };
