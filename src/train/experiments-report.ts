@@ -154,6 +154,8 @@ export async function writeExperimentsReport(dirs: string[], out: string, title 
         ];
         for (const b of bars) {
           const series = ab.facets.map((f) => ({ name: f, x: ab.rows.map((r) => r.name), y: ab.rows.map((r) => b.pick(r.cells[f])?.mean ?? NaN), err: ab.rows.map((r) => b.pick(r.cells[f])?.std ?? 0) }));
+          // Summaries from before character accuracy was recorded have nothing for the second chart.
+          if (series.every((x) => x.y.every((y) => !Number.isFinite(y)))) continue;
           const file = pre + b.file;
           fs.writeFileSync(path.join(tmp, file), await renderBarChart({ categories: ab.rows.map((r) => r.name), series: series.map((x) => ({ name: x.name, values: x.y, err: x.err })), title: b.title, xLabel: '', yLabel: b.yLabel, yRange: [0, 1] }));
           sec.figures.push({ file, title: b.title, kind: 'bar', xLabel: 'mimetic parts', yLabel: b.yLabel, series });

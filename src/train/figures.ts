@@ -4,7 +4,7 @@
  * Every function returns the plotted numbers; the caller renders and records them.
  */
 import { parseMimeticParts, MIMETIC_PARTS } from '../model/init.js';
-import type { CurveStat, GroupPoint, GroupSummary, Stat, SweepSummary } from './sweep-report.js';
+import type { GroupPoint, GroupSummary, Stat, SweepSummary } from './sweep-report.js';
 
 /** What a copy accuracy is over: whole strings, characters; MQAR: queries. */
 export type Measure = 'string' | 'char' | 'query';
@@ -182,4 +182,3 @@ export function ablation(s: SweepSummary): Ablation | null {
   return { trainedSize: t, doubleSize: double, facets, rows: sorted };
 }
 
-export type { CurveStat };
