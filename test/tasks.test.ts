@@ -4,6 +4,7 @@ import { Rng } from '../src/util/rng.js';
 import { UserError } from '../src/util/errors.js';
 import { BOS, CopyTask, EOS, FIRST_LETTER, PAD, SEP, copyText } from '../src/tasks/copy.js';
 import { MqarTask } from '../src/tasks/mqar.js';
+import { generalisationLengths, longestAtLeast } from '../src/tasks/common.js';
 
 test('copy: packed training rows are `$ s | s .` back to back, mask on the copy and the final dot', () => {
   const task = new CopyTask({ alphabet: 5, minLen: 2, maxLen: 6, context: 40, evalLengths: [] });
@@ -79,6 +80,63 @@ test('copy: eval scoring — a perfect predictor scores 1, a wrong one 0, one wr
   const prompt = Int32Array.from(b.targets);
   for (let r = 0; r < 16; r++) for (let t = 0; t <= 4; t++) prompt[r * 11 + t] = 0;
   assert.equal(task.score(spec, b, prompt).accuracy, 1);
+});
+
+test('copy: per-position and prefix curves from a predictor with errors at known positions', () => {
+  const n = 6;
+  const task = new CopyTask({ alphabet: 26, minLen: 2, maxLen: 10, context: 30, evalLengths: [n] });
+  const spec = task.evalSpecs().find((s) => s.size === n)!;
+  const R = 10;
+  const b = task.sampleEval(new Rng(3), spec, R);
+  const L = b.length;
+  assert.equal(L, 2 * n + 3);
+  const pred = Int32Array.from(b.targets);
+  // Copied letter i of row r is predicted at t = n + 1 + i (its target is the letter itself).
+  const wrong = (r: number, i: number) => { const t = r * L + n + 1 + i; pred[t] = (pred[t]! + 1 - FIRST_LETTER) % 26 + FIRST_LETTER; };
+  // Rows 0-3 miss letter 4; rows 0-1 also miss letter 1; row 5 misses the final dot only.
+  for (const r of [0, 1, 2, 3]) wrong(r, 4);
+  for (const r of [0, 1]) wrong(r, 1);
+  pred[5 * L + 2 * n + 1] = PAD;
+  const sc = task.score(spec, b, pred);
+  assert.deepEqual(sc.perPosition, [1, 0.8, 1, 1, 0.6, 1]);
+  // Strings right through letter i: rows 0-1 fail from 1 on, rows 2-3 from 4 on; the dot is not a position.
+  assert.deepEqual(sc.prefix, [1, 0.8, 0.8, 0.8, 0.6, 0.6]);
+  assert.equal(sc.charAccuracy, (60 - 6) / 60);
+  assert.equal(sc.accuracy, 5 / 10);
+  // The mean of the per-position curve is the character accuracy.
+  assert.ok(Math.abs(sc.perPosition!.reduce((a, x) => a + x, 0) / n - sc.charAccuracy!) < 1e-15);
+});
+
+test('mqar: per-query accuracy follows the queries in sequence order', () => {
+  const task = new MqarTask({ vocab: 256, contexts: [64], kvPairs: [4], powerA: 0.01, evalLengths: [], randomNonQueries: true });
+  const spec = task.evalSpecs()[0]!;
+  const b = task.sampleEval(new Rng(2), spec, 4);
+  const pred = Int32Array.from(b.targets);
+  // Break the 3rd query of every row and the 1st query of row 0.
+  for (let r = 0; r < 4; r++) {
+    const qs = [];
+    for (let t = 0; t < 64; t++) if (b.mask[r * 64 + t]) qs.push(r * 64 + t);
+    assert.equal(qs.length, 4);
+    pred[qs[2]!] = 0;
+    if (r === 0) pred[qs[0]!] = 0;
+  }
+  const sc = task.score(spec, b, pred);
+  assert.deepEqual(sc.perPosition, [0.75, 1, 0, 1]);
+  assert.equal(sc.accuracy, (2 / 4 + 3 * 3 / 4) / 4);
+});
+
+test('generalisation lengths: longest evaluated length reaching the threshold, 0 when none', () => {
+  const table = (rows: [number, number, number][]) => rows.map(([size, accuracy, charAccuracy]) => ({ size, accuracy, charAccuracy }));
+  // The issue's Mamba-2 4L mimetic row: string 0.96, 0.52, 0, 0 and char ... 0.83, 0.29.
+  assert.deepEqual(generalisationLengths(table([[50, 0.96, 0.999], [75, 0.52, 0.95], [100, 0, 0.83], [150, 0, 0.29]])), { string: 75, char: 75 });
+  // Exactly at the thresholds counts; order of the table does not matter.
+  assert.deepEqual(generalisationLengths(table([[100, 0.5, 0.9], [50, 1, 1], [200, 0.49, 0.8999]])), { string: 100, char: 100 });
+  // A longer length passing after a failing one still counts (the definition is "longest evaluated").
+  assert.deepEqual(generalisationLengths(table([[50, 0.9, 0.99], [60, 0.4, 0.88], [75, 0.6, 0.91]])), { string: 75, char: 75 });
+  assert.deepEqual(generalisationLengths(table([[50, 0.1, 0.5], [100, 0, 0.2]])), { string: 0, char: 0 });
+  // No character accuracy (MQAR-like scores): char length 0.
+  assert.deepEqual(generalisationLengths([{ size: 16, accuracy: 0.9 }]), { string: 16, char: 0 });
+  assert.equal(longestAtLeast([{ size: 10, value: NaN }, { size: 5, value: 1 }], 0.5), 5);
 });
 
 test('copy: bad options are user errors', () => {

@@ -8,6 +8,7 @@ import { register as inspect } from './inspect.js';
 import { register as score } from './score.js';
 import { register as report } from './report.js';
 import { register as sweep } from './sweep.js';
+import { register as experimentsReport } from './experiments-report.js';
 
 /** Every command's register function; each command file adds itself here. */
 export const commands: ((program: Command) => void)[] = [
@@ -20,4 +21,5 @@ export const commands: ((program: Command) => void)[] = [
   score,
   report,
   sweep,
+  experimentsReport,
 ];

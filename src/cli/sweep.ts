@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { BACKENDS } from '../model/backend.js';
 import { writeSweepReport } from '../train/sweep-report.js';
-import { parseSweepConfig, runSweep } from '../train/sweep.js';
+import { expandRuns, parseRunFilters, parseSweepConfig, runSweep } from '../train/sweep.js';
 import { UserError } from '../util/errors.js';
 import { register as registerTrain } from './train.js';
 
@@ -32,6 +32,7 @@ export function register(program: Command): void {
     .option('--slice-minutes <m>', `stop launching after m minutes and stop running children at their next step (they checkpoint); exit ${EXIT_UNFINISHED} if runs are left`)
     .option('--backend <name>', `backend for every run: ${BACKENDS.join('|')} (default: the config's, else auto)`)
     .option('--retry-failed', 'run failed runs again')
+    .option('--only <key=values>', 'run only the runs whose option (or variant name: variant=…) is one of the comma-separated values; repeat to AND several, e.g. --only variant=mamba2-default,mamba2-mimetic --only lr=0.001 (the summary still covers every run)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--report-only', 'only rebuild summary.json and the report from the run folders')
     .action(async (configFile: string, o: Record<string, unknown>) => {
       if (!fs.existsSync(configFile)) throw new UserError(`${configFile}: no such file; give a sweep config JSON (see experiments/)`);
@@ -43,6 +44,7 @@ export function register(program: Command): void {
       }
       const cfg = parseSweepConfig(raw, configFile, trainOptionNames());
       const out = o.out === undefined ? path.join('runs', cfg.name) : String(o.out);
+      const only = parseRunFilters(o.only as string[], expandRuns(cfg));
       if (o.reportOnly) {
         if (!fs.existsSync(out)) throw new UserError(`--out ${out}: no such sweep folder; run the sweep first (or give --out)`);
         const s = await writeSweepReport(cfg, out);
@@ -75,14 +77,14 @@ export function register(program: Command): void {
       process.on('SIGTERM', onSignal);
       try {
         const r = await runSweep(cfg, {
-          out, parallel, gpus, sliceMinutes: slice, backend: o.backend === undefined ? undefined : String(o.backend), retryFailed: !!o.retryFailed, signal: ac.signal,
+          out, parallel, gpus, sliceMinutes: slice, backend: o.backend === undefined ? undefined : String(o.backend), retryFailed: !!o.retryFailed, signal: ac.signal, only,
         });
-        const s = await writeSweepReport(cfg, out);
-        process.stdout.write(`${r.done}/${r.total} runs complete, ${r.failed} failed, ${r.unfinished} unfinished (${r.launched} launched this time)\nsummary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')}\n`);
+        await writeSweepReport(cfg, out);
+        process.stdout.write(`${r.done}/${r.total} ${only.length ? 'selected ' : ''}runs complete, ${r.failed} failed, ${r.unfinished} unfinished (${r.launched} launched this time)\nsummary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')}\n`);
         if (r.unfinished > 0) {
           process.stdout.write(`run the same command again to continue\n`);
           process.exitCode = EXIT_UNFINISHED;
-        } else if (s.counts.failed > 0) {
+        } else if (r.failed > 0) {
           process.exitCode = EXIT_FAILED_RUNS;
         }
       } finally {

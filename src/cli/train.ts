@@ -10,7 +10,7 @@ import { parseLengths } from '../tasks/common.js';
 import { COPY_DEFAULTS, FIRST_LETTER } from '../tasks/copy.js';
 import type { TaskOptions } from '../tasks/index.js';
 import { MQAR_DEFAULTS } from '../tasks/mqar.js';
-import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, readRunConfig, train, trainDefaults } from '../train/trainer.js';
+import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, fmtScores, readRunConfig, train, trainDefaults } from '../train/trainer.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
 import { UserError } from '../util/errors.js';
 import { addInitOptions, addModelOptions, initOptionsFrom, modelShapeFrom, numOpt } from './init.js';
@@ -188,7 +188,7 @@ export function register(program: Command): void {
           out, resume, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
           logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
         });
-        const acc = r.lastEval?.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', ') ?? 'no evaluation';
+        const acc = r.lastEval ? fmtScores(r.lastEval) : 'no evaluation';
         if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
         process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
       } finally {

@@ -42,8 +42,8 @@ export function tickRange(lo: number, hi: number): [number, number] {
 }
 
 /** Canvas, title, axis labels, grid and ticks of a chart; px / py map data to pixels. */
-export function frame(width: number, height: number, xr: [number, number], yr: [number, number], title: string, xLabel: string, yLabel: string, rightPad: number, xInt: boolean, yInt = false): Frame {
-  const left = 62, top = 32, bottom = 46;
+export function frame(width: number, height: number, xr: [number, number], yr: [number, number], title: string, xLabel: string, yLabel: string, rightPad: number, xInt: boolean, yInt = false, opts: { bottom?: number; xTicks?: boolean } = {}): Frame {
+  const left = 62, top = 32, bottom = opts.bottom ?? 46;
   const w = width - left - rightPad, h = height - top - bottom;
   const cv = new Canvas(width, height);
   const xs = xr[1] > xr[0] ? xr : [xr[0] - 0.5, xr[0] + 0.5];
@@ -56,7 +56,7 @@ export function frame(width: number, height: number, xr: [number, number], yr: [
     cv.fillRect(left - 5, py(t), 5, 1, AXIS);
     cv.text(left - 8, py(t) + 4, yl[k]!, { size: 11, anchor: 'end' });
   });
-  let xt = niceTicks(xs[0]!, xs[1]!, Math.min(10, Math.max(2, Math.round(w / 70))));
+  let xt = opts.xTicks === false ? [] : niceTicks(xs[0]!, xs[1]!, Math.min(10, Math.max(2, Math.round(w / 70))));
   if (xInt) xt = xt.filter((v) => Number.isInteger(v));
   const xl = fmtTicks(xt);
   xt.forEach((t, k) => {

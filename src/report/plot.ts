@@ -1,12 +1,13 @@
 /**
  * Multi-series line charts on a numeric x axis with optional error bands (mean ± std), e.g.
- * accuracy against evaluation length over seeds, or mean loss curves. Drawn on the same raw
- * canvas as chart.ts (pixels + an SVG text overlay, encoded by sharp).
+ * accuracy against evaluation length over seeds, or mean loss curves; and grouped bar charts with
+ * error bars over named categories (an ablation). Drawn on the same raw canvas as chart.ts
+ * (pixels + an SVG text overlay, encoded by sharp).
  */
 import { frame, SERIES_COLORS, tickRange, type ChartFrameSpec } from './chart.js';
 import type { RGB } from './colormap.js';
 
-const MORE_COLORS: readonly RGB[] = [...SERIES_COLORS, [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
+const MORE_COLORS: readonly RGB[] = [...SERIES_COLORS, [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207], [0, 0, 128], [170, 110, 40]];
 
 export interface BandSeries {
   name: string;
@@ -81,6 +82,55 @@ export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
     const ly = f.top + 8 + k * 20;
     const lx = f.left + f.w + 16;
     cv.line(lx, ly, lx + 22, ly, c, 2);
+    cv.text(lx + 28, ly + 4, s.name, { size: 12 });
+  });
+  return cv.toPng();
+}
+
+export interface BarChartSpec extends ChartFrameSpec {
+  /** One group of bars per category, labelled under the axis. */
+  categories: string[];
+  /** One bar per category per series; NaN leaves the bar out. */
+  series: { name: string; values: number[]; err?: number[]; color?: RGB }[];
+}
+
+export async function renderBarChart(spec: BarChartSpec): Promise<Buffer> {
+  const longestName = Math.max(0, ...spec.series.map((s) => s.name.length));
+  const right = Math.max(150, 44 + Math.ceil(7 * longestName));
+  // Category labels are written vertically under the axis: leave room for the longest.
+  const bottom = 40 + Math.ceil(6.5 * Math.max(1, ...spec.categories.map((c) => c.length)));
+  const width = Math.max(spec.width ?? 760, 62 + right + 22 * spec.categories.length * Math.max(1, spec.series.length));
+  const height = (spec.height ?? 300) + bottom - 46;
+  let hi = 0, lo = 0;
+  for (const s of spec.series) s.values.forEach((v, i) => { if (Number.isFinite(v)) { hi = Math.max(hi, v + (s.err?.[i] ?? 0)); lo = Math.min(lo, v - (s.err?.[i] ?? 0)); } });
+  const yr = spec.yRange ?? tickRange(lo, hi > lo ? hi : lo + 1);
+  const C = spec.categories.length;
+  const f = frame(width, height, [-0.5, C - 0.5], yr, spec.title, spec.xLabel, spec.yLabel, right, false, false, { bottom, xTicks: false });
+  const { cv, px } = f;
+  const py = (y: number) => f.py(Math.min(yr[1], Math.max(yr[0], y)));
+  const S = Math.max(1, spec.series.length);
+  const slot = (px(1) - px(0)) * 0.8 / S;
+  spec.categories.forEach((cat, ci) => {
+    cv.text(px(ci) + 4, f.top + f.h + 8, cat, { size: 11, anchor: 'end', rotate: -90 });
+    spec.series.forEach((s, k) => {
+      const v = s.values[ci]!;
+      if (!Number.isFinite(v)) return;
+      const c = s.color ?? seriesColor(k);
+      const x0 = px(ci) - (S * slot) / 2 + k * slot;
+      const y0 = py(Math.max(yr[0], 0)), y1 = py(v);
+      cv.fillRect(x0 + 1, Math.min(y0, y1), Math.max(1, slot - 2), Math.max(1, Math.abs(y0 - y1)), c);
+      const e = s.err?.[ci];
+      if (e !== undefined && e > 0) {
+        const xm = x0 + slot / 2;
+        cv.line(xm, py(v - e), xm, py(v + e), [40, 40, 40], 1.2);
+        cv.line(xm - 3, py(v - e), xm + 3, py(v - e), [40, 40, 40], 1.2);
+        cv.line(xm - 3, py(v + e), xm + 3, py(v + e), [40, 40, 40], 1.2);
+      }
+    });
+  });
+  spec.series.forEach((s, k) => {
+    const ly = f.top + 8 + k * 20, lx = f.left + f.w + 16;
+    cv.fillRect(lx, ly - 5, 22, 10, s.color ?? seriesColor(k));
     cv.text(lx + 28, ly + 4, s.name, { size: 12 });
   });
   return cv.toPng();

@@ -38,6 +38,41 @@ export interface EvalScore {
   accuracy: number;
   /** Copy only: fraction of copied characters right. */
   charAccuracy?: number;
+  /**
+   * Accuracy at each scored position, over the examples. Copy: position i of the copied string
+   * (the EOS not included). MQAR: the i-th query of an example, in sequence order.
+   */
+  perPosition?: number[];
+  /** Copy only: fraction of examples whose copied characters 0..i are all right. */
+  prefix?: number[];
+}
+
+/** Thresholds of the generalisation lengths: whole-string accuracy ≥ 0.5, character accuracy ≥ 0.9. */
+export const GEN_THRESHOLDS = { string: 0.5, char: 0.9 } as const;
+
+/** A run's generalisation lengths (copy): see generalisationLengths. */
+export interface GenLengths {
+  string: number;
+  char: number;
+}
+
+/**
+ * The longest evaluated size whose value reaches `threshold`, or 0 when none does. Any evaluated
+ * size counts, not only those below the first failure: the issue defines it as "the longest
+ * evaluated length with accuracy ≥ threshold".
+ */
+export function longestAtLeast(points: { size: number; value: number | undefined }[], threshold: number): number {
+  let best = 0;
+  for (const p of points) if (p.value !== undefined && Number.isFinite(p.value) && p.value >= threshold && p.size > best) best = p.size;
+  return best;
+}
+
+/** Copy: the longest evaluated string length with string accuracy ≥ 0.5, and with character accuracy ≥ 0.9. */
+export function generalisationLengths(scores: { size: number; accuracy: number; charAccuracy?: number }[]): GenLengths {
+  return {
+    string: longestAtLeast(scores.map((s) => ({ size: s.size, value: s.accuracy })), GEN_THRESHOLDS.string),
+    char: longestAtLeast(scores.map((s) => ({ size: s.size, value: s.charAccuracy })), GEN_THRESHOLDS.char),
+  };
 }
 
 export interface Task {

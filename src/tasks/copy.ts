@@ -118,16 +118,24 @@ export class CopyTask implements Task {
   score(spec: EvalSpec, b: Batch, predictions: Int32Array): EvalScore {
     const L = b.length, n = spec.size;
     let strings = 0, chars = 0;
+    const right = new Array<number>(n).fill(0);
+    const prefix = new Array<number>(n).fill(0);
     for (let r = 0; r < b.batch; r++) {
       let all = true;
-      // Targets at t = n+1..2n are the copied letters, t = 2n+1 is the EOS.
+      // Targets at t = n+1..2n are the copied letters (position i = t-n-1), t = 2n+1 is the EOS.
       for (let t = n + 1; t <= 2 * n + 1; t++) {
         const ok = predictions[r * L + t] === b.targets[r * L + t];
         if (!ok) all = false;
-        if (ok && t <= 2 * n) chars++;
+        if (t <= 2 * n) {
+          if (ok) { chars++; right[t - n - 1]!++; }
+          if (all) prefix[t - n - 1]!++;
+        }
       }
       if (all) strings++;
     }
-    return { key: spec.key, length: spec.length, size: n, train: spec.train, examples: b.batch, accuracy: strings / b.batch, charAccuracy: chars / (b.batch * n) };
+    return {
+      key: spec.key, length: spec.length, size: n, train: spec.train, examples: b.batch, accuracy: strings / b.batch, charAccuracy: chars / (b.batch * n),
+      perPosition: right.map((c) => c / b.batch), prefix: prefix.map((c) => c / b.batch),
+    };
   }
 }

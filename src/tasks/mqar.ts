@@ -165,15 +165,18 @@ export class MqarTask implements Task {
 
   score(spec: EvalSpec, b: Batch, predictions: Int32Array): EvalScore {
     let sum = 0;
+    // Every example of a setting has spec.size queries; the i-th in sequence order is position i.
+    const right = new Array<number>(spec.size).fill(0);
     for (let r = 0; r < b.batch; r++) {
-      let right = 0, total = 0;
+      let ok = 0, total = 0;
       for (let t = r * b.length; t < (r + 1) * b.length; t++) {
         if (!b.mask[t]) continue;
+        const hit = predictions[t] === b.targets[t];
+        if (hit) { ok++; if (total < right.length) right[total]!++; }
         total++;
-        if (predictions[t] === b.targets[t]) right++;
       }
-      sum += total ? right / total : 0;
+      sum += total ? ok / total : 0;
     }
-    return { key: spec.key, length: spec.length, size: spec.size, train: spec.train, examples: b.batch, accuracy: sum / b.batch };
+    return { key: spec.key, length: spec.length, size: spec.size, train: spec.train, examples: b.batch, accuracy: sum / b.batch, perPosition: right.map((c) => c / b.batch) };
   }
 }

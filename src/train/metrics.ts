@@ -3,7 +3,7 @@
  * so a killed run keeps its history), and a progress display (a bar on a TTY, plain lines otherwise).
  */
 import * as fs from 'node:fs';
-import type { EvalScore } from '../tasks/common.js';
+import type { EvalScore, GenLengths } from '../tasks/common.js';
 
 export interface MetricsLine {
   step: number;
@@ -17,6 +17,8 @@ export interface MetricsLine {
   error?: string;
   /** Accuracies by eval key, on evaluation steps. */
   eval?: Record<string, Omit<EvalScore, 'key'>>;
+  /** Copy, on evaluation steps: the generalisation lengths of this evaluation (tasks/common.ts). */
+  gen?: GenLengths;
 }
 
 /** Read the lines of a metrics file, skipping a torn last line (from a kill). */

@@ -1,6 +1,10 @@
-/** The run folder's small HTML report: loss curve, accuracy curves and the last accuracy table. */
+/**
+ * The run folder's small HTML report: loss curve, accuracy curves (copy: string and character),
+ * the last accuracy table with the generalisation lengths, and the last evaluation's per-position curves.
+ */
 import * as path from 'node:path';
 import { renderLineChart } from '../report/chart.js';
+import { renderBandChart, type BandSeries } from '../report/plot.js';
 import { escapeHtml } from '../report/escape.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { MetricsLine } from './metrics.js';
@@ -23,7 +27,7 @@ export interface RunSummary {
 export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: RunSummary): Promise<void> {
   const train = thin(metrics.filter((m) => Number.isFinite(m.loss)), 800);
   const evals = metrics.filter((m) => m.eval);
-  let lossImg = '', accImg = '';
+  let lossImg = '', accImg = '', posImg = '';
   if (train.length >= 1) {
     const png = await renderLineChart({ x: train.map((m) => m.step), series: [{ name: 'train loss', values: train.map((m) => m.loss) }], title: 'Training loss', xLabel: 'step', yLabel: 'loss' });
     writeFileAtomic(path.join(runDir, 'loss.png'), png);
@@ -37,6 +41,22 @@ export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: 
     });
     writeFileAtomic(path.join(runDir, 'accuracy.png'), png);
     accImg = '<img src="accuracy.png" alt="accuracy by evaluation setting">';
+    if (keys.some((k) => evals.at(-1)!.eval![k]!.charAccuracy !== undefined)) {
+      writeFileAtomic(path.join(runDir, 'char-accuracy.png'), await renderLineChart({
+        x: evals.map((m) => m.step), title: 'Character accuracy', xLabel: 'step', yLabel: 'character accuracy', yRange: [0, 1],
+        series: keys.slice(0, 6).map((k) => ({ name: k, values: evals.map((m) => m.eval![k]?.charAccuracy ?? null) })),
+      }));
+      accImg += '<img src="char-accuracy.png" alt="character accuracy by evaluation setting">';
+    }
+  }
+  const lastEval = evals.at(-1)?.eval;
+  const pos = lastEval ? keys.filter((k) => lastEval[k]!.perPosition?.length).slice(0, 8) : [];
+  if (pos.length) {
+    const series: BandSeries[] = pos.map((k) => ({ name: k, x: lastEval![k]!.perPosition!.map((_, i) => i + 1), y: lastEval![k]!.perPosition! }));
+    writeFileAtomic(path.join(runDir, 'per-position.png'), await renderBandChart({
+      series, title: `Accuracy at each position (step ${evals.at(-1)!.step})`, xLabel: lastEval![pos[0]!]!.charAccuracy !== undefined ? 'position in the copied string' : 'query (in sequence order)', yLabel: 'accuracy', yRange: [0, 1], markers: false,
+    }));
+    posImg = '<img src="per-position.png" alt="accuracy at each position">';
   }
   const last = evals[evals.length - 1];
   const rows = last
@@ -56,7 +76,9 @@ export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: 
 ${lossImg || '<p>No steps recorded.</p>'}
 <h2>Accuracy${last ? ` (step ${last.step})` : ''}</h2>
 ${last ? `<table><tr><th>setting</th><th>trained</th><th>accuracy</th><th>char accuracy</th><th>examples</th></tr>\n${rows}</table>` : '<p>No evaluation yet.</p>'}
+${last?.gen ? `<p>Generalisation length: ${last.gen.string} (longest evaluated string length with string accuracy ≥ 0.5), ${last.gen.char} (character accuracy ≥ 0.9).</p>` : ''}
 ${accImg}
+${posImg}
 <p>Raw numbers: <a href="metrics.jsonl">metrics.jsonl</a>.</p>
 </body></html>
 `;

@@ -6,17 +6,21 @@
  * completed runs (finished or target reached) count; mean and sample standard deviation (n − 1;
  * 0 for one run) over their final evaluation. The best lr of an init is the lr whose group has the
  * highest mean final accuracy averaged over all evaluation settings (ties: the first lr listed).
+ * Copy runs also get their generalisation lengths (tasks/common.ts) from the final evaluation, and
+ * groups the per-position curves of the final evaluation (mean ± std over seeds, from metrics.jsonl).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { escapeHtml as e } from '../report/escape.js';
 import { renderBandChart, type BandSeries } from '../report/plot.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { type GenLengths, GEN_THRESHOLDS, generalisationLengths } from '../tasks/common.js';
+import { MEASURE_NAME, accuracyByLength, measuresOf } from './figures.js';
 import { type MetricsLine, readMetrics } from './metrics.js';
 import { type RunSpec, type RunStatus, type SweepConfig, expandRuns, isDone, runState } from './sweep.js';
 import { METRICS_FILE } from './trainer.js';
 
-export interface EvalPoint { accuracy: number; length: number; size: number; train: boolean }
+export interface EvalPoint { accuracy: number; length: number; size: number; train: boolean; charAccuracy?: number }
 
 export interface RunSummary {
   id: string;
@@ -34,10 +38,27 @@ export interface RunSummary {
   final: Record<string, EvalPoint>;
   /** Best accuracy seen per setting, over all evaluations. */
   best: Record<string, number>;
+  /** Copy: generalisation lengths of the final evaluation; null for other tasks or without one. */
+  gen: GenLengths | null;
   error?: string;
 }
 
 export interface Stat { mean: number; std: number; n: number }
+
+/** A curve over positions: mean and sample std over seeds at each position (rounded to 1e-4). */
+export interface CurveStat { mean: number[]; std: number[]; n: number }
+
+export interface GroupPoint extends Stat {
+  length: number;
+  size: number;
+  train: boolean;
+  /** Copy: character accuracy over seeds. */
+  charAccuracy?: Stat;
+  /** Accuracy at each scored position (copy: character i; MQAR: query i), final evaluation. */
+  perPosition?: CurveStat;
+  /** Copy: fraction of strings right through character i. */
+  prefix?: CurveStat;
+}
 
 export interface GroupSummary {
   group: string;
@@ -46,8 +67,10 @@ export interface GroupSummary {
   runs: string[];
   /** Completed runs aggregated. */
   n: number;
-  final: Record<string, Stat & { length: number; size: number; train: boolean }>;
+  final: Record<string, GroupPoint>;
   best: Record<string, Stat>;
+  /** Copy: generalisation lengths over seeds (0 for a run where no length reaches the threshold). */
+  gen: { string: Stat; char: Stat } | null;
   /** Mean over settings of the final mean accuracy (the best-lr criterion); null without runs. */
   meanAccuracy: number | null;
 }
@@ -79,26 +102,47 @@ function runMetrics(sweepDir: string, id: string, upTo: number): MetricsLine[] {
   return readMetrics(path.join(sweepDir, id, METRICS_FILE)).filter((m) => m.step <= upTo);
 }
 
-function summarizeRun(sweepDir: string, r: RunSpec): RunSummary {
+type Curves = Record<string, { perPosition?: number[]; prefix?: number[] }>;
+
+function summarizeRun(sweepDir: string, r: RunSpec, task: string): { run: RunSummary; curves: Curves } {
   const st = runState(sweepDir, r.id);
   const ms = runMetrics(sweepDir, r.id, st.step);
   const evals = ms.filter((m) => m.eval);
   const last = evals.at(-1);
   const final: Record<string, EvalPoint> = {};
   const best: Record<string, number> = {};
-  if (last) for (const [k, v] of Object.entries(last.eval!)) final[k] = { accuracy: v.accuracy, length: v.length, size: v.size, train: v.train };
+  const curves: Curves = {};
+  if (last) {
+    for (const [k, v] of Object.entries(last.eval!)) {
+      final[k] = { accuracy: v.accuracy, length: v.length, size: v.size, train: v.train, ...(v.charAccuracy !== undefined ? { charAccuracy: v.charAccuracy } : {}) };
+      curves[k] = { perPosition: v.perPosition, prefix: v.prefix };
+    }
+  }
   for (const m of evals) for (const [k, v] of Object.entries(m.eval!)) best[k] = Math.max(best[k] ?? -Infinity, v.accuracy);
-  const out: RunSummary = {
+  const gen = task === 'copy' && last ? generalisationLengths(Object.values(final)) : null;
+  const run: RunSummary = {
     id: r.id, options: r.options, label: r.label, lr: r.lr, seed: r.seed, status: st.status, step: st.step, steps: st.steps,
-    trainSeconds: st.trainSeconds, finalStep: last?.step ?? null, final, best,
+    trainSeconds: st.trainSeconds, finalStep: last?.step ?? null, final, best, gen,
   };
-  if (st.error) out.error = st.error;
-  return out;
+  if (st.error) run.error = st.error;
+  return { run, curves };
+}
+
+const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
+
+/** Mean ± std at each position over curves of equal length (none when a run lacks the curve). */
+export function curveStat(curves: (number[] | undefined)[]): CurveStat | undefined {
+  if (!curves.length || curves.some((c) => !c || c.length !== curves[0]!.length)) return undefined;
+  const st = curves[0]!.map((_, i) => meanStd(curves.map((c) => c![i]!)));
+  return { mean: st.map((x) => round4(x.mean)), std: st.map((x) => round4(x.std)), n: curves.length };
 }
 
 export function summarizeSweep(cfg: SweepConfig, sweepDir: string): SweepSummary {
   const specs = expandRuns(cfg);
-  const runs = specs.map((r) => summarizeRun(sweepDir, r));
+  const task = String(cfg.base.task ?? specs[0]?.options.task ?? '');
+  const summarized = specs.map((r) => summarizeRun(sweepDir, r, task));
+  const runs = summarized.map((x) => x.run);
+  const curvesOf = new Map(summarized.map((x) => [x.run.id, x.curves]));
   const counts: Record<RunStatus, number> = { pending: 0, partial: 0, finished: 0, 'target-reached': 0, failed: 0 };
   for (const r of runs) counts[r.status]++;
   const groups: GroupSummary[] = [];
@@ -111,11 +155,18 @@ export function summarizeSweep(cfg: SweepConfig, sweepDir: string): SweepSummary
     const best: GroupSummary['best'] = {};
     for (const k of keys) {
       const p = done[0]!.final[k]!;
-      final[k] = { ...meanStd(done.map((r) => r.final[k]!.accuracy)), length: p.length, size: p.size, train: p.train };
+      const point: GroupPoint = { ...meanStd(done.map((r) => r.final[k]!.accuracy)), length: p.length, size: p.size, train: p.train };
+      if (done.every((r) => r.final[k]!.charAccuracy !== undefined)) point.charAccuracy = meanStd(done.map((r) => r.final[k]!.charAccuracy!));
+      const perPosition = curveStat(done.map((r) => curvesOf.get(r.id)![k]?.perPosition));
+      if (perPosition) point.perPosition = perPosition;
+      const prefix = curveStat(done.map((r) => curvesOf.get(r.id)![k]?.prefix));
+      if (prefix) point.prefix = prefix;
+      final[k] = point;
       best[k] = meanStd(done.map((r) => r.best[k]!));
     }
     const meanAccuracy = keys.length ? keys.reduce((a, k) => a + final[k]!.mean, 0) / keys.length : null;
-    groups.push({ group: g, label: members[0]!.label, lr: members[0]!.lr, runs: members.map((m) => m.id), n: done.length, final, best, meanAccuracy });
+    const gen = task === 'copy' && done.length ? { string: meanStd(done.map((r) => r.gen!.string)), char: meanStd(done.map((r) => r.gen!.char)) } : null;
+    groups.push({ group: g, label: members[0]!.label, lr: members[0]!.lr, runs: members.map((m) => m.id), n: done.length, final, best, gen, meanAccuracy });
   }
   const bestLr: SweepSummary['bestLr'] = {};
   for (const g of groups) {
@@ -123,12 +174,14 @@ export function summarizeSweep(cfg: SweepConfig, sweepDir: string): SweepSummary
     if (!cur || (g.meanAccuracy !== null && (cur.meanAccuracy === null || g.meanAccuracy > cur.meanAccuracy))) bestLr[g.label] = { lr: g.lr, group: g.group, meanAccuracy: g.meanAccuracy };
   }
   const out: SweepSummary = {
-    version: 1, name: cfg.name, task: String(cfg.base.task ?? specs[0]?.options.task ?? ''), created: new Date().toISOString(), counts,
+    version: 1, name: cfg.name, task, created: new Date().toISOString(), counts,
     complete: counts.finished + counts['target-reached'] === runs.length, runs, groups, bestLr,
     notes: [
       'final: the last evaluation of each run; best: the highest accuracy over its evaluations',
       'groups: runs differing only in seed; only finished (or target-reached) runs are aggregated; std is the sample standard deviation (n-1), 0 for a single run',
       'bestLr: per init, the lr whose group has the highest mean final accuracy averaged over all evaluation settings',
+      ...(task === 'copy' ? [`gen (copy): the longest evaluated string length with whole-string accuracy >= ${GEN_THRESHOLDS.string} (string) and with character accuracy >= ${GEN_THRESHOLDS.char} (char) at the final evaluation; 0 when no length reaches it`] : []),
+      'perPosition: accuracy at each scored position of the final evaluation (copy: character i of the copied string; mqar: the i-th query); prefix (copy): fraction of strings right through character i; mean and std over seeds, rounded to 1e-4',
     ],
   };
   if (cfg.description !== undefined) out.description = cfg.description;
@@ -167,21 +220,10 @@ function groupLoss(sweepDir: string, s: SweepSummary, g: GroupSummary): { x: num
   return { x: idx.map((i) => steps[i]!), y: idx.map((i) => sm[i]!), window };
 }
 
-/** Accuracy against evaluation length: copy uses the string length; MQAR the sequence length, averaged over kv-pair settings. */
-function accuracyByLength(g: GroupSummary, task: string): { x: number[]; y: number[]; err: number[] } {
-  const pts = new Map<number, { m: number[]; s: number[] }>();
-  for (const v of Object.values(g.final)) {
-    const x = task === 'copy' ? v.size : v.length;
-    const p = pts.get(x) ?? { m: [], s: [] };
-    p.m.push(v.mean);
-    p.s.push(v.std);
-    pts.set(x, p);
-  }
-  const xs = [...pts.keys()].sort((a, b) => a - b);
-  return { x: xs, y: xs.map((x) => pts.get(x)!.m.reduce((a, b) => a + b, 0) / pts.get(x)!.m.length), err: xs.map((x) => pts.get(x)!.s.reduce((a, b) => a + b, 0) / pts.get(x)!.s.length) };
-}
-
 const fmtAcc = (st: Stat | undefined) => (st && st.n ? `${st.mean.toFixed(3)} ± ${st.std.toFixed(3)}` : '—');
+/** A group's cell: string (or query) accuracy, and the character accuracy under it for copy. */
+const fmtCell = (p: GroupPoint | undefined) => `${fmtAcc(p)}${p?.charAccuracy ? `<br><small>char ${fmtAcc(p.charAccuracy)}</small>` : ''}`;
+const fmtGen = (g: GroupSummary) => (g.gen && g.gen.string.n ? `<td class="n">${g.gen.string.mean.toFixed(1)} ± ${g.gen.string.std.toFixed(1)}</td><td class="n">${g.gen.char.mean.toFixed(1)} ± ${g.gen.char.std.toFixed(1)}</td>` : '<td class="n">—</td><td class="n">—</td>');
 const fmtLr = (lr: number | null) => (lr === null ? 'default' : String(lr));
 
 /** Write summary.json and report/ (index.html + PNGs) into the sweep folder. */
@@ -191,22 +233,25 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
   const rep = path.join(sweepDir, 'report');
   fs.mkdirSync(rep, { recursive: true });
   const labels = Object.keys(s.bestLr);
+  const copy = s.task === 'copy';
   const bestGroups = labels.map((l) => s.groups.find((g) => g.group === s.bestLr[l]!.group)!);
   const imgs: string[] = [];
   const figure = (file: string, alt: string, caption: string) => `<figure class="chart"><img src="${e(file)}" alt="${e(alt)}"><figcaption>${e(caption)}</figcaption></figure>`;
 
-  const accSeries: BandSeries[] = [];
-  bestGroups.forEach((g) => {
-    if (!g.n) return;
-    const a = accuracyByLength(g, s.task);
-    accSeries.push({ name: `${g.label} (lr ${fmtLr(g.lr)})`, ...a });
-  });
-  if (accSeries.length) {
-    writeFileAtomic(path.join(rep, 'accuracy-vs-length.png'), await renderBandChart({
-      series: accSeries, title: `Final accuracy vs evaluation length (mean ± std over seeds, best lr per init)`,
-      xLabel: s.task === 'copy' ? 'string length' : 'sequence length (mean over kv-pair settings)', yLabel: 'accuracy', yRange: [0, 1],
+  for (const m of measuresOf(s.task)) {
+    const accSeries: BandSeries[] = [];
+    for (const g of bestGroups) {
+      const a = g.n ? accuracyByLength(g, s.task, m) : null;
+      if (a) accSeries.push({ name: `${g.label} (lr ${fmtLr(g.lr)})`, ...a });
+    }
+    if (!accSeries.length) continue;
+    // The first measure keeps the file name older reports (and the README) link to.
+    const file = m === 'char' ? 'char-accuracy-vs-length.png' : 'accuracy-vs-length.png';
+    writeFileAtomic(path.join(rep, file), await renderBandChart({
+      series: accSeries, title: `Final ${MEASURE_NAME[m]} vs evaluation length (mean ± std over seeds, best lr per init)`,
+      xLabel: s.task === 'copy' ? 'string length' : 'sequence length (mean over kv-pair settings)', yLabel: MEASURE_NAME[m], yRange: [0, 1],
     }));
-    imgs.push(figure('accuracy-vs-length.png', 'accuracy against evaluation length', 'One line per init at its best lr; the band is ± one sample standard deviation over seeds.'));
+    imgs.push(figure(file, `${MEASURE_NAME[m]} against evaluation length`, 'One line per init at its best lr; the band is ± one sample standard deviation over seeds.'));
   }
   const lossSeries: BandSeries[] = [];
   let win = 1;
@@ -239,14 +284,15 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
   const bestRows = labels.map((l) => {
     const b = s.bestLr[l]!;
     const g = s.groups.find((x) => x.group === b.group)!;
-    return `<tr><td>${e(l)}</td><td class="n">${e(fmtLr(b.lr))}</td><td class="n">${g.n}/${g.runs.length}</td>${keys.map((k) => `<td class="n">${fmtAcc(g.final[k])}</td>`).join('')}</tr>`;
+    return `<tr><td>${e(l)}</td><td class="n">${e(fmtLr(b.lr))}</td><td class="n">${g.n}/${g.runs.length}</td>${copy ? fmtGen(g) : ''}${keys.map((k) => `<td class="n">${fmtCell(g.final[k])}</td>`).join('')}</tr>`;
   }).join('\n');
-  const groupRows = s.groups.map((g) => `<tr><td>${e(g.label)}</td><td class="n">${e(fmtLr(g.lr))}</td><td class="n">${g.n}/${g.runs.length}</td><td class="n">${g.meanAccuracy === null ? '—' : g.meanAccuracy.toFixed(3)}</td>${keys.map((k) => `<td class="n">${fmtAcc(g.final[k])}</td>`).join('')}</tr>`).join('\n');
+  const groupRows = s.groups.map((g) => `<tr><td>${e(g.label)}</td><td class="n">${e(fmtLr(g.lr))}</td><td class="n">${g.n}/${g.runs.length}</td><td class="n">${g.meanAccuracy === null ? '—' : g.meanAccuracy.toFixed(3)}</td>${copy ? fmtGen(g) : ''}${keys.map((k) => `<td class="n">${fmtCell(g.final[k])}</td>`).join('')}</tr>`).join('\n');
   const runRows = s.runs.map((r) => {
     const link = fs.existsSync(path.join(sweepDir, r.id, 'report.html')) ? `<a href="../${encodeURIComponent(r.id)}/report.html">${e(r.id)}</a>` : e(r.id);
-    return `<tr><td>${link}</td><td>${e(r.status)}${r.error ? `: ${e(r.error)}` : ''}</td><td class="n">${r.step}/${r.steps ?? '?'}</td><td class="n">${r.trainSeconds === null ? '—' : r.trainSeconds.toFixed(0)}</td>${keys.map((k) => `<td class="n">${r.final[k] ? r.final[k]!.accuracy.toFixed(3) : '—'}</td>`).join('')}</tr>`;
+    return `<tr><td>${link}</td><td>${e(r.status)}${r.error ? `: ${e(r.error)}` : ''}</td><td class="n">${r.step}/${r.steps ?? '?'}</td><td class="n">${r.trainSeconds === null ? '—' : r.trainSeconds.toFixed(0)}</td>${copy ? `<td class="n">${r.gen ? `${r.gen.string} / ${r.gen.char}` : '—'}</td>` : ''}${keys.map((k) => `<td class="n">${r.final[k] ? `${r.final[k]!.accuracy.toFixed(3)}${r.final[k]!.charAccuracy !== undefined ? `<br><small>char ${r.final[k]!.charAccuracy!.toFixed(3)}</small>` : ''}` : '—'}</td>`).join('')}</tr>`;
   }).join('\n');
   const th = keys.map((k) => `<th class="n">${e(k)}</th>`).join('');
+  const genTh = copy ? `<th class="n">gen len, string acc ≥ ${GEN_THRESHOLDS.string}</th><th class="n">gen len, char acc ≥ ${GEN_THRESHOLDS.char}</th>` : '';
   const c = s.counts;
   const html = `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sweep ${e(s.name)}</title>
@@ -256,16 +302,16 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
 ${s.description ? `<p class="note">${e(s.description)}</p>` : ''}
 <p>${s.runs.length} runs: ${c.finished + c['target-reached']} complete${c['target-reached'] ? ` (${c['target-reached']} stopped at the target accuracy)` : ''}, ${c.partial} partial, ${c.pending} not started, ${c.failed} failed. ${s.complete ? '' : '<b>The sweep is not complete: the numbers below cover the completed runs only.</b>'}</p>
 <h2>Best lr per init</h2>
-<table><tr><th>init</th><th class="n">best lr</th><th class="n">runs</th>${th}</tr>
+<table><tr><th>init</th><th class="n">best lr</th><th class="n">runs</th>${genTh}${th}</tr>
 ${bestRows}</table>
-<p class="note">Final accuracy, mean ± sample std over seeds. The best lr maximises the mean final accuracy averaged over all evaluation settings.</p>
+<p class="note">Final accuracy (copy: whole-string, with the character accuracy under it), mean ± sample std over seeds. The best lr maximises the mean final accuracy averaged over all evaluation settings.${copy ? ` Generalisation length: the longest evaluated string length whose final string accuracy is ≥ ${GEN_THRESHOLDS.string} (or character accuracy ≥ ${GEN_THRESHOLDS.char}); 0 when none. The experiments page (mimetic experiments-report) adds per-position curves.` : ''}</p>
 ${imgs.join('\n')}
 ${perInit.length ? `<h2>Loss by learning rate</h2>\n${perInit.join('\n')}` : ''}
 <h2>All groups</h2>
-<table><tr><th>init</th><th class="n">lr</th><th class="n">runs</th><th class="n">mean acc</th>${th}</tr>
+<table><tr><th>init</th><th class="n">lr</th><th class="n">runs</th><th class="n">mean acc</th>${genTh}${th}</tr>
 ${groupRows}</table>
 <h2>Runs</h2>
-<table><tr><th>run</th><th>status</th><th class="n">step</th><th class="n">train s</th>${th}</tr>
+<table><tr><th>run</th><th>status</th><th class="n">step</th><th class="n">train s</th>${copy ? '<th class="n">gen len string / char</th>' : ''}${th}</tr>
 ${runRows}</table>
 <p class="note">Numbers: <a href="../summary.json">summary.json</a>; configuration: <a href="../sweep.json">sweep.json</a>; logs in <code>logs/</code>.</p>
 </body></html>

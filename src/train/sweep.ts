@@ -54,6 +54,8 @@ export interface RunSpec {
   group: string;
   lr: number | null;
   seed: number | null;
+  /** The variant's name, if it has one. */
+  variant: string | null;
 }
 
 /** Options the sweep sets itself, never the config. */
@@ -197,10 +199,51 @@ export function expandRuns(cfg: SweepConfig): RunSpec[] {
       const labelParts = [...vparts, ...keys.filter((k) => k !== 'lr' && k !== 'seed').map((k) => part(k, p[k]!))];
       const label = labelParts.join(',') || 'all';
       const lr = options.lr === undefined ? null : Number(options.lr);
-      runs.push({ id, options, label, group: `${label}|lr=${lr ?? 'default'}`, lr, seed: options.seed === undefined ? null : Number(options.seed) });
+      runs.push({ id, options, label, group: `${label}|lr=${lr ?? 'default'}`, lr, seed: options.seed === undefined ? null : Number(options.seed), variant: variant.name ?? null });
     }
   });
   return runs;
+}
+
+/** `--only key=v1,v2`: runs whose option `key` (or variant name, for `variant`) is one of the values. */
+export interface RunFilter { key: string; values: string[] }
+
+function filterValue(r: RunSpec, key: string): OptValue | undefined {
+  return key === 'variant' ? r.variant ?? undefined : r.options[key];
+}
+
+function filterMatches(r: RunSpec, f: RunFilter): boolean {
+  const v = filterValue(r, f.key);
+  if (v === undefined) return false;
+  const s = fmtValue(v);
+  // Numbers compare as numbers (0.001 = 1e-3).
+  return f.values.some((x) => x === s || (x.trim() !== '' && s.trim() !== '' && Number.isFinite(Number(x)) && Number(x) === Number(s)));
+}
+
+/**
+ * Parse `--only` filters (each `key=v1,v2`; several are ANDed) against a sweep's runs. A key no
+ * run has, or a filter set that selects nothing, is a user error naming what there is.
+ */
+export function parseRunFilters(specs: string[], runs: RunSpec[]): RunFilter[] {
+  const filters = specs.map((sp) => {
+    const m = /^([A-Za-z][A-Za-z0-9-]*)=(.+)$/.exec(sp.trim());
+    if (!m) throw new UserError(`--only '${sp}': give key=value[,value…], e.g. --only lr=0.001 or --only variant=mamba2-mimetic`);
+    const key = camel(m[1]!);
+    const values = m[2]!.split(',').map((x) => x.trim()).filter(Boolean);
+    if (!values.length) throw new UserError(`--only '${sp}': no values after '='`);
+    const present = [...new Set(runs.map((r) => filterValue(r, key)).filter((v): v is OptValue => v !== undefined).map(fmtValue))];
+    if (!present.length) throw new UserError(`--only '${sp}': no run of this sweep has ${key === 'variant' ? 'a variant name' : `the option ${m[1]}`}; filter on variant or an option the config sets`);
+    for (const x of values) {
+      if (!runs.some((r) => filterMatches(r, { key, values: [x] }))) throw new UserError(`--only '${sp}': no run has ${m[1]} = ${x}; this sweep has ${present.slice(0, 20).join(', ')}`);
+    }
+    return { key, values };
+  });
+  if (filters.length && !selectRuns(runs, filters).length) throw new UserError(`--only ${specs.join(' --only ')}: together these select no run`);
+  return filters;
+}
+
+export function selectRuns(runs: RunSpec[], filters: RunFilter[]): RunSpec[] {
+  return runs.filter((r) => filters.every((f) => filterMatches(r, f)));
 }
 
 /** The `mimetic train` arguments for a run's options (without --out/--resume). */
@@ -288,9 +331,12 @@ export interface SweepRunOptions {
   log?: { write(s: string): unknown } | null;
   /** Stop as a slice end would (the CLI aborts it on SIGINT/SIGTERM). */
   signal?: AbortSignal;
+  /** Run only the runs these select (parseRunFilters); the summary still covers the whole sweep. */
+  only?: RunFilter[];
 }
 
 export interface SweepOutcome {
+  /** Runs selected (all of the sweep without --only). */
   total: number;
   done: number;
   failed: number;
@@ -385,15 +431,16 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
     writeFileAtomic(path.join(sweepDir, 'sweep.json'), JSON.stringify({ version: 1, config: cfg }, null, 2) + '\n');
     await stopOrphans(sweepDir, runs, grace, log);
 
+    const selected = o.only?.length ? selectRuns(runs, o.only) : runs;
     const todo: RunSpec[] = [];
     let done = 0, failed = 0;
-    for (const r of runs) {
+    for (const r of selected) {
       const st = runState(sweepDir, r.id);
       if (isDone(st.status)) done++;
       else if (st.status === 'failed' && !o.retryFailed) failed++;
       else todo.push(r);
     }
-    log(`${runs.length} runs: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run`);
+    log(`${selected.length} runs${selected.length < runs.length ? ` (of ${runs.length}, selected by --only)` : ''}: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run`);
 
     const gpus = o.gpus && o.gpus.length ? o.gpus : [null];
     if (gpus.length > 1 && o.backend !== 'tensorflow') {
@@ -506,13 +553,13 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
     let unfinished = 0;
     done = 0;
     failed = 0;
-    for (const r of runs) {
+    for (const r of selected) {
       const s = runState(sweepDir, r.id).status;
       if (isDone(s)) done++;
       else if (s === 'failed') failed++;
       else unfinished++;
     }
-    return { total: runs.length, done, failed, unfinished, launched, stopped: stopping && unfinished > 0 };
+    return { total: selected.length, done, failed, unfinished, launched, stopped: stopping && unfinished > 0 };
   } finally {
     release();
   }

@@ -14,7 +14,7 @@ import type { Tensor } from '../checkpoint/safetensors.js';
 import { A_SCALES, type InitOptions, type ModelShape, type Weights, checkInitOptions, freshConfig, initRecord, initWeights } from '../model/init.js';
 import { A_LOG_PARAM, MambaLM, aLogFromParam } from '../model/mamba.js';
 import { makeTask, type TaskOptions } from '../tasks/index.js';
-import type { Batch, EvalScore, Task } from '../tasks/common.js';
+import { type Batch, type EvalScore, type Task, generalisationLengths } from '../tasks/common.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
@@ -221,6 +221,11 @@ export async function evaluate(model: MambaLM, task: Task, seed: number, example
     scores.push(task.score(spec, b, await predict(model, b, chunk)));
   }
   return scores;
+}
+
+/** `len=50 0.984 (char 0.999), …`: string accuracy, and character accuracy where the task has one. */
+export function fmtScores(scores: EvalScore[]): string {
+  return scores.map((e) => `${e.key} ${e.accuracy.toFixed(3)}${e.charAccuracy === undefined ? '' : ` (char ${e.charAccuracy.toFixed(3)})`}`).join(', ');
 }
 
 /** Minimum accuracy over the trained settings (what early stopping and the progress bar show). */
@@ -491,9 +496,10 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
       if (evalNow) {
         lastEval = await evaluate(model, task, cfg.seed, cfg.evalExamples, cfg.batch);
         line.eval = Object.fromEntries(lastEval.map(({ key, ...rest }) => [key, rest]));
+        if (task.name === 'copy') line.gen = generalisationLengths(lastEval);
         const acc = trainAccuracy(lastEval);
         reached = cfg.targetAcc !== null && acc !== undefined && acc >= cfg.targetAcc;
-        progress.line(`step ${step}: loss ${line.loss.toFixed(4)}, ` + lastEval.map((e) => `${e.key} ${e.accuracy.toFixed(3)}`).join(', '));
+        progress.line(`step ${step}: loss ${line.loss.toFixed(4)}, ${fmtScores(lastEval)}${line.gen ? `; generalisation length ${line.gen.string} (string), ${line.gen.char} (char)` : ''}`);
       }
       metrics.write(line);
       const rate = ((Date.now() - t0) / 1000) / (step - startStep);
