@@ -5,7 +5,8 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { initBackend } from '../model/backend.js';
 import { checkOutput, checkpointName, writeReport } from '../report/report.js';
-import { addAuditOptions, layerProgress, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
+import { layerProgress } from '../util/progress.js';
+import { addAuditOptions, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
 
 /** reports/<name>, the name made safe as a folder name. */
 export function defaultReportDir(arg: string): string {

@@ -11,6 +11,7 @@ import { auditCheckpoint, parseLayerSpec } from '../analysis/audit.js';
 import { probeFromOptions, type Probe } from '../analysis/probe.js';
 import type { LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
+import { layerProgress } from '../util/progress.js';
 
 export interface AuditCliOptions {
   layers?: string;
@@ -58,26 +59,6 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   const vocab = Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize);
   const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
   return { layers, probe, channelBlock, backend: o.backend as BackendName };
-}
-
-/** A layer progress bar on a terminal's stderr; nothing when stderr is not a TTY. */
-export function layerProgress(label: string): { update: (done: number, total: number, layer: number) => void; done: () => void } {
-  const tty = Boolean(process.stderr.isTTY);
-  const t0 = Date.now();
-  let drawn = false;
-  return {
-    update(done, total, layer) {
-      if (!tty) return;
-      const w = 28, f = Math.round((done / Math.max(1, total)) * w);
-      const secs = (Date.now() - t0) / 1000;
-      const eta = done > 0 ? (secs / done) * (total - done) : NaN;
-      process.stderr.write(`\r\x1b[2K${label} [${'#'.repeat(f)}${'-'.repeat(w - f)}] ${done}/${total} layers (last: ${layer}) ${secs.toFixed(0)} s${Number.isFinite(eta) && done < total ? `, ETA ${eta.toFixed(0)} s` : ''}`);
-      drawn = true;
-    },
-    done() {
-      if (tty && drawn) process.stderr.write('\r\x1b[2K');
-    },
-  };
 }
 
 function fmt(v: number | null): string {
