@@ -62,6 +62,17 @@ test('adamwStep matches torch.optim.AdamW + clip_grad_norm_ computed by hand', (
   for (const n of ['backbone.embeddings.weight', 'backbone.layers.0.mixer.in_proj.weight', 'backbone.layers.0.mixer.dt_proj.weight', 'backbone.layers.0.mixer.conv1d.weight']) assert.equal(decays(n), true, n);
 });
 
+test('train off a terminal prints about 20 progress lines a run, not one a step', async () => {
+  const lines: string[] = [];
+  const sink = { write: (s: string) => { lines.push(...s.split('\n').filter(Boolean)); return true; }, isTTY: false };
+  await train(tinyConfig({ steps: 60, evalEvery: 60, checkpointEvery: 60 }), { out: path.join(tmp(), 'run'), progress: sink, noReport: true });
+  const steps = lines.filter((l) => /^step \d+\/60 loss /.test(l)).map((l) => Number(/^step (\d+)/.exec(l)![1]));
+  assert.deepEqual(steps, [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45, 48, 51, 54, 57, 60]);
+  lines.length = 0;
+  await train(tinyConfig({ steps: 6, evalEvery: 6, checkpointEvery: 6 }), { out: path.join(tmp(), 'run2'), progress: sink, noReport: true, logEvery: 2 });
+  assert.deepEqual(lines.filter((l) => /^step \d+\/6 loss /.test(l)).length, 3, '--log-every still wins');
+});
+
 test('lr schedule: linear warmup, cosine and linear decay', () => {
   const s = { kind: 'cosine' as const, lr: 1, minLr: 0.1, warmup: 10, steps: 110 };
   assert.equal(lrAt(s, 5), 0.5);

@@ -12,6 +12,7 @@ import type { TaskOptions } from '../tasks/index.js';
 import { MQAR_DEFAULTS } from '../tasks/mqar.js';
 import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, readRunConfig, train, trainDefaults } from '../train/trainer.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
+import { LOG_LINES } from '../train/metrics.js';
 import { UserError } from '../util/errors.js';
 import { addInitOptions, addModelOptions, initOptionsFrom, modelShapeFrom, numOpt } from './init.js';
 
@@ -130,7 +131,7 @@ export function register(program: Command): void {
     .option('--keep <n>', 'checkpoints kept', '1')
     .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
     .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
-    .option('--log-every <n>', 'plain progress line every n steps (non-TTY)')
+    .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
     .option('--out <dir>', 'run folder (must not exist)')
     .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
     .option('--quiet', 'no progress output')

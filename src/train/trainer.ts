@@ -21,7 +21,7 @@ import { Rng, deriveSeed } from '../util/rng.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
 import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
 import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
-import { MetricsWriter, Progress, readMetrics, type MetricsLine } from './metrics.js';
+import { MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
 import { writeRunReport } from './report.js';
 import { type ScheduleKind, SCHEDULES, lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState, saveCheckpoint } from './state.js';
@@ -352,7 +352,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     return { status: 'finished', step: startStep, lastLoss: last?.loss ?? NaN, lastEval: scores, checkpoint: ckptDir, runDir };
   }
   const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
-  const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? Math.max(1, Math.round(cfg.steps / 50)));
+  const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? defaultLogEvery(cfg.steps));
   const sched = { kind: cfg.schedule, lr: cfg.lr, minLr: cfg.minLr, warmup: cfg.warmup, steps: cfg.steps };
   const hp: AdamWHParams = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay, clipNorm: cfg.clipNorm };
   let lastLoss = NaN;
