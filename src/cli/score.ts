@@ -90,10 +90,12 @@ export function scoreTable(layers: LayerScores[], color: boolean, numLayers: num
   return out.join('\n');
 }
 
+export const REFERENCE_NOTICE = 'reference rows: scoring a fresh default-init and a mimetic-init layer of the same shape (--no-reference skips them)\n';
+
 /** The reference rows unless --no-reference (two one-layer audits: seconds on a CPU for a 130m shape). */
 export async function referenceFor(ckpt: Checkpoint, p: ParsedAudit, o: AuditCliOptions): Promise<ReferenceScores | undefined> {
   if (o.reference === false) return undefined;
-  process.stderr.write('reference rows: scoring a fresh default-init and a mimetic-init layer of the same shape (--no-reference skips them)\n');
+  process.stderr.write(REFERENCE_NOTICE);
   return referenceScores(ckpt.config, p.probe, { channelBlock: p.channelBlock });
 }
 
