@@ -20,7 +20,7 @@ import { runCheckpoint } from '../src/model/mamba.js';
 import {
   bcWeights, cbIdentityPair, cbRowCosPair, cbIdentity, maskOnes, lookbehind, mimeticScore, rankLayers, cbGramMap,
 } from '../src/analysis/scores.js';
-import { defaultProbe, validateProbe, readProbeFile, probeFromOptions } from '../src/analysis/probe.js';
+import { defaultProbe, validateProbe, readProbeFile, probeFromOptions, probeWarning, repetitionPeriod, MIN_PERIOD } from '../src/analysis/probe.js';
 import { auditCheckpoint, channelStats, channelStatsJs, parseLayerSpec, readBC, type LayerAudit } from '../src/analysis/audit.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
@@ -495,4 +495,19 @@ test('mimetic score: bad input exits 2 with one line', () => {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a degenerate probe is warned about: a period below MIN_PERIOD, or a repeating probe file without one', () => {
+  assert.equal(repetitionPeriod([[1, 2, 1, 2, 1], [3, 4, 3, 4, 3]]), 2);
+  assert.equal(repetitionPeriod([[1, 2, 1, 2, 1], [3, 4, 3, 5, 3]]), 4);
+  assert.equal(repetitionPeriod([[1, 2, 3]]), null);
+  assert.equal(repetitionPeriod(defaultProbe(64).ids), 64);
+  assert.equal(probeWarning(defaultProbe(64)), null);
+  assert.equal(probeWarning(defaultProbe(64, { seqLen: 2 * MIN_PERIOD })), null);
+  assert.match(probeWarning(defaultProbe(64, { seqLen: 2 * MIN_PERIOD - 1 }))!, new RegExp(`period is ${MIN_PERIOD - 1}: below ${MIN_PERIOD}`));
+  const row = Array.from({ length: 10 }, (_, i) => i);
+  assert.match(probeWarning({ ids: [[...row, ...row]], period: null })!, /repeats with period 10 but gives no "period"/);
+  const r = cli(['score', path.join(FIXTURES, 'mamba1-tiny'), '--seq-len', '3', '--batch', '1', '--backend', 'cpu', '--no-reference']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^mimetic: warning: the probe's period is 1: below 8 .*use --seq-len 16 or more/);
 });

@@ -8,7 +8,7 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { auditCheckpoint, parseLayerSpec } from '../analysis/audit.js';
-import { probeFromOptions, type Probe } from '../analysis/probe.js';
+import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';
 import type { LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
 import { layerProgress } from '../util/progress.js';
@@ -62,6 +62,8 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   // The config's vocabulary; never past the embedding's rows (a config may declare more).
   const vocab = Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize);
   const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
+  const warning = probeWarning(probe);
+  if (warning) process.stderr.write(`mimetic: warning: ${warning}\n`);
   return { layers, probe, channelBlock, backend: o.backend as BackendName };
 }
 
