@@ -9,6 +9,7 @@ import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { adamwStep, createAdamWState, decays } from '../src/train/adamw.js';
 import { lrAt } from '../src/train/schedule.js';
 import { readMetrics } from '../src/train/metrics.js';
+import { initFact, taskFact } from '../src/train/report.js';
 import { listCheckpoints } from '../src/train/state.js';
 import { type TrainConfig, checkTrainConfig, readRunConfig, train, trainDefaults } from '../src/train/trainer.js';
 import type { TaskOptions } from '../src/tasks/index.js';
@@ -71,6 +72,18 @@ test('train off a terminal prints about 20 progress lines a run, not one a step'
   lines.length = 0;
   await train(tinyConfig({ steps: 6, evalEvery: 6, checkpointEvery: 6 }), { out: path.join(tmp(), 'run2'), progress: sink, noReport: true, logEvery: 2 });
   assert.deepEqual(lines.filter((l) => /^step \d+\/6 loss /.test(l)).length, 3, '--log-every still wins');
+});
+
+test('the run report states the task and init in words, not raw JSON', async () => {
+  const out = path.join(tmp(), 'run');
+  await train(tinyConfig({ steps: 2, evalEvery: 2, checkpointEvery: 2 }), { out, progress: null });
+  const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+  assert.match(html, /<td>copy: strings of 2–6 letters from 4, rows of 24 tokens; also evaluated at 3, 9<\/td>/);
+  assert.match(html, /<td>mimetic: a, dt, bc, conv, A scale c = 8, seed 1<\/td>/);
+  assert.doesNotMatch(html, /&quot;|\{"/, 'no JSON in the facts');
+  assert.equal(taskFact({ task: 'mqar', vocab: 8192, contexts: [64, 128], kvPairs: [4, 8], powerA: 0.01, evalLengths: [], randomNonQueries: true }),
+    'MQAR: vocabulary 8192, 4/8 key-value pairs, rows of 64/128 tokens, query gaps p(g) ∝ g^(a−1) with a = 0.01');
+  assert.equal(initFact({ init: 'default', parts: [], aScale: null, bcNoise: 0, seed: 3 }), 'default (mamba_ssm recipe), seed 3');
 });
 
 test('lr schedule: linear warmup, cosine and linear decay', () => {

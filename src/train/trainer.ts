@@ -22,7 +22,7 @@ import { adamwStepWebGPU } from './adamw-webgpu.js';
 import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
 import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
 import { MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
-import { writeRunReport } from './report.js';
+import { initFact, taskFact, writeRunReport } from './report.js';
 import { type ScheduleKind, SCHEDULES, lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState, saveCheckpoint } from './state.js';
 
@@ -372,9 +372,9 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   const report = async (statusLine: string) => {
     if (run.noReport) return;
     const facts: [string, string][] = [
-      ['task', JSON.stringify(task.options)],
+      ['task', taskFact(cfg.task)],
       ['model', `${config.arch}, ${config.numLayers} layers, d_model ${config.hiddenSize}, d_state ${config.stateSize}, vocab ${config.vocabSize}`],
-      ['init', cfg.model.kind === 'fresh' ? JSON.stringify(initRecord(cfg.model.init)) : cfg.model.path],
+      ['init', cfg.model.kind === 'fresh' ? initFact(initRecord(cfg.model.init)) : cfg.model.path],
       ['A parameterisation', cfg.aScale === null ? 'A = −exp(A_log)' : `A = −exp(−${cfg.aScale}·A_log_param)`],
       ['optimizer', `AdamW lr ${cfg.lr} (${cfg.schedule}, warmup ${cfg.warmup}, min ${cfg.minLr}), wd ${cfg.weightDecay}, clip ${cfg.clipNorm}, batch ${cfg.batch}`],
       ['steps', `${step} of ${cfg.steps}`],
