@@ -110,6 +110,9 @@ test('bad configs: one line, exit 2, nothing started', async () => {
     [{ ...CONFIG, name: 'a/b' }, /"name" must be/],
     [{ ...CONFIG, variants: [{ seed: 1 }] }, /variants\[0\]\.seed: also a grid option/],
     [{ ...CONFIG, base: { ...CONFIG.base, init: 'fancy' }, grid: { seed: [0] } }, /base\.init: "fancy" is not one of default, mimetic/],
+    // Values of the right type that `mimetic train` refuses: caught before any run starts.
+    [{ ...CONFIG, grid: { lr: [-1] }, base: { ...CONFIG.base, lr: undefined } }, /run lr=-1: --lr: -1 must be a number > 0; fix the config/],
+    [{ ...CONFIG, grid: { seed: [0], warmup: [5, 10000] } }, /run seed=0,warmup=10000: --warmup: 10000 must be an integer between 0 and --steps/],
   ];
   for (const [i, [cfg, re]] of bad.entries()) {
     const f = writeConfig(dir, cfg, `bad${i}.json`);

@@ -1,7 +1,7 @@
 /** `mimetic train`: train a fresh, mimetic, transplanted or pretrained Mamba on copy / MQAR. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { Command as CommanderCommand, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
@@ -95,6 +95,24 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
     evalExamples: numOpt(o.evalExamples, '--eval-examples'), checkpointEvery: o.checkpointEvery === undefined ? d.checkpointEvery : numOpt(o.checkpointEvery, '--checkpoint-every'),
     targetAcc: o.targetAcc === undefined ? null : float('targetAcc', '--target-acc'),
   };
+}
+
+/**
+ * Check one run's options (camelCase names, values as a sweep config gives them) exactly as
+ * `mimetic train` would before training, without training: the sweep's check before it launches.
+ */
+export async function checkTrainOptions(given: Record<string, string | number | (string | number)[]>): Promise<void> {
+  const p = new CommanderCommand();
+  register(p);
+  const t = p.commands.find((c) => c.name() === 'train')!;
+  const o: Opts = {};
+  for (const opt of t.options) if (opt.defaultValue !== undefined) o[opt.attributeName()] = opt.defaultValue;
+  for (const [k, v] of Object.entries(given)) o[k] = Array.isArray(v) ? v.join(',') : String(v);
+  const explicit = (name: string) => name in given;
+  if (!explicit('vocab')) o.vocab = undefined;
+  if (!explicit('context')) o.context = undefined;
+  if (o.task === undefined) throw new UserError('--task is required (copy or mqar)');
+  checkTrainConfig(await configFromOptions(o, explicit));
 }
 
 export function register(program: Command): void {
