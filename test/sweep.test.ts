@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
+import { bandRanges } from '../src/report/plot.js';
+import { frameTicks } from '../src/report/chart.js';
 import { Command } from 'commander';
 import { register as registerTrain } from '../src/cli/train.js';
 import { expandRuns, parseSweepConfig, trainArgs } from '../src/train/sweep.js';
@@ -177,6 +179,10 @@ test('a tiny sweep runs to completion: summary.json aggregates the run folders, 
   // The accuracies must vary across runs for the check above to mean something.
   assert.ok(new Set(IDS.flatMap((id) => Object.values(finals[id]!))).size > 1, 'all accuracies equal: the tiny task is too easy or too hard to test aggregation');
   const html = fs.readFileSync(path.join(out, 'report', 'index.html'), 'utf8');
+  // lr is not in the grid: no "best lr" (every run used base's 0.01).
+  assert.match(html, /<h2>Results per init<\/h2>/);
+  assert.match(html, /<th class="n">lr<\/th>/);
+  assert.doesNotMatch(html, /best lr/i);
   const imgs = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]!);
   assert.ok(imgs.includes('accuracy-vs-length.png') && imgs.includes('loss.png'), imgs.join(','));
   for (const img of imgs) {
@@ -288,4 +294,19 @@ test('meanStd: sample standard deviation', () => {
   assert.equal(st.mean, 0.75);
   assert.ok(Math.abs(st.std - 0.25) < 1e-15);
   assert.deepEqual(meanStd([0.3]), { mean: 0.3, std: 0, n: 1 });
+});
+
+test('sweep charts: one length is one x tick, a flat loss gets readable y ticks', () => {
+  const one = bandRanges({ series: [{ name: 'a', x: [3], y: [0.5] }] });
+  assert.deepEqual(frameTicks(one.xr, one.yr, 500, one.xInt).x, [3]);
+  const lengths = bandRanges({ series: [{ name: 'a', x: [50, 100, 200, 300], y: [1, 0, 0, 0] }] });
+  assert.ok(frameTicks(lengths.xr, lengths.yr, 500, lengths.xInt).x.every((t) => Number.isInteger(t)));
+  const flat = bandRanges({ series: [{ name: 'loss', x: [1, 2, 3], y: [2.30001, 2.30003, 2.30002] }] });
+  const yt = frameTicks(flat.xr, flat.yr, 500, flat.xInt).y;
+  assert.ok(yt.length >= 2 && yt[1]! - yt[0]! >= 0.005, `ticks ${yt.join(', ')}`);
+  assert.ok(flat.yr[0] <= 2.30001 && flat.yr[1] >= 2.30003);
+  // Fractional x keeps fractional ticks; a real range keeps its own ticks.
+  const frac = bandRanges({ series: [{ name: 'a', x: [0.1, 0.2], y: [0, 1] }] });
+  assert.ok(frameTicks(frac.xr, frac.yr, 500, frac.xInt).x.length >= 2);
+  assert.deepEqual(bandRanges({ series: [{ name: 'a', x: [0, 1], y: [0, 0.8] }] }).yr, [0, 0.8]);
 });

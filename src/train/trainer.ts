@@ -86,10 +86,13 @@ export interface TrainResult {
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
 
+/** `mimetic train`'s peak learning rate when --lr is not given. */
+export const DEFAULT_LR = 1e-3;
+
 export function trainDefaults(task: TaskOptions, model: ModelSource, over: Partial<TrainConfig> = {}): TrainConfig {
   const steps = over.steps ?? 1000;
   return {
-    task, model, aScale: null, steps, batch: 32, lr: 1e-3, minLr: 0, schedule: 'cosine', warmup: Math.min(1000, Math.round(steps * 0.1)),
+    task, model, aScale: null, steps, batch: 32, lr: DEFAULT_LR, minLr: 0, schedule: 'cosine', warmup: Math.min(1000, Math.round(steps * 0.1)),
     weightDecay: ADAMW_DEFAULTS.weightDecay, beta1: ADAMW_DEFAULTS.beta1, beta2: ADAMW_DEFAULTS.beta2, eps: ADAMW_DEFAULTS.eps, clipNorm: ADAMW_DEFAULTS.clipNorm,
     seed: 0, evalEvery: Math.max(1, Math.round(steps / 10)), evalExamples: 64, checkpointEvery: Math.max(1, Math.round(steps / 10)), targetAcc: null,
     ...over,
