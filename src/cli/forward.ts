@@ -13,7 +13,7 @@ import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { writeSafetensors, type WritableTensor } from '../checkpoint/safetensors.js';
 import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { checkIds, runCheckpoint } from '../model/mamba.js';
-import { parseLayerSpec } from '../analysis/audit.js';
+import { parseIndexSpec, parseLayerSpec } from '../analysis/audit.js';
 import { layerProgress } from '../util/progress.js';
 import { formatBytes } from '../checkpoint/progress.js';
 
@@ -70,20 +70,6 @@ export function checkOutputFile(file: string, flag: string): void {
   if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UserError(`${flag} ${file}: is a folder; give a file name ending in .safetensors`);
 }
 
-/** Comma-separated non-negative integers (channel or head indices). */
-function parseIndexList(spec: string, flag: string, count: number, unit: string): number[] {
-  const out = new Set<number>();
-  for (const part of spec.split(',').map((p) => p.trim())) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m) throw new UserError(`${flag} ${JSON.stringify(spec)}: '${part}' is not an index or a range a-b; give ${unit} indices, e.g. 0,5,10-12`);
-    const a = Number(m[1]), b = m[2] !== undefined ? Number(m[2]) : a;
-    if (b < a) throw new UserError(`${flag} ${JSON.stringify(spec)}: range ${part} is reversed`);
-    if (b >= count) throw new UserError(`${flag} ${JSON.stringify(spec)}: ${unit} ${b} is outside the model (it has ${count} ${unit}s, 0-${count - 1})`);
-    for (let i = a; i <= b; i++) out.add(i);
-  }
-  return [...out].sort((x, y) => x - y);
-}
-
 /** What each tensor of the output means, for the file's __metadata__ (keys `describe.<name>`, `{i}` = layer). */
 export function forwardTensorDescriptions(arch: string, numLayers: number): Record<string, string> {
   const m2 = arch === 'mamba2';
@@ -128,7 +114,7 @@ export async function forwardCommand(checkpointArg: string, o: ForwardOptions): 
     const c = ckpt.config;
     const isM1 = c.arch !== 'mamba2';
     const layers = o.layers !== undefined ? parseLayerSpec(o.layers, c.numLayers) : undefined;
-    const channels = o.channels !== undefined ? parseIndexList(o.channels, '--channels', isM1 ? c.intermediateSize : c.numHeads!, isM1 ? 'channel' : 'head') : undefined;
+    const channels = o.channels !== undefined ? parseIndexSpec(o.channels, isM1 ? c.intermediateSize : c.numHeads!, '--channels', isM1 ? 'channel' : 'head') : undefined;
     const ids = readIdsFile(o.ids, c.vocabSize);
     await initBackend(o.backend as BackendName);
     const tensors: WritableTensor[] = [];
