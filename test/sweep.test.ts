@@ -271,13 +271,19 @@ test('a killed sweep resumes every run from its checkpoint and ends with the sam
 test('a run the trainer rejects is recorded as failed (exit 3), skipped on re-run, tried again with --retry-failed', async () => {
   const dir = tmp();
   const out = path.join(dir, 'sweep');
-  // Valid sweep syntax, but the trainer refuses: a 5-token row cannot hold a 3-letter copy example.
-  const f = writeConfig(dir, { ...CONFIG, base: { ...CONFIG.base, context: 5 }, grid: { seed: [0] } });
+  // Options the sweep checks up front (a 5-token row cannot hold a 3-letter copy example) never launch.
+  const early = await cli(sweepArgs(writeConfig(dir, { ...CONFIG, base: { ...CONFIG.base, context: 5 }, grid: { seed: [0] } }, 'early.json'), path.join(dir, 'early')));
+  assert.equal(early.code, 2, early.stderr);
+  assert.match(early.stderr, /run seed=0: --context 5 is too short/);
+  assert.ok(!fs.existsSync(path.join(dir, 'early')));
+  // A run from a checkpoint is left to the child, which refuses a missing one: recorded as failed.
+  const { layers: _l, dModel: _d, dState: _s, ...fromModel } = CONFIG.base;
+  const f = writeConfig(dir, { ...CONFIG, base: { ...fromModel, model: path.join(dir, 'no-such-checkpoint') }, grid: { seed: [0] } });
   const r = await cli(sweepArgs(f, out));
   assert.equal(r.code, 3, r.stderr);
   const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
   assert.equal(s.runs[0]!.status, 'failed');
-  assert.match(s.runs[0]!.error!, /^mimetic: --context 5 is too short/);
+  assert.match(s.runs[0]!.error!, /^mimetic: .*no-such-checkpoint: no such file or folder/);
   const r2 = await cli(sweepArgs(f, out));
   assert.equal(r2.code, 3);
   assert.match(r2.stdout, /\(0 launched this time\)/);
@@ -285,8 +291,8 @@ test('a run the trainer rejects is recorded as failed (exit 3), skipped on re-ru
   assert.equal(r3.code, 3);
   assert.match(r3.stdout, /\(1 launched this time\)/);
   const s3 = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
-  assert.match(s3.runs[0]!.error!, /^mimetic: --context 5 is too short/);
-  assert.match(fs.readFileSync(path.join(out, 'logs', `${s3.runs[0]!.id}.log`), 'utf8'), /=== .* start: train --task copy[^\n]*--context 5[\s\S]*=== .* start: train --task copy/);
+  assert.match(s3.runs[0]!.error!, /^mimetic: .*no-such-checkpoint: no such file or folder/);
+  assert.match(fs.readFileSync(path.join(out, 'logs', `${s3.runs[0]!.id}.log`), 'utf8'), /=== .* start: train --task copy[^\n]*--model [^\n]*no-such-checkpoint[\s\S]*=== .* start: train --task copy/);
 });
 
 test('meanStd: sample standard deviation', () => {
