@@ -147,3 +147,32 @@ function execFileList(root: string): string[] {
   walk(root);
   return out.sort();
 }
+
+test('inspect shows the provenance that init and transplant record in config.json, without control characters', async () => {
+  const dir = tmpDir('inspect-prov-');
+  try {
+    const fresh = path.join(dir, 'fresh'), tp = path.join(dir, 'tp');
+    const run = (args: string[]) => new Promise<void>((resolve, reject) => execFile(process.execPath, [CLI, ...args], (err) => (err ? reject(err) : resolve())));
+    await run(['init', '--arch', 'mamba1', '--d-model', '32', '--d-state', '8', '--vocab', '64', '--init', 'mimetic', '--mimetic', 'a,conv', '--a-scale', '4', '--seed', '7', '--out', fresh]);
+    await run(['transplant', '--from', path.join(FIX, 'mamba1-tiny'), '--layers', '1', '--into', fresh, '--out', tp]);
+    const t = await inspect([tp]);
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /\ninit +mimetic \(a,conv, c=4\), seed 7\n/);
+    assert.match(t.stdout, new RegExp(`\\ntransplant +layer 0 ← layer 1 of ${path.join(FIX, 'mamba1-tiny').replace(/[/.]/g, '\\$&')} \\(mixer\\)\\n`));
+    const j = JSON.parse((await inspect([tp, '--json'])).stdout) as { provenance: { init: string; transplant: unknown[] } };
+    assert.equal(j.provenance.init, 'mimetic');
+    assert.deepEqual(j.provenance.transplant, [0, 1].map((target) => ({ target, source: path.join(FIX, 'mamba1-tiny'), layer: 1, parts: 'mixer' })));
+    // A hand-edited record: outside text is printed without its control characters.
+    const cfgFile = path.join(tp, 'config.json');
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as { mimetic: { transplant: { source: string }[] } };
+    cfg.mimetic.transplant[0]!.source = 'evil\u001b[31mred';
+    fs.writeFileSync(cfgFile, JSON.stringify(cfg));
+    const e = await inspect([tp]);
+    assert.match(e.stdout, /of evil\?\[31mred \(mixer\)/);
+    assert.ok(!e.stdout.includes('\u001b'));
+    const plain = await inspect([path.join(FIX, 'mamba1-tiny')]);
+    assert.doesNotMatch(plain.stdout, /\n(init|transplant|trained) /, 'nothing recorded, nothing shown');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -238,6 +238,22 @@ test('mimetic report (CLI): writes the folder; bad input exits 2 with one line a
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /wrote r\/index\.html/);
     assert.ok(isMimeticReport(path.join(root, 'r')));
+    assert.match(ok.stderr, /^report: layer 1\/2, \d+ s\nreport: layer 2\/2, \d+ s\n/, 'plain progress lines off a terminal');
+    // The reference rows: what `mimetic score` gives on the same probe, in report.json, the index and the layer pages.
+    const rj = JSON.parse(fs.readFileSync(path.join(root, 'r', 'report.json'), 'utf8')) as { reference: { default: { mimetic: number }; mimetic: { mimetic: number } }; layers: { page: string }[] };
+    const sc = spawnSync(process.execPath, [CLI, 'score', fx, '--json', '--seq-len', '16', '--batch', '1', '--backend', 'wasm'], { encoding: 'utf8' });
+    assert.equal(sc.status, 0, sc.stderr);
+    assert.deepEqual(rj.reference, (JSON.parse(sc.stdout) as { reference: unknown }).reference);
+    for (const page of ['index.html', rj.layers[0]!.page]) {
+      const html = fs.readFileSync(path.join(root, 'r', page), 'utf8');
+      assert.ok(html.includes(`<td>fresh default init</td><td class="n">${rj.reference.default.mimetic.toFixed(3)}</td>`), page);
+      assert.ok(html.includes(`<td>fresh mimetic init</td><td class="n">${rj.reference.mimetic.mimetic.toFixed(3)}</td>`), page);
+      assert.match(html, /ref rows: a fresh layer of this model/);
+    }
+    assert.match(ok.stdout, /\n\s*ref\s+mimetic\s+/);
+    const noRef = run(['--out', 'r', '--seq-len', '16', '--batch', '1', '--backend', 'wasm', '--no-reference']);
+    assert.equal(noRef.status, 0, noRef.stderr);
+    assert.equal((JSON.parse(fs.readFileSync(path.join(root, 'r', 'report.json'), 'utf8')) as { reference: unknown }).reference, null);
     fs.mkdirSync(path.join(root, 'other'));
     const probeFile = path.join(root, 'p.json');
     fs.writeFileSync(probeFile, JSON.stringify({ ids: [[1, 2, 3, 4]], period: 9 }));

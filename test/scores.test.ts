@@ -20,7 +20,7 @@ import { runCheckpoint } from '../src/model/mamba.js';
 import {
   bcWeights, cbIdentityPair, cbRowCosPair, cbIdentity, maskOnes, lookbehind, mimeticScore, rankLayers, cbGramMap,
 } from '../src/analysis/scores.js';
-import { defaultProbe, validateProbe, readProbeFile, probeFromOptions } from '../src/analysis/probe.js';
+import { defaultProbe, validateProbe, readProbeFile, probeFromOptions, probeWarning, repetitionPeriod, MIN_PERIOD } from '../src/analysis/probe.js';
 import { auditCheckpoint, channelStats, channelStatsJs, parseLayerSpec, readBC, type LayerAudit } from '../src/analysis/audit.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
@@ -426,10 +426,49 @@ test('mimetic score --json: ranked scores of every layer with the probe', () => 
     assert.deepEqual(Object.keys(l).sort(), ['cbIdentity', 'cbRowCos', 'layer', 'lookbehind', 'maskOnes', 'mimetic', 'rank']);
     assert.ok(Math.abs((l.mimetic as number) - mimeticScore(l as { maskOnes: number; cbIdentity: number; lookbehind: number })) < 1e-12);
   }
-  const one = cli(['score', path.join(FIXTURES, 'mamba2-tiny'), '--json', '--layers', '1', '--seq-len', '16', '--batch', '2', '--backend', 'wasm']);
+  assert.deepEqual(Object.keys(j).sort(), ['arch', 'checkpoint', 'layers', 'probe', 'reference']);
+  const one = cli(['score', path.join(FIXTURES, 'mamba2-tiny'), '--json', '--layers', '1', '--seq-len', '16', '--batch', '2', '--backend', 'wasm', '--no-reference']);
   assert.equal(one.code, 0, one.stderr);
   const j1 = JSON.parse(one.stdout) as typeof j;
   assert.deepEqual(j1.layers, [{ ...j.layers[1], rank: 1 }]);
+  assert.ok(!('reference' in j1), '--no-reference');
+});
+
+test('mimetic score: the reference rows are what a fresh `mimetic init` layer of the same shape scores', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'score-ref-'));
+  try {
+    // Ids already numbered by first appearance, so the fresh model sees the same tokens as the reference.
+    const probe = path.join(dir, 'probe.json');
+    const row = (o: number) => [...Array.from({ length: 8 }, (_, i) => o + i), ...Array.from({ length: 8 }, (_, i) => o + i)];
+    fs.writeFileSync(probe, JSON.stringify({ ids: [row(0), row(8)], period: 8 }));
+    type Out = { layers: Record<string, number>[]; reference: { default: Record<string, number>; mimetic: Record<string, number>; inits: { mimetic: { parts: string[]; aScale: number; seed: number } } } };
+    const r = cli(['score', path.join(FIXTURES, 'mamba1-tiny'), '--json', '--probe', probe, '--backend', 'cpu']);
+    assert.equal(r.code, 0, r.stderr);
+    const ref = (JSON.parse(r.stdout) as Out).reference;
+    assert.deepEqual(ref.inits.mimetic, { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0, seed: 0 });
+    // mamba1-tiny: d_model 32, d_inner 64, N 8, dt rank 2, conv 4 — what `mimetic init` builds from these options.
+    for (const init of ['default', 'mimetic'] as const) {
+      const fresh = path.join(dir, init);
+      const w = spawnSync(process.execPath, [CLI, 'init', '--arch', 'mamba1', '--d-model', '32', '--d-state', '8', '--layers', '1', '--vocab', '64', '--init', init, '--seed', '0', '--out', fresh], { encoding: 'utf8' });
+      assert.equal(w.status, 0, w.stderr);
+      const f = cli(['score', fresh, '--json', '--probe', probe, '--backend', 'cpu', '--no-reference']);
+      assert.equal(f.code, 0, f.stderr);
+      const { rank: _r, ...got } = (JSON.parse(f.stdout) as Out).layers[0]!;
+      assert.deepEqual(got, ref[init], init);
+    }
+    assert.equal(ref.mimetic.cbRowCos, 1, 'W_C = W_B exactly in the mimetic init');
+    assert.ok(ref.mimetic.mimetic > ref.default.mimetic + 0.2, `${ref.mimetic.mimetic} vs ${ref.default.mimetic}`);
+    // The text table carries the same two rows and says what they are.
+    const t = cli(['score', path.join(FIXTURES, 'mamba1-tiny'), '--probe', probe, '--backend', 'cpu']);
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, new RegExp(`\\n\\s*ref\\s+default\\s+${ref.default.mimetic!.toFixed(4)}\\s`));
+    assert.match(t.stdout, new RegExp(`\\n\\s*ref\\s+mimetic\\s+${ref.mimetic.mimetic!.toFixed(4)}\\s`));
+    assert.match(t.stdout, /ref rows: a fresh layer of this model's shape/);
+    // Off a terminal: plain progress lines on stderr.
+    assert.match(t.stderr, /^scoring: layer 1\/2, \d+ s\nscoring: layer 2\/2, \d+ s\n/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('mimetic score: bad input exits 2 with one line', () => {
@@ -456,4 +495,19 @@ test('mimetic score: bad input exits 2 with one line', () => {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a degenerate probe is warned about: a period below MIN_PERIOD, or a repeating probe file without one', () => {
+  assert.equal(repetitionPeriod([[1, 2, 1, 2, 1], [3, 4, 3, 4, 3]]), 2);
+  assert.equal(repetitionPeriod([[1, 2, 1, 2, 1], [3, 4, 3, 5, 3]]), 4);
+  assert.equal(repetitionPeriod([[1, 2, 3]]), null);
+  assert.equal(repetitionPeriod(defaultProbe(64).ids), 64);
+  assert.equal(probeWarning(defaultProbe(64)), null);
+  assert.equal(probeWarning(defaultProbe(64, { seqLen: 2 * MIN_PERIOD })), null);
+  assert.match(probeWarning(defaultProbe(64, { seqLen: 2 * MIN_PERIOD - 1 }))!, new RegExp(`period is ${MIN_PERIOD - 1}: below ${MIN_PERIOD}`));
+  const row = Array.from({ length: 10 }, (_, i) => i);
+  assert.match(probeWarning({ ids: [[...row, ...row]], period: null })!, /repeats with period 10 but gives no "period"/);
+  const r = cli(['score', path.join(FIXTURES, 'mamba1-tiny'), '--seq-len', '3', '--batch', '1', '--backend', 'cpu', '--no-reference']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^mimetic: warning: the probe's period is 1: below 8 .*use --seq-len 16 or more/);
 });

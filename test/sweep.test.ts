@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
+import { bandRanges } from '../src/report/plot.js';
+import { frameTicks } from '../src/report/chart.js';
 import { Command } from 'commander';
 import { register as registerTrain } from '../src/cli/train.js';
 import { expandRuns, parseSweepConfig, trainArgs } from '../src/train/sweep.js';
@@ -110,6 +112,9 @@ test('bad configs: one line, exit 2, nothing started', async () => {
     [{ ...CONFIG, name: 'a/b' }, /"name" must be/],
     [{ ...CONFIG, variants: [{ seed: 1 }] }, /variants\[0\]\.seed: also a grid option/],
     [{ ...CONFIG, base: { ...CONFIG.base, init: 'fancy' }, grid: { seed: [0] } }, /base\.init: "fancy" is not one of default, mimetic/],
+    // Values of the right type that `mimetic train` refuses: caught before any run starts.
+    [{ ...CONFIG, grid: { lr: [-1] }, base: { ...CONFIG.base, lr: undefined } }, /run lr=-1: --lr: -1 must be a number > 0; fix the config/],
+    [{ ...CONFIG, grid: { seed: [0], warmup: [5, 10000] } }, /run seed=0,warmup=10000: --warmup: 10000 must be an integer between 0 and --steps/],
   ];
   for (const [i, [cfg, re]] of bad.entries()) {
     const f = writeConfig(dir, cfg, `bad${i}.json`);
@@ -174,6 +179,10 @@ test('a tiny sweep runs to completion: summary.json aggregates the run folders, 
   // The accuracies must vary across runs for the check above to mean something.
   assert.ok(new Set(IDS.flatMap((id) => Object.values(finals[id]!))).size > 1, 'all accuracies equal: the tiny task is too easy or too hard to test aggregation');
   const html = fs.readFileSync(path.join(out, 'report', 'index.html'), 'utf8');
+  // lr is not in the grid: no "best lr" (every run used base's 0.01).
+  assert.match(html, /<h2>Results per init<\/h2>/);
+  assert.match(html, /<th class="n">lr<\/th>/);
+  assert.doesNotMatch(html, /best lr/i);
   const imgs = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]!);
   assert.ok(imgs.includes('accuracy-vs-length.png') && imgs.includes('loss.png'), imgs.join(','));
   for (const img of imgs) {
@@ -262,13 +271,19 @@ test('a killed sweep resumes every run from its checkpoint and ends with the sam
 test('a run the trainer rejects is recorded as failed (exit 3), skipped on re-run, tried again with --retry-failed', async () => {
   const dir = tmp();
   const out = path.join(dir, 'sweep');
-  // Valid sweep syntax, but the trainer refuses: a 5-token row cannot hold a 3-letter copy example.
-  const f = writeConfig(dir, { ...CONFIG, base: { ...CONFIG.base, context: 5 }, grid: { seed: [0] } });
+  // Options the sweep checks up front (a 5-token row cannot hold a 3-letter copy example) never launch.
+  const early = await cli(sweepArgs(writeConfig(dir, { ...CONFIG, base: { ...CONFIG.base, context: 5 }, grid: { seed: [0] } }, 'early.json'), path.join(dir, 'early')));
+  assert.equal(early.code, 2, early.stderr);
+  assert.match(early.stderr, /run seed=0: --context 5 is too short/);
+  assert.ok(!fs.existsSync(path.join(dir, 'early')));
+  // A run from a checkpoint is left to the child, which refuses a missing one: recorded as failed.
+  const { layers: _l, dModel: _d, dState: _s, ...fromModel } = CONFIG.base;
+  const f = writeConfig(dir, { ...CONFIG, base: { ...fromModel, model: path.join(dir, 'no-such-checkpoint') }, grid: { seed: [0] } });
   const r = await cli(sweepArgs(f, out));
   assert.equal(r.code, 3, r.stderr);
   const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
   assert.equal(s.runs[0]!.status, 'failed');
-  assert.match(s.runs[0]!.error!, /^mimetic: --context 5 is too short/);
+  assert.match(s.runs[0]!.error!, /^mimetic: .*no-such-checkpoint: no such file or folder/);
   const r2 = await cli(sweepArgs(f, out));
   assert.equal(r2.code, 3);
   assert.match(r2.stdout, /\(0 launched this time\)/);
@@ -276,8 +291,8 @@ test('a run the trainer rejects is recorded as failed (exit 3), skipped on re-ru
   assert.equal(r3.code, 3);
   assert.match(r3.stdout, /\(1 launched this time\)/);
   const s3 = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
-  assert.match(s3.runs[0]!.error!, /^mimetic: --context 5 is too short/);
-  assert.match(fs.readFileSync(path.join(out, 'logs', `${s3.runs[0]!.id}.log`), 'utf8'), /=== .* start: train --task copy[^\n]*--context 5[\s\S]*=== .* start: train --task copy/);
+  assert.match(s3.runs[0]!.error!, /^mimetic: .*no-such-checkpoint: no such file or folder/);
+  assert.match(fs.readFileSync(path.join(out, 'logs', `${s3.runs[0]!.id}.log`), 'utf8'), /=== .* start: train --task copy[^\n]*--model [^\n]*no-such-checkpoint[\s\S]*=== .* start: train --task copy/);
 });
 
 test('meanStd: sample standard deviation', () => {
@@ -285,4 +300,19 @@ test('meanStd: sample standard deviation', () => {
   assert.equal(st.mean, 0.75);
   assert.ok(Math.abs(st.std - 0.25) < 1e-15);
   assert.deepEqual(meanStd([0.3]), { mean: 0.3, std: 0, n: 1 });
+});
+
+test('sweep charts: one length is one x tick, a flat loss gets readable y ticks', () => {
+  const one = bandRanges({ series: [{ name: 'a', x: [3], y: [0.5] }] });
+  assert.deepEqual(frameTicks(one.xr, one.yr, 500, one.xInt).x, [3]);
+  const lengths = bandRanges({ series: [{ name: 'a', x: [50, 100, 200, 300], y: [1, 0, 0, 0] }] });
+  assert.ok(frameTicks(lengths.xr, lengths.yr, 500, lengths.xInt).x.every((t) => Number.isInteger(t)));
+  const flat = bandRanges({ series: [{ name: 'loss', x: [1, 2, 3], y: [2.30001, 2.30003, 2.30002] }] });
+  const yt = frameTicks(flat.xr, flat.yr, 500, flat.xInt).y;
+  assert.ok(yt.length >= 2 && yt[1]! - yt[0]! >= 0.005, `ticks ${yt.join(', ')}`);
+  assert.ok(flat.yr[0] <= 2.30001 && flat.yr[1] >= 2.30003);
+  // Fractional x keeps fractional ticks; a real range keeps its own ticks.
+  const frac = bandRanges({ series: [{ name: 'a', x: [0.1, 0.2], y: [0, 1] }] });
+  assert.ok(frameTicks(frac.xr, frac.yr, 500, frac.xInt).x.length >= 2);
+  assert.deepEqual(bandRanges({ series: [{ name: 'a', x: [0, 1], y: [0, 0.8] }] }).yr, [0, 0.8]);
 });

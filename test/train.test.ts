@@ -9,6 +9,7 @@ import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { adamwStep, createAdamWState, decays } from '../src/train/adamw.js';
 import { lrAt } from '../src/train/schedule.js';
 import { readMetrics } from '../src/train/metrics.js';
+import { initFact, taskFact } from '../src/train/report.js';
 import { listCheckpoints } from '../src/train/state.js';
 import { type TrainConfig, checkTrainConfig, readRunConfig, train, trainDefaults } from '../src/train/trainer.js';
 import type { TaskOptions } from '../src/tasks/index.js';
@@ -60,6 +61,29 @@ test('adamwStep matches torch.optim.AdamW + clip_grad_norm_ computed by hand', (
   assert.ok(Math.abs(D[0]! - ref.D[0]!) < 1e-5);
   for (const n of ['backbone.layers.0.mixer.A_log', 'backbone.layers.0.mixer.A_log_param', 'backbone.layers.0.mixer.dt_bias', 'backbone.layers.0.mixer.dt_proj.bias', 'backbone.norm_f.weight', 'backbone.layers.1.norm.weight', 'backbone.layers.1.mixer.norm.weight', 'backbone.layers.0.mixer.conv1d.bias']) assert.equal(decays(n), false, n);
   for (const n of ['backbone.embeddings.weight', 'backbone.layers.0.mixer.in_proj.weight', 'backbone.layers.0.mixer.dt_proj.weight', 'backbone.layers.0.mixer.conv1d.weight']) assert.equal(decays(n), true, n);
+});
+
+test('train off a terminal prints about 20 progress lines a run, not one a step', async () => {
+  const lines: string[] = [];
+  const sink = { write: (s: string) => { lines.push(...s.split('\n').filter(Boolean)); return true; }, isTTY: false };
+  await train(tinyConfig({ steps: 60, evalEvery: 60, checkpointEvery: 60 }), { out: path.join(tmp(), 'run'), progress: sink, noReport: true });
+  const steps = lines.filter((l) => /^step \d+\/60 loss /.test(l)).map((l) => Number(/^step (\d+)/.exec(l)![1]));
+  assert.deepEqual(steps, [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45, 48, 51, 54, 57, 60]);
+  lines.length = 0;
+  await train(tinyConfig({ steps: 6, evalEvery: 6, checkpointEvery: 6 }), { out: path.join(tmp(), 'run2'), progress: sink, noReport: true, logEvery: 2 });
+  assert.deepEqual(lines.filter((l) => /^step \d+\/6 loss /.test(l)).length, 3, '--log-every still wins');
+});
+
+test('the run report states the task and init in words, not raw JSON', async () => {
+  const out = path.join(tmp(), 'run');
+  await train(tinyConfig({ steps: 2, evalEvery: 2, checkpointEvery: 2 }), { out, progress: null });
+  const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+  assert.match(html, /<td>copy: strings of 2–6 letters from 4, rows of 24 tokens; also evaluated at 3, 9<\/td>/);
+  assert.match(html, /<td>mimetic: a, dt, bc, conv, A scale c = 8, seed 1<\/td>/);
+  assert.doesNotMatch(html, /&quot;|\{"/, 'no JSON in the facts');
+  assert.equal(taskFact({ task: 'mqar', vocab: 8192, contexts: [64, 128], kvPairs: [4, 8], powerA: 0.01, evalLengths: [], randomNonQueries: true }),
+    'MQAR: vocabulary 8192, 4/8 key-value pairs, rows of 64/128 tokens, query gaps p(g) ∝ g^(a−1) with a = 0.01');
+  assert.equal(initFact({ init: 'default', parts: [], aScale: null, bcNoise: 0, seed: 3 }), 'default (mamba_ssm recipe), seed 3');
 });
 
 test('lr schedule: linear warmup, cosine and linear decay', () => {

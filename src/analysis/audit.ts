@@ -76,14 +76,19 @@ export interface AuditResult {
 
 /** Parse `0-5,31` into sorted unique layer indices, checked against the model. */
 export function parseLayerSpec(spec: string, numLayers: number): number[] {
+  return parseIndexSpec(spec, numLayers, '--layers', 'layer');
+}
+
+/** Parse `0-5,31` into sorted unique indices below `count` (layers, channels, heads), errors naming `flag`. */
+export function parseIndexSpec(spec: string, count: number, flag: string, unit: string): number[] {
   const out = new Set<number>();
-  const bad = (why: string) => new UserError(`--layers ${JSON.stringify(spec)}: ${why}; give indices and ranges within 0-${numLayers - 1}, e.g. 0-5,31`);
+  const bad = (why: string) => new UserError(`${flag} ${JSON.stringify(spec)}: ${why}; give indices and ranges within 0-${count - 1}, e.g. 0-5,31`);
   for (const part of spec.split(',').map((p) => p.trim())) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m) throw bad(`'${part}' is not an index or a range a-b`);
     const a = Number(m[1]), b = m[2] !== undefined ? Number(m[2]) : a;
     if (b < a) throw bad(`range ${part} is reversed`);
-    if (b >= numLayers) throw bad(`layer ${b} is outside the model (it has ${numLayers} layers)`);
+    if (b >= count) throw bad(`${unit} ${b} is outside the model (it has ${count} ${unit}s)`);
     for (let i = a; i <= b; i++) out.add(i);
   }
   return [...out].sort((x, y) => x - y);

@@ -1,9 +1,11 @@
 /**
  * `mimetic forward`: run a checkpoint on token ids and write logits, hidden states and each
- * layer's mixer input, implicit attention, decay and query-key maps (and Δ for Mamba-1) to one
- * safetensors file, named as in test/fixtures' golden.safetensors.
+ * chosen layer's mixer input, implicit attention, decay and query-key maps (and Δ for Mamba-1),
+ * optionally per-channel / per-head maps, to one safetensors file, named as in test/fixtures'
+ * golden.safetensors; the file's __metadata__ says what each tensor is.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import { UserError } from '../util/errors.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -11,6 +13,9 @@ import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { writeSafetensors, type WritableTensor } from '../checkpoint/safetensors.js';
 import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { checkIds, runCheckpoint } from '../model/mamba.js';
+import { parseIndexSpec, parseLayerSpec } from '../analysis/audit.js';
+import { layerProgress } from '../util/progress.js';
+import { formatBytes } from '../checkpoint/progress.js';
 
 /** Read a JSON file of equal-length arrays of integer token ids. */
 export function readIdsFile(file: string, vocab: number): number[][] {
@@ -47,9 +52,57 @@ function transposeBLD(data: Float32Array, B: number, L: number, D: number): Floa
   return out;
 }
 
-export async function forwardCommand(checkpointArg: string, o: { ids: string; out: string; backend: string; channelBlock?: string }): Promise<void> {
+/** Refuse an output path that cannot be written, before any download or computation. */
+export function checkOutputFile(file: string, flag: string): void {
+  const dir = path.dirname(path.resolve(file));
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new UserError(`${flag} ${file}: the folder ${dir} does not exist; create it first or choose another path`);
+  }
+  if (!st.isDirectory()) throw new UserError(`${flag} ${file}: ${dir} is not a folder; choose another path`);
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new UserError(`${flag} ${file}: the folder ${dir} is not writable; choose another path`);
+  }
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UserError(`${flag} ${file}: is a folder; give a file name ending in .safetensors`);
+}
+
+/** What each tensor of the output means, for the file's __metadata__ (keys `describe.<name>`, `{i}` = layer). */
+export function forwardTensorDescriptions(arch: string, numLayers: number): Record<string, string> {
+  const m2 = arch === 'mamba2';
+  const unit = m2 ? 'heads' : 'channels';
+  const d: Record<string, string> = {
+    logits: '[B, L, vocab] next-token logits (lm_head of the final norm_f output)',
+    'hidden_states.{i}': `[B, L, hidden]: for i < ${numLayers}, the residual stream after layer i; hidden_states.${numLayers} is the final norm_f output (the goldens' layout: no embedding entry)`,
+    'layers.{i}.mixer_input': '[B, L, hidden] input of layer i\'s mixer (the residual after the block\'s RMSNorm)',
+  };
+  if (!m2) d['layers.{i}.delta'] = '[B, d_inner, L] the step size Δ = softplus(dt_proj(x) + bias) of each channel at each position';
+  d['layers.{i}.attention'] = `[B, L, L] implicit attention α[t, s] (row t = target, column s = source; 0 for s > t) of the SSM as a linear-attention map, averaged over ${unit}`;
+  d['layers.{i}.decay'] = `[B, L, L] decay mask exp(A·Σ_{k=s+1..t} Δ_k) (1 = no decay), averaged over ${m2 ? 'heads' : 'channels and states'}`;
+  d['layers.{i}.qk'] = `[B, L, L] query-key map C_t·B_s${m2 ? ' (averaged over heads)' : ''}`;
+  d['layers.{i}.channel_attention'] = `[B, k, L, L] α[t, s] of each of the k ${unit} listed in the metadata key 'channels', in that order`;
+  return d;
+}
+
+export interface ForwardOptions {
+  ids: string;
+  out: string;
+  backend: string;
+  channelBlock?: string;
+  layers?: string;
+  attention?: boolean;
+  channels?: string;
+}
+
+export async function forwardCommand(checkpointArg: string, o: ForwardOptions): Promise<void> {
   if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new UserError(`--backend: unknown backend '${o.backend}'; choose one of ${BACKENDS.join(', ')}`);
   if (!o.out.endsWith('.safetensors')) throw new UserError(`--out ${o.out}: the output must be a .safetensors file`);
+  checkOutputFile(o.out, '--out');
+  const withAttention = o.attention ?? true;
+  if (!withAttention && o.channels !== undefined) throw new UserError('--channels draws per-channel attention maps and cannot be combined with --no-attention; drop one of them');
   let channelBlock: number | undefined;
   if (o.channelBlock !== undefined) {
     channelBlock = Number(o.channelBlock);
@@ -58,26 +111,51 @@ export async function forwardCommand(checkpointArg: string, o: { ids: string; ou
   const dir = await resolveCheckpoint(checkpointArg);
   const ckpt = Checkpoint.open(dir);
   try {
-    const ids = readIdsFile(o.ids, ckpt.config.vocabSize);
+    const c = ckpt.config;
+    const isM1 = c.arch !== 'mamba2';
+    const layers = o.layers !== undefined ? parseLayerSpec(o.layers, c.numLayers) : undefined;
+    const channels = o.channels !== undefined ? parseIndexSpec(o.channels, isM1 ? c.intermediateSize : c.numHeads!, '--channels', isM1 ? 'channel' : 'head') : undefined;
+    const ids = readIdsFile(o.ids, c.vocabSize);
     await initBackend(o.backend as BackendName);
     const tensors: WritableTensor[] = [];
-    const isM1 = ckpt.config.arch !== 'mamba2';
+    const bar = layerProgress('forward');
+    const t0 = performance.now();
+    const captured: number[] = [];
     const res = await runCheckpoint(ckpt, ids, {
       capture: isM1 ? 'internals' : 'attention',
+      layers,
+      attention: withAttention,
+      channels,
       keepCaptures: false,
       channelBlock,
+      onProgress: (done, total, layer) => bar.update(done, total, layer),
       onLayer: (i, cap) => {
+        captured.push(i);
         tensors.push({ name: `layers.${i}.mixer_input`, ...cap.mixerInput });
         if (isM1) {
           const d = cap.internals!.delta;
           const [B, L, D] = d.shape as [number, number, number];
           tensors.push({ name: `layers.${i}.delta`, shape: [B, D, L], data: transposeBLD(d.data, B, L, D) });
         }
-        for (const k of ['attention', 'decay', 'qk'] as const) tensors.push({ name: `layers.${i}.${k}`, ...cap.attention![k] });
+        if (cap.attention) for (const k of ['attention', 'decay', 'qk'] as const) tensors.push({ name: `layers.${i}.${k}`, ...cap.attention[k] });
+        if (cap.channelAttention) tensors.push({ name: `layers.${i}.channel_attention`, ...cap.channelAttention });
       },
     });
+    bar.done();
     tensors.unshift({ name: 'logits', ...res.logits! }, ...res.hiddenStates.map((h, i) => ({ name: `hidden_states.${i}`, ...h })));
-    writeSafetensors(o.out, tensors, { metadata: { source: checkpointArg, arch: ckpt.config.arch, producer: 'mimetic forward' } });
+    const names = new Set(tensors.map((t) => t.name.replace(/^(hidden_states|layers)\.\d+/, '$1.{i}')));
+    const describe = Object.fromEntries(Object.entries(forwardTensorDescriptions(c.arch, c.numLayers)).filter(([k]) => names.has(k)).map(([k, v]) => [`describe.${k}`, v]));
+    const metadata: Record<string, string> = {
+      source: checkpointArg, arch: c.arch, producer: 'mimetic forward',
+      input_shape: `[${ids.length}, ${ids[0]!.length}] (B, L)`,
+      layers: captured.join(','),
+      attention: withAttention ? 'yes' : 'no (--no-attention)',
+      ...(channels ? { channels: channels.join(','), channel_unit: isM1 ? 'channel' : 'head' } : {}),
+      ...describe,
+    };
+    writeSafetensors(o.out, tensors, { metadata });
+    const bytes = tensors.reduce((a, t) => a + 4 * t.shape.reduce((x, y) => x * y, 1), 0);
+    process.stdout.write(`wrote ${o.out}: ${tensors.length} tensors (${formatBytes(bytes)}), maps of ${captured.length} of ${c.numLayers} layers${withAttention ? '' : ' (no attention)'}, ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   } finally {
     ckpt.close();
   }
@@ -86,13 +164,16 @@ export async function forwardCommand(checkpointArg: string, o: { ids: string; ou
 export function register(program: Command): void {
   program
     .command('forward')
-    .description('run a checkpoint on token ids; write logits, hidden states and per-layer implicit attention to a .safetensors file')
+    .description('run a checkpoint on token ids; write logits, hidden states and per-layer implicit attention to a .safetensors file (its __metadata__ describes each tensor)')
     .argument('<checkpoint>', 'checkpoint folder, .safetensors file or Hub id (org/name)')
     .requiredOption('--ids <file>', 'JSON file: an array of equal-length arrays of token ids')
     .requiredOption('--out <file>', 'output .safetensors file')
+    .option('--layers <spec>', 'layers whose mixer input, Δ and maps are written, e.g. 0-5,23 (default all)')
+    .option('--no-attention', 'skip the attention, decay and query-key maps (much faster; logits, hidden states, mixer inputs and Δ only)')
+    .option('--channels <list>', 'also write layers.{i}.channel_attention: the maps of these channels (Mamba-1) or heads (Mamba-2), e.g. 0,5,10-12')
     .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computation')
-    .action(async (ckpt: string, o: { ids: string; out: string; backend: string; channelBlock?: string }) => {
+    .action(async (ckpt: string, o: ForwardOptions) => {
       await forwardCommand(ckpt, o);
     });
 }

@@ -4,7 +4,35 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { formatBytes } from '../checkpoint/progress.js';
 
-/** The `--json` summary: exactly these keys, Mamba-2 with heads/head dim/groups instead of dt rank. */
+/** Text from config.json shown without control characters (a source path is outside text). */
+function printable(v: unknown): string {
+  return String(v).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}
+
+/** What `mimetic init`, `transplant` and `train` recorded under "mimetic" in config.json, as label/text rows. */
+export function provenanceRows(raw: Record<string, unknown>): [string, string][] {
+  const m = raw.mimetic;
+  if (!m || typeof m !== 'object' || Array.isArray(m)) return [];
+  const r = m as Record<string, unknown>;
+  const rows: [string, string][] = [];
+  if (r.init === 'default' || r.init === 'mimetic') {
+    const parts = Array.isArray(r.parts) && r.parts.length ? ` (${r.parts.map(printable).join(',')}${typeof r.aScale === 'number' ? `, c=${r.aScale}` : ''}${typeof r.bcNoise === 'number' && r.bcNoise > 0 ? `, bc noise ${r.bcNoise}` : ''})` : '';
+    rows.push(['init', `${r.init}${parts}${r.seed !== undefined ? `, seed ${printable(r.seed)}` : ''}`]);
+  }
+  if (Array.isArray(r.transplant)) {
+    for (const t of r.transplant as Record<string, unknown>[]) {
+      rows.push(['transplant', `layer ${printable(t.target)} ← layer ${printable(t.layer)} of ${printable(t.source)} (${printable(t.parts)})`]);
+    }
+  }
+  if (r.trained && typeof r.trained === 'object') {
+    const tr = r.trained as Record<string, unknown>;
+    const task = tr.task && typeof tr.task === 'object' ? printable((tr.task as Record<string, unknown>).task) : '?';
+    rows.push(['trained', `${task}, ${printable(tr.steps)} steps, seed ${printable(tr.seed)}${typeof r.aScale === 'number' ? `, A = −exp(−${r.aScale}·A_log_param)` : ''}`]);
+  }
+  return rows;
+}
+
+/** The `--json` summary: exactly these keys, Mamba-2 with heads/head dim/groups instead of dt rank, plus `provenance` (config.json's "mimetic") when recorded. */
 export function inspectSummary(ckpt: Checkpoint): Record<string, unknown> {
   const c = ckpt.config;
   return {
@@ -22,6 +50,7 @@ export function inspectSummary(ckpt: Checkpoint): Record<string, unknown> {
     dtypes: ckpt.dtypes(),
     parameters: ckpt.parameterCount(),
     files: ckpt.files.map((f) => ({ name: f.name, bytes: f.bytes })),
+    ...(provenanceRows(ckpt.rawConfig).length ? { provenance: ckpt.rawConfig.mimetic } : {}),
   };
 }
 
@@ -50,6 +79,7 @@ export function inspectText(ckpt: Checkpoint, where: string): string {
     ['dtypes', Object.entries(ckpt.dtypes()).map(([d, n]) => `${d} × ${n}`).join(', ')],
     ['parameters', `${ckpt.parameterCount().toLocaleString('en-US')}`],
   );
+  rows.push(...provenanceRows(ckpt.rawConfig));
   const total = ckpt.files.reduce((a, f) => a + f.bytes, 0);
   rows.push(['files', `${ckpt.files.length} (${formatBytes(total)})`]);
   const w = Math.max(...rows.map((r) => r[0].length));

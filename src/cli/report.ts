@@ -5,7 +5,8 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { initBackend } from '../model/backend.js';
 import { checkOutput, checkpointName, writeReport } from '../report/report.js';
-import { addAuditOptions, layerProgress, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
+import { layerProgress } from '../util/progress.js';
+import { REFERENCE_NOTICE, addAuditOptions, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
 
 /** reports/<name>, the name made safe as a folder name. */
 export function defaultReportDir(arg: string): string {
@@ -26,9 +27,11 @@ export async function reportCommand(arg: string, o: AuditCliOptions & { out?: st
     const report = await writeReport(ckpt, {
       out, force: o.force, probe: p.probe, layers: p.layers, backend, source: arg, channelBlock: p.channelBlock,
       progress: (done, total, layer) => bar.update(done, total, layer),
+      reference: o.reference !== false,
+      onReference: () => { if (o.reference !== false) process.stderr.write(REFERENCE_NOTICE); },
     });
     bar.done();
-    process.stdout.write(`${scoreTable(report.scores, Boolean(process.stdout.isTTY), ckpt.config.numLayers)}\nwrote ${path.join(out, 'index.html')} (${report.layers.length} layer pages, ${report.seconds.toFixed(1)} s)\n`);
+    process.stdout.write(`${scoreTable(report.scores, Boolean(process.stdout.isTTY), ckpt.config.numLayers, report.reference ?? undefined)}\nwrote ${path.join(out, 'index.html')} (${report.layers.length} layer pages, ${report.seconds.toFixed(1)} s)\n`);
   } finally {
     ckpt.close();
   }

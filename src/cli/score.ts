@@ -8,9 +8,11 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { auditCheckpoint, parseLayerSpec } from '../analysis/audit.js';
-import { probeFromOptions, type Probe } from '../analysis/probe.js';
+import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';
 import type { LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
+import { layerProgress } from '../util/progress.js';
+import { referenceNote, referenceScores, type ReferenceScores } from '../analysis/reference.js';
 
 export interface AuditCliOptions {
   layers?: string;
@@ -20,6 +22,8 @@ export interface AuditCliOptions {
   seed?: string;
   backend: string;
   channelBlock?: string;
+  /** commander's --no-reference. */
+  reference?: boolean;
 }
 
 export function addAuditOptions(cmd: Command): Command {
@@ -31,7 +35,8 @@ export function addAuditOptions(cmd: Command): Command {
     .option('--batch <n>', 'default probe: number of sequences; default 4')
     .option('--seed <n>', 'default probe: random seed; default 0')
     .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
-    .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations');
+    .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
+    .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)');
 }
 
 function intOpt(v: string | undefined, flag: string): number | undefined {
@@ -57,46 +62,43 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   // The config's vocabulary; never past the embedding's rows (a config may declare more).
   const vocab = Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize);
   const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
+  const warning = probeWarning(probe);
+  if (warning) process.stderr.write(`mimetic: warning: ${warning}\n`);
   return { layers, probe, channelBlock, backend: o.backend as BackendName };
-}
-
-/** A layer progress bar on a terminal's stderr; nothing when stderr is not a TTY. */
-export function layerProgress(label: string): { update: (done: number, total: number, layer: number) => void; done: () => void } {
-  const tty = Boolean(process.stderr.isTTY);
-  const t0 = Date.now();
-  let drawn = false;
-  return {
-    update(done, total, layer) {
-      if (!tty) return;
-      const w = 28, f = Math.round((done / Math.max(1, total)) * w);
-      const secs = (Date.now() - t0) / 1000;
-      const eta = done > 0 ? (secs / done) * (total - done) : NaN;
-      process.stderr.write(`\r\x1b[2K${label} [${'#'.repeat(f)}${'-'.repeat(w - f)}] ${done}/${total} layers (last: ${layer}) ${secs.toFixed(0)} s${Number.isFinite(eta) && done < total ? `, ETA ${eta.toFixed(0)} s` : ''}`);
-      drawn = true;
-    },
-    done() {
-      if (tty && drawn) process.stderr.write('\r\x1b[2K');
-    },
-  };
 }
 
 function fmt(v: number | null): string {
   return v === null ? '—' : v.toFixed(4);
 }
 
-/** The ranked table; the most mimetic rows (3, or 1 in small models) bold green when `color`. */
-export function scoreTable(layers: LayerScores[], color: boolean, numLayers: number): string {
+/**
+ * The ranked table; the most mimetic rows (3, or 1 in small models) bold green when `color`; then
+ * the reference rows (`ref default`, `ref mimetic`) when given.
+ */
+export function scoreTable(layers: LayerScores[], color: boolean, numLayers: number, ref?: ReferenceScores): string {
   const top = highlightCount(numLayers);
   const head = ['rank', 'layer', 'mimetic', 'cbIdentity', 'cbRowCos', 'maskOnes', 'lookbehind'];
-  const rows = [...layers].sort((a, b) => a.rank - b.rank).map((l) => [String(l.rank), String(l.layer), fmt(l.mimetic), fmt(l.cbIdentity), fmt(l.cbRowCos), fmt(l.maskOnes), fmt(l.lookbehind)]);
-  const widths = head.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j]!.length)));
+  const cells = (l: Omit<LayerScores, 'rank' | 'layer'>) => [fmt(l.mimetic), fmt(l.cbIdentity), fmt(l.cbRowCos), fmt(l.maskOnes), fmt(l.lookbehind)];
+  const rows = [...layers].sort((a, b) => a.rank - b.rank).map((l) => [String(l.rank), String(l.layer), ...cells(l)]);
+  const refRows = ref ? (['default', 'mimetic'] as const).map((k) => ['ref', k, ...cells(ref[k])]) : [];
+  const widths = head.map((h, j) => Math.max(h.length, ...[...rows, ...refRows].map((r) => r[j]!.length)));
   const line = (r: string[]) => r.map((c, j) => c.padStart(widths[j]!)).join('  ');
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  ')];
   rows.forEach((r, k) => {
     const s = line(r);
     out.push(color && k < top ? `\x1b[1;32m${s}\x1b[0m` : s);
   });
+  if (refRows.length) out.push(widths.map((w) => '·'.repeat(w)).join('  '), ...refRows.map(line));
   return out.join('\n');
+}
+
+export const REFERENCE_NOTICE = 'reference rows: scoring a fresh default-init and a mimetic-init layer of the same shape (--no-reference skips them)\n';
+
+/** The reference rows unless --no-reference (two one-layer audits: seconds on a CPU for a 130m shape). */
+export async function referenceFor(ckpt: Checkpoint, p: ParsedAudit, o: AuditCliOptions): Promise<ReferenceScores | undefined> {
+  if (o.reference === false) return undefined;
+  process.stderr.write(REFERENCE_NOTICE);
+  return referenceScores(ckpt.config, p.probe, { channelBlock: p.channelBlock });
 }
 
 export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: boolean }): Promise<void> {
@@ -115,15 +117,17 @@ export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: bo
       onLayer: (a) => bar.update(++done, total, a.scores.layer),
     });
     bar.done();
+    const ref = await referenceFor(ckpt, p, o);
     if (o.json) {
-      process.stdout.write(JSON.stringify({ checkpoint: arg, arch: ckpt.config.arch, probe: { ids: p.probe.ids, period: p.probe.period }, layers: res.layers }) + '\n');
+      process.stdout.write(JSON.stringify({ checkpoint: arg, arch: ckpt.config.arch, probe: { ids: p.probe.ids, period: p.probe.period }, layers: res.layers, ...(ref ? { reference: ref } : {}) }) + '\n');
       return;
     }
     const B = p.probe.ids.length, L = p.probe.ids[0]!.length;
     process.stdout.write(
       `${arg}: ${ckpt.config.arch}, ${ckpt.config.numLayers} layers; probe ${B}×${L} tokens${p.probe.period !== null ? `, period ${p.probe.period}` : ', no period'}; ${res.seconds.toFixed(1)} s\n` +
-        `${scoreTable(res.layers, Boolean(process.stdout.isTTY), ckpt.config.numLayers)}\n` +
-        `rank 1 = most mimetic (mimetic = mean of maskOnes, max(0, cbIdentity) and lookbehind)\n`,
+        `${scoreTable(res.layers, Boolean(process.stdout.isTTY), ckpt.config.numLayers, ref)}\n` +
+        `rank 1 = most mimetic (mimetic = mean of maskOnes, max(0, cbIdentity) and lookbehind)\n` +
+        (ref ? `${referenceNote(ref)}\n` : ''),
     );
   } finally {
     ckpt.close();

@@ -6,7 +6,7 @@ import { BACKENDS } from '../model/backend.js';
 import { writeSweepReport } from '../train/sweep-report.js';
 import { expandRuns, parseRunFilters, parseSweepConfig, runSweep } from '../train/sweep.js';
 import { UserError } from '../util/errors.js';
-import { register as registerTrain } from './train.js';
+import { checkTrainOptions, register as registerTrain } from './train.js';
 
 /** Exit code of a sweep stopped (slice over, or a signal) with runs left: run it again to continue. */
 export const EXIT_UNFINISHED = 75;
@@ -50,6 +50,17 @@ export function register(program: Command): void {
         const s = await writeSweepReport(cfg, out);
         process.stdout.write(`summary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')} (${s.counts.finished + s.counts['target-reached']}/${s.runs.length} runs complete)\n`);
         return;
+      }
+      // Every run's options as `mimetic train` checks them, before a folder or child exists.
+      // Runs from a --model checkpoint are left to the child (checking them would load the model).
+      for (const r of expandRuns(cfg)) {
+        if (r.options.model !== undefined) continue;
+        try {
+          await checkTrainOptions(r.options);
+        } catch (e) {
+          if (e instanceof UserError) throw new UserError(`${configFile}: run ${r.id}: ${e.message}; fix the config`);
+          throw e;
+        }
       }
       const parallel = Number(o.parallel);
       if (!Number.isSafeInteger(parallel) || parallel < 1) throw new UserError(`--parallel: '${String(o.parallel)}' must be a positive integer`);

@@ -1,7 +1,7 @@
 /** `mimetic train`: train a fresh, mimetic, transplanted or pretrained Mamba on copy / MQAR. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { Command as CommanderCommand, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
@@ -12,6 +12,7 @@ import type { TaskOptions } from '../tasks/index.js';
 import { MQAR_DEFAULTS } from '../tasks/mqar.js';
 import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, fmtScores, readRunConfig, train, trainDefaults } from '../train/trainer.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
+import { LOG_LINES } from '../train/metrics.js';
 import { UserError } from '../util/errors.js';
 import { addInitOptions, addModelOptions, initOptionsFrom, modelShapeFrom, numOpt } from './init.js';
 
@@ -96,6 +97,24 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
   };
 }
 
+/**
+ * Check one run's options (camelCase names, values as a sweep config gives them) exactly as
+ * `mimetic train` would before training, without training: the sweep's check before it launches.
+ */
+export async function checkTrainOptions(given: Record<string, string | number | (string | number)[]>): Promise<void> {
+  const p = new CommanderCommand();
+  register(p);
+  const t = p.commands.find((c) => c.name() === 'train')!;
+  const o: Opts = {};
+  for (const opt of t.options) if (opt.defaultValue !== undefined) o[opt.attributeName()] = opt.defaultValue;
+  for (const [k, v] of Object.entries(given)) o[k] = Array.isArray(v) ? v.join(',') : String(v);
+  const explicit = (name: string) => name in given;
+  if (!explicit('vocab')) o.vocab = undefined;
+  if (!explicit('context')) o.context = undefined;
+  if (o.task === undefined) throw new UserError('--task is required (copy or mqar)');
+  checkTrainConfig(await configFromOptions(o, explicit));
+}
+
 export function register(program: Command): void {
   const cmd = program
     .command('train')
@@ -130,7 +149,7 @@ export function register(program: Command): void {
     .option('--keep <n>', 'checkpoints kept', '1')
     .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
     .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
-    .option('--log-every <n>', 'plain progress line every n steps (non-TTY)')
+    .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
     .option('--out <dir>', 'run folder (must not exist)')
     .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
     .option('--quiet', 'no progress output')

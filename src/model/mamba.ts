@@ -435,6 +435,10 @@ export interface RunOptions {
   stopAfterLastCapture?: boolean;
   /** Also return per-channel (Mamba-1) / per-head (Mamba-2) attention maps of these channels. */
   channels?: number[];
+  /** Captured layers get no attention maps (mixer input and internals only; default true). */
+  attention?: boolean;
+  /** After each layer computed: `done` of `total` layers that will run. */
+  onProgress?: (done: number, total: number, layer: number) => void;
 }
 
 export interface RunResult {
@@ -497,9 +501,11 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
       if (want) {
         const cap: LayerCapture = { layer: i, mixerInput: await toPlainAsync(mi) };
         const int = r.internals!;
-        const maps = attentionSummaries(c.arch === 'mamba2' ? 'mamba2' : 'mamba1', int, { channelBlock: opts.channelBlock });
-        cap.attention = { attention: await toPlainAsync(maps.attention), decay: await toPlainAsync(maps.decay), qk: await toPlainAsync(maps.qk) };
-        tf.dispose([maps.attention, maps.decay, maps.qk]);
+        if (opts.attention ?? true) {
+          const maps = attentionSummaries(c.arch === 'mamba2' ? 'mamba2' : 'mamba1', int, { channelBlock: opts.channelBlock });
+          cap.attention = { attention: await toPlainAsync(maps.attention), decay: await toPlainAsync(maps.decay), qk: await toPlainAsync(maps.qk) };
+          tf.dispose([maps.attention, maps.decay, maps.qk]);
+        }
         if (opts.channels?.length) {
           const ca = channelAttention(c.arch === 'mamba2' ? 'mamba2' : 'mamba1', int, opts.channels);
           cap.channelAttention = await toPlainAsync(ca);
@@ -517,6 +523,7 @@ export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: Run
         tf.dispose(Object.values(r.internals));
       }
       mi.dispose();
+      opts.onProgress?.(i + 1, lastLayer + 1, i);
     }
     if (!complete) return result;
     const nf = ckpt.readNormF();

@@ -41,6 +41,13 @@ export function tickRange(lo: number, hi: number): [number, number] {
   return [Math.floor(lo / step + 1e-9) * step, Math.ceil(hi / step - 1e-9) * step];
 }
 
+/** The ticks `frame` draws for x range `xr` (a plot `w` pixels wide) and y range `yr`. */
+export function frameTicks(xr: [number, number], yr: [number, number], w: number, xInt: boolean, yInt = false): { x: number[]; y: number[] } {
+  const xs = xr[1] > xr[0] ? xr : [xr[0] - 0.5, xr[0] + 0.5];
+  const x = niceTicks(xs[0]!, xs[1]!, Math.min(10, Math.max(2, Math.round(w / 70)))).filter((v) => !xInt || Number.isInteger(v));
+  return { x, y: niceTicks(yr[0], yr[1], 5).filter((v) => !yInt || Number.isInteger(v)) };
+}
+
 /** Canvas, title, axis labels, grid and ticks of a chart; px / py map data to pixels. */
 export function frame(width: number, height: number, xr: [number, number], yr: [number, number], title: string, xLabel: string, yLabel: string, rightPad: number, xInt: boolean, yInt = false, opts: { bottom?: number; xTicks?: boolean } = {}): Frame {
   const left = 62, top = 32, bottom = opts.bottom ?? 46;
@@ -49,15 +56,15 @@ export function frame(width: number, height: number, xr: [number, number], yr: [
   const xs = xr[1] > xr[0] ? xr : [xr[0] - 0.5, xr[0] + 0.5];
   const px = (x: number) => left + ((x - xs[0]!) / (xs[1]! - xs[0]!)) * w;
   const py = (y: number) => top + h - ((y - yr[0]) / (yr[1] - yr[0])) * h;
-  const yt = niceTicks(yr[0], yr[1], 5).filter((v) => !yInt || Number.isInteger(v));
+  const ticks = frameTicks(xr, yr, w, xInt, yInt);
+  const yt = ticks.y;
   const yl = fmtTicks(yt);
   yt.forEach((t, k) => {
     cv.fillRect(left, py(t), w, 1, GRID);
     cv.fillRect(left - 5, py(t), 5, 1, AXIS);
     cv.text(left - 8, py(t) + 4, yl[k]!, { size: 11, anchor: 'end' });
   });
-  let xt = opts.xTicks === false ? [] : niceTicks(xs[0]!, xs[1]!, Math.min(10, Math.max(2, Math.round(w / 70))));
-  if (xInt) xt = xt.filter((v) => Number.isInteger(v));
+  const xt = opts.xTicks === false ? [] : ticks.x;
   const xl = fmtTicks(xt);
   xt.forEach((t, k) => {
     cv.fillRect(px(t), top + h, 1, 5, AXIS);

@@ -4,6 +4,7 @@
  * resources: the folder works offline and from a plain file server.
  */
 import type { LayerScores } from '../analysis/scores.js';
+import { referenceNote } from '../analysis/reference.js';
 import { escapeHtml as e } from './escape.js';
 import type { ChannelEntry, LayerReport, ReportJson } from './types.js';
 
@@ -40,6 +41,7 @@ th { background: #f3f5f7; font-weight: 600; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; font-family: "DejaVu Sans Mono", monospace; font-size: 13px; }
 tr.top td { background: #eaf6ea; }
 tr.top td:first-child { font-weight: bold; }
+tr.ref td { color: #555; font-style: italic; border-top: 1px dotted #bbb; }
 .kv td:first-child { color: #555; white-space: nowrap; }
 .kv td { word-break: break-all; }
 .grid { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
@@ -93,6 +95,19 @@ const DEFINITIONS = `
 function scoreRow(s: LayerScores, link: string | null, top: boolean): string {
   const name = link ? `<a href="${e(link)}">layer ${s.layer}</a>` : `layer ${s.layer}`;
   return `<tr${top ? ' class="top"' : ''}><td class="n">${s.rank}</td><td>${name}${top ? ' ★' : ''}</td><td class="n">${fmt(s.mimetic)}</td><td class="n">${fmt(s.cbIdentity)}</td><td class="n">${fmt(s.cbRowCos)}</td><td class="n">${fmt(s.maskOnes)}</td><td class="n">${fmt(s.lookbehind)}</td></tr>`;
+}
+
+/** The reference rows under a score table, and the note saying what they are. */
+function referenceRows(r: ReportJson): string {
+  if (!r.reference) return '';
+  return (['default', 'mimetic'] as const).map((k) => {
+    const s = r.reference![k];
+    return `<tr class="ref"><td class="n">ref</td><td>fresh ${k} init</td><td class="n">${fmt(s.mimetic)}</td><td class="n">${fmt(s.cbIdentity)}</td><td class="n">${fmt(s.cbRowCos)}</td><td class="n">${fmt(s.maskOnes)}</td><td class="n">${fmt(s.lookbehind)}</td></tr>`;
+  }).join('\n');
+}
+
+function referenceNoteHtml(r: ReportJson): string {
+  return r.reference ? `<p class="note">${e(referenceNote(r.reference))}: a layer near the <i>ref default</i> row has no more mimetic structure than an untrained layer; one near <i>ref mimetic</i> has as much as the mimetic init gives.</p>` : '';
 }
 
 const SCORE_HEAD = '<tr><th class="n">rank</th><th>layer</th><th class="n">mimetic</th><th class="n">cbIdentity</th><th class="n">cbRowCos</th><th class="n">maskOnes</th><th class="n">lookbehind</th></tr>';
@@ -151,7 +166,9 @@ export function indexPage(r: ReportJson): string {
 <table>
 ${SCORE_HEAD}
 ${ranked.map((s) => scoreRow(s, pageOf.get(s.layer) ?? null, s.rank <= HIGHLIGHT)).join('\n')}
+${referenceRows(r)}
 </table>
+${referenceNoteHtml(r)}
 <h2>Scores across depth</h2>
 <figure class="chart"><img src="${e(r.chart)}" alt="scores across depth"></figure>
 <h2>Layers</h2>
@@ -186,7 +203,9 @@ ${nav}
 <table>
 ${SCORE_HEAD}
 ${scoreRow(s, null, s.rank <= HIGHLIGHT)}
+${referenceRows(r)}
 </table>
+${referenceNoteHtml(r)}
 <h2>Attention and decay on the probe</h2>
 <p class="note">Maps are averaged over the probe batch (${r.probe.batch} × ${r.probe.length} tokens${period ? `, period ${period}: the lookbehind diagonals are s = t − ${period} and s = t − ${period - 1}` : ''}). Grey cells (s &gt; t) are undefined. Signed maps use a diverging scale centred at 0, clipped at the 99th percentile of |value| (the colour bar gives the range); maps larger than the image are shrunk by averaging blocks of cells.</p>
 <div class="grid">

@@ -30,11 +30,8 @@ export function seriesColor(k: number): RGB {
   return MORE_COLORS[k % MORE_COLORS.length]!;
 }
 
-export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
-  // The legend sits right of the plot: widen the image for long series names (~7 px a character at 12 px).
-  const longest = Math.max(0, ...spec.series.map((s) => s.name.length));
-  const right = Math.max(190, 44 + Math.ceil(7 * longest));
-  const width = (spec.width ?? 760) + (right - 190), height = spec.height ?? 340;
+/** The axes' data ranges of a band chart, and whether x ticks are whole numbers. */
+export function bandRanges(spec: Pick<BandChartSpec, 'series' | 'yRange'>): { xr: [number, number]; yr: [number, number]; xInt: boolean } {
   let xlo = Infinity, xhi = -Infinity, ylo = Infinity, yhi = -Infinity;
   for (const s of spec.series) {
     s.x.forEach((x, i) => {
@@ -47,9 +44,23 @@ export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
   if (!Number.isFinite(xlo)) { xlo = 0; xhi = 1; ylo = 0; yhi = 1; }
   if (xhi === xlo) { xlo -= 0.5; xhi += 0.5; }
   if (yhi === ylo) { ylo -= 0.5; yhi += 0.5; }
+  // A range tiny against its values (a flat loss) would get ticks 1e-5 apart: show at least 2 % of the magnitude.
+  const minSpan = 0.02 * Math.max(Math.abs(ylo), Math.abs(yhi));
+  if (yhi - ylo < minSpan) { const mid = (ylo + yhi) / 2; ylo = mid - minSpan / 2; yhi = mid + minSpan / 2; }
   const yr = spec.yRange ?? tickRange(ylo, yhi);
   const pad = (xhi - xlo) * 0.03;
-  const f = frame(width, height, [xlo - pad, xhi + pad], yr, spec.title, spec.xLabel, spec.yLabel, right, false);
+  // Integer data (lengths, steps) get integer ticks only: one length is one tick, not 2.6–3.4.
+  const xInt = spec.series.every((s) => s.x.every((x) => Number.isInteger(x)));
+  return { xr: [xlo - pad, xhi + pad], yr, xInt };
+}
+
+export async function renderBandChart(spec: BandChartSpec): Promise<Buffer> {
+  // The legend sits right of the plot: widen the image for long series names (~7 px a character at 12 px).
+  const longest = Math.max(0, ...spec.series.map((s) => s.name.length));
+  const right = Math.max(190, 44 + Math.ceil(7 * longest));
+  const width = (spec.width ?? 760) + (right - 190), height = spec.height ?? 340;
+  const { xr, yr, xInt } = bandRanges(spec);
+  const f = frame(width, height, xr, yr, spec.title, spec.xLabel, spec.yLabel, right, xInt);
   const { cv, px } = f;
   // Bands and lines are clipped to the y range.
   const py = (y: number) => f.py(Math.min(yr[1], Math.max(yr[0], y)));

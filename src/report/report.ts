@@ -12,6 +12,7 @@ import { UserError } from '../util/errors.js';
 import { writeDirAtomic } from '../util/atomic.js';
 import { auditCheckpoint, type LayerAudit, type LayerDetail } from '../analysis/audit.js';
 import type { Probe } from '../analysis/probe.js';
+import { referenceScores } from '../analysis/reference.js';
 import type { LayerScores } from '../analysis/scores.js';
 import { renderHeatmap, renderThumbnail } from './heatmap.js';
 import { binsFor, histogram, renderHistogram, renderLineChart, SERIES_COLORS } from './chart.js';
@@ -34,6 +35,10 @@ export interface ReportOptions {
   channelsShown?: number;
   /** Called after each layer with the number done and the total. */
   progress?: (done: number, total: number, layer: number) => void;
+  /** Also score a fresh default-init and mimetic-init layer of the same shape (the scale shown beside the scores). */
+  reference?: boolean;
+  /** Called before the reference layers are scored. */
+  onReference?: () => void;
 }
 
 /** Whether a folder holds a mimetic report (report.json with the marker). */
@@ -180,6 +185,8 @@ export async function writeReport(ckpt: Checkpoint, opts: ReportOptions): Promis
       },
     });
     fs.writeFileSync(path.join(dir, 'img', 'scores.png'), await renderScoreChart(res.layers));
+    opts.onReference?.();
+    const reference = opts.reference ? await referenceScores(c, opts.probe, { channelBlock: opts.channelBlock }) : null;
     const raw = ckpt.rawConfig;
     report = {
       mimetic: REPORT_MARKER,
@@ -200,6 +207,7 @@ export async function writeReport(ckpt: Checkpoint, opts: ReportOptions): Promis
       backend: opts.backend,
       seconds: res.seconds,
       scores: res.layers,
+      reference,
       layers: layers.sort((a, b) => a.layer - b.layer),
       chart: 'img/scores.png',
     };

@@ -1,3 +1,4 @@
+import type { ReferenceScores } from '../analysis/reference.js';
 /** The content of report.json: everything the report's pages show, and where its files are. */
 import type { LayerScores } from '../analysis/scores.js';
 import type { Histogram } from './chart.js';
@@ -56,6 +57,8 @@ export interface ReportJson {
   seconds: number;
   /** Scores in layer order (audited layers only). */
   scores: LayerScores[];
+  /** A fresh default-init and mimetic-init layer of the same shape on the same probe; null when not computed. */
+  reference: ReferenceScores | null;
   layers: LayerReport[];
   chart: string;
 }

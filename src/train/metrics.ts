@@ -71,6 +71,12 @@ function fmtRate(x: number): string {
 }
 
 /** Progress output: a redrawn bar on a TTY, a plain line every `every` steps otherwise. */
+/** Off a terminal, a progress line every this many steps unless --log-every says otherwise: about 20 lines a run. */
+export const LOG_LINES = 20;
+export function defaultLogEvery(steps: number): number {
+  return Math.max(1, Math.ceil(steps / LOG_LINES));
+}
+
 export class Progress {
   private readonly tty: boolean;
   private lastDraw = 0;

@@ -8,6 +8,8 @@ import { renderBandChart, type BandSeries } from '../report/plot.js';
 import { escapeHtml } from '../report/escape.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { MetricsLine } from './metrics.js';
+import type { TaskOptions } from '../tasks/index.js';
+import type { InitRecord } from '../model/init.js';
 
 /** Keep at most n points, evenly spaced (always the last one). */
 function thin<T>(xs: T[], n: number): T[] {
@@ -15,6 +17,19 @@ function thin<T>(xs: T[], n: number): T[] {
   const out: T[] = [];
   for (let i = 0; i < n; i++) out.push(xs[Math.floor((i * (xs.length - 1)) / (n - 1))]!);
   return out;
+}
+
+/** The task as a reader wants it in the run report (not JSON). */
+export function taskFact(t: TaskOptions): string {
+  const ev = t.evalLengths.length ? `; also evaluated at ${t.evalLengths.join(', ')}` : '';
+  if (t.task === 'copy') return `copy: strings of ${t.minLen}–${t.maxLen} letters from ${t.alphabet}, rows of ${t.context} tokens${ev}`;
+  return `MQAR: vocabulary ${t.vocab}, ${t.kvPairs.join('/')} key-value pairs, rows of ${t.contexts.join('/')} tokens, query gaps p(g) ∝ g^(a−1) with a = ${t.powerA}${ev}`;
+}
+
+/** A fresh model's init record as words. */
+export function initFact(r: InitRecord): string {
+  if (r.init === 'default') return `default (mamba_ssm recipe), seed ${r.seed}`;
+  return `mimetic: ${r.parts.join(', ')}${r.aScale !== null ? `, A scale c = ${r.aScale}` : ''}${r.bcNoise > 0 ? `, W_C = W_B + ${r.bcNoise}·Z` : ''}, seed ${r.seed}`;
 }
 
 export interface RunSummary {

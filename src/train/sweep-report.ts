@@ -18,7 +18,7 @@ import { type GenLengths, GEN_THRESHOLDS, generalisationLengths } from '../tasks
 import { MEASURE_NAME, accuracyByLength, measuresOf } from './figures.js';
 import { type MetricsLine, readMetrics } from './metrics.js';
 import { type RunSpec, type RunStatus, type SweepConfig, expandRuns, isDone, runState } from './sweep.js';
-import { METRICS_FILE } from './trainer.js';
+import { DEFAULT_LR, METRICS_FILE } from './trainer.js';
 
 export interface EvalPoint { accuracy: number; length: number; size: number; train: boolean; charAccuracy?: number }
 
@@ -224,7 +224,8 @@ const fmtAcc = (st: Stat | undefined) => (st && st.n ? `${st.mean.toFixed(3)} ±
 /** A group's cell: string (or query) accuracy, and the character accuracy under it for copy. */
 const fmtCell = (p: GroupPoint | undefined) => `${fmtAcc(p)}${p?.charAccuracy ? `<br><small>char ${fmtAcc(p.charAccuracy)}</small>` : ''}`;
 const fmtGen = (g: GroupSummary) => (g.gen && g.gen.string.n ? `<td class="n">${g.gen.string.mean.toFixed(1)} ± ${g.gen.string.std.toFixed(1)}</td><td class="n">${g.gen.char.mean.toFixed(1)} ± ${g.gen.char.std.toFixed(1)}</td>` : '<td class="n">—</td><td class="n">—</td>');
-const fmtLr = (lr: number | null) => (lr === null ? 'default' : String(lr));
+/** A run without --lr trains at mimetic train's default: say which value that is. */
+const fmtLr = (lr: number | null) => (lr === null ? `${DEFAULT_LR} (train's default)` : String(lr));
 
 /** Write summary.json and report/ (index.html + PNGs) into the sweep folder. */
 export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Promise<SweepSummary> {
@@ -235,6 +236,9 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
   const labels = Object.keys(s.bestLr);
   const copy = s.task === 'copy';
   const bestGroups = labels.map((l) => s.groups.find((g) => g.group === s.bestLr[l]!.group)!);
+  // "Best lr" only means something when the sweep tries more than one.
+  const lrVaries = new Set(s.groups.map((g) => g.lr)).size > 1;
+  const atLr = lrVaries ? 'best lr per init' : `lr ${fmtLr(s.groups[0]?.lr ?? null)}`;
   const imgs: string[] = [];
   const figure = (file: string, alt: string, caption: string) => `<figure class="chart"><img src="${e(file)}" alt="${e(alt)}"><figcaption>${e(caption)}</figcaption></figure>`;
 
@@ -248,10 +252,10 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
     // The first measure keeps the file name older reports (and the README) link to.
     const file = m === 'char' ? 'char-accuracy-vs-length.png' : 'accuracy-vs-length.png';
     writeFileAtomic(path.join(rep, file), await renderBandChart({
-      series: accSeries, title: `Final ${MEASURE_NAME[m]} vs evaluation length (mean ± std over seeds, best lr per init)`,
+      series: accSeries, title: `Final ${MEASURE_NAME[m]} vs evaluation length (mean ± std over seeds, ${atLr})`,
       xLabel: s.task === 'copy' ? 'string length' : 'sequence length (mean over kv-pair settings)', yLabel: MEASURE_NAME[m], yRange: [0, 1],
     }));
-    imgs.push(figure(file, `${MEASURE_NAME[m]} against evaluation length`, 'One line per init at its best lr; the band is ± one sample standard deviation over seeds.'));
+    imgs.push(figure(file, `${MEASURE_NAME[m]} against evaluation length`, `One line per init${lrVaries ? ' at its best lr' : ''}; the band is ± one sample standard deviation over seeds.`));
   }
   const lossSeries: BandSeries[] = [];
   let win = 1;
@@ -260,7 +264,7 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
     if (c) { lossSeries.push({ name: `${g.label} (lr ${fmtLr(g.lr)})`, x: c.x, y: c.y }); win = Math.max(win, c.window); }
   }
   if (lossSeries.length) {
-    writeFileAtomic(path.join(rep, 'loss.png'), await renderBandChart({ series: lossSeries, title: 'Training loss (mean over seeds, best lr per init)', xLabel: 'step', yLabel: 'loss', markers: false }));
+    writeFileAtomic(path.join(rep, 'loss.png'), await renderBandChart({ series: lossSeries, title: `Training loss (mean over seeds, ${atLr})`, xLabel: 'step', yLabel: 'loss', markers: false }));
     imgs.push(figure('loss.png', 'training loss curves', `Mean over seeds of the training loss, moving average over ${win} step${win > 1 ? 's' : ''}.`));
   }
   // Per init: loss curves at every lr.
@@ -301,10 +305,10 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
 <h1>Sweep ${e(s.name)}</h1>
 ${s.description ? `<p class="note">${e(s.description)}</p>` : ''}
 <p>${s.runs.length} runs: ${c.finished + c['target-reached']} complete${c['target-reached'] ? ` (${c['target-reached']} stopped at the target accuracy)` : ''}, ${c.partial} partial, ${c.pending} not started, ${c.failed} failed. ${s.complete ? '' : '<b>The sweep is not complete: the numbers below cover the completed runs only.</b>'}</p>
-<h2>Best lr per init</h2>
-<table><tr><th>init</th><th class="n">best lr</th><th class="n">runs</th>${genTh}${th}</tr>
+<h2>${lrVaries ? 'Best lr per init' : 'Results per init'}</h2>
+<table><tr><th>init</th><th class="n">${lrVaries ? 'best lr' : 'lr'}</th><th class="n">runs</th>${genTh}${th}</tr>
 ${bestRows}</table>
-<p class="note">Final accuracy (copy: whole-string, with the character accuracy under it), mean ± sample std over seeds. The best lr maximises the mean final accuracy averaged over all evaluation settings.${copy ? ` Generalisation length: the longest evaluated string length whose final string accuracy is ≥ ${GEN_THRESHOLDS.string} (or character accuracy ≥ ${GEN_THRESHOLDS.char}); 0 when none. The experiments page (mimetic experiments-report) adds per-position curves.` : ''}</p>
+<p class="note">Final accuracy (copy: whole-string, with the character accuracy under it), mean ± sample std over seeds.${lrVaries ? ' The best lr maximises the mean final accuracy averaged over all evaluation settings.' : ' Every run used the same lr (the sweep does not vary it).'}${copy ? ` Generalisation length: the longest evaluated string length whose final string accuracy is ≥ ${GEN_THRESHOLDS.string} (or character accuracy ≥ ${GEN_THRESHOLDS.char}); 0 when none. The experiments page (mimetic experiments-report) adds per-position curves.` : ''}</p>
 ${imgs.join('\n')}
 ${perInit.length ? `<h2>Loss by learning rate</h2>\n${perInit.join('\n')}` : ''}
 <h2>All groups</h2>

@@ -21,8 +21,8 @@ import { Rng, deriveSeed } from '../util/rng.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
 import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
 import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
-import { MetricsWriter, Progress, readMetrics, type MetricsLine } from './metrics.js';
-import { writeRunReport } from './report.js';
+import { MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
+import { initFact, taskFact, writeRunReport } from './report.js';
 import { type ScheduleKind, SCHEDULES, lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState, saveCheckpoint } from './state.js';
 
@@ -86,10 +86,13 @@ export interface TrainResult {
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
 
+/** `mimetic train`'s peak learning rate when --lr is not given. */
+export const DEFAULT_LR = 1e-3;
+
 export function trainDefaults(task: TaskOptions, model: ModelSource, over: Partial<TrainConfig> = {}): TrainConfig {
   const steps = over.steps ?? 1000;
   return {
-    task, model, aScale: null, steps, batch: 32, lr: 1e-3, minLr: 0, schedule: 'cosine', warmup: Math.min(1000, Math.round(steps * 0.1)),
+    task, model, aScale: null, steps, batch: 32, lr: DEFAULT_LR, minLr: 0, schedule: 'cosine', warmup: Math.min(1000, Math.round(steps * 0.1)),
     weightDecay: ADAMW_DEFAULTS.weightDecay, beta1: ADAMW_DEFAULTS.beta1, beta2: ADAMW_DEFAULTS.beta2, eps: ADAMW_DEFAULTS.eps, clipNorm: ADAMW_DEFAULTS.clipNorm,
     seed: 0, evalEvery: Math.max(1, Math.round(steps / 10)), evalExamples: 64, checkpointEvery: Math.max(1, Math.round(steps / 10)), targetAcc: null,
     ...over,
@@ -357,7 +360,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     return { status: 'finished', step: startStep, lastLoss: last?.loss ?? NaN, lastEval: scores, checkpoint: ckptDir, runDir };
   }
   const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
-  const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? Math.max(1, Math.round(cfg.steps / 50)));
+  const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? defaultLogEvery(cfg.steps));
   const sched = { kind: cfg.schedule, lr: cfg.lr, minLr: cfg.minLr, warmup: cfg.warmup, steps: cfg.steps };
   const hp: AdamWHParams = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay, clipNorm: cfg.clipNorm };
   let lastLoss = NaN;
@@ -377,9 +380,9 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   const report = async (statusLine: string) => {
     if (run.noReport) return;
     const facts: [string, string][] = [
-      ['task', JSON.stringify(task.options)],
+      ['task', taskFact(cfg.task)],
       ['model', `${config.arch}, ${config.numLayers} layers, d_model ${config.hiddenSize}, d_state ${config.stateSize}, vocab ${config.vocabSize}`],
-      ['init', cfg.model.kind === 'fresh' ? JSON.stringify(initRecord(cfg.model.init)) : cfg.model.path],
+      ['init', cfg.model.kind === 'fresh' ? initFact(initRecord(cfg.model.init)) : cfg.model.path],
       ['A parameterisation', cfg.aScale === null ? 'A = −exp(A_log)' : `A = −exp(−${cfg.aScale}·A_log_param)`],
       ['optimizer', `AdamW lr ${cfg.lr} (${cfg.schedule}, warmup ${cfg.warmup}, min ${cfg.minLr}), wd ${cfg.weightDecay}, clip ${cfg.clipNorm}, batch ${cfg.batch}`],
       ['steps', `${step} of ${cfg.steps}`],
