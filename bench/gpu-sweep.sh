@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run experiment sweeps on the GPU host inside one device command and pack what comes back:
 #   bash bench/gpu-sweep.sh MINUTES PARALLEL CONFIG...
-#   SWEEP_ARGS='--only variant=mamba2-default,mamba2-mimetic --only lr=0.001' bash bench/gpu-sweep.sh 9 2 experiments/study1-copy.json
+#   SWEEP_ARGS='--where variant=mamba2-default,mamba2-mimetic --where lr=0.001' bash bench/gpu-sweep.sh 9 2 experiments/study1-copy.json
 # Each sweep gets the minutes left (a slice: unfinished runs are reported, not lost mid-write); every
 # sweep folder is packed without checkpoints into $OUT/<name>.tgz.
 set -uo pipefail

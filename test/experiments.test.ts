@@ -50,7 +50,7 @@ const MQAR = {
 
 const close = (a: number, b: number, tol = 1e-12) => Math.abs(a - b) <= tol;
 
-test('--only: filters by option or variant name, numbers compare as numbers, bad filters are one-line errors', () => {
+test('--where: filters by option or variant name, numbers compare as numbers, bad filters are one-line errors', () => {
   const runs = expandRuns(parseSweepConfig(COPY, 'c.json', known));
   assert.equal(runs.length, 12);
   const pick = (...f: string[]) => selectRuns(runs, parseRunFilters(f, runs)).map((r) => r.id);
@@ -74,7 +74,7 @@ test('study configs: valid, the grids the issue asks for, string lengths 50-300 
     assert.equal(r.options.steps, 5000);
     assert.equal(r.options.dState, r.options.arch === 'mamba2' ? 128 : 16);
   }
-  // The decisive first slice is a --only selection of study 1: Mamba-2, lr 1e-3, 5 seeds × 2 inits.
+  // The decisive first slice is a --where selection of study 1: Mamba-2, lr 1e-3, 5 seeds × 2 inits.
   assert.equal(selectRuns(s1, parseRunFilters(['variant=mamba2-default,mamba2-mimetic', 'lr=0.001'], s1)).length, 10);
   const s2 = expandRuns(cfg('study2-state.json'));
   assert.deepEqual([...new Set(s2.map((r) => r.options.dState))].sort((a, b) => Number(a) - Number(b)), [16, 32, 64, 128, 256, 512]);

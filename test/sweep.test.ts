@@ -316,3 +316,20 @@ test('sweep charts: one length is one x tick, a flat loss gets readable y ticks'
   assert.ok(frameTicks(frac.xr, frac.yr, 500, frac.xInt).x.length >= 2);
   assert.deepEqual(bandRanges({ series: [{ name: 'a', x: [0, 1], y: [0, 0.8] }] }).yr, [0, 0.8]);
 });
+
+test('--only: a sweep runs just its runs under a per-run lock; a whole-folder sweep meanwhile leaves those runs to it', async () => {
+  const dir = tmp();
+  const out = path.join(dir, 'sweep');
+  const f = writeConfig(dir, { ...CONFIG, base: { ...CONFIG.base, steps: 300, checkpointEvery: 100, evalEvery: 100 }, grid: { seed: [0, 1] } });
+  const only = cli(['sweep', f, '--out', out, '--backend', 'cpu', '--only', 'seed=0']);
+  await waitFor(() => fs.existsSync(path.join(out, '.sweep', 'seed=0.lock')) && fs.existsSync(path.join(out, 'seed=0', 'metrics.jsonl')), 60_000);
+  const whole = await cli(['sweep', f, '--out', out, '--backend', 'cpu']);
+  assert.match(whole.stderr, /2 runs: 0 finished, 0 failed, 1 to run, 1 run by other sweeps \(--only\)/);
+  const r = await only;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /1\/1 runs complete, 0 failed, 0 unfinished \(1 launched this time\)/);
+  assert.ok(!fs.existsSync(path.join(out, '.sweep', 'seed=0.lock')), 'the lock is released');
+  // Each run was started exactly once, by one sweep.
+  for (const id of ['seed=0', 'seed=1']) assert.equal(fs.readFileSync(path.join(out, 'logs', `${id}.log`), 'utf8').match(/=== .* start: /g)?.length, 1, id);
+  assert.equal(readMetrics(path.join(out, 'seed=0', 'metrics.jsonl')).at(-1)!.step, 300);
+});

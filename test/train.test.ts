@@ -226,19 +226,34 @@ test('train --model: starts from a (transplanted) checkpoint and keeps its mimet
   } finally { ck.close(); }
 });
 
-test('CLI: SIGINT finishes the step, writes a checkpoint and the report, exits 130', async () => {
-  const dir = tmp();
-  const run = path.join(dir, 'int');
+/** A 500-step CLI run, signalled with `signals` (back to back) once it has logged 3 steps. */
+async function signalledRun(name: string, signals: NodeJS.Signals[]): Promise<{ run: string; code: number | null; steps: number }> {
+  const run = path.join(tmp(), name);
   const main = path.resolve('dist/src/cli/main.js');
   const child = spawn(process.execPath, [main, 'train', '--task', 'copy', '--alphabet', '4', '--min-len', '2', '--max-len', '6', '--context', '24', '--layers', '1', '--d-model', '16',
     '--d-state', '4', '--steps', '500', '--batch', '2', '--checkpoint-every', '400', '--eval-every', '400', '--backend', 'cpu', '--quiet', '--out', run], { stdio: 'ignore' });
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   const mf = path.join(run, 'metrics.jsonl');
   for (let i = 0; i < 3000 && readMetrics(mf).length < 3; i++) await new Promise((r) => setTimeout(r, 10));
-  child.kill('SIGINT');
-  assert.equal(await exited, 130);
-  const ms = readMetrics(mf);
-  assert.ok(ms.length >= 3 && ms.length < 500, `${ms.length} steps`);
-  assert.deepEqual(listCheckpoints(run).map((c) => c.step), [ms.at(-1)!.step]);
+  for (const s of signals) child.kill(s);
+  const code = await exited;
+  return { run, code, steps: readMetrics(mf).length };
+}
+
+test('CLI: SIGINT finishes the step, writes a checkpoint and the report, exits 130', async () => {
+  const { run, code, steps } = await signalledRun('int', ['SIGINT']);
+  assert.equal(code, 130);
+  assert.ok(steps >= 3 && steps < 500, `${steps} steps`);
+  assert.deepEqual(listCheckpoints(run).map((c) => c.step), [steps]);
   assert.match(fs.readFileSync(path.join(run, 'report.html'), 'utf8'), /interrupted at step/);
+});
+
+test('CLI: a scheduler\'s SIGTERM plus a sweep\'s SIGINT, in either order, still finish the step and checkpoint', async () => {
+  // A scheduler signals every process of a job: a run under `mimetic sweep` gets both signals.
+  // (Two SIGINTs sent back to back merge into one in the kernel, so Ctrl-C twice is not tested here.)
+  for (const pair of [['SIGTERM', 'SIGINT'], ['SIGINT', 'SIGTERM']] as NodeJS.Signals[][]) {
+    const { run, code, steps } = await signalledRun(pair.join('-'), pair);
+    assert.equal(code, 130, pair.join(' '));
+    assert.deepEqual(listCheckpoints(run).map((c) => c.step), [steps], pair.join(' '));
+  }
 });

@@ -3,8 +3,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { BACKENDS } from '../model/backend.js';
+import { SCHEDULERS, cancelSweep, checkNotSubmitted, submitSweep, sweepStatus } from '../train/scheduler/index.js';
 import { writeSweepReport } from '../train/sweep-report.js';
-import { expandRuns, parseRunFilters, parseSweepConfig, runSweep } from '../train/sweep.js';
+import { expandRuns, isDone, parseRunFilters, parseSweepConfig, runState, runSweep } from '../train/sweep.js';
 import { UserError } from '../util/errors.js';
 import { checkTrainOptions, register as registerTrain } from './train.js';
 
@@ -21,6 +22,55 @@ function trainOptionNames(): Set<string> {
   return new Set(t.options.map((o) => o.attributeName()));
 }
 
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+function posInt(v: unknown, name: string, min = 1): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min) throw new UserError(`${name}: '${String(v)}' must be an integer ≥ ${min}`);
+  return n;
+}
+
+/** `--scheduler`: write the job for the pending runs and submit it (or only write it, --dry-run). */
+function submit(cfg: ReturnType<typeof parseSweepConfig>, configFile: string, out: string, o: Record<string, unknown>): void {
+  const scheduler = SCHEDULERS[String(o.scheduler)];
+  if (!scheduler) throw new UserError(`--scheduler: unknown scheduler '${String(o.scheduler)}'; choose ${Object.keys(SCHEDULERS).join(', ')}`);
+  if (o.time !== undefined && !/^(\d+-)?\d+(:\d+){0,2}$/.test(String(o.time))) throw new UserError(`--time: '${String(o.time)}' is not a time limit; give minutes, HH:MM:SS or D-HH:MM:SS`);
+  const extra = (o.sbatchArg as string[] | undefined) ?? [];
+  for (const a of extra) if (!/^--?[A-Za-z]/.test(a) || /[\n\r]/.test(a)) throw new UserError(`--sbatch-arg: '${a}' must be one sbatch option, e.g. --mem=16G`);
+  const taskArgs = ['--parallel', String(posInt(o.parallel, '--parallel'))];
+  if (o.backend !== undefined) taskArgs.push('--backend', String(o.backend));
+  if (o.retryFailed) taskArgs.push('--retry-failed');
+  const r = submitSweep(cfg, {
+    out, configFile, scheduler, runsPerTask: posInt(o.runsPerTask, '--runs-per-task'), taskArgs, retryFailed: !!o.retryFailed, dryRun: !!o.dryRun,
+    resources: {
+      partition: o.partition === undefined ? undefined : String(o.partition), gpusPerTask: posInt(o.gpusPerTask, '--gpus-per-task', 0),
+      time: o.time === undefined ? undefined : String(o.time), maxParallel: o.maxParallel === undefined ? undefined : posInt(o.maxParallel, '--max-parallel'),
+      signalBeforeSeconds: posInt(o.signalBefore, '--signal-before'), extra,
+    },
+  });
+  const runs = r.tasks.reduce((a, t) => a + t.runs.length, 0);
+  if (!r.tasks.length) {
+    process.stdout.write(`nothing to submit: ${r.done}/${r.total} runs complete, the others failed (--retry-failed to submit them); mimetic sweep ${configFile} --out ${out} --report-only\n`);
+  } else if (r.jobId === null) {
+    process.stdout.write(`wrote ${r.specPath} (${r.tasks.length} tasks, ${runs} runs); nothing submitted (--dry-run)\n`);
+  } else {
+    process.stdout.write(`submitted ${scheduler.name} job ${r.jobId}: ${r.tasks.length} tasks for ${runs} runs (${r.done} already complete), script ${r.specPath}
+follow it:  mimetic sweep ${configFile} --out ${out} --status   (task logs: ${path.join(out, 'logs')}/)
+stop it:    mimetic sweep ${configFile} --out ${out} --cancel
+the last task writes summary.json and the report; or: mimetic sweep ${configFile} --out ${out} --report-only
+`);
+  }
+}
+
+function status(cfg: ReturnType<typeof parseSweepConfig>, out: string): void {
+  const { rows, submission, asked } = sweepStatus(cfg, out);
+  const w = Math.max(...rows.map((r) => r.id.length));
+  const lines = rows.map((r) => `${r.id.padEnd(w)}  ${r.state.padEnd(7)}  step ${r.step}/${r.steps ?? '?'}${r.task ? `  task ${r.task}` : ''}${r.error ? `  ${r.error}` : ''}`);
+  const n = (s: string) => rows.filter((r) => r.state === s).length;
+  const head = submission ? `${submission.scheduler} job ${submission.jobId}, submitted ${submission.submitted}${asked ? '' : ` (${submission.scheduler} could not be asked: states from the run folders only)`}` : 'not submitted to a scheduler';
+  process.stdout.write(`${head}\n${lines.join('\n')}\n${rows.length} runs: ${n('done')} done, ${n('running')} running, ${n('pending')} pending, ${n('failed')} failed\n`);
+}
+
 export function register(program: Command): void {
   program
     .command('sweep')
@@ -32,8 +82,20 @@ export function register(program: Command): void {
     .option('--slice-minutes <m>', `stop launching after m minutes and stop running children at their next step (they checkpoint); exit ${EXIT_UNFINISHED} if runs are left`)
     .option('--backend <name>', `backend for every run: ${BACKENDS.join('|')} (default: the config's, else auto)`)
     .option('--retry-failed', 'run failed runs again')
-    .option('--only <key=values>', 'run only the runs whose option (or variant name: variant=…) is one of the comma-separated values; repeat to AND several, e.g. --only variant=mamba2-default,mamba2-mimetic --only lr=0.001 (the summary still covers every run)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--where <key=values>', 'run only the runs whose option (or variant name: variant=…) is one of the comma-separated values; repeat to AND several, e.g. --where variant=mamba2-default,mamba2-mimetic --where lr=0.001 (the summary still covers every run)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--report-only', 'only rebuild summary.json and the report from the run folders')
+    .option('--only <run>', 'run only this run (a folder name; repeat for more); other sweeps may run the others in the same folder (how scheduler tasks run)', collect)
+    .option('--scheduler <name>', `hand the pending runs to a scheduler as one job array instead: ${Object.keys(SCHEDULERS).join('|')}`)
+    .option('--partition <p>', 'scheduler: partition (queue) to submit to')
+    .option('--gpus-per-task <n>', 'scheduler: GPUs per task (0 for CPU runs)', '1')
+    .option('--time <limit>', 'scheduler: time limit per task, e.g. 00:30:00; runs checkpoint before it and the task requeues')
+    .option('--max-parallel <n>', 'scheduler: tasks running at once')
+    .option('--runs-per-task <n>', 'scheduler: runs per task, run one after another (or --parallel at once)', '1')
+    .option('--signal-before <s>', 'scheduler: seconds before the time limit at which a task is told to checkpoint', '120')
+    .option('--sbatch-arg <arg>', 'scheduler: an extra sbatch option, e.g. --mem=16G (repeat for more)', collect)
+    .option('--dry-run', 'scheduler: write the job script into the sweep folder, submit nothing')
+    .option('--status', 'show each run as pending, running, done or failed (run folders, plus the scheduler where submitted)')
+    .option('--cancel', "cancel the sweep's scheduler job (its runs checkpoint; submit again to continue)")
     .action(async (configFile: string, o: Record<string, unknown>) => {
       if (!fs.existsSync(configFile)) throw new UserError(`${configFile}: no such file; give a sweep config JSON (see experiments/)`);
       let raw: unknown;
@@ -44,7 +106,15 @@ export function register(program: Command): void {
       }
       const cfg = parseSweepConfig(raw, configFile, trainOptionNames());
       const out = o.out === undefined ? path.join('runs', cfg.name) : String(o.out);
-      const only = parseRunFilters(o.only as string[], expandRuns(cfg));
+      if (o.status || o.cancel) {
+        if (!fs.existsSync(out)) throw new UserError(`--out ${out}: no such sweep folder; run or submit the sweep first (or give --out)`);
+        if (o.status) return status(cfg, out);
+        const c = cancelSweep(out);
+        process.stdout.write(`cancelled ${c.scheduler} job ${c.jobId}; its runs checkpoint as they stop; submit again to continue them\n`);
+        return;
+      }
+      if (o.scheduler !== undefined) return submit(cfg, configFile, out, o);
+      const where = parseRunFilters(o.where as string[], expandRuns(cfg));
       if (o.reportOnly) {
         if (!fs.existsSync(out)) throw new UserError(`--out ${out}: no such sweep folder; run the sweep first (or give --out)`);
         const s = await writeSweepReport(cfg, out);
@@ -79,6 +149,8 @@ export function register(program: Command): void {
         if (!Number.isFinite(slice) || slice < 0) throw new UserError(`--slice-minutes: '${String(o.sliceMinutes)}' must be a number of minutes ≥ 0`);
       }
       if (o.backend !== undefined && !(BACKENDS as readonly string[]).includes(String(o.backend))) throw new UserError(`--backend: unknown backend '${String(o.backend)}'; choose ${BACKENDS.join(', ')}`);
+      const only = o.only as string[] | undefined;
+      if (!only) checkNotSubmitted(path.resolve(out), out);
       const ac = new AbortController();
       const onSignal = () => {
         if (!ac.signal.aborted) process.stderr.write('\nmimetic: sweep interrupted: running children checkpoint and stop; the next sweep resumes them\n');
@@ -88,10 +160,15 @@ export function register(program: Command): void {
       process.on('SIGTERM', onSignal);
       try {
         const r = await runSweep(cfg, {
-          out, parallel, gpus, sliceMinutes: slice, backend: o.backend === undefined ? undefined : String(o.backend), retryFailed: !!o.retryFailed, signal: ac.signal, only,
+          out, parallel, gpus, sliceMinutes: slice, backend: o.backend === undefined ? undefined : String(o.backend), retryFailed: !!o.retryFailed, signal: ac.signal, only, where,
         });
-        await writeSweepReport(cfg, out);
-        process.stdout.write(`${r.done}/${r.total} ${only.length ? 'selected ' : ''}runs complete, ${r.failed} failed, ${r.unfinished} unfinished (${r.launched} launched this time)\nsummary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')}\n`);
+        const selected = where.length ? 'selected ' : '';
+        process.stdout.write(`${r.done}/${r.total} ${selected}runs complete, ${r.failed} failed, ${r.unfinished} unfinished (${r.launched} launched this time)\n`);
+        // A scheduler's task (--only) writes the summary once every run of the sweep is complete: the last one does.
+        if (!only || expandRuns(cfg).every((x) => isDone(runState(path.resolve(out), x.id).status))) {
+          await writeSweepReport(cfg, out);
+          process.stdout.write(`summary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')}\n`);
+        }
         if (r.unfinished > 0) {
           process.stdout.write(`run the same command again to continue\n`);
           process.exitCode = EXIT_UNFINISHED;

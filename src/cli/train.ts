@@ -194,14 +194,18 @@ export function register(program: Command): void {
         backend = await initBackend('cpu');
       }
       const ac = new AbortController();
-      const onSigint = () => {
-        if (ac.signal.aborted) process.exit(130);
+      // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second
+      // SIGINT (Ctrl-C twice) quits at once: a scheduler signals every process of a job, so a run
+      // under a sweep gets the scheduler's SIGTERM and the sweep's SIGINT, in either order.
+      let sigints = 0;
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (sig === 'SIGINT' && ++sigints > 1) process.exit(130);
+        if (ac.signal.aborted) return;
         process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
         ac.abort();
       };
-      // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint.
-      process.on('SIGINT', onSigint);
-      process.on('SIGTERM', onSigint);
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       try {
         const r = await train(cfg, {
           out, resume, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
@@ -211,8 +215,8 @@ export function register(program: Command): void {
         if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
         process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
       } finally {
-        process.off('SIGINT', onSigint);
-        process.off('SIGTERM', onSigint);
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       }
     });
 }

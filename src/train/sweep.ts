@@ -11,12 +11,14 @@
  *   logs/<run id>.log     each child's stdout and stderr (appended across invocations)
  *   .sweep/<run id>.json  the options a run was started with, and its error if it failed
  *   .sweep/<run id>.pid   the child's pid while it runs; .sweep/lock while a sweep runs
+ *   .sweep/<run id>.lock  while a sweep given `--only` runs it (a scheduler's task, maybe on another host)
  *   summary.json, report/ written by sweep-report.ts
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import * as lockfile from 'proper-lockfile';
 import { childGpuEnv } from '../model/gpu-select.js';
 import { parseMimeticParts } from '../model/init.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -61,7 +63,7 @@ export interface RunSpec {
 /** Options the sweep sets itself, never the config. */
 const RESERVED = new Set(['out', 'resume', 'quiet']);
 /** Folder names inside the sweep folder that runs may not take. */
-const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'sweep.json']);
+const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'sweep.json', 'slurm.sbatch']);
 
 /** Types of the train options we know; others `mimetic train` accepts are passed through as text. */
 const INT_OPTS = new Set(['layers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batch', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
@@ -205,7 +207,7 @@ export function expandRuns(cfg: SweepConfig): RunSpec[] {
   return runs;
 }
 
-/** `--only key=v1,v2`: runs whose option `key` (or variant name, for `variant`) is one of the values. */
+/** `--where key=v1,v2`: runs whose option `key` (or variant name, for `variant`) is one of the values. */
 export interface RunFilter { key: string; values: string[] }
 
 function filterValue(r: RunSpec, key: string): OptValue | undefined {
@@ -221,24 +223,24 @@ function filterMatches(r: RunSpec, f: RunFilter): boolean {
 }
 
 /**
- * Parse `--only` filters (each `key=v1,v2`; several are ANDed) against a sweep's runs. A key no
+ * Parse `--where` filters (each `key=v1,v2`; several are ANDed) against a sweep's runs. A key no
  * run has, or a filter set that selects nothing, is a user error naming what there is.
  */
 export function parseRunFilters(specs: string[], runs: RunSpec[]): RunFilter[] {
   const filters = specs.map((sp) => {
     const m = /^([A-Za-z][A-Za-z0-9-]*)=(.+)$/.exec(sp.trim());
-    if (!m) throw new UserError(`--only '${sp}': give key=value[,value…], e.g. --only lr=0.001 or --only variant=mamba2-mimetic`);
+    if (!m) throw new UserError(`--where '${sp}': give key=value[,value…], e.g. --where lr=0.001 or --where variant=mamba2-mimetic`);
     const key = camel(m[1]!);
     const values = m[2]!.split(',').map((x) => x.trim()).filter(Boolean);
-    if (!values.length) throw new UserError(`--only '${sp}': no values after '='`);
+    if (!values.length) throw new UserError(`--where '${sp}': no values after '='`);
     const present = [...new Set(runs.map((r) => filterValue(r, key)).filter((v): v is OptValue => v !== undefined).map(fmtValue))];
-    if (!present.length) throw new UserError(`--only '${sp}': no run of this sweep has ${key === 'variant' ? 'a variant name' : `the option ${m[1]}`}; filter on variant or an option the config sets`);
+    if (!present.length) throw new UserError(`--where '${sp}': no run of this sweep has ${key === 'variant' ? 'a variant name' : `the option ${m[1]}`}; filter on variant or an option the config sets`);
     for (const x of values) {
-      if (!runs.some((r) => filterMatches(r, { key, values: [x] }))) throw new UserError(`--only '${sp}': no run has ${m[1]} = ${x}; this sweep has ${present.slice(0, 20).join(', ')}`);
+      if (!runs.some((r) => filterMatches(r, { key, values: [x] }))) throw new UserError(`--where '${sp}': no run has ${m[1]} = ${x}; this sweep has ${present.slice(0, 20).join(', ')}`);
     }
     return { key, values };
   });
-  if (filters.length && !selectRuns(runs, filters).length) throw new UserError(`--only ${specs.join(' --only ')}: together these select no run`);
+  if (filters.length && !selectRuns(runs, filters).length) throw new UserError(`--where ${specs.join(' --where ')}: together these select no run`);
   return filters;
 }
 
@@ -331,12 +333,18 @@ export interface SweepRunOptions {
   log?: { write(s: string): unknown } | null;
   /** Stop as a slice end would (the CLI aborts it on SIGINT/SIGTERM). */
   signal?: AbortSignal;
-  /** Run only the runs these select (parseRunFilters); the summary still covers the whole sweep. */
-  only?: RunFilter[];
+  /** Run only the runs these select (parseRunFilters, `--where`); the summary still covers the whole sweep. */
+  where?: RunFilter[];
+  /**
+   * Run only these runs (ids), leaving the others to other sweeps in the same folder: a
+   * scheduler's tasks, each on its own GPU or host. Each run is locked while this sweep has it.
+   */
+  only?: string[];
 }
 
+/** Counts over the runs this sweep was given (all of them, or those of `only`). */
 export interface SweepOutcome {
-  /** Runs selected (all of the sweep without --only). */
+  /** Runs selected (all of the sweep without --where). */
   total: number;
   done: number;
   failed: number;
@@ -363,6 +371,17 @@ function cmdlineOf(pid: number): string {
   }
 }
 
+/** The pid of a live sweep holding the folder lock `f`, or null when it is free or stale. */
+function folderLockHolder(f: string): number | null {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(f, 'utf8').trim());
+  } catch {
+    return null;
+  }
+  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid) && /sweep/.test(cmdlineOf(pid) || 'sweep') ? pid : null;
+}
+
 /** Take the sweep folder's lock (one sweep per folder); returns the release function. */
 function takeLock(sweepDir: string): () => void {
   const f = path.join(metaDir(sweepDir), 'lock');
@@ -372,14 +391,77 @@ function takeLock(sweepDir: string): () => void {
       return () => fs.rmSync(f, { force: true });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number(fs.readFileSync(f, 'utf8').trim());
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid) && /sweep/.test(cmdlineOf(pid) || 'sweep')) {
-        throw new UserError(`${sweepDir}: another sweep (pid ${pid}) is running in this folder; wait for it or stop it first`);
-      }
+      const pid = folderLockHolder(f);
+      if (pid !== null) throw new UserError(`${sweepDir}: another sweep (pid ${pid}) is running in this folder; wait for it or stop it first`);
       fs.rmSync(f, { force: true }); // stale lock of a killed sweep
     }
   }
   throw new UserError(`${sweepDir}: could not take the sweep lock ${f}`);
+}
+
+/**
+ * Per-run locks for `--only` sweeps. Their holders may be on other hosts of a cluster (a requeued
+ * task lands anywhere), so liveness is the lock's mtime, which the holder refreshes
+ * (proper-lockfile), not a pid. A task killed outright leaves a lock that goes stale in RUN_LOCK_STALE_MS.
+ */
+const RUN_LOCK_STALE_MS = 30_000;
+const runLockOptions = (sweepDir: string, id: string) => ({ lockfilePath: path.join(metaDir(sweepDir), `${id}.lock`), realpath: false, stale: RUN_LOCK_STALE_MS });
+const runLocked = (sweepDir: string, id: string) => lockfile.checkSync(path.join(sweepDir, id), runLockOptions(sweepDir, id));
+
+/** Whether some sweep is running the run now: a live child on this host, or an `--only` sweep's lock. */
+export function runIsLive(sweepDir: string, id: string): boolean {
+  let pid = NaN;
+  try {
+    pid = Number(fs.readFileSync(pidFile(sweepDir, id), 'utf8').trim());
+  } catch {
+    /* no child */
+  }
+  return (Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid)) || runLocked(sweepDir, id);
+}
+
+async function lockRuns(sweepDir: string, runs: RunSpec[], log: (s: string) => void): Promise<() => void> {
+  const holder = folderLockHolder(path.join(metaDir(sweepDir), 'lock'));
+  if (holder !== null) throw new UserError(`${sweepDir}: a sweep of the whole folder (pid ${holder}) is running; wait for it or stop it first`);
+  const releases: (() => Promise<void>)[] = [];
+  const releaseAll = () => {
+    for (const r of releases.splice(0)) r().catch(() => undefined);
+  };
+  try {
+    for (const r of runs) {
+      // A stale lock of a killed task frees itself within RUN_LOCK_STALE_MS: wait that long.
+      releases.push(await lockfile.lock(path.join(sweepDir, r.id), {
+        ...runLockOptions(sweepDir, r.id), retries: { retries: 15, minTimeout: 1000, maxTimeout: 3000, factor: 1.3 },
+        onCompromised: (e) => log(`lock of ${r.id} lost (${e.message}); another sweep may take that run over`),
+      }).catch((e: Error & { code?: string }) => {
+        if (e.code === 'ELOCKED') throw new UserError(`${path.join(sweepDir, r.id)}: another sweep is running that run (lock ${runLockOptions(sweepDir, r.id).lockfilePath}); wait for it or stop it first`);
+        throw e;
+      }));
+    }
+  } catch (e) {
+    releaseAll();
+    throw e;
+  }
+  return releaseAll;
+}
+
+/** The runs named by `only`, in sweep order; an unknown name is a user error. */
+function runsById(all: RunSpec[], only: string[]): RunSpec[] {
+  const ids = new Set(all.map((r) => r.id));
+  for (const id of only) {
+    if (!ids.has(id)) throw new UserError(`--only ${id}: no such run in this sweep; its runs are ${all.slice(0, 6).map((r) => r.id).join(', ')}${all.length > 6 ? ', …' : ''}`);
+  }
+  return all.filter((r) => only.includes(r.id));
+}
+
+/** A run folder made with other options is a different experiment: refuse rather than mix. */
+export function checkRunsMatch(sweepDir: string, runs: RunSpec[], shown: string): void {
+  for (const r of runs) {
+    const meta = readRunMeta(sweepDir, r.id);
+    if (meta && JSON.stringify(meta.options) !== JSON.stringify(r.options)) {
+      const k = [...new Set([...Object.keys(meta.options), ...Object.keys(r.options)])].find((x) => JSON.stringify(meta.options[x]) !== JSON.stringify(r.options[x]));
+      throw new UserError(`${path.join(shown, r.id)}: that run was started with ${k} = ${JSON.stringify(meta.options[k!])}, the config now says ${JSON.stringify(r.options[k!])}; restore the config, or move the sweep folder away (or use --out) to start afresh`);
+    }
+  }
 }
 
 /** Children of an earlier, killed sweep may still run: stop them (they checkpoint) before resuming. */
@@ -411,36 +493,32 @@ export function defaultCli(): string[] {
  */
 export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<SweepOutcome> {
   const sweepDir = path.resolve(o.out);
-  const runs = expandRuns(cfg);
+  const all = expandRuns(cfg);
+  const runs = o.only ? runsById(all, o.only) : all;
   const logStream = o.log === undefined ? process.stderr : o.log;
   const log = (s: string) => logStream?.write(`sweep ${cfg.name}: ${s}\n`);
   const grace = o.graceSeconds ?? 120;
   if (!(Number.isSafeInteger(o.parallel) && o.parallel >= 1)) throw new UserError(`--parallel: ${o.parallel} must be a positive integer`);
   fs.mkdirSync(metaDir(sweepDir), { recursive: true });
   fs.mkdirSync(path.join(sweepDir, 'logs'), { recursive: true });
-  const release = takeLock(sweepDir);
+  checkRunsMatch(sweepDir, all, o.out);
+  const release = o.only ? await lockRuns(sweepDir, runs, log) : takeLock(sweepDir);
   try {
-    // A run folder made with other options is a different experiment: refuse rather than mix.
-    for (const r of runs) {
-      const meta = readRunMeta(sweepDir, r.id);
-      if (meta && JSON.stringify(meta.options) !== JSON.stringify(r.options)) {
-        const k = [...new Set([...Object.keys(meta.options), ...Object.keys(r.options)])].find((x) => JSON.stringify(meta.options[x]) !== JSON.stringify(r.options[x]));
-        throw new UserError(`${path.join(o.out, r.id)}: that run was started with ${k} = ${JSON.stringify(meta.options[k!])}, the config now says ${JSON.stringify(r.options[k!])}; restore the config, or move the sweep folder away (or use --out) to start afresh`);
-      }
-    }
     writeFileAtomic(path.join(sweepDir, 'sweep.json'), JSON.stringify({ version: 1, config: cfg }, null, 2) + '\n');
-    await stopOrphans(sweepDir, runs, grace, log);
+    // Runs an `--only` sweep holds are not ours to stop or start.
+    const elsewhere = o.only ? new Set<string>() : new Set(runs.filter((r) => runLocked(sweepDir, r.id)).map((r) => r.id));
+    await stopOrphans(sweepDir, runs.filter((r) => !elsewhere.has(r.id)), grace, log);
 
-    const selected = o.only?.length ? selectRuns(runs, o.only) : runs;
+    const selected = o.where?.length ? selectRuns(runs, o.where) : runs;
     const todo: RunSpec[] = [];
     let done = 0, failed = 0;
     for (const r of selected) {
       const st = runState(sweepDir, r.id);
       if (isDone(st.status)) done++;
       else if (st.status === 'failed' && !o.retryFailed) failed++;
-      else todo.push(r);
+      else if (!elsewhere.has(r.id)) todo.push(r);
     }
-    log(`${selected.length} runs${selected.length < runs.length ? ` (of ${runs.length}, selected by --only)` : ''}: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run`);
+    log(`${selected.length} runs${selected.length < runs.length ? ` (of ${runs.length}, selected by --where)` : ''}: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run${elsewhere.size ? `, ${elsewhere.size} run by other sweeps (--only)` : ''}`);
 
     const gpus = o.gpus && o.gpus.length ? o.gpus : [null];
     if (gpus.length > 1 && o.backend !== 'tensorflow') {
