@@ -23,7 +23,7 @@ import { initBackend, type BackendName } from '../src/model/backend.js';
 import {
   type InitOptions, type ModelShape, MIMETIC_PARTS, freshConfig, initRecord, initWeights, writeCheckpointFiles, writeFreshCheckpoint,
 } from '../src/model/init.js';
-import { MambaLM } from '../src/model/mamba.js';
+import { MambaLM } from '../src/model/lm.js';
 import { Rng } from '../src/util/rng.js';
 
 const BATCH = 2;

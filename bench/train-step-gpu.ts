@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
 import { freshConfig, initWeights } from '../src/model/init.js';
-import { MambaLM } from '../src/model/mamba.js';
+import { MambaLM } from '../src/model/lm.js';
 import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '../src/train/adamw.js';
 import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
 import { maskedLoss } from '../src/train/trainer.js';

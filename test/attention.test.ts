@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
-import { runCheckpoint } from '../src/model/mamba.js';
+import { runCheckpoint } from '../src/analysis/capture.js';
 import { attentionSummaries, channelAttention, internalsToTf, type ScanInternals } from '../src/analysis/attention.js';
 import { selectiveScanCpu, ssdScanCpu } from '../src/model/kernels/scan-cpu.js';
 import { initBackend } from '../src/model/backend.js';

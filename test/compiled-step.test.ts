@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/model/backend.js';
 import { freshConfig, initWeights, type ModelShape, type InitOptions } from '../src/model/init.js';
-import { MambaLM } from '../src/model/mamba.js';
+import { MambaLM } from '../src/model/lm.js';
 import type { MambaConfig } from '../src/checkpoint/config.js';
 import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } from '../src/train/adamw.js';
 import { maskedLoss } from '../src/train/trainer.js';

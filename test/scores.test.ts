@@ -16,7 +16,7 @@ import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
 import type { MambaConfig } from '../src/checkpoint/config.js';
 import { initBackend } from '../src/model/backend.js';
 import { channelAttention, internalsToTf } from '../src/analysis/attention.js';
-import { runCheckpoint } from '../src/model/mamba.js';
+import { runCheckpoint } from '../src/analysis/capture.js';
 import {
   bcWeights, cbIdentityPair, cbRowCosPair, cbIdentity, maskOnes, lookbehind, mimeticScore, rankLayers, cbGramMap,
 } from '../src/analysis/scores.js';

@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
-import { MambaLM, runCheckpoint } from '../src/model/mamba.js';
+import { MambaLM } from '../src/model/lm.js';
+import { runCheckpoint } from '../src/analysis/capture.js';
 import { goldenIds, expectClose } from './helpers/golden.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures');

@@ -10,21 +10,12 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor } from '../checkpoint/safetensors.js';
-import { attentionSummariesWebGPU } from '../model/kernels/attention-webgpu.js';
+import { attentionSummariesWebGPU } from './attention-webgpu.js';
 import { fusedAvailable } from '../model/kernels/fused-webgpu.js';
+import type { ScanInternals } from '../model/mamba.js';
 
-/**
- * A layer's scan inputs. Mamba-1: x, delta [B, L, Din]; A [Din, N]; B, C [B, L, N]; D [Din].
- * Mamba-2: x [B, L, H, P]; delta [B, L, H]; A [H]; B, C [B, L, G, N]; D [H].
- */
-export interface ScanInternals {
-  x: tf.Tensor;
-  delta: tf.Tensor;
-  A: tf.Tensor;
-  B: tf.Tensor;
-  C: tf.Tensor;
-  D: tf.Tensor;
-}
+/** The scan inputs the model hands out (defined with the layer code that produces them). */
+export type { ScanInternals };
 
 export type ScanKind = 'mamba1' | 'mamba2';
 

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
-import { runCheckpoint, type LayerCapture } from '../model/mamba.js';
+import { runCheckpoint, type LayerCapture } from './capture.js';
 import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
 import type { Probe } from './probe.js';
 import {

@@ -1,19 +1,16 @@
 /**
  * The Mamba-1 / Falcon-Mamba / Mamba-2 forward pass in TensorFlow.js, following transformers'
  * reference paths (MambaMixer.slow_forward, FalconMambaMixer, Mamba2Mixer.torch_forward) op for
- * op, in float32. Two entry points share the same layer code:
- *   - MambaLM: every weight a tf.Variable, differentiable (training);
- *   - runCheckpoint: streams a checkpoint one layer at a time (inference, audits of large models).
+ * op, in float32: the layer functions. Two entry points share them:
+ *   - MambaLM (lm.ts): every weight a tf.Variable, differentiable (training);
+ *   - streamCheckpoint (stream.ts): streams a checkpoint one layer at a time (inference, audits).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import type { Tensor } from '../checkpoint/safetensors.js';
 import { UserError } from '../util/errors.js';
 import { selectiveScan, ssdScan } from './kernels/scan.js';
 import './kernels/scan-cpu.js'; // registers the CPU kernels whenever the model is imported
-import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerParamsOf, transpose2d, parseLayerName, toPlainAsync, type LayerParams, type WeightMap } from './weights.js';
-import { attentionSummaries, channelAttention, type ScanInternals } from '../analysis/attention.js';
+import type { LayerParams } from './weights.js';
 import { convSiluFused, convSiluTrainable, fusedAvailable, rmsNormFused, rowNorm, softplusFused } from './kernels/fused-webgpu.js';
 
 /** Mimetic A parameterisation for training: A = −exp(−c · A_log_param), stored as `mixer.A_log_param`. */
@@ -87,6 +84,19 @@ function convSilu(x: tf.Tensor3D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor3D {
     const xc = causalConv1d(x, w, b);
     return tf.mul(xc, tf.sigmoid(xc)) as tf.Tensor3D;
   });
+}
+
+/**
+ * A layer's scan inputs. Mamba-1: x, delta [B, L, Din]; A [Din, N]; B, C [B, L, N]; D [Din].
+ * Mamba-2: x [B, L, H, P]; delta [B, L, H]; A [H]; B, C [B, L, G, N]; D [H].
+ */
+export interface ScanInternals {
+  x: tf.Tensor;
+  delta: tf.Tensor;
+  A: tf.Tensor;
+  B: tf.Tensor;
+  C: tf.Tensor;
+  D: tf.Tensor;
 }
 
 export interface MixerOptions {
@@ -233,7 +243,8 @@ export function block(c: MambaConfig, p: LayerParams, residual: tf.Tensor3D, opt
   return { residual: next, mixerInput, internals: m.internals };
 }
 
-function checkIds(ids: number[][], vocab: number): void {
+/** Validate token ids against a vocabulary (also the CLI's check of an ids file). */
+export function checkIds(ids: number[][], vocab: number): void {
   if (!Array.isArray(ids) || ids.length === 0) throw new UserError('token ids: empty input; give at least one sequence of at least one token');
   const L = Array.isArray(ids[0]) ? ids[0].length : -1;
   if (L <= 0) throw new UserError('token ids: each sequence must be a non-empty array of integers');
@@ -244,325 +255,3 @@ function checkIds(ids: number[][], vocab: number): void {
     });
   });
 }
-
-// ---------------------------------------------------------------------------------------------
-// Differentiable model
-
-let modelCounter = 0;
-
-export interface MambaLMOptions {
-  aParam?: AParam;
-  /** Variables trainable (default true). */
-  trainable?: boolean;
-}
-
-export interface LMForward {
-  logits: tf.Tensor3D;
-  /**
-   * transformers' (5.x) MambaModel hidden_states, as the fixtures hold them: i < numLayers is the
-   * residual stream after layer i, and the last (index numLayers) is the output of norm_f.
-   */
-  hiddenStates: tf.Tensor3D[];
-}
-
-/** A Mamba language model whose weights are tf.Variables keyed by HF name. */
-export class MambaLM {
-  /** HF name (`backbone.layers.0.mixer.A_log`, or `…mixer.A_log_param` with aParam) → variable. */
-  readonly variables = new Map<string, tf.Variable>();
-  readonly aParam: AParam;
-  private readonly layerCache: LayerParams[] = [];
-
-  private constructor(readonly config: MambaConfig, aParam: AParam) {
-    this.aParam = aParam;
-  }
-
-  /** Build from a config and a weight map by HF name (A_log as stored; converted when aParam is set). */
-  static fromWeights(config: MambaConfig, weights: WeightMap, opts: MambaLMOptions = {}): MambaLM {
-    const m = new MambaLM(config, opts.aParam);
-    const id = modelCounter++;
-    const trainable = opts.trainable ?? true;
-    try {
-      for (const [name, t] of Object.entries(weights)) {
-        if (name === LM_HEAD && config.tiedEmbeddings) continue;
-        let key = name;
-        let data = t.data;
-        const pl = parseLayerName(name);
-        if (opts.aParam && pl?.short === 'mixer.A_log') {
-          key = layerName(pl.layer, A_LOG_PARAM);
-          data = aParamFromALog(t.data, opts.aParam.c);
-        }
-        const init = tf.tensor(data, t.shape, 'float32');
-        m.variables.set(key, tf.variable(init, trainable, `mamba${id}/${key}`));
-        init.dispose();
-      }
-      for (const need of [EMBEDDING, NORM_F, ...(config.tiedEmbeddings ? [] : [LM_HEAD])]) {
-        if (!m.variables.has(need)) throw new UserError(`weights: '${need}' is missing; a ${config.arch} model needs it`);
-      }
-      for (let i = 0; i < config.numLayers; i++) {
-        const p: LayerParams = {};
-        const prefix = `backbone.layers.${i}.`;
-        for (const [k, v] of m.variables) if (k.startsWith(prefix)) p[k.slice(prefix.length)] = v;
-        if (!p['norm.weight'] || !(p['mixer.A_log'] || p[A_LOG_PARAM])) throw new UserError(`weights: layer ${i} is incomplete (need norm.weight and mixer.A_log)`);
-        m.layerCache.push(p);
-      }
-    } catch (e) {
-      m.dispose();
-      throw e;
-    }
-    return m;
-  }
-
-  /** Load every weight of a checkpoint (all in memory). */
-  static fromCheckpoint(ckpt: Checkpoint, opts: MambaLMOptions = {}): MambaLM {
-    const w: WeightMap = {};
-    for (const n of ckpt.names()) w[n] = ckpt.read(n);
-    return MambaLM.fromWeights(ckpt.config, w, opts);
-  }
-
-  /** Layer i's parameters by short name. */
-  layerParams(i: number): LayerParams {
-    return this.layerCache[i]!;
-  }
-
-  trainableVariables(): tf.Variable[] {
-    return [...this.variables.values()].filter((v) => v.trainable);
-  }
-
-  /** Logits [B, L, vocab] for int ids [B, L]; differentiable w.r.t. every variable. */
-  logits(ids: tf.Tensor2D): tf.Tensor3D {
-    return tf.tidy(() => {
-      const f = this.forward(ids, { hiddenStates: false });
-      return f.logits;
-    });
-  }
-
-  /** Full forward with hidden states (and per-layer mixer internals on request, caller disposes). */
-  forward(ids: tf.Tensor2D, opts: { hiddenStates?: boolean; inference?: boolean } = {}): LMForward {
-    const keepHidden = opts.hiddenStates ?? true;
-    // Inference (no gradients needed): the backend's fused kernels where it has them.
-    const fused = (opts.inference ?? false) && fusedAvailable();
-    const hidden: tf.Tensor3D[] = [];
-    const logits = tf.tidy(() => {
-      const emb = this.variables.get(EMBEDDING)!;
-      let residual = tf.gather(emb, ids.toInt()) as unknown as tf.Tensor3D;
-      for (let i = 0; i < this.config.numLayers; i++) {
-        const r = block(this.config, this.layerParams(i), residual, { aParam: this.aParam, fused });
-        residual = r.residual;
-        if (keepHidden) hidden.push(tf.keep(residual.clone()));
-      }
-      const normed = (fused ? rmsNormFused(residual, this.variables.get(NORM_F), this.config.layerNormEpsilon) : rmsNorm(residual, this.variables.get(NORM_F), this.config.layerNormEpsilon)) as tf.Tensor3D;
-      if (keepHidden) hidden.push(tf.keep(normed.clone()));
-      const head = this.config.tiedEmbeddings ? emb : this.variables.get(LM_HEAD)!;
-      return linear(normed, head);
-    });
-    return { logits, hiddenStates: hidden };
-  }
-
-  /** Every weight by standard HF name (A_log restored from A_log_param), as plain arrays for saving. */
-  toWeights(): WeightMap {
-    const out: WeightMap = {};
-    for (const [k, v] of this.variables) {
-      const pl = parseLayerName(k);
-      const data = v.dataSync() as Float32Array;
-      if (pl?.short === A_LOG_PARAM && this.aParam) out[layerName(pl.layer, 'mixer.A_log')] = { shape: v.shape.slice(), data: aLogFromParam(data, this.aParam.c) };
-      else out[k] = { shape: v.shape.slice(), data: Float32Array.from(data) };
-    }
-    return out;
-  }
-
-  /** As toWeights, reading asynchronously (the WebGPU backend in Node cannot read synchronously). */
-  async toWeightsAsync(): Promise<WeightMap> {
-    const out: WeightMap = {};
-    for (const [k, v] of this.variables) {
-      const pl = parseLayerName(k);
-      const data = Float32Array.from((await v.data()) as Float32Array);
-      if (pl?.short === A_LOG_PARAM && this.aParam) out[layerName(pl.layer, 'mixer.A_log')] = { shape: v.shape.slice(), data: aLogFromParam(data, this.aParam.c) };
-      else out[k] = { shape: v.shape.slice(), data };
-    }
-    return out;
-  }
-
-  dispose(): void {
-    for (const v of this.variables.values()) v.dispose();
-    this.variables.clear();
-    this.layerCache.length = 0;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Streaming inference over a checkpoint
-
-export type CaptureLevel = 'none' | 'attention' | 'internals';
-
-export interface AttentionMaps {
-  /** Implicit attention α averaged over channels (Mamba-1) or heads (Mamba-2) [B, L, L]. */
-  attention: Tensor;
-  /** exp(A·Σ Δ) averaged over channels and states (Mamba-1) or heads (Mamba-2) [B, L, L]. */
-  decay: Tensor;
-  /** C_t · B_s (Mamba-2: averaged over heads) [B, L, L]. */
-  qk: Tensor;
-}
-
-/** Scan inputs as plain arrays (layouts as in ScanInternals: x [B,L,Din] or [B,L,H,P], …). */
-export type PlainInternals = Record<keyof ScanInternals, Tensor>;
-
-export interface LayerCapture {
-  layer: number;
-  /** The mixer's input (after the block's RMSNorm) [B, L, hidden]. */
-  mixerInput: Tensor;
-  attention?: AttentionMaps;
-  /** capture 'internals': x (post-conv, post-SiLU), Δ, A, B, C, D. */
-  internals?: PlainInternals;
-  /** With RunOptions.channels: α of those channels (Mamba-1) or heads (Mamba-2) [B, channels, L, L]. */
-  channelAttention?: Tensor;
-}
-
-export interface RunOptions {
-  capture?: CaptureLevel;
-  /** Layers to capture (default all). */
-  layers?: number[];
-  /** Called with each captured layer as soon as it is computed (may be async). */
-  onLayer?: (i: number, result: LayerCapture) => void | Promise<void>;
-  /** Keep captures in the returned result (default true; false with onLayer bounds memory). */
-  keepCaptures?: boolean;
-  /** Channels (Mamba-1) or heads (Mamba-2) per block in the attention computation. */
-  channelBlock?: number;
-  /** Skip the logits (saves the vocab × hidden head on large models). */
-  skipLogits?: boolean;
-  /** Return the hidden states (default true; an audit of a large model needs none of them). */
-  hiddenStates?: boolean;
-  /** Stop after the last captured layer: no later layers, no norm_f, no logits. */
-  stopAfterLastCapture?: boolean;
-  /** Also return per-channel (Mamba-1) / per-head (Mamba-2) attention maps of these channels. */
-  channels?: number[];
-  /** Captured layers get no attention maps (mixer input and internals only; default true). */
-  attention?: boolean;
-  /** After each layer computed: `done` of `total` layers that will run. */
-  onProgress?: (done: number, total: number, layer: number) => void;
-}
-
-export interface RunResult {
-  logits?: Tensor;
-  /** As LMForward.hiddenStates: residual after layer i for i < numLayers, then the norm_f output. */
-  hiddenStates: Tensor[];
-  layers: LayerCapture[];
-}
-
-/**
- * Run a checkpoint on token ids, loading one layer's weights at a time and freeing them before the
- * next, so memory is one layer plus activations.
- */
-export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: RunOptions = {}): Promise<RunResult> {
-  const c = ckpt.config;
-  checkIds(ids, c.vocabSize);
-  const capture = opts.capture ?? 'none';
-  const captureSet = new Set(opts.layers ?? Array.from({ length: c.numLayers }, (_, i) => i));
-  for (const i of captureSet) if (!Number.isInteger(i) || i < 0 || i >= c.numLayers) throw new UserError(`layer ${i} is out of range: the model has layers 0-${c.numLayers - 1}`);
-  const nChannels = c.arch === 'mamba2' ? c.numHeads! : c.intermediateSize;
-  for (const ch of opts.channels ?? []) {
-    if (!Number.isInteger(ch) || ch < 0 || ch >= nChannels) throw new UserError(`channel ${ch} is out of range: the model has ${c.arch === 'mamba2' ? 'heads' : 'channels'} 0-${nChannels - 1}`);
-  }
-  const keep = opts.keepCaptures ?? true;
-  const keepHidden = opts.hiddenStates ?? true;
-  const lastLayer = opts.stopAfterLastCapture && capture !== 'none' ? Math.max(...captureSet) : c.numLayers - 1;
-  const complete = lastLayer === c.numLayers - 1;
-  const result: RunResult = { hiddenStates: [], layers: [] };
-  // On webgpu: fused kernels, linear weights used as stored (matMul's transposeB; no JS transpose
-  // per load), the tied embedding kept for the head, and hidden states read back after the loop
-  // rather than with a host round trip per layer.
-  const fused = fusedAvailable();
-  const idsT = tf.tensor2d(ids, [ids.length, ids[0]!.length], 'int32');
-  let residual: tf.Tensor3D;
-  let keptEmb: tf.Tensor2D | undefined;
-  {
-    const e = ckpt.readEmbedding();
-    const emb = tf.tensor2d(e.data, e.shape as [number, number]);
-    residual = tf.gather(emb, idsT) as unknown as tf.Tensor3D;
-    if (fused && !opts.skipLogits && !(ckpt.has(LM_HEAD) && !c.tiedEmbeddings)) keptEmb = emb;
-    else emb.dispose();
-  }
-  idsT.dispose();
-  const pendingHidden: tf.Tensor3D[] = [];
-  try {
-    for (let i = 0; i <= lastLayer; i++) {
-      const p = layerParamsOf(ckpt.readLayer(i), { transposeLinear: !fused });
-      const want = capture !== 'none' && captureSet.has(i);
-      let r: BlockResult;
-      try {
-        r = block(c, p, residual, { internals: want, fused });
-      } finally {
-        tf.dispose(Object.values(p));
-      }
-      if (fused && keepHidden) pendingHidden.push(residual);
-      else residual.dispose();
-      residual = r.residual;
-      if (!fused && keepHidden) result.hiddenStates.push(await toPlainAsync(residual));
-      const mi = r.mixerInput;
-      if (want) {
-        const cap: LayerCapture = { layer: i, mixerInput: await toPlainAsync(mi) };
-        const int = r.internals!;
-        if (opts.attention ?? true) {
-          const maps = attentionSummaries(c.arch === 'mamba2' ? 'mamba2' : 'mamba1', int, { channelBlock: opts.channelBlock });
-          cap.attention = { attention: await toPlainAsync(maps.attention), decay: await toPlainAsync(maps.decay), qk: await toPlainAsync(maps.qk) };
-          tf.dispose([maps.attention, maps.decay, maps.qk]);
-        }
-        if (opts.channels?.length) {
-          const ca = channelAttention(c.arch === 'mamba2' ? 'mamba2' : 'mamba1', int, opts.channels);
-          cap.channelAttention = await toPlainAsync(ca);
-          ca.dispose();
-        }
-        if (capture === 'internals') {
-          const pi = {} as PlainInternals;
-          for (const [k, v] of Object.entries(int)) pi[k as keyof ScanInternals] = await toPlainAsync(v);
-          cap.internals = pi;
-        }
-        tf.dispose(Object.values(int));
-        if (opts.onLayer) await opts.onLayer(i, cap);
-        if (keep) result.layers.push(cap);
-      } else if (r.internals) {
-        tf.dispose(Object.values(r.internals));
-      }
-      mi.dispose();
-      opts.onProgress?.(i + 1, lastLayer + 1, i);
-    }
-    if (!complete) return result;
-    const nf = ckpt.readNormF();
-    const nfT = tf.tensor1d(nf.data);
-    const normed = (fused ? rmsNormFused(residual, nfT, c.layerNormEpsilon) : rmsNorm(residual, nfT, c.layerNormEpsilon)) as tf.Tensor3D;
-    nfT.dispose();
-    if (keepHidden && fused) {
-      pendingHidden.push(residual);
-      const all = await Promise.all([...pendingHidden.slice(1), normed].map((t) => toPlainAsync(t)));
-      result.hiddenStates.push(...all);
-    } else if (keepHidden) result.hiddenStates.push(await toPlainAsync(normed));
-    if (!opts.skipLogits) {
-      let logits: tf.Tensor3D;
-      if (fused) {
-        let head = keptEmb;
-        if (!head) {
-          const hd = ckpt.readLmHead();
-          head = tf.tensor2d(hd.data, hd.shape as [number, number]);
-        }
-        logits = linear(normed, head);
-        head.dispose();
-        keptEmb = undefined;
-      } else {
-        const hd = ckpt.readLmHead();
-        const head = tf.tensor2d(transpose2d(hd.data, hd.shape[0]!, hd.shape[1]!), [hd.shape[1]!, hd.shape[0]!]);
-        logits = linear(normed, head, undefined, true);
-        head.dispose();
-      }
-      result.logits = await toPlainAsync(logits);
-      logits.dispose();
-    }
-    normed.dispose();
-  } finally {
-    residual.dispose();
-    tf.dispose(pendingHidden.filter((t) => t !== residual && !t.isDisposed));
-    keptEmb?.dispose();
-  }
-  return result;
-}
-
-/** Validate token ids against a vocabulary (exported for the CLI). */
-export { checkIds };

@@ -11,7 +11,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../../checkpoint/config.js';
-import { A_LOG_PARAM, type MambaLM } from '../../model/mamba.js';
+import { A_LOG_PARAM } from '../../model/mamba.js';
+import type { MambaLM } from '../../model/lm.js';
 import { EMBEDDING, LM_HEAD, NORM_F } from '../../model/weights.js';
 import type { Batch } from '../../tasks/common.js';
 import type { AdamWHParams, AdamWState } from '../adamw.js';

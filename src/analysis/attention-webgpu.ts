@@ -7,7 +7,7 @@
  * exponent ≤ 0, as the other implementations do.
  */
 import * as tf from '@tensorflow/tfjs';
-import { flatProgram, runProgram } from './fused-webgpu.js';
+import { flatProgram, runProgram } from '../model/kernels/fused-webgpu.js';
 
 export interface AttentionMapsTf {
   attention: tf.Tensor3D;
