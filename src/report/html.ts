@@ -5,7 +5,7 @@
  */
 import type { LayerScores } from '../analysis/scores.js';
 import { referenceNote } from '../analysis/reference.js';
-import { escapeHtml as e } from './escape.js';
+import { escapeHtml as e } from '../render/escape.js';
 import type { ChannelEntry, LayerReport, ReportJson } from './types.js';
 
 /** How many layers are highlighted as most mimetic: 3, or 1 in models of up to 4 layers. */

@@ -14,8 +14,8 @@ import { auditCheckpoint, type LayerAudit, type LayerDetail } from '../analysis/
 import type { Probe } from '../analysis/probe.js';
 import { referenceScores } from '../analysis/reference.js';
 import type { LayerScores } from '../analysis/scores.js';
-import { renderHeatmap, renderThumbnail } from './heatmap.js';
-import { binsFor, histogram, renderHistogram, renderLineChart, SERIES_COLORS } from './chart.js';
+import { renderHeatmap, renderThumbnail } from '../render/heatmap.js';
+import { binsFor, histogram, renderHistogram, renderLineChart, SERIES_COLORS } from '../render/chart.js';
 import { indexPage, layerPage, layerPageName } from './html.js';
 import { REPORT_MARKER, type ChannelEntry, type LayerReport, type ReportJson, type Summary } from './types.js';
 

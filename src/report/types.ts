@@ -1,7 +1,7 @@
 import type { ReferenceScores } from '../analysis/reference.js';
 /** The content of report.json: everything the report's pages show, and where its files are. */
 import type { LayerScores } from '../analysis/scores.js';
-import type { Histogram } from './chart.js';
+import type { Histogram } from '../render/chart.js';
 
 /** The marker that identifies a folder as a mimetic report (checked before overwriting). */
 export const REPORT_MARKER = { format: 'mimetic-layer-report', version: 1 } as const;

@@ -8,8 +8,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { escapeHtml as e } from '../report/escape.js';
-import { renderBandChart, renderBarChart, type BandSeries } from '../report/plot.js';
+import { escapeHtml as e } from '../render/escape.js';
+import { renderBandChart, renderBarChart, type BandSeries } from '../render/plot.js';
 import { GEN_THRESHOLDS } from '../tasks/common.js';
 import { writeDirAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';

@@ -3,9 +3,9 @@
  * the last accuracy table with the generalisation lengths, and the last evaluation's per-position curves.
  */
 import * as path from 'node:path';
-import { renderLineChart } from '../report/chart.js';
-import { renderBandChart, type BandSeries } from '../report/plot.js';
-import { escapeHtml } from '../report/escape.js';
+import { renderLineChart } from '../render/chart.js';
+import { renderBandChart, type BandSeries } from '../render/plot.js';
+import { escapeHtml } from '../render/escape.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { MetricsLine } from './metrics.js';
 import type { TaskOptions } from '../tasks/index.js';

@@ -11,8 +11,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { escapeHtml as e } from '../report/escape.js';
-import { renderBandChart, type BandSeries } from '../report/plot.js';
+import { escapeHtml as e } from '../render/escape.js';
+import { renderBandChart, type BandSeries } from '../render/plot.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { type GenLengths, GEN_THRESHOLDS, generalisationLengths } from '../tasks/common.js';
 import { MEASURE_NAME, accuracyByLength, measuresOf } from './figures.js';
