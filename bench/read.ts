@@ -17,6 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Checkpoint, type LayerWeights } from '../src/checkpoint/checkpoint.js';
 import { writeCheckpointWeights, type WritableTensor } from '../src/checkpoint/safetensors.js';
+import { layerPrefix } from '../src/checkpoint/names.js';
 
 const SHAPE = { numLayers: 48, hidden: 2048, dInner: 4096, state: 16, dtRank: 128, conv: 4, vocab: 50280 };
 const MAX_SHARD_BYTES = 1_000_000_000;
@@ -46,7 +47,7 @@ function writeCheckpoint(dir: string, numLayers: number): void {
   const t = (name: string, shape: number[]) => specs.push({ name, shape, data: filler(seed++, shape.reduce((a, b) => a * b, 1)) });
   t('backbone.embeddings.weight', [v, d]);
   for (let i = 0; i < numLayers; i++) {
-    const p = `backbone.layers.${i}.`;
+    const p = layerPrefix(i);
     t(p + 'norm.weight', [d]);
     t(p + 'mixer.A_log', [di, n]);
     t(p + 'mixer.D', [di]);

@@ -20,7 +20,7 @@ export type { Tensor } from './checkpoint/safetensors.js';
 // Backends and the model.
 export { BACKENDS, initBackend, type BackendName } from './model/backend.js';
 export { MambaLM } from './model/lm.js';
-export { runCheckpoint, type RunOptions, type RunResult, type LayerCapture, type CaptureLevel, type AttentionMaps } from './analysis/capture.js';
+export { runCheckpoint, type CaptureOptions, type CaptureResult, type LayerCapture, type CaptureLevel, type AttentionMaps } from './analysis/capture.js';
 
 // Analysis and reports.
 export { auditCheckpoint, type AuditOptions, type AuditResult } from './analysis/audit.js';

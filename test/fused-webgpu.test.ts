@@ -14,7 +14,7 @@ import { initBackend } from '../src/model/backend.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { causalConv1d } from '../src/model/mamba.js';
 import { MambaLM } from '../src/model/lm.js';
-import { runCheckpoint, type RunResult } from '../src/analysis/capture.js';
+import { runCheckpoint, type CaptureResult } from '../src/analysis/capture.js';
 import { convSiluTrainable, fusedAvailable, setFusedKernels } from '../src/model/kernels/fused-webgpu.js';
 import { attentionSummaries, type ScanInternals } from '../src/analysis/attention.js';
 import { attentionSummariesWebGPU } from '../src/analysis/attention-webgpu.js';
@@ -44,7 +44,7 @@ function ids(vocab: number, B: number, L: number, seed: number): number[][] {
   return Array.from({ length: B }, () => Array.from({ length: L }, () => Math.floor(r() * vocab)));
 }
 
-async function runBoth(dir: string, x: number[][]): Promise<[RunResult, RunResult]> {
+async function runBoth(dir: string, x: number[][]): Promise<[CaptureResult, CaptureResult]> {
   const ckpt = Checkpoint.open(dir);
   try {
     const fused = await runCheckpoint(ckpt, x, { capture: 'attention' });

@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { layerName } from '../checkpoint/names.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
 import { runCheckpoint, type LayerCapture } from './capture.js';
@@ -97,7 +98,7 @@ export function parseIndexSpec(spec: string, count: number, flag: string, unit: 
 /** W_B / W_C of layer i, read alone (x_proj for Mamba-1/Falcon, in_proj for Mamba-2). */
 export function readBC(ckpt: Checkpoint, i: number): BCWeights {
   const short = ckpt.config.arch === 'mamba2' ? 'mixer.in_proj.weight' : 'mixer.x_proj.weight';
-  return bcWeights(ckpt.config, { [short]: ckpt.read(`backbone.layers.${i}.${short}`) });
+  return bcWeights(ckpt.config, { [short]: ckpt.read(layerName(i, short)) });
 }
 
 /** Scores of one layer from its weights and captured maps. */

@@ -33,11 +33,11 @@ export interface LayerCapture {
   attention?: AttentionMaps;
   /** capture 'internals': x (post-conv, post-SiLU), Δ, A, B, C, D. */
   internals?: PlainInternals;
-  /** With RunOptions.channels: α of those channels (Mamba-1) or heads (Mamba-2) [B, channels, L, L]. */
+  /** With CaptureOptions.channels: α of those channels (Mamba-1) or heads (Mamba-2) [B, channels, L, L]. */
   channelAttention?: Tensor;
 }
 
-export interface RunOptions {
+export interface CaptureOptions {
   capture?: CaptureLevel;
   /** Layers to capture (default all). */
   layers?: number[];
@@ -61,7 +61,7 @@ export interface RunOptions {
   onProgress?: (done: number, total: number, layer: number) => void;
 }
 
-export interface RunResult extends StreamResult {
+export interface CaptureResult extends StreamResult {
   layers: LayerCapture[];
 }
 
@@ -69,7 +69,7 @@ export interface RunResult extends StreamResult {
  * Run a checkpoint on token ids, loading one layer's weights at a time and freeing them before the
  * next, so memory is one layer plus activations; capture what `opts.capture` asks of each layer.
  */
-export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: RunOptions = {}): Promise<RunResult> {
+export async function runCheckpoint(ckpt: Checkpoint, ids: number[][], opts: CaptureOptions = {}): Promise<CaptureResult> {
   const c = ckpt.config;
   const capture = opts.capture ?? 'none';
   checkStreamInputs(c, ids, opts.layers);

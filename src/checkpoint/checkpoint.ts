@@ -9,6 +9,7 @@ import { UserError } from '../util/errors.js';
 import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
 import { type MambaConfig, type RawConfigHints, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
+import { layerName, layerPrefix } from './names.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 
@@ -170,7 +171,7 @@ export class Checkpoint {
   }
 
   layerPrefix(i: number): string {
-    return `backbone.layers.${i}.`;
+    return layerPrefix(i);
   }
 
   /**
@@ -264,14 +265,14 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
   const hiddenSize = agree('hidden_size', h.hiddenSize, emb[1]!, 'backbone.embeddings.weight', emb);
   // Count layers from the names; the config must agree, and no tensor may belong to a later layer.
   let numLayers = 0;
-  while (info(`backbone.layers.${numLayers}.mixer.A_log`)) numLayers++;
+  while (info(layerName(numLayers, 'mixer.A_log'))) numLayers++;
   if (numLayers === 0) throw new UserError(`${dir}: no layers found (tensor 'backbone.layers.0.mixer.A_log' is missing); this is not a complete Mamba checkpoint`);
   const maxIndex = names.reduce((m, n) => Math.max(m, Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? -1)), -1);
   if (maxIndex >= numLayers) {
-    throw new UserError(`${dir}: tensor 'backbone.layers.${numLayers}.mixer.A_log' is missing but tensors exist for layer ${maxIndex}; layer ${numLayers} is missing — re-download the checkpoint`);
+    throw new UserError(`${dir}: tensor '${layerName(numLayers, 'mixer.A_log')}' is missing but tensors exist for layer ${maxIndex}; layer ${numLayers} is missing — re-download the checkpoint`);
   }
   if (h.numLayers !== undefined && h.numLayers !== numLayers) {
-    throw new UserError(`${dir}: config says ${h.numLayers} layers but the checkpoint has layers 0-${numLayers - 1}${h.numLayers > numLayers ? ` (tensor 'backbone.layers.${numLayers}.mixer.A_log' is missing)` : ''}; re-download the checkpoint or fix config.json`);
+    throw new UserError(`${dir}: config says ${h.numLayers} layers but the checkpoint has layers 0-${numLayers - 1}${h.numLayers > numLayers ? ` (tensor '${layerName(numLayers, 'mixer.A_log')}' is missing)` : ''}; re-download the checkpoint or fix config.json`);
   }
   const L0 = 'backbone.layers.0.mixer.';
   const aLog = need(L0 + 'A_log');
@@ -369,7 +370,7 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
   }
   for (let i = 0; i < numLayers; i++) {
     for (const [short, shape] of Object.entries(expected)) {
-      const name = `backbone.layers.${i}.${short}`;
+      const name = layerName(i, short);
       const t = info(name);
       if (!t || !sameShape(t.shape, shape)) throw shapeErr(dir, name, shape, t?.shape);
     }

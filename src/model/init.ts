@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import { writeCheckpointWeights, type Tensor } from '../checkpoint/safetensors.js';
+import { layerName } from '../checkpoint/names.js';
 import { writeDirAtomic, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
@@ -241,7 +242,7 @@ export function initWeights(c: MambaConfig, o: InitOptions): Weights {
   const out: Weights = new Map();
   out.set('backbone.embeddings.weight', initEmbedding(c, o));
   for (let i = 0; i < c.numLayers; i++) {
-    for (const [k, v] of Object.entries(initLayer(c, o, i))) out.set(`backbone.layers.${i}.${k}`, v);
+    for (const [k, v] of Object.entries(initLayer(c, o, i))) out.set(layerName(i, k), v);
   }
   out.set('backbone.norm_f.weight', t([c.hiddenSize], filled(c.hiddenSize, 1)));
   return out;

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UserError } from '../util/errors.js';
-import { EMBEDDING, LM_HEAD, NORM_F, layerName, parseLayerName, type LayerParams, type WeightMap } from './weights.js';
+import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, parseLayerName, type LayerParams, type WeightMap } from './weights.js';
 import { A_LOG_PARAM, aLogFromParam, aParamFromALog, block, linear, rmsNorm, type AParam } from './mamba.js';
 import { fusedAvailable, rmsNormFused } from './kernels/fused-webgpu.js';
 
@@ -59,7 +59,7 @@ export class MambaLM {
       }
       for (let i = 0; i < config.numLayers; i++) {
         const p: LayerParams = {};
-        const prefix = `backbone.layers.${i}.`;
+        const prefix = layerPrefix(i);
         for (const [k, v] of m.variables) if (k.startsWith(prefix)) p[k.slice(prefix.length)] = v;
         if (!p['norm.weight'] || !(p['mixer.A_log'] || p[A_LOG_PARAM])) throw new UserError(`weights: layer ${i} is incomplete (need norm.weight and mixer.A_log)`);
         m.layerCache.push(p);

@@ -14,6 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { layerPrefix } from '../checkpoint/names.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import type { Tensor } from '../checkpoint/safetensors.js';
@@ -167,7 +168,7 @@ export function applyTransplant(job: TransplantJob): TransplantRecord[] {
   for (const l of [...new Set(pairs.map((p) => p.layer))]) {
     const src = job.from.readLayer(l);
     for (const p of pairs.filter((q) => q.layer === l)) {
-      const prefix = `backbone.layers.${p.target}.`;
+      const prefix = layerPrefix(p.target);
       const tgt: Record<string, Tensor> = {};
       for (const [name, v] of job.target.weights) if (name.startsWith(prefix)) tgt[name.slice(prefix.length)] = v;
       transplantLayer(src, srcCfg, tgt, job.target.config, job.part, { source: job.sourceName, layer: l, target: p.target });

@@ -13,23 +13,8 @@ export type WeightMap = Record<string, Tensor>;
 /** Short name within a layer (`mixer.A_log`) → tf tensor. */
 export type LayerParams = Record<string, tf.Tensor>;
 
-export const EMBEDDING = 'backbone.embeddings.weight';
-export const NORM_F = 'backbone.norm_f.weight';
-export const LM_HEAD = 'lm_head.weight';
-
-export function layerPrefix(i: number): string {
-  return `backbone.layers.${i}.`;
-}
-
-export function layerName(i: number, short: string): string {
-  return layerPrefix(i) + short;
-}
-
-/** Split an HF name into its layer and short name; undefined for non-layer tensors. */
-export function parseLayerName(name: string): { layer: number; short: string } | undefined {
-  const m = /^backbone\.layers\.(\d+)\.(.+)$/.exec(name);
-  return m ? { layer: Number(m[1]), short: m[2]! } : undefined;
-}
+import { EMBEDDING, NORM_F, LM_HEAD, layerName } from '../checkpoint/names.js';
+export { EMBEDDING, NORM_F, LM_HEAD, layerPrefix, layerName, parseLayerName } from '../checkpoint/names.js';
 
 /** The shape of every tensor a model of this config has, by HF name (biases as the config says). */
 export function expectedShapes(c: MambaConfig): Record<string, number[]> {
@@ -98,11 +83,6 @@ export function layerParamsOf(w: LayerWeights, opts: { transposeLinear?: boolean
     else out[k] = tf.tensor(t.data, t.shape, 'float32');
   }
   return out;
-}
-
-/** A tf tensor's values as a plain {shape, data} (synchronous read). */
-export function toPlain(t: tf.Tensor): Tensor {
-  return { shape: t.shape.slice(), data: t.dataSync() as Float32Array };
 }
 
 /** A tf tensor's values as a plain {shape, data} (asynchronous read; preferred on GPU backends). */

@@ -32,14 +32,14 @@ export function initFact(r: InitRecord): string {
   return `mimetic: ${r.parts.join(', ')}${r.aScale !== null ? `, A scale c = ${r.aScale}` : ''}${r.bcNoise > 0 ? `, W_C = W_B + ${r.bcNoise}·Z` : ''}, seed ${r.seed}`;
 }
 
-export interface RunSummary {
+export interface RunReportHeader {
   title: string;
   /** Rows of `key: value` shown above the charts. */
   facts: [string, string][];
   status: string;
 }
 
-export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: RunSummary): Promise<void> {
+export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: RunReportHeader): Promise<void> {
   const train = thin(metrics.filter((m) => Number.isFinite(m.loss)), 800);
   const evals = metrics.filter((m) => m.eval);
   let lossImg = '', accImg = '', posImg = '';

@@ -257,7 +257,7 @@ export function trainArgs(options: RunOptionsMap): string[] {
 
 export type RunStatus = 'pending' | 'partial' | 'finished' | 'target-reached' | 'failed';
 
-export interface RunState {
+export interface SweepRunState {
   status: RunStatus;
   /** Last checkpointed step (0 without one). */
   step: number;
@@ -283,7 +283,7 @@ export function readRunMeta(sweepDir: string, id: string): RunMeta | null {
 }
 
 /** Where a run stands, from its folder alone. */
-export function runState(sweepDir: string, id: string): RunState {
+export function runState(sweepDir: string, id: string): SweepRunState {
   const dir = path.join(sweepDir, id);
   const meta = readRunMeta(sweepDir, id);
   let steps: number | null = null;

@@ -43,10 +43,5 @@ export function scanKernelsFor(backend: string = getBackend()): ScanKernels {
   return k;
 }
 
-/** Backends with registered kernels. */
-export function registeredScanBackends(): string[] {
-  return [...registry.keys()];
-}
-
 export const selectiveScan: SelectiveScanFn = (u, delta, A, B, C, Dskip) => scanKernelsFor().selectiveScan(u, delta, A, B, C, Dskip);
 export const ssdScan: SsdScanFn = (x, delta, A, B, C, Dskip) => scanKernelsFor().ssdScan(x, delta, A, B, C, Dskip);
