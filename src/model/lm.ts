@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UserError } from '../util/errors.js';
-import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, parseLayerName, type LayerParams, type WeightMap } from './weights.js';
+import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, loadWeights, parseLayerName, type LayerParams, type WeightMap } from './weights.js';
 import { A_LOG_PARAM, aLogFromParam, aParamFromALog, block, linear, rmsNorm, type AParam } from './mamba.js';
 import { fusedAvailable, rmsNormFused } from './kernels/fused-webgpu.js';
 
@@ -73,9 +73,7 @@ export class MambaLM {
 
   /** Load every weight of a checkpoint (all in memory). */
   static fromCheckpoint(ckpt: Checkpoint, opts: MambaLMOptions = {}): MambaLM {
-    const w: WeightMap = {};
-    for (const n of ckpt.names()) w[n] = ckpt.read(n);
-    return MambaLM.fromWeights(ckpt.config, w, opts);
+    return MambaLM.fromWeights(ckpt.config, loadWeights(ckpt), opts);
   }
 
   /** Layer i's parameters by short name. */
@@ -120,25 +118,22 @@ export class MambaLM {
   /** Every weight by standard HF name (A_log restored from A_log_param), as plain arrays for saving. */
   toWeights(): WeightMap {
     const out: WeightMap = {};
-    for (const [k, v] of this.variables) {
-      const pl = parseLayerName(k);
-      const data = v.dataSync() as Float32Array;
-      if (pl?.short === A_LOG_PARAM && this.aParam) out[layerName(pl.layer, 'mixer.A_log')] = { shape: v.shape.slice(), data: aLogFromParam(data, this.aParam.c) };
-      else out[k] = { shape: v.shape.slice(), data: Float32Array.from(data) };
-    }
+    for (const [k, v] of this.variables) this.putWeight(out, k, v, Float32Array.from(v.dataSync() as Float32Array));
     return out;
   }
 
   /** As toWeights, reading asynchronously (the WebGPU backend in Node cannot read synchronously). */
   async toWeightsAsync(): Promise<WeightMap> {
     const out: WeightMap = {};
-    for (const [k, v] of this.variables) {
-      const pl = parseLayerName(k);
-      const data = Float32Array.from((await v.data()) as Float32Array);
-      if (pl?.short === A_LOG_PARAM && this.aParam) out[layerName(pl.layer, 'mixer.A_log')] = { shape: v.shape.slice(), data: aLogFromParam(data, this.aParam.c) };
-      else out[k] = { shape: v.shape.slice(), data };
-    }
+    for (const [k, v] of this.variables) this.putWeight(out, k, v, Float32Array.from((await v.data()) as Float32Array));
     return out;
+  }
+
+  /** One variable's values (a copy) under its standard name: A_log_param back to A_log. */
+  private putWeight(out: WeightMap, k: string, v: tf.Variable, data: Float32Array): void {
+    const pl = parseLayerName(k);
+    if (pl?.short === A_LOG_PARAM && this.aParam) out[layerName(pl.layer, 'mixer.A_log')] = { shape: v.shape.slice(), data: aLogFromParam(data, this.aParam.c) };
+    else out[k] = { shape: v.shape.slice(), data };
   }
 
   dispose(): void {
