@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
 import type { Checkpoint, LayerWeights } from '../checkpoint/checkpoint.js';
 import type { Tensor } from '../checkpoint/safetensors.js';
+import { EMBEDDING, NORM_F, LM_HEAD, layerName } from '../checkpoint/names.js';
 
 /** HF name → {shape, data}. */
 export type WeightMap = Record<string, Tensor>;
@@ -13,7 +14,6 @@ export type WeightMap = Record<string, Tensor>;
 /** Short name within a layer (`mixer.A_log`) → tf tensor. */
 export type LayerParams = Record<string, tf.Tensor>;
 
-import { EMBEDDING, NORM_F, LM_HEAD, layerName } from '../checkpoint/names.js';
 export { EMBEDDING, NORM_F, LM_HEAD, layerPrefix, layerName, parseLayerName } from '../checkpoint/names.js';
 
 /** The shape of every tensor a model of this config has, by HF name (biases as the config says). */
