@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectiveScanCpu, ssdScanCpu } from '../src/model/kernels/scan-cpu.js';
-import { selectiveScanRef, ssdScanRef } from '../src/model/kernels/scan-ref.js';
+import { selectiveScanRef, ssdScanRef } from './helpers/scan-ref.js';
 import { scanKernelsFor, selectiveScan, ssdScan } from '../src/model/kernels/scan.js';
 import { initBackend } from '../src/model/backend.js';
 

@@ -1,9 +1,9 @@
 /**
  * Reference selective scans built from plain tf ops, one time step at a time, differentiated by
- * tf.js autodiff. Slow; used only by tests to check the real kernels (forward and gradients).
+ * tf.js autodiff. Slow; the tests' check of the real kernels (forward and gradients).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { SelectiveScanFn, SsdScanFn } from './scan.js';
+import type { SelectiveScanFn, SsdScanFn } from '../../src/model/kernels/scan.js';
 
 export const selectiveScanRef: SelectiveScanFn = (u, delta, A, B, C, Dskip) =>
   tf.tidy(() => {
