@@ -20,6 +20,8 @@ export type { Tensor } from './checkpoint/safetensors.js';
 // Backends and the model.
 export { BACKENDS, initBackend, type BackendName } from './model/backend.js';
 export { MambaLM } from './model/lm.js';
+export { streamCheckpoint, type StreamOptions, type StreamResult, type LayerInternals } from './model/stream.js';
+export type { ScanInternals } from './model/mamba.js';
 export { runCheckpoint, type CaptureOptions, type CaptureResult, type LayerCapture, type CaptureLevel, type AttentionMaps } from './analysis/capture.js';
 
 // Analysis and reports.
