@@ -82,4 +82,18 @@ test('the packed package imports by name and runs the README examples', async ()
     moved.close();
   }
   assert.ok(fs.existsSync(path.join(dir, 'runs/example/copy/run.json')));
+
+  // The types come with it (package.json "types"): a TypeScript user's code checks, and a wrong use fails.
+  const use = "import { openCheckpoint, scoreCheckpoint, type ScoreResult } from 'mimetic';\nconst m = await openCheckpoint('checkpoints/examples/mamba1-tiny');\nconst r: ScoreResult = await scoreCheckpoint(m, { reference: false });\n";
+  fs.writeFileSync(path.join(dir, 'package.json'), '{"type": "module"}');
+  fs.writeFileSync(path.join(dir, 'good.ts'), use + 'const x: number = r.layers[0]!.mimetic;\nconsole.log(x);\n');
+  fs.writeFileSync(path.join(dir, 'bad.ts'), use + 'const x: string = r.layers[0]!.mimetic;\nconsole.log(x);\n');
+  let errors = '';
+  try {
+    execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', 'good.ts', 'bad.ts'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    errors = String((e as { stdout?: string }).stdout);
+  }
+  assert.deepEqual(errors.trim().split('\n').map((l) => l.replace(/:.*/, '')), ['bad.ts(4,7)'], errors);
+  assert.match(errors, /error TS2322: Type 'number' is not assignable to type 'string'/);
 });
