@@ -13,8 +13,12 @@ node_modules/.installed: package.json package-lock.json
 build: node_modules/.installed
 	npx tsc -p tsconfig.json
 
+# Installs Chromium and lavapipe first when run as root with apt (scripts/test-deps.sh); elsewhere the
+# tests needing them skip with one line naming what to install. Ends on `N passed, N failed, N skipped`.
 test: build
-	$(NODE) --test --test-concurrency=1 dist/test/*.test.js
+	bash scripts/test-deps.sh
+	$(NODE) --test --test-concurrency=1 --test-reporter=./dist/test/helpers/summary-reporter.js \
+	  --test-reporter-destination=stdout dist/test/*.test.js
 
 # The main job on the bundled example, offline: inspect, audit + report, and a short copy-task run.
 demo: build
