@@ -1,15 +1,16 @@
 /** `mimetic transplant`: copy pretrained layers into a fresh (or given) model. */
 import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { type ResolveOptions, resolveCheckpoint } from '../checkpoint/resolve.js';
+import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 import { UserError } from '../util/errors.js';
 import { freshConfig, initWeights, initRecord } from '../model/init.js';
 import { TRANSPLANT_PARTS, type TransplantJob, type TransplantPart, parseLayerList, targetFromCheckpoint, transplantToDir } from '../model/transplant.js';
 import { addInitOptions, initOptionsFrom, numOpt } from './init.js';
 
 /** Open a checkpoint argument: folder, .safetensors file or Hub id (downloaded to the cache). */
-export async function openCheckpointArg(arg: string): Promise<{ checkpoint: Checkpoint; name: string }> {
-  return { checkpoint: Checkpoint.open(await resolveCheckpoint(arg)), name: arg };
+export async function openCheckpointArg(arg: string, opts: ResolveOptions = {}): Promise<{ checkpoint: Checkpoint; name: string }> {
+  return { checkpoint: Checkpoint.open(await resolveCheckpoint(arg, opts)), name: arg };
 }
 
 export function register(program: Command): void {
@@ -24,10 +25,12 @@ export function register(program: Command): void {
     .option('--n-layers <n>', 'fresh target: number of layers', '2')
     .option('--vocab <n>', 'fresh target: vocabulary size', '32');
   addInitOptions(cmd);
+  addHubOptions(cmd, '--from');
   cmd.requiredOption('--out <dir>', 'output checkpoint folder (must not exist)').action(async (o: Record<string, unknown>) => {
     const part = String(o.parts);
     if (!(TRANSPLANT_PARTS as readonly string[]).includes(part)) throw new UserError(`--parts: unknown part '${part}'; choose ${TRANSPLANT_PARTS.join(', ')}`);
-    const from = await openCheckpointArg(String(o.from));
+    const hub = hubOptionsFrom(o as HubCliOptions);
+    const from = await openCheckpointArg(String(o.from), hub);
     let into: Checkpoint | undefined;
     try {
       const src = from.checkpoint;
@@ -37,7 +40,8 @@ export function register(program: Command): void {
         for (const k of ['nLayers', 'vocab', 'init', 'mimetic', 'aScale', 'bcNoise', 'seed']) {
           if (cmd.getOptionValueSource(k) === 'cli') throw new UserError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} describes a fresh target and cannot be combined with --into; drop one of them`);
         }
-        into = Checkpoint.open(await resolveCheckpoint(String(o.into)));
+        // --revision is --from's; --into names its own as org/name@rev.
+        into = Checkpoint.open(await resolveCheckpoint(String(o.into), { ...hub, revision: undefined }));
         target = targetFromCheckpoint(into);
       } else {
         const sc = src.config;
