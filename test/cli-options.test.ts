@@ -23,13 +23,13 @@ const FIX = path.join(ROOT, 'test', 'fixtures');
 const tmp = tempDirs('mimetic-options-');
 
 /** The CLI with the developer's HF settings removed and HOME pointed at `home`. */
-function cli(args: string[], home = tmp()): { status: number | null; stdout: string; stderr: string } {
+function cli(args: string[], home = tmp(), cwd = ROOT): { status: number | null; stdout: string; stderr: string } {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HF_') && !k.startsWith('HUGGING')) env[k] = v;
   env.HOME = home;
   delete env.XDG_CACHE_HOME;
   env.HF_ENDPOINT = 'http://127.0.0.1:9'; // nothing listens: a test never reaches the real Hub
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 120_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 120_000, cwd });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -180,4 +180,19 @@ test('a lone .safetensors file: the configuration comes from the shapes (as its 
     fs.writeFileSync(lone, bytes.subarray(0, bytes.length - 4096));
     oneLine(cli(['score', lone, '--backend', 'cpu']), /truncated/);
   }
+});
+
+test('init and transplant write into checkpoints/ when --out is not given', () => {
+  const cwd = tmp();
+  const a = cli(['init', '--n-layers', '1', '--d-model', '8', '--d-state', '2', '--vocab', '8', '--init', 'mimetic', '--seed', '3'], tmp(), cwd);
+  assert.equal(a.status, 0, a.stderr);
+  const made = path.join(cwd, 'checkpoints', 'mamba1-mimetic-1x8-seed3');
+  assert.equal(a.stdout.split(':')[0], `wrote ${path.join('checkpoints', 'mamba1-mimetic-1x8-seed3')}`);
+  Checkpoint.open(made).close();
+  oneLine(cli(['init', '--n-layers', '1', '--d-model', '8', '--d-state', '2', '--vocab', '8', '--init', 'mimetic', '--seed', '3'], tmp(), cwd), /already exists/);
+  const t = cli(['transplant', '--from', path.join(FIX, 'mamba1-tiny'), '--layers', '1'], tmp(), cwd);
+  assert.equal(t.status, 0, t.stderr);
+  const ck = Checkpoint.open(path.join(cwd, 'checkpoints', 'transplant-mamba1-tiny-L1'));
+  assert.equal(ck.config.numLayers, 2);
+  ck.close();
 });

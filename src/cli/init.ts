@@ -1,4 +1,6 @@
 /** `mimetic init`: write a freshly initialised (default or mimetic) Mamba checkpoint. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { UserError } from '../util/errors.js';
 import { type InitOptions, type ModelShape, parseMimeticParts, writeFreshCheckpoint } from '../model/init.js';
@@ -68,17 +70,29 @@ export function initOptionsFrom(o: Record<string, unknown>): InitOptions {
   };
 }
 
+/** The default --out of init and transplant: `checkpoints/<name>` under the current folder. */
+export function defaultCheckpointOut(name: string): string {
+  return path.join('checkpoints', name.replace(/[^A-Za-z0-9._+,-]+/g, '_').replace(/^[._]+/, '') || 'checkpoint');
+}
+
+/** Make the parent of an --out folder (checkpoints/ in a fresh folder) just before writing. */
+export function ensureParent(out: string): void {
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+}
+
 export function register(program: Command): void {
   const cmd = program.command('init').description('write a freshly initialised Mamba checkpoint (HF format)');
   addModelOptions(cmd);
   addInitOptions(cmd);
-  cmd.requiredOption('--out <dir>', 'output checkpoint folder (must not exist)').action(async (o: Record<string, unknown>) => {
+  cmd.option('--out <dir>', 'output checkpoint folder (must not exist; default checkpoints/<arch>-<init>-<n-layers>x<d-model>-seed<seed>)').action(async (o: Record<string, unknown>) => {
     rejectLayersCount(o, 'init');
     const shape = modelShapeFrom(o);
     const init = initOptionsFrom(o);
-    const { config, record, parameters } = await writeFreshCheckpoint(String(o.out), shape, init);
+    const out = o.out === undefined ? defaultCheckpointOut(`${shape.arch}-${init.init}-${shape.numLayers}x${shape.hiddenSize}-seed${init.seed}`) : String(o.out);
+    ensureParent(out);
+    const { config, record, parameters } = await writeFreshCheckpoint(out, shape, init);
     process.stdout.write(
-      `wrote ${String(o.out)}: ${config.arch}, ${config.numLayers} layers, d_model ${config.hiddenSize}, d_state ${config.stateSize}, ` +
+      `wrote ${out}: ${config.arch}, ${config.numLayers} layers, d_model ${config.hiddenSize}, d_state ${config.stateSize}, ` +
         `init ${record.init}${record.parts.length ? ` (${record.parts.join(',')}${record.aScale ? `, c=${record.aScale}` : ''})` : ''}, seed ${record.seed}, ${parameters} parameters\n`,
     );
   });

@@ -1,4 +1,5 @@
 /** `mimetic transplant`: copy pretrained layers into a fresh (or given) model. */
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { type ResolveOptions, resolveCheckpoint } from '../checkpoint/resolve.js';
@@ -6,7 +7,7 @@ import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options
 import { UserError } from '../util/errors.js';
 import { freshConfig, initWeights, initRecord } from '../model/init.js';
 import { TRANSPLANT_PARTS, type TransplantJob, type TransplantPart, parseLayerList, targetFromCheckpoint, transplantToDir } from '../model/transplant.js';
-import { addInitOptions, initOptionsFrom, numOpt } from './init.js';
+import { addInitOptions, defaultCheckpointOut, ensureParent, initOptionsFrom, numOpt } from './init.js';
 
 /** Open a checkpoint argument: folder, .safetensors file or Hub id (downloaded to the cache). */
 export async function openCheckpointArg(arg: string, opts: ResolveOptions = {}): Promise<{ checkpoint: Checkpoint; name: string }> {
@@ -26,7 +27,8 @@ export function register(program: Command): void {
     .option('--vocab <n>', 'fresh target: vocabulary size', '32');
   addInitOptions(cmd);
   addHubOptions(cmd, '--from');
-  cmd.requiredOption('--out <dir>', 'output checkpoint folder (must not exist)').action(async (o: Record<string, unknown>) => {
+  cmd.option('--out <dir>', 'output checkpoint folder (must not exist; default checkpoints/transplant-<source name>-L<layers>)').action(async (o: Record<string, unknown>) => {
+    const out = o.out === undefined ? defaultCheckpointOut(`transplant-${path.basename(String(o.from)).replace(/\.safetensors$/, '')}-L${String(o.layers)}`) : String(o.out);
     const part = String(o.parts);
     if (!(TRANSPLANT_PARTS as readonly string[]).includes(part)) throw new UserError(`--parts: unknown part '${part}'; choose ${TRANSPLANT_PARTS.join(', ')}`);
     const hub = hubOptionsFrom(o as HubCliOptions);
@@ -56,9 +58,10 @@ export function register(program: Command): void {
         target = { config, weights: initWeights(config, init), mimetic: initRecord(init) as unknown as Record<string, unknown> };
       }
       const targetLayers = parseLayerList(String(o.targetLayers), '--target-layers', target.config.numLayers, true);
-      const records = await transplantToDir({ from: src, sourceName: from.name, sourceLayers, target, targetLayers, part: part as TransplantPart }, String(o.out));
+      ensureParent(out);
+      const records = await transplantToDir({ from: src, sourceName: from.name, sourceLayers, target, targetLayers, part: part as TransplantPart }, out);
       for (const r of records) process.stdout.write(`layer ${r.target} ← ${r.source} layer ${r.layer} (${r.parts})\n`);
-      process.stdout.write(`wrote ${String(o.out)}\n`);
+      process.stdout.write(`wrote ${out}\n`);
     } finally {
       from.checkpoint.close();
       into?.close();
