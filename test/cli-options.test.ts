@@ -182,7 +182,7 @@ test('a lone .safetensors file: the configuration comes from the shapes (as its 
   }
 });
 
-test('init and transplant write into checkpoints/ when --out is not given', () => {
+test('init, transplant and train write into checkpoints/ when --out is not given', () => {
   const cwd = tmp();
   const a = cli(['init', '--n-layers', '1', '--d-model', '8', '--d-state', '2', '--vocab', '8', '--init', 'mimetic', '--seed', '3'], tmp(), cwd);
   assert.equal(a.status, 0, a.stderr);
@@ -195,4 +195,7 @@ test('init and transplant write into checkpoints/ when --out is not given', () =
   const ck = Checkpoint.open(path.join(cwd, 'checkpoints', 'transplant-mamba1-tiny-L1'));
   assert.equal(ck.config.numLayers, 2);
   ck.close();
+  const r = cli([...TINY_TRAIN, '--n-layers', '1', '--init', 'mimetic', '--seed', '4'], tmp(), cwd);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(readRunConfig(path.join(cwd, 'checkpoints', 'train-copy-mamba1-mimetic-seed4')).seed, 4);
 });

@@ -14,7 +14,7 @@ import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, ch
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
 import { LOG_LINES } from '../train/metrics.js';
 import { UserError } from '../util/errors.js';
-import { addInitOptions, addModelOptions, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
+import { addInitOptions, addModelOptions, defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 type Opts = Record<string, unknown>;
@@ -43,6 +43,12 @@ function setAt(o: Record<string, unknown>, p: string, v: unknown): void {
   }
   if (v === undefined) delete x[ks[ks.length - 1]!];
   else x[ks[ks.length - 1]!] = v;
+}
+
+/** A default run folder's name: task, then the fresh model's arch and init or the checkpoint's folder name. */
+function runName(cfg: TrainConfig): string {
+  const m = cfg.model;
+  return `${cfg.task.task}-${m.kind === 'fresh' ? `${m.shape.arch}-${m.init.init}` : path.basename(m.path)}`;
 }
 
 /** --batch-size, or its old name --batch (kept as a hidden alias); not both. */
@@ -159,7 +165,7 @@ export function register(program: Command): void {
     .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
     .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
     .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
-    .option('--out <dir>', 'run folder (must not exist)')
+    .option('--out <dir>', 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)')
     .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
     .option('--quiet', 'no progress output');
   addHubOptions(cmd, '--model')
@@ -189,9 +195,8 @@ export function register(program: Command): void {
         }
       } else {
         if (o.task === undefined) throw new UserError('--task is required (copy or mqar), or --resume a run folder');
-        if (o.out === undefined) throw new UserError('--out is required: the run folder to create (e.g. runs/copy-mimetic)');
-        out = String(o.out);
         cfg = await configFromOptions(o, explicit);
+        out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
         if (fs.existsSync(out) && fs.readdirSync(out).length > 0) {
           throw new UserError(`--out ${out}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${out}`);
         }
