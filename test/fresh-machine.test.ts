@@ -7,6 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { summaryLine } from './helpers/summary-reporter.js';
@@ -56,4 +57,17 @@ test('under MIMETIC_TEST_STRICT=1 the same tests fail instead of skipping', { ti
 test('the summary line counts cancelled tests as failed and todo as skipped', () => {
   assert.equal(summaryLine({ pass: 5, fail: 1, cancelled: 2, skipped: 3, todo: 1 }), '5 passed, 3 failed, 4 skipped');
   assert.equal(summaryLine({}), '0 passed, 0 failed, 0 skipped');
+});
+
+test('make test and .ci/run share scripts/test-deps.sh, and CI runs strict', () => {
+  const root = here('../..');
+  const makefile = fs.readFileSync(`${root}/Makefile`, 'utf8');
+  const ci = fs.readFileSync(`${root}/.ci/run`, 'utf8');
+  const testTarget = /^test:.*\n((?:\t.*\n)+)/m.exec(makefile)?.[1] ?? '';
+  assert.match(testTarget, /bash scripts\/test-deps\.sh/);
+  assert.match(testTarget, /--test-reporter=\.\/dist\/test\/helpers\/summary-reporter\.js/);
+  assert.match(ci, /^bash scripts\/test-deps\.sh$/m);
+  assert.match(ci, /^export MIMETIC_TEST_STRICT=1\nmake test$/m);
+  const r = spawnSync('bash', ['-n', `${root}/scripts/test-deps.sh`], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
 });

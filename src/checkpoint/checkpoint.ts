@@ -238,7 +238,8 @@ export class Checkpoint {
 
 /** Checkpoint.open says on stderr what it inferred (stdout stays clean for --json). */
 function notice(line: string): void {
-  process.stderr.write(`mimetic: note: ${line}\n`);
+  // The path is outside text: no control characters reach the terminal.
+  process.stderr.write(`mimetic: note: ${line.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?')}\n`);
 }
 
 /**
