@@ -120,6 +120,8 @@ function checkOptions(o: unknown, where: string, known: ReadonlySet<string>): Ru
   for (const [k0, v] of Object.entries(o)) {
     const k = camel(k0);
     if (RESERVED.has(k)) throw new UserError(`${where}.${k0}: the sweep sets --${kebab(k)} itself; remove it from the config`);
+    // A token in the config would be written to sweep.json and show in every child's command line.
+    if (k === 'token') throw new UserError(`${where}.${k0}: a token does not belong in a sweep config (it would be saved and shown in ps); set HF_TOKEN in the environment instead`);
     if (!known.has(k)) throw new UserError(`${where}.${k0}: unknown option; mimetic train has no --${kebab(k)} (see mimetic train --help)`);
     if (k in out) throw new UserError(`${where}.${k0}: given twice (as ${kebab(k)} and ${k})`);
     out[k] = checkValue(k, v, `${where}.${k0}`);
