@@ -13,8 +13,12 @@ node_modules/.installed: package.json package-lock.json
 build: node_modules/.installed
 	npx tsc -p tsconfig.json
 
+# Installs Chromium and lavapipe first when run as root with apt (scripts/test-deps.sh); elsewhere the
+# tests needing them skip with one line naming what to install. Ends on `N passed, N failed, N skipped`.
 test: build
-	$(NODE) --test --test-concurrency=1 dist/test/*.test.js
+	bash scripts/test-deps.sh
+	$(NODE) --test --test-concurrency=1 --test-reporter=./dist/test/helpers/summary-reporter.js \
+	  --test-reporter-destination=stdout dist/test/*.test.js
 
 # The main job on the bundled example, offline: inspect, audit + report, and a short copy-task run.
 demo: build
@@ -22,8 +26,8 @@ demo: build
 	$(MIMETIC) score checkpoints/examples/mamba1-tiny --backend wasm
 	$(MIMETIC) report checkpoints/examples/mamba1-tiny --backend wasm --out reports/mamba1-tiny
 	rm -rf runs/demo-copy
-	$(MIMETIC) train --task copy --arch mamba1 --layers 2 --d-model 32 --d-state 8 --init mimetic \
-	  --alphabet 4 --min-len 2 --max-len 4 --context 32 --batch 16 --steps 150 --lr 5e-3 --warmup 10 \
+	$(MIMETIC) train --task copy --arch mamba1 --n-layers 2 --d-model 32 --d-state 8 --init mimetic \
+	  --alphabet 4 --min-len 2 --max-len 4 --context 32 --batch-size 16 --steps 150 --lr 5e-3 --warmup 10 \
 	  --eval-every 50 --eval-examples 32 --eval-lengths 6 --seed 0 --backend cpu --log-every 25 --out runs/demo-copy
 	@echo "demo: report in reports/mamba1-tiny/index.html, training run in runs/demo-copy/"
 

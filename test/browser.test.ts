@@ -1,5 +1,5 @@
 /**
- * The report in a real browser: headless Chromium (Debian's /usr/bin/chromium, driven by
+ * The report in a real browser: headless Chromium (Debian's chromium found on PATH, or MIMETIC_CHROMIUM; driven by
  * playwright-core) loads index.html and a layer page of a fixture's report from a plain local file
  * server. Every image must load, and no request may go anywhere but that server. Screenshots go
  * to test-artifacts/ (git-ignored) for a human to look at.
@@ -17,11 +17,12 @@ import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { initBackend } from '../src/model/backend.js';
 import { defaultProbe } from '../src/analysis/probe.js';
 import { writeReport } from '../src/report/report.js';
+import { chromiumPath, requiresChromium } from './helpers/requires.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
-const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM = chromiumPath();
 
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.png': 'image/png', '.json': 'application/json', '.safetensors': 'application/octet-stream' };
 
@@ -46,8 +47,8 @@ async function serve(dir: string): Promise<{ origin: string; served: { path: str
   return { origin: `http://127.0.0.1:${port}`, served, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
-test('report pages render in headless Chromium: every image loads, no request leaves the local server', { timeout: 120_000 }, async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) to run the browser test`);
+test('report pages render in headless Chromium: every image loads, no request leaves the local server', { timeout: 120_000, ...requiresChromium() }, async () => {
+  assert.ok(CHROMIUM, 'no chromium on PATH (and MIMETIC_CHROMIUM unset): install Debian\'s chromium package (apt-get install chromium) to run the browser test');
   await initBackend('wasm');
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'browser-'));
   const out = path.join(root, 'report');

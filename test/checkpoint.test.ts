@@ -276,8 +276,15 @@ test('missing and hostile files: config.json, paths, shard names escaping the fo
   expectUserError(() => Checkpoint.open('/nonexistent/mimetic/ckpt'), /no such file or folder/);
   const dir = tmpDir('files');
   writeSynthCheckpoint(dir, { ...BASE, maxShardBytes: 800 });
+  const withConfig = Checkpoint.open(dir);
+  const stated = withConfig.config;
+  withConfig.close();
   fs.rmSync(path.join(dir, 'config.json'));
-  expectUserError(() => Checkpoint.open(dir), /missing config\.json/);
+  // No config.json: the shapes (and transformers' defaults) give the same configuration.
+  const inferred = Checkpoint.open(dir);
+  assert.deepEqual(inferred.config, stated);
+  assert.match(inferred.inferred ?? '', /^configuration inferred from the tensor shapes/);
+  inferred.close();
   fs.writeFileSync(path.join(dir, 'config.json'), '{"model_type": "mamba",');
   expectUserError(() => Checkpoint.open(dir), /config\.json: not valid JSON/);
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(synthConfig(BASE)));

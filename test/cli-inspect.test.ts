@@ -99,9 +99,10 @@ test('inspect: bad input gives one line on stderr, exit 2, no stack trace, nothi
     ['missing layers', corrupt(root, 'layers', good, JSON.stringify({ ...cfg, num_hidden_layers: 4 })), /config says 4 layers but the checkpoint has layers 0-1/],
     ['non-existent path', path.join(root, 'does', 'not', 'exist'), /no such file or folder/],
   ];
-  const noConfig = corrupt(root, 'noconfig', good);
+  // Without config.json the shapes give the configuration; a truncated lone file is still truncated.
+  const noConfig = corrupt(root, 'noconfig', good.subarray(0, good.length - 1000));
   fs.rmSync(path.join(noConfig, 'config.json'));
-  cases.push(['missing config.json', noConfig, /missing config\.json/]);
+  cases.push(['truncated, no config.json', path.join(noConfig, 'model.safetensors'), /truncated or corrupt/]);
   const escape = path.join(root, 'escape');
   fs.cpSync(path.join(FIX, 'mamba2-tiny-sharded'), escape, { recursive: true });
   const idxPath = path.join(escape, 'model.safetensors.index.json');

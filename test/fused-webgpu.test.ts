@@ -22,6 +22,10 @@ import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } fro
 import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
 import { mulberry32 } from '../src/util/rng.js';
 import { tmpDir, writeSynthCheckpoint, type SynthSpec } from './helpers/synth-checkpoint.js';
+import { requiresWebGPU } from './helpers/requires.js';
+
+/** Without an adapter these tests skip with what to install (fail under MIMETIC_TEST_STRICT=1). */
+const GPU = await requiresWebGPU();
 
 async function webgpu(): Promise<void> {
   await initBackend('webgpu');
@@ -66,7 +70,7 @@ const SPECS: [string, SynthSpec][] = [
 ];
 
 for (const [label, spec] of SPECS) {
-  test(`fused webgpu forward = tf-op forward: ${label} (logits, hidden states, mixer inputs, attention maps)`, async () => {
+  test(`fused webgpu forward = tf-op forward: ${label} (logits, hidden states, mixer inputs, attention maps)`, GPU, async () => {
     await webgpu();
     const dir = tmpDir('fused');
     try {
@@ -90,7 +94,7 @@ for (const [label, spec] of SPECS) {
   });
 }
 
-test('MambaLM.forward with inference: true (fused) matches the differentiable path on webgpu', async () => {
+test('MambaLM.forward with inference: true (fused) matches the differentiable path on webgpu', GPU, async () => {
   await webgpu();
   const dir = tmpDir('fused-lm');
   try {
@@ -128,7 +132,7 @@ function randomInternals(kind: 'mamba1' | 'mamba2', seed: number): ScanInternals
 }
 
 for (const kind of ['mamba1', 'mamba2'] as const) {
-  test(`${kind} attention-map kernel on webgpu matches the ${kind === 'mamba1' ? 'direct' : 'blocked'} tf computation`, async () => {
+  test(`${kind} attention-map kernel on webgpu matches the ${kind === 'mamba1' ? 'direct' : 'blocked'} tf computation`, GPU, async () => {
     await webgpu();
     const int = randomInternals(kind, kind === 'mamba1' ? 21 : 22);
     const got = attentionSummariesWebGPU(kind, int.delta, int.A, int.B, int.C);
@@ -143,7 +147,7 @@ for (const kind of ['mamba1', 'mamba2'] as const) {
   });
 }
 
-test('in-place WebGPU AdamW matches adamw.ts over several steps (clipped and unclipped, decay mask)', async () => {
+test('in-place WebGPU AdamW matches adamw.ts over several steps (clipped and unclipped, decay mask)', GPU, async () => {
   await webgpu();
   const r = mulberry32(9);
   const shapes: Record<string, number[]> = {
@@ -183,7 +187,7 @@ test('in-place WebGPU AdamW matches adamw.ts over several steps (clipped and unc
 });
 
 for (const withBias of [true, false]) {
-  test(`differentiable conv+SiLU kernel on webgpu: value and gradients match the tf-op conv (${withBias ? 'with' : 'no'} bias)`, async () => {
+  test(`differentiable conv+SiLU kernel on webgpu: value and gradients match the tf-op conv (${withBias ? 'with' : 'no'} bias)`, GPU, async () => {
     await webgpu();
     const r = mulberry32(withBias ? 31 : 32);
     const [B, L, C, K] = [3, 17, 10, 4];

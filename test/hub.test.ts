@@ -189,11 +189,12 @@ test('pull lays out blobs/, snapshots/<sha>/ and refs/main like huggingface_hub,
   assert.equal(hub.requests.slice(mark2).filter((q) => q.server === 'cdn' || q.url.includes('/resolve/')).length, 0);
 });
 
-test('single-file repo: config.json and model.safetensors only; cache under ./checkpoints by default, HF_HUB_CACHE and HF_HOME honoured', async () => {
+test('single-file repo: config.json and model.safetensors only; cache in ~/.cache/huggingface/hub by default (never ./checkpoints), HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE and HF_HOME honoured', async () => {
   const cwd = freshDir();
-  const r = await runCli(['pull', 'tiny/mamba1'], {}, { cwd });
+  const r = await runCli(['pull', 'tiny/mamba1'], { XDG_CACHE_HOME: '' }, { cwd });
   assert.equal(r.code, 0, r.stderr);
-  const snap = path.join(cwd, 'checkpoints', 'models--tiny--mamba1', 'snapshots', commitOf('tiny/mamba1', 'main'));
+  const snap = path.join(tmp, 'home', '.cache', 'huggingface', 'hub', 'models--tiny--mamba1', 'snapshots', commitOf('tiny/mamba1', 'main'));
+  assert.ok(!fs.existsSync(path.join(cwd, 'checkpoints')));
   assert.equal(r.stdout.trim(), snap);
   assert.deepEqual(fs.readdirSync(snap).sort(), ['config.json', 'model.safetensors']);
   const ck = Checkpoint.open(snap);
@@ -210,6 +211,11 @@ test('single-file repo: config.json and model.safetensors only; cache under ./ch
   const r3 = await runCli(['pull', 'tiny/mamba1', '-q'], { HF_HOME: home }, { cwd });
   assert.equal(r3.code, 0, r3.stderr);
   assert.ok(r3.stdout.startsWith(path.join(home, 'hub', 'models--tiny--mamba1', 'snapshots')));
+
+  const old = freshDir();
+  const r4 = await runCli(['pull', 'tiny/mamba1', '-q'], { HUGGINGFACE_HUB_CACHE: old, HF_HOME: freshDir() }, { cwd });
+  assert.equal(r4.code, 0, r4.stderr);
+  assert.ok(r4.stdout.startsWith(path.join(old, 'models--tiny--mamba1', 'snapshots')));
 });
 
 test('a dropped connection resumes with a Range request and ends with the right sha256', async () => {
@@ -462,12 +468,16 @@ test('Hub ids, cache dirs, tokens and redaction', () => {
 
   const saved = { ...process.env };
   try {
-    for (const k of Object.keys(process.env)) if (k.startsWith('HF_')) delete process.env[k];
+    for (const k of Object.keys(process.env)) if (k.startsWith('HF_') || k.startsWith('HUGGING')) delete process.env[k];
     process.env.HOME = path.join(tmp, 'nohome');
-    process.env.XDG_CACHE_HOME = path.join(tmp, 'nohome', '.cache');
-    assert.equal(hubCacheDir(), path.resolve('checkpoints'));
+    delete process.env.XDG_CACHE_HOME;
+    assert.equal(hubCacheDir(), path.join(os.homedir(), '.cache', 'huggingface', 'hub'));
+    process.env.XDG_CACHE_HOME = path.join(tmp, 'nohome', '.xdg');
+    assert.equal(hubCacheDir(), path.join(tmp, 'nohome', '.xdg', 'huggingface', 'hub'));
     process.env.HF_HOME = '/x/hf';
     assert.equal(hubCacheDir(), '/x/hf/hub');
+    process.env.HUGGINGFACE_HUB_CACHE = '/z/old';
+    assert.equal(hubCacheDir(), '/z/old');
     process.env.HF_HUB_CACHE = '/y/cache';
     assert.equal(hubCacheDir(), '/y/cache');
     assert.equal(hubCacheDir('rel'), path.resolve('rel'));

@@ -449,7 +449,7 @@ test('mimetic score: the reference rows are what a fresh `mimetic init` layer of
     // mamba1-tiny: d_model 32, d_inner 64, N 8, dt rank 2, conv 4 — what `mimetic init` builds from these options.
     for (const init of ['default', 'mimetic'] as const) {
       const fresh = path.join(dir, init);
-      const w = spawnSync(process.execPath, [CLI, 'init', '--arch', 'mamba1', '--d-model', '32', '--d-state', '8', '--layers', '1', '--vocab', '64', '--init', init, '--seed', '0', '--out', fresh], { encoding: 'utf8' });
+      const w = spawnSync(process.execPath, [CLI, 'init', '--arch', 'mamba1', '--d-model', '32', '--d-state', '8', '--n-layers', '1', '--vocab', '64', '--init', init, '--seed', '0', '--out', fresh], { encoding: 'utf8' });
       assert.equal(w.status, 0, w.stderr);
       const f = cli(['score', fresh, '--json', '--probe', probe, '--backend', 'cpu', '--no-reference']);
       assert.equal(f.code, 0, f.stderr);

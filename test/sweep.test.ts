@@ -108,6 +108,7 @@ test('bad configs: one line, exit 2, nothing started', async () => {
     [{ ...CONFIG, grid: { seed: 3 } }, /grid\.seed: must be a list/],
     [{ ...CONFIG, base: { ...CONFIG.base, steps: true } }, /base\.steps: true must be a number or a string/],
     [{ ...CONFIG, base: { ...CONFIG.base, out: 'x' } }, /the sweep sets --out itself/],
+    [{ ...CONFIG, base: { ...CONFIG.base, token: 'hf_secret' } }, /a token does not belong in a sweep config/],
     [{ ...CONFIG, grid: { lr: [0.1] } }, /grid\.lr: also set in "base"/],
     [{ ...CONFIG, name: 'a/b' }, /"name" must be/],
     [{ ...CONFIG, variants: [{ seed: 1 }] }, /variants\[0\]\.seed: also a grid option/],

@@ -167,8 +167,8 @@ test('CLI: a run killed with SIGKILL and resumed reproduces an uninterrupted run
   const dir = tmp();
   const run = path.join(dir, 'cli');
   const main = path.resolve('dist/src/cli/main.js');
-  const args = ['train', '--task', 'copy', '--alphabet', '4', '--min-len', '2', '--max-len', '6', '--context', '24', '--arch', 'mamba1', '--layers', '2', '--d-model', '16',
-    '--d-state', '4', '--init', 'mimetic', '--steps', '16', '--batch', '4', '--lr', '5e-3', '--checkpoint-every', '2', '--eval-every', '8', '--eval-examples', '4', '--seed', '3', '--backend', 'cpu', '--quiet'];
+  const args = ['train', '--task', 'copy', '--alphabet', '4', '--min-len', '2', '--max-len', '6', '--context', '24', '--arch', 'mamba1', '--n-layers', '2', '--d-model', '16',
+    '--d-state', '4', '--init', 'mimetic', '--steps', '16', '--batch-size', '4', '--lr', '5e-3', '--checkpoint-every', '2', '--eval-every', '8', '--eval-examples', '4', '--seed', '3', '--backend', 'cpu', '--quiet'];
   const child = spawn(process.execPath, [main, ...args, '--out', run], { stdio: 'ignore' });
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   // kill -9 as soon as the step-4 checkpoint exists (mid-run: 16 steps take far longer)
@@ -230,8 +230,8 @@ test('train --model: starts from a (transplanted) checkpoint and keeps its mimet
 async function signalledRun(name: string, signals: NodeJS.Signals[]): Promise<{ run: string; code: number | null; steps: number }> {
   const run = path.join(tmp(), name);
   const main = path.resolve('dist/src/cli/main.js');
-  const child = spawn(process.execPath, [main, 'train', '--task', 'copy', '--alphabet', '4', '--min-len', '2', '--max-len', '6', '--context', '24', '--layers', '1', '--d-model', '16',
-    '--d-state', '4', '--steps', '500', '--batch', '2', '--checkpoint-every', '400', '--eval-every', '400', '--backend', 'cpu', '--quiet', '--out', run], { stdio: 'ignore' });
+  const child = spawn(process.execPath, [main, 'train', '--task', 'copy', '--alphabet', '4', '--min-len', '2', '--max-len', '6', '--context', '24', '--n-layers', '1', '--d-model', '16',
+    '--d-state', '4', '--steps', '500', '--batch-size', '2', '--checkpoint-every', '400', '--eval-every', '400', '--backend', 'cpu', '--quiet', '--out', run], { stdio: 'ignore' });
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   const mf = path.join(run, 'metrics.jsonl');
   for (let i = 0; i < 3000 && readMetrics(mf).length < 3; i++) await new Promise((r) => setTimeout(r, 10));

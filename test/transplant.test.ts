@@ -109,7 +109,7 @@ test('CLI: init then transplant write checkpoints; bad input exits 2 with one li
   const main = path.resolve('dist/src/cli/main.js');
   const dir = tmp();
   const run = (...args: string[]) => spawnSync(process.execPath, [main, ...args], { encoding: 'utf8' });
-  const a = run('init', '--arch', 'mamba2', '--layers', '2', '--d-model', '32', '--d-state', '16', '--head-dim', '8', '--vocab', '64', '--init', 'mimetic', '--mimetic', 'a,bc', '--a-scale', '2', '--seed', '7', '--out', path.join(dir, 'fresh'));
+  const a = run('init', '--arch', 'mamba2', '--n-layers', '2', '--d-model', '32', '--d-state', '16', '--head-dim', '8', '--vocab', '64', '--init', 'mimetic', '--mimetic', 'a,bc', '--a-scale', '2', '--seed', '7', '--out', path.join(dir, 'fresh'));
   assert.equal(a.status, 0, a.stderr);
   const b = run('transplant', '--from', path.join(FIX, 'mamba2-tiny'), '--layers', '0', '--into', path.join(dir, 'fresh'), '--target-layers', '1', '--parts', 'block', '--out', path.join(dir, 'tp'));
   assert.equal(b.status, 0, b.stderr);
@@ -124,7 +124,7 @@ test('CLI: init then transplant write checkpoints; bad input exits 2 with one li
   } finally { ck.close(); src.close(); }
   for (const bad of [
     ['init', '--mimetic', 'a,zz', '--out', path.join(dir, 'x')],
-    ['init', '--layers', 'two', '--out', path.join(dir, 'x')],
+    ['init', '--n-layers', 'two', '--out', path.join(dir, 'x')],
     ['transplant', '--from', path.join(FIX, 'mamba2-tiny'), '--layers', '0', '--into', path.join(FIX, 'mamba1-tiny'), '--out', path.join(dir, 'y')],
     ['transplant', '--from', path.join(FIX, 'mamba1-tiny'), '--layers', '0', '--parts', 'all', '--out', path.join(dir, 'y')],
   ]) {

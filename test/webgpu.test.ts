@@ -1,7 +1,8 @@
 /**
  * The WebGPU kernels against the CPU kernels (forward and every gradient), on whatever WebGPU
  * adapter Dawn finds: here and in CI that is Mesa's lavapipe (a CPU Vulkan driver, Mesa >= 23;
- * .ci/run installs it), on the GPU host the NVIDIA driver. No adapter is a failure, not a skip.
+ * scripts/test-deps.sh installs it), on the GPU host the NVIDIA driver. Without an adapter they skip with
+ * what to install; under MIMETIC_TEST_STRICT=1 (CI) that is a failure.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,6 +19,10 @@ import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
 import { MambaLM } from '../src/model/lm.js';
 import { runCheckpoint } from '../src/analysis/capture.js';
 import { goldenIds, expectClose } from './helpers/golden.js';
+import { requiresWebGPU } from './helpers/requires.js';
+
+/** Without an adapter these tests skip with what to install (fail under MIMETIC_TEST_STRICT=1). */
+const GPU = await requiresWebGPU();
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures');
 
@@ -89,7 +94,7 @@ async function webgpu(): Promise<string> {
   }
 }
 
-test('webgpu backend starts on an adapter and registers its scan kernels', async () => {
+test('webgpu backend starts on an adapter and registers its scan kernels', GPU, async () => {
   const name = await webgpu();
   assert.equal(name, 'webgpu');
   assert.equal(tf.getBackend(), 'webgpu');
@@ -106,20 +111,20 @@ test('webgpu backend starts on an adapter and registers its scan kernels', async
   assert.equal(scanKernelsFor('webgpu').ssdScan, ssdScanWebGPU);
 });
 
-test('Mamba-1 selective scan on webgpu matches the CPU kernel, forward and gradients', async () => {
+test('Mamba-1 selective scan on webgpu matches the CPU kernel, forward and gradients', GPU, async () => {
   const [b, L, D, N] = [2, 37, 6, 5];
   await compare('m1', selectiveScanCpu as never, selectiveScanWebGPU as never,
     [[b, L, D], [b, L, D], [D, N], [b, L, N], [b, L, N], [D]], ['normal', 'pos', 'neg', 'normal', 'normal', 'normal']);
 });
 
-test('Mamba-2 SSD scan on webgpu matches the CPU kernel, forward and gradients (groups > 1)', async () => {
+test('Mamba-2 SSD scan on webgpu matches the CPU kernel, forward and gradients (groups > 1)', GPU, async () => {
   const [b, L, H, P, G, N] = [2, 29, 4, 3, 2, 8];
   await compare('ssd', ssdScanCpu as never, ssdScanWebGPU as never,
     [[b, L, H, P], [b, L, H], [H], [b, L, G, N], [b, L, G, N], [H]], ['normal', 'pos', 'neg', 'normal', 'normal', 'normal']);
 });
 
 for (const name of ['mamba1-tiny', 'mamba2-tiny-sharded']) {
-  test(`${name} on webgpu: logits, hidden states, mixer inputs and implicit attention match the HF goldens`, async () => {
+  test(`${name} on webgpu: logits, hidden states, mixer inputs and implicit attention match the HF goldens`, GPU, async () => {
     await webgpu();
     const dir = path.join(FIXTURES, name);
     const ckpt = Checkpoint.open(dir);
@@ -146,7 +151,7 @@ for (const name of ['mamba1-tiny', 'mamba2-tiny-sharded']) {
 }
 
 for (const name of ['mamba1-tiny', 'mamba2-tiny']) {
-  test(`${name}: MambaLM loss and every weight gradient on webgpu match cpu`, async () => {
+  test(`${name}: MambaLM loss and every weight gradient on webgpu match cpu`, GPU, async () => {
     const ckpt = Checkpoint.open(path.join(FIXTURES, name));
     const g = SafetensorsReader.open(path.join(FIXTURES, name, 'golden.safetensors'));
     const ids = goldenIds(g);

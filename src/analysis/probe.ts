@@ -25,7 +25,7 @@ export function defaultProbe(vocab: number, opts: { batch?: number; seqLen?: num
   const batch = opts.batch ?? DEFAULT_PROBE.batch;
   const L = opts.seqLen ?? DEFAULT_PROBE.seqLen;
   const seed = opts.seed ?? DEFAULT_PROBE.seed;
-  if (!Number.isInteger(batch) || batch < 1) throw new UserError(`--batch ${batch}: give a positive integer`);
+  if (!Number.isInteger(batch) || batch < 1) throw new UserError(`--batch-size ${batch}: give a positive integer`);
   if (!Number.isInteger(L) || L < 2) throw new UserError(`--seq-len ${L}: give an integer of at least 2 (the probe repeats a row of ⌊L/2⌋ ids)`);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UserError(`--seed ${seed}: give an integer in [0, 2^32)`);
   if (!Number.isInteger(vocab) || vocab < 1) throw new Error(`vocabulary size ${vocab} is not a positive integer`);
@@ -86,7 +86,7 @@ export function readProbeFile(file: string, vocab: number): Probe {
 export function probeFromOptions(vocab: number, o: { probe?: string; seqLen?: number; batch?: number; seed?: number }): Probe {
   if (o.probe !== undefined) {
     if (o.seqLen !== undefined || o.batch !== undefined || o.seed !== undefined) {
-      throw new UserError('--probe cannot be combined with --seq-len, --batch or --seed (those shape the default probe); give one or the other');
+      throw new UserError('--probe cannot be combined with --seq-len, --batch-size or --seed (those shape the default probe); give one or the other');
     }
     return readProbeFile(o.probe, vocab);
   }

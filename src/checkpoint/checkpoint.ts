@@ -47,9 +47,12 @@ export class Checkpoint {
   /** HF name → [file name, name inside the file]. */
   private readonly where = new Map<string, [string, string]>();
 
-  private constructor(readonly dir: string, readonly source: string, rawConfig: Record<string, unknown>, weightFiles: string[], weightMap: Map<string, string> | null) {
-    this.rawConfig = rawConfig;
-    const hints = readConfigHints(rawConfig, path.join(dir, 'config.json'));
+  /** Without config.json: what was inferred from the tensor shapes, in words (null when config.json was read). */
+  readonly inferred: string | null = null;
+
+  private constructor(readonly dir: string, readonly source: string, rawConfig: Record<string, unknown> | null, weightFiles: string[], weightMap: Map<string, string> | null) {
+    this.rawConfig = rawConfig ?? {};
+    let hints = rawConfig ? readConfigHints(rawConfig, path.join(dir, 'config.json')) : null;
     try {
       for (const f of weightFiles) this.readers.set(f, SafetensorsReader.open(path.join(dir, f)));
       for (const [f, r] of this.readers) {
@@ -66,7 +69,9 @@ export class Checkpoint {
         }
       }
       this.files = weightFiles.map((f) => ({ name: f, bytes: this.readers.get(f)!.fileSize }));
+      hints ??= inferHints(this.names(), [...this.readers.values()].flatMap((r) => r.names()));
       this.config = resolveConfig(hints, (n) => this.maybeInfo(n), this.names(), dir);
+      if (!rawConfig) this.inferred = describeInferred(this.config);
     } catch (e) {
       this.close();
       throw e;
@@ -118,9 +123,11 @@ export class Checkpoint {
       }
     }
     const configPath = path.join(dir, 'config.json');
-    if (!fs.existsSync(configPath)) throw new UserError(`${configPath}: missing config.json; a checkpoint folder needs the config.json saved with its weights`);
-    const raw = parseConfigJson(fs.readFileSync(configPath, 'utf8'), configPath);
-    return new Checkpoint(dir, p, raw, weightFiles, weightMap);
+    // No config.json (a lone .safetensors file): the configuration comes from the tensor shapes.
+    const raw = fs.existsSync(configPath) ? parseConfigJson(fs.readFileSync(configPath, 'utf8'), configPath) : null;
+    const ckpt = new Checkpoint(dir, p, raw, weightFiles, weightMap);
+    if (ckpt.inferred) notice(`${p}: no config.json beside it; ${ckpt.inferred}`);
+    return ckpt;
   }
 
   /** HF names of every tensor stored. */
@@ -228,6 +235,43 @@ export class Checkpoint {
   close(): void {
     for (const r of this.readers.values()) r.close();
   }
+}
+
+/** Checkpoint.open says on stderr what it inferred (stdout stays clean for --json). */
+function notice(line: string): void {
+  // The path is outside text: no control characters reach the terminal.
+  process.stderr.write(`mimetic: note: ${line.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?')}\n`);
+}
+
+/**
+ * Config hints for weights without a config.json: the architecture from the tensor names (Mamba-2
+ * has dt_bias and a gated norm, Mamba-1 x_proj and dt_proj), everything else left to the shapes and
+ * to transformers' defaults (resolveConfig).
+ */
+function inferHints(names: string[], stored: string[]): RawConfigHints {
+  const L0 = 'backbone.layers.0.mixer.';
+  const has = (n: string) => names.includes(n);
+  const layout = stored.includes('backbone.embedding.weight') ? 'state-spaces' : 'hf';
+  // A stored lm_head.weight is the head (a tied copy equals the embedding anyway).
+  const tiedEmbeddings = !has('lm_head.weight');
+  if (has(L0 + 'dt_bias') && has(L0 + 'norm.weight')) return { arch: 'mamba2', layout, tiedEmbeddings };
+  if (has(L0 + 'x_proj.weight') && has(L0 + 'dt_proj.weight')) return { arch: 'mamba1', layout, tiedEmbeddings };
+  throw new UserError(`no config.json, and the tensor names are neither Mamba-1's (${L0}x_proj.weight, dt_proj.weight) nor Mamba-2's (${L0}dt_bias, norm.weight); give the config.json saved with the weights`);
+}
+
+/** What an inferred configuration is, for the notice and `inspect`. */
+function describeInferred(c: MambaConfig): string {
+  const dims = c.arch === 'mamba2'
+    ? `Mamba-2, ${c.numLayers} layers, hidden ${c.hiddenSize}, d_inner ${c.intermediateSize}, ${c.numHeads} heads × ${c.headDim}, state ${c.stateSize}, conv ${c.convKernel}, vocab ${c.vocabSize}`
+    : `Mamba-1, ${c.numLayers} layers, hidden ${c.hiddenSize}, d_inner ${c.intermediateSize}, state ${c.stateSize}, dt rank ${c.timeStepRank}, conv ${c.convKernel}, vocab ${c.vocabSize}`;
+  const defaults = [
+    `layer_norm_epsilon ${c.layerNormEpsilon}`, 'residual_in_fp32 true', ...(c.arch === 'mamba2' ? ['time_step_limit (0, inf)'] : []),
+  ];
+  const assumed = [
+    c.tiedEmbeddings ? 'the head tied to the embedding (no lm_head.weight)' : 'the stored lm_head.weight as the head',
+    c.arch === 'mamba2' ? "1 group (mamba_ssm's default: the shapes fix only n_groups × state_size)" : 'Mamba-1, not Falcon-Mamba (same tensors; its config.json would say falcon_mamba)',
+  ];
+  return `configuration inferred from the tensor shapes: ${dims}; transformers' defaults ${defaults.join(', ')}; assumed ${assumed.join(', ')}; put the model's config.json beside it if any of this is wrong`;
 }
 
 /** Map the original state-spaces names onto transformers' names. */

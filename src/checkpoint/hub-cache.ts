@@ -9,6 +9,7 @@
  * A blob being downloaded lives at `blobs/<etag>.incomplete` until its hash checks out.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic, writeDirAtomic, tempSibling } from '../util/atomic.js';
@@ -56,12 +57,19 @@ export function envOffline(): boolean {
   return isTrue(process.env.HF_HUB_OFFLINE);
 }
 
-/** Where the cache lives: explicit dir, else HF_HUB_CACHE, else HF_HOME/hub, else ./checkpoints. */
+/**
+ * Where the cache lives, as huggingface_hub decides it (so models it downloaded are found): the
+ * explicit dir (`--cache-dir`), else HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE (its older name), else
+ * HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
+ */
 export function hubCacheDir(explicit?: string): string {
+  const env = (k: string) => (process.env[k]?.trim() ? process.env[k]!.trim() : undefined);
   if (explicit) return path.resolve(explicit);
-  if (process.env.HF_HUB_CACHE) return path.resolve(process.env.HF_HUB_CACHE);
-  if (process.env.HF_HOME) return path.resolve(process.env.HF_HOME, 'hub');
-  return path.resolve('checkpoints');
+  const hubCache = env('HF_HUB_CACHE') ?? env('HUGGINGFACE_HUB_CACHE');
+  if (hubCache) return path.resolve(hubCache);
+  const home = env('HF_HOME');
+  if (home) return path.resolve(home, 'hub');
+  return path.resolve(env('XDG_CACHE_HOME') ?? path.join(os.homedir(), '.cache'), 'huggingface', 'hub');
 }
 
 export function repoFolderName(repo: string): string {

@@ -17,6 +17,7 @@ import { runCheckpoint } from '../analysis/capture.js';
 import { parseIndexSpec, parseLayerSpec } from '../analysis/audit.js';
 import { layerProgress } from '../util/progress.js';
 import { formatBytes } from '../checkpoint/progress.js';
+import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 /** Read a JSON file of equal-length arrays of integer token ids. */
 export function readIdsFile(file: string, vocab: number): number[][] {
@@ -88,7 +89,7 @@ export function forwardTensorDescriptions(arch: string, numLayers: number): Reco
   return d;
 }
 
-export interface ForwardOptions {
+export interface ForwardOptions extends HubCliOptions {
   ids: string;
   out: string;
   backend: string;
@@ -109,7 +110,7 @@ export async function forwardCommand(checkpointArg: string, o: ForwardOptions): 
     channelBlock = Number(o.channelBlock);
     if (!Number.isSafeInteger(channelBlock) || channelBlock < 1) throw new UserError(`--channel-block: '${o.channelBlock}' is not a positive integer`);
   }
-  const dir = await resolveCheckpoint(checkpointArg);
+  const dir = await resolveCheckpoint(checkpointArg, hubOptionsFrom(o));
   const ckpt = Checkpoint.open(dir);
   try {
     const c = ckpt.config;
@@ -163,7 +164,7 @@ export async function forwardCommand(checkpointArg: string, o: ForwardOptions): 
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('forward')
     .description('run a checkpoint on token ids; write logits, hidden states and per-layer implicit attention to a .safetensors file (its __metadata__ describes each tensor)')
     .argument('<checkpoint>', 'checkpoint folder, .safetensors file or Hub id (org/name)')
@@ -173,7 +174,8 @@ export function register(program: Command): void {
     .option('--no-attention', 'skip the attention, decay and query-key maps (much faster; logits, hidden states, mixer inputs and Δ only)')
     .option('--channels <list>', 'also write layers.{i}.channel_attention: the maps of these channels (Mamba-1) or heads (Mamba-2), e.g. 0,5,10-12')
     .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
-    .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computation')
+    .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computation');
+  addHubOptions(cmd)
     .action(async (ckpt: string, o: ForwardOptions) => {
       await forwardCommand(ckpt, o);
     });

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { formatBytes } from '../checkpoint/progress.js';
+import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 /** Text from config.json shown without control characters (a source path is outside text). */
 function printable(v: unknown): string {
@@ -51,6 +52,7 @@ export function inspectSummary(ckpt: Checkpoint): Record<string, unknown> {
     parameters: ckpt.parameterCount(),
     files: ckpt.files.map((f) => ({ name: f.name, bytes: f.bytes })),
     ...(provenanceRows(ckpt.rawConfig).length ? { provenance: ckpt.rawConfig.mimetic } : {}),
+    ...(ckpt.inferred ? { configInferred: ckpt.inferred } : {}),
   };
 }
 
@@ -79,6 +81,7 @@ export function inspectText(ckpt: Checkpoint, where: string): string {
     ['dtypes', Object.entries(ckpt.dtypes()).map(([d, n]) => `${d} × ${n}`).join(', ')],
     ['parameters', `${ckpt.parameterCount().toLocaleString('en-US')}`],
   );
+  if (ckpt.inferred) rows.push(['config', 'none: inferred from the tensor shapes, with transformers\' defaults']);
   rows.push(...provenanceRows(ckpt.rawConfig));
   const total = ckpt.files.reduce((a, f) => a + f.bytes, 0);
   rows.push(['files', `${ckpt.files.length} (${formatBytes(total)})`]);
@@ -89,15 +92,14 @@ export function inspectText(ckpt: Checkpoint, where: string): string {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('inspect')
     .description('summarise a Mamba checkpoint: architecture, dimensions, vocabulary, dtypes, parameters, files')
     .argument('<checkpoint>', 'checkpoint folder, .safetensors file or Hub id (org/name[@revision])')
-    .option('--json', 'print the summary as JSON')
-    .option('--offline', 'do not download; use the Hub cache only')
-    .option('--token <token>', 'Hugging Face access token for a Hub id (default: HF_TOKEN, then the token file)')
-    .action(async (arg: string, o: { json?: boolean; offline?: boolean; token?: string }) => {
-      const local = await resolveCheckpoint(arg, { offline: o.offline, token: o.token, quiet: Boolean(o.json) });
+    .option('--json', 'print the summary as JSON');
+  addHubOptions(cmd)
+    .action(async (arg: string, o: HubCliOptions & { json?: boolean }) => {
+      const local = await resolveCheckpoint(arg, hubOptionsFrom(o, { quiet: Boolean(o.json) }));
       const ckpt = Checkpoint.open(local);
       try {
         // Build the whole text before printing, so an error never leaves half a summary.

@@ -4,19 +4,20 @@ import { UserError } from '../util/errors.js';
 import { parseHubId } from '../checkpoint/hub-cache.js';
 import { pull, withSigint, PullInterrupted } from '../checkpoint/hub.js';
 import { formatBytes } from '../checkpoint/progress.js';
+import { withRevision } from '../checkpoint/resolve.js';
+import { addHubOptions, type HubCliOptions } from './hub-options.js';
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('pull')
     .description('download config.json and the safetensors weights of a Hub model into the HF cache layout; prints the snapshot folder')
-    .argument('<repo>', 'Hub id org/name, optionally @revision (branch, tag or commit)')
-    .option('--token <token>', 'Hugging Face access token (default: HF_TOKEN, then the token file; prefer those, arguments show up in ps)')
-    .option('--offline', 'use the cache only (also HF_HUB_OFFLINE=1)')
-    .option('--cache-dir <dir>', 'cache root (default: HF_HUB_CACHE, else HF_HOME/hub, else ./checkpoints)')
+    .argument('<repo>', 'Hub id org/name, optionally @revision (branch, tag or commit)');
+  addHubOptions(cmd, 'the repo')
     .option('-q, --quiet', 'no progress output')
-    .action(async (repo: string, o: { token?: string; offline?: boolean; cacheDir?: string; quiet?: boolean }) => {
-      const id = parseHubId(repo);
-      if (!id) throw new UserError(`${repo}: not a Hub id; write org/name or org/name@revision`);
+    .action(async (repo: string, o: HubCliOptions & { quiet?: boolean }) => {
+      const parsed = parseHubId(repo);
+      if (!parsed) throw new UserError(`${repo}: not a Hub id; write org/name or org/name@revision`);
+      const id = withRevision(parsed, o.revision, repo);
       try {
         const r = await withSigint((signal) =>
           pull(id, { token: o.token, offline: o.offline ? true : undefined, cacheDir: o.cacheDir, progress: o.quiet ? null : process.stderr, signal }),

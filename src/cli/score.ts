@@ -2,7 +2,7 @@
  * `mimetic score <checkpoint>`: the mimetic scores of each layer, ranked (table or --json).
  * The option helpers here are shared with `mimetic report`.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { UserError } from '../util/errors.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
@@ -12,12 +12,15 @@ import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js
 import type { LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
 import { layerProgress } from '../util/progress.js';
+import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 import { referenceNote, referenceScores, type ReferenceScores } from '../analysis/reference.js';
 
-export interface AuditCliOptions {
+export interface AuditCliOptions extends HubCliOptions {
   layers?: string;
   probe?: string;
   seqLen?: string;
+  batchSize?: string;
+  /** Old name of --batch-size (hidden). */
   batch?: string;
   seed?: string;
   backend: string;
@@ -27,16 +30,19 @@ export interface AuditCliOptions {
 }
 
 export function addAuditOptions(cmd: Command): Command {
-  return cmd
+  cmd
     .argument('<checkpoint>', 'checkpoint folder, .safetensors file or Hub id (org/name)')
     .option('--layers <spec>', 'layers to audit, e.g. 0-5,31 (default all)')
     .option('--probe <file>', 'probe JSON {"ids": [[…], …], "period": m} (default: random rows repeated once)')
     .option('--seq-len <n>', 'default probe: sequence length L (a row of ⌊L/2⌋ random ids, repeated); default 128')
-    .option('--batch <n>', 'default probe: number of sequences; default 4')
+    .option('--batch-size <n>', 'default probe: number of sequences; default 4')
+    .addOption(new Option('--batch <n>', 'old name of --batch-size').hideHelp())
     .option('--seed <n>', 'default probe: random seed; default 0')
     .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
     .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)');
+  addHubOptions(cmd);
+  return cmd;
 }
 
 function intOpt(v: string | undefined, flag: string): number | undefined {
@@ -56,12 +62,13 @@ export interface ParsedAudit {
 /** Validate everything that can be checked before the model runs. */
 export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedAudit {
   if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new UserError(`--backend: unknown backend '${o.backend}'; choose one of ${BACKENDS.join(', ')}`);
+  if (o.batch !== undefined && o.batchSize !== undefined) throw new UserError('--batch is the old name of --batch-size; give --batch-size once');
   const channelBlock = intOpt(o.channelBlock, '--channel-block');
   if (channelBlock !== undefined && channelBlock < 1) throw new UserError(`--channel-block: '${o.channelBlock}' is not a positive integer`);
   const layers = o.layers !== undefined ? parseLayerSpec(o.layers, ckpt.config.numLayers) : undefined;
   // The config's vocabulary; never past the embedding's rows (a config may declare more).
   const vocab = Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize);
-  const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: intOpt(o.batch, '--batch'), seed: intOpt(o.seed, '--seed') });
+  const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: o.batch !== undefined ? intOpt(o.batch, '--batch') : intOpt(o.batchSize, '--batch-size'), seed: intOpt(o.seed, '--seed') });
   const warning = probeWarning(probe);
   if (warning) process.stderr.write(`mimetic: warning: ${warning}\n`);
   return { layers, probe, channelBlock, backend: o.backend as BackendName };
@@ -102,7 +109,7 @@ export async function referenceFor(ckpt: Checkpoint, p: ParsedAudit, o: AuditCli
 }
 
 export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: boolean }): Promise<void> {
-  const dir = await resolveCheckpoint(arg);
+  const dir = await resolveCheckpoint(arg, hubOptionsFrom(o, { quiet: Boolean(o.json) }));
   const ckpt = Checkpoint.open(dir);
   try {
     const p = parseAuditOptions(o, ckpt);

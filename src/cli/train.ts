@@ -1,7 +1,7 @@
 /** `mimetic train`: train a fresh, mimetic, transplanted or pretrained Mamba on copy / MQAR. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Command as CommanderCommand, type Command } from 'commander';
+import { Command as CommanderCommand, Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
@@ -14,7 +14,8 @@ import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, ch
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
 import { LOG_LINES } from '../train/metrics.js';
 import { UserError } from '../util/errors.js';
-import { addInitOptions, addModelOptions, initOptionsFrom, modelShapeFrom, numOpt } from './init.js';
+import { addInitOptions, addModelOptions, defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
+import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 type Opts = Record<string, unknown>;
 
@@ -22,11 +23,11 @@ type Opts = Record<string, unknown>;
 const OPTION_PATHS: Record<string, string[]> = {
   task: ['task.task'], alphabet: ['task.alphabet'], minLen: ['task.minLen'], maxLen: ['task.maxLen'], context: ['task.context', 'task.contexts'],
   evalLengths: ['task.evalLengths'], kvPairs: ['task.kvPairs'], powerA: ['task.powerA'],
-  vocab: ['task.vocab', 'model.shape.vocabSize'], arch: ['model.shape.arch'], layers: ['model.shape.numLayers'], dModel: ['model.shape.hiddenSize'],
+  vocab: ['task.vocab', 'model.shape.vocabSize'], arch: ['model.shape.arch'], nLayers: ['model.shape.numLayers'], dModel: ['model.shape.hiddenSize'],
   dState: ['model.shape.stateSize'], headDim: ['model.shape.headDim'], convKernel: ['model.shape.convKernel'],
   init: ['model.init.init', 'aScale'], mimetic: ['model.init.parts', 'aScale'], aScale: ['model.init.aScale', 'aScale'], bcNoise: ['model.init.bcNoise'],
   seed: ['seed', 'model.init.seed'], model: ['model.path', 'model.kind'], aParam: ['aScale'],
-  steps: ['steps'], batch: ['batch'], lr: ['lr'], minLr: ['minLr'], schedule: ['schedule'], warmup: ['warmup'], weightDecay: ['weightDecay'],
+  steps: ['steps'], batchSize: ['batch'], batch: ['batch'], lr: ['lr'], minLr: ['minLr'], schedule: ['schedule'], warmup: ['warmup'], weightDecay: ['weightDecay'],
   clip: ['clipNorm'], evalEvery: ['evalEvery'], evalExamples: ['evalExamples'], checkpointEvery: ['checkpointEvery'], targetAcc: ['targetAcc'],
 };
 
@@ -42,6 +43,18 @@ function setAt(o: Record<string, unknown>, p: string, v: unknown): void {
   }
   if (v === undefined) delete x[ks[ks.length - 1]!];
   else x[ks[ks.length - 1]!] = v;
+}
+
+/** A default run folder's name: task, then the fresh model's arch and init or the checkpoint's folder name. */
+function runName(cfg: TrainConfig): string {
+  const m = cfg.model;
+  return `${cfg.task.task}-${m.kind === 'fresh' ? `${m.shape.arch}-${m.init.init}` : path.basename(m.path)}`;
+}
+
+/** --batch-size, or its old name --batch (kept as a hidden alias); not both. */
+function batchSizeOf(o: Opts, explicit: (name: string) => boolean): number {
+  if (explicit('batch') && explicit('batchSize')) throw new UserError('--batch is the old name of --batch-size; give --batch-size once');
+  return explicit('batch') ? numOpt(o.batch, '--batch') : numOpt(o.batchSize, '--batch-size');
 }
 
 async function configFromOptions(o: Opts, explicit: (name: string) => boolean): Promise<TrainConfig> {
@@ -67,10 +80,10 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
   let model: ModelSource;
   let aScale: number | null;
   if (o.model !== undefined) {
-    for (const k of ['arch', 'layers', 'dModel', 'dState', 'headDim', 'init', 'mimetic', 'bcNoise']) {
+    for (const k of ['arch', 'nLayers', 'dModel', 'dState', 'headDim', 'init', 'mimetic', 'bcNoise']) {
       if (explicit(k)) throw new UserError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} describes a fresh model and cannot be combined with --model; drop one of them`);
     }
-    const p = path.resolve(await resolveCheckpoint(String(o.model)));
+    const p = path.resolve(await resolveCheckpoint(String(o.model), hubOptionsFrom(o as HubCliOptions)));
     const ck = Checkpoint.open(p);
     const fromCk = aScaleOfCheckpoint(ck.rawConfig);
     ck.close();
@@ -89,7 +102,7 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
   if (!(SCHEDULES as readonly string[]).includes(schedule)) throw new UserError(`--schedule: unknown schedule '${schedule}'; choose ${SCHEDULES.join(', ')}`);
   const d = trainDefaults(task, model, { steps });
   return {
-    ...d, aScale, batch: numOpt(o.batch, '--batch'), lr: float('lr', '--lr'), minLr: float('minLr', '--min-lr'), schedule: schedule as ScheduleKind,
+    ...d, aScale, batch: batchSizeOf(o, explicit), lr: float('lr', '--lr'), minLr: float('minLr', '--min-lr'), schedule: schedule as ScheduleKind,
     warmup: o.warmup === undefined ? d.warmup : numOpt(o.warmup, '--warmup'), weightDecay: float('weightDecay', '--weight-decay'), clipNorm: float('clip', '--clip'),
     seed: numOpt(o.seed, '--seed'), evalEvery: o.evalEvery === undefined ? d.evalEvery : numOpt(o.evalEvery, '--eval-every'),
     evalExamples: numOpt(o.evalExamples, '--eval-examples'), checkpointEvery: o.checkpointEvery === undefined ? d.checkpointEvery : numOpt(o.checkpointEvery, '--checkpoint-every'),
@@ -109,6 +122,7 @@ export async function checkTrainOptions(given: Record<string, string | number | 
   for (const opt of t.options) if (opt.defaultValue !== undefined) o[opt.attributeName()] = opt.defaultValue;
   for (const [k, v] of Object.entries(given)) o[k] = Array.isArray(v) ? v.join(',') : String(v);
   const explicit = (name: string) => name in given;
+  rejectLayersCount(o, 'train');
   if (!explicit('vocab')) o.vocab = undefined;
   if (!explicit('context')) o.context = undefined;
   if (o.task === undefined) throw new UserError('--task is required (copy or mqar)');
@@ -136,7 +150,8 @@ export function register(program: Command): void {
     .option('--power-a <a>', 'mqar: query gap power law exponent', String(MQAR_DEFAULTS.powerA))
     .option('--eval-lengths <list>', 'extra evaluation lengths (copy: string lengths; mqar: sequence lengths)')
     .option('--steps <n>', 'optimizer steps', '1000')
-    .option('--batch <n>', 'rows per step', '32')
+    .option('--batch-size <n>', 'rows per step', '32')
+    .addOption(new Option('--batch <n>', 'old name of --batch-size').hideHelp())
     .option('--lr <x>', 'peak learning rate', '1e-3')
     .option('--min-lr <x>', 'final learning rate', '0')
     .option('--schedule <kind>', `after warmup: ${SCHEDULES.join('|')}`, 'cosine')
@@ -150,12 +165,16 @@ export function register(program: Command): void {
     .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
     .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
     .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
-    .option('--out <dir>', 'run folder (must not exist)')
+    .option('--out <dir>', 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)')
     .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
-    .option('--quiet', 'no progress output')
+    .option('--quiet', 'no progress output');
+  addHubOptions(cmd, '--model')
     .action(async (o: Opts) => {
       // commander keeps the default for --vocab we removed; make "not given" undefined.
       const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+      rejectLayersCount(o, 'train');
+      // --revision picks the revision of --model's Hub id; a fresh model has none.
+      if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
       if (!explicit('vocab')) o.vocab = undefined;
       if (!explicit('context')) o.context = undefined;
       const backendName = String(o.backend);
@@ -176,9 +195,8 @@ export function register(program: Command): void {
         }
       } else {
         if (o.task === undefined) throw new UserError('--task is required (copy or mqar), or --resume a run folder');
-        if (o.out === undefined) throw new UserError('--out is required: the run folder to create (e.g. runs/copy-mimetic)');
-        out = String(o.out);
         cfg = await configFromOptions(o, explicit);
+        out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
         if (fs.existsSync(out) && fs.readdirSync(out).length > 0) {
           throw new UserError(`--out ${out}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${out}`);
         }

@@ -1,15 +1,17 @@
 /** `mimetic transplant`: copy pretrained layers into a fresh (or given) model. */
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { type ResolveOptions, resolveCheckpoint } from '../checkpoint/resolve.js';
+import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 import { UserError } from '../util/errors.js';
 import { freshConfig, initWeights, initRecord } from '../model/init.js';
 import { TRANSPLANT_PARTS, type TransplantJob, type TransplantPart, parseLayerList, targetFromCheckpoint, transplantToDir } from '../model/transplant.js';
-import { addInitOptions, initOptionsFrom, numOpt } from './init.js';
+import { addInitOptions, defaultCheckpointOut, ensureParent, initOptionsFrom, numOpt } from './init.js';
 
 /** Open a checkpoint argument: folder, .safetensors file or Hub id (downloaded to the cache). */
-export async function openCheckpointArg(arg: string): Promise<{ checkpoint: Checkpoint; name: string }> {
-  return { checkpoint: Checkpoint.open(await resolveCheckpoint(arg)), name: arg };
+export async function openCheckpointArg(arg: string, opts: ResolveOptions = {}): Promise<{ checkpoint: Checkpoint; name: string }> {
+  return { checkpoint: Checkpoint.open(await resolveCheckpoint(arg, opts)), name: arg };
 }
 
 export function register(program: Command): void {
@@ -24,10 +26,13 @@ export function register(program: Command): void {
     .option('--n-layers <n>', 'fresh target: number of layers', '2')
     .option('--vocab <n>', 'fresh target: vocabulary size', '32');
   addInitOptions(cmd);
-  cmd.requiredOption('--out <dir>', 'output checkpoint folder (must not exist)').action(async (o: Record<string, unknown>) => {
+  addHubOptions(cmd, '--from');
+  cmd.option('--out <dir>', 'output checkpoint folder (must not exist; default checkpoints/transplant-<source name>-L<layers>)').action(async (o: Record<string, unknown>) => {
+    const out = o.out === undefined ? defaultCheckpointOut(`transplant-${path.basename(String(o.from)).replace(/\.safetensors$/, '')}-L${String(o.layers)}`) : String(o.out);
     const part = String(o.parts);
     if (!(TRANSPLANT_PARTS as readonly string[]).includes(part)) throw new UserError(`--parts: unknown part '${part}'; choose ${TRANSPLANT_PARTS.join(', ')}`);
-    const from = await openCheckpointArg(String(o.from));
+    const hub = hubOptionsFrom(o as HubCliOptions);
+    const from = await openCheckpointArg(String(o.from), hub);
     let into: Checkpoint | undefined;
     try {
       const src = from.checkpoint;
@@ -37,7 +42,8 @@ export function register(program: Command): void {
         for (const k of ['nLayers', 'vocab', 'init', 'mimetic', 'aScale', 'bcNoise', 'seed']) {
           if (cmd.getOptionValueSource(k) === 'cli') throw new UserError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} describes a fresh target and cannot be combined with --into; drop one of them`);
         }
-        into = Checkpoint.open(await resolveCheckpoint(String(o.into)));
+        // --revision is --from's; --into names its own as org/name@rev.
+        into = Checkpoint.open(await resolveCheckpoint(String(o.into), { ...hub, revision: undefined }));
         target = targetFromCheckpoint(into);
       } else {
         const sc = src.config;
@@ -52,9 +58,10 @@ export function register(program: Command): void {
         target = { config, weights: initWeights(config, init), mimetic: initRecord(init) as unknown as Record<string, unknown> };
       }
       const targetLayers = parseLayerList(String(o.targetLayers), '--target-layers', target.config.numLayers, true);
-      const records = await transplantToDir({ from: src, sourceName: from.name, sourceLayers, target, targetLayers, part: part as TransplantPart }, String(o.out));
+      ensureParent(out);
+      const records = await transplantToDir({ from: src, sourceName: from.name, sourceLayers, target, targetLayers, part: part as TransplantPart }, out);
       for (const r of records) process.stdout.write(`layer ${r.target} ← ${r.source} layer ${r.layer} (${r.parts})\n`);
-      process.stdout.write(`wrote ${String(o.out)}\n`);
+      process.stdout.write(`wrote ${out}\n`);
     } finally {
       from.checkpoint.close();
       into?.close();

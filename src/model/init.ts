@@ -105,7 +105,7 @@ export function freshConfig(s: ModelShape): MambaConfig {
     if (v === undefined || !Number.isSafeInteger(v) || v < 1) throw new UserError(`${flag}: ${v} must be a positive integer`);
     return v;
   };
-  posInt(s.numLayers, '--layers');
+  posInt(s.numLayers, '--n-layers');
   posInt(s.hiddenSize, '--d-model');
   posInt(s.stateSize, '--d-state');
   posInt(s.vocabSize, '--vocab');

@@ -66,13 +66,18 @@ const RESERVED = new Set(['out', 'resume', 'quiet']);
 const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'sweep.json', 'slurm.sbatch']);
 
 /** Types of the train options we know; others `mimetic train` accepts are passed through as text. */
-const INT_OPTS = new Set(['layers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batch', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
+const INT_OPTS = new Set(['nLayers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batchSize', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
 const FLOAT_OPTS = new Set(['lr', 'minLr', 'weightDecay', 'clip', 'targetAcc', 'powerA', 'aScale', 'bcNoise']);
 const INT_LIST_OPTS = new Set(['evalLengths', 'kvPairs', 'context']);
 const ENUM_OPTS: Record<string, readonly string[]> = { task: ['copy', 'mqar'], arch: ['mamba1', 'mamba2'], init: ['default', 'mimetic'], schedule: SCHEDULES, backend: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] };
 
 const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
-const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+/** Old option names configs may still use (experiments/*.json): `layers` was the layer count, `batch` the batch size. */
+const OLD_NAMES: Record<string, string> = { layers: 'nLayers', batch: 'batchSize' };
+const camel = (k0: string) => {
+  const k = k0.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+  return OLD_NAMES[k] ?? k;
+};
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === 'object' && !Array.isArray(v);
@@ -115,6 +120,8 @@ function checkOptions(o: unknown, where: string, known: ReadonlySet<string>): Ru
   for (const [k0, v] of Object.entries(o)) {
     const k = camel(k0);
     if (RESERVED.has(k)) throw new UserError(`${where}.${k0}: the sweep sets --${kebab(k)} itself; remove it from the config`);
+    // A token in the config would be written to sweep.json and show in every child's command line.
+    if (k === 'token') throw new UserError(`${where}.${k0}: a token does not belong in a sweep config (it would be saved and shown in ps); set HF_TOKEN in the environment instead`);
     if (!known.has(k)) throw new UserError(`${where}.${k0}: unknown option; mimetic train has no --${kebab(k)} (see mimetic train --help)`);
     if (k in out) throw new UserError(`${where}.${k0}: given twice (as ${kebab(k)} and ${k})`);
     out[k] = checkValue(k, v, `${where}.${k0}`);

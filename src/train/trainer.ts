@@ -107,7 +107,7 @@ export function checkTrainConfig(c: TrainConfig): Task {
   };
   pos(c.lr, '--lr', false);
   pos(c.steps, '--steps');
-  pos(c.batch, '--batch');
+  pos(c.batch, '--batch-size');
   pos(c.evalEvery, '--eval-every');
   pos(c.evalExamples, '--eval-examples');
   pos(c.checkpointEvery, '--checkpoint-every');
@@ -406,7 +406,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
       try {
         cs = new CompiledStep(model, params, b.batch, b.length, compiled);
       } catch (e) {
-        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; use a smaller --batch, or MIMETIC_COMPILED_STEP=0 for the tf.js path`);
+        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; use a smaller --batch-size, or MIMETIC_COMPILED_STEP=0 for the tf.js path`);
       }
       cs.setDecay(opt);
       if (!compiled) cs.push(opt);
