@@ -204,12 +204,10 @@ export function register(program: Command): void {
       // Every check before any work (backend start-up included).
       checkTrainConfig(cfg);
       if (resume) checkResume(out, cfg);
-      let backend = await initBackend(backendName as BackendName);
+      const backend = await initBackend(backendName as BackendName);
       if (!tf.getKernel('UnsortedSegmentSum', backend)) {
-        // The embedding's gradient (a gather's) needs this kernel; tfjs-backend-wasm lacks it.
-        if (backendName !== 'auto') throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend cpu or webgpu`);
-        process.stderr.write(`mimetic: ${backend} cannot train (no UnsortedSegmentSum kernel); training on cpu\n`);
-        backend = await initBackend('cpu');
+        // The embedding's gradient (a gather's) needs this kernel; wasm gets its own (kernels/segment-wasm.ts).
+        throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend wasm or webgpu`);
       }
       const ac = new AbortController();
       // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second

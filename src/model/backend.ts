@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors.js';
 import './kernels/scan-cpu.js';
+import { registerWasmSegmentSum } from './kernels/segment-wasm.js';
 
 export const BACKENDS = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -189,12 +190,15 @@ async function registerTensorflow(): Promise<void> {
 }
 
 async function registerWasm(): Promise<void> {
-  if (tf.findBackendFactory('wasm')) return;
-  try {
-    await import('@tensorflow/tfjs-backend-wasm');
-  } catch (e) {
-    throw new UserError(`backend wasm is not available: @tensorflow/tfjs-backend-wasm could not be loaded (${firstLine(e)}); reinstall dependencies with npm ci, or use --backend cpu`);
+  if (!tf.findBackendFactory('wasm')) {
+    try {
+      await import('@tensorflow/tfjs-backend-wasm');
+    } catch (e) {
+      throw new UserError(`backend wasm is not available: @tensorflow/tfjs-backend-wasm could not be loaded (${firstLine(e)}); reinstall dependencies with npm ci, or use --backend cpu`);
+    }
   }
+  // The embedding gradient's kernel, which tfjs-backend-wasm lacks (kernels/segment-wasm.ts).
+  registerWasmSegmentSum();
 }
 
 async function activate(name: string): Promise<void> {
