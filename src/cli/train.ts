@@ -5,7 +5,7 @@ import { Command as CommanderCommand, Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
-import { BACKENDS, type BackendName, initBackend } from '../model/backend.js';
+import { BACKEND_HELP, BACKENDS, type BackendName, initBackend } from '../model/backend.js';
 import { parseLengths } from '../tasks/common.js';
 import { COPY_DEFAULTS, FIRST_LETTER } from '../tasks/copy.js';
 import type { TaskOptions } from '../tasks/index.js';
@@ -163,7 +163,7 @@ export function register(program: Command): void {
     .option('--checkpoint-every <n>', 'checkpoint every n steps (default steps/10)')
     .option('--keep <n>', 'checkpoints kept', '1')
     .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
-    .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
+    .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
     .option('--out <dir>', 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)')
     .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
