@@ -28,7 +28,7 @@ demo: build
 	rm -rf runs/demo-copy
 	$(MIMETIC) train --task copy --arch mamba1 --n-layers 2 --d-model 32 --d-state 8 --init mimetic \
 	  --alphabet 4 --min-len 2 --max-len 4 --context 32 --batch-size 16 --steps 150 --lr 5e-3 --warmup 10 \
-	  --eval-every 50 --eval-examples 32 --eval-lengths 6 --seed 0 --backend cpu --log-every 25 --out runs/demo-copy
+	  --eval-every 50 --eval-examples 32 --eval-lengths 6 --seed 0 --backend wasm --log-every 25 --out runs/demo-copy
 	@echo "demo: report in reports/mamba1-tiny/index.html, training run in runs/demo-copy/"
 
 clean:

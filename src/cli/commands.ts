@@ -10,6 +10,7 @@ import { register as report } from './report.js';
 import { register as sweep } from './sweep.js';
 import { register as experimentsReport } from './experiments-report.js';
 import { register as gpus } from './gpus.js';
+import { register as data } from './data.js';
 
 /** Every command's register function; each command file adds itself here. */
 export const commands: ((program: Command) => void)[] = [
@@ -24,4 +25,5 @@ export const commands: ((program: Command) => void)[] = [
   sweep,
   experimentsReport,
   gpus,
+  data,
 ];

@@ -6,7 +6,7 @@
  *               then fails on the 8-storage-buffer default)
  *   tensorflow  @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node, when installed and loadable
  *   wasm        @tensorflow/tfjs-backend-wasm (the default on a machine without a GPU)
- *   cpu         plain JavaScript
+ *   cpu         plain JavaScript: the slow correctness reference, never chosen by `auto`
  *
  * `auto` takes webgpu when a hardware adapter exists, else tensorflow when loadable, else wasm.
  * A backend asked for by name that cannot run is a UserError, never a silent fallback.
@@ -17,9 +17,13 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors.js';
 import './kernels/scan-cpu.js';
+import { registerWasmSegmentSum } from './kernels/segment-wasm.js';
 
 export const BACKENDS = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
+
+/** What --help says about the choice (cpu is the slow reference, never picked by auto). */
+export const BACKEND_HELP = `${BACKENDS.join('|')}; auto: webgpu on a GPU, else tensorflow, else wasm; cpu is plain JS, a slow correctness reference`;
 
 export interface InitOptions {
   /** Do not print which backend `auto` picked. */
@@ -271,12 +275,15 @@ async function registerTensorflow(): Promise<void> {
 }
 
 async function registerWasm(): Promise<void> {
-  if (tf.findBackendFactory('wasm')) return;
-  try {
-    await import('@tensorflow/tfjs-backend-wasm');
-  } catch (e) {
-    throw new UserError(`backend wasm is not available: @tensorflow/tfjs-backend-wasm could not be loaded (${firstLine(e)}); reinstall dependencies with npm ci, or use --backend cpu`);
+  if (!tf.findBackendFactory('wasm')) {
+    try {
+      await import('@tensorflow/tfjs-backend-wasm');
+    } catch (e) {
+      throw new UserError(`backend wasm is not available: @tensorflow/tfjs-backend-wasm could not be loaded (${firstLine(e)}); reinstall dependencies with npm ci, or use --backend cpu`);
+    }
   }
+  // The embedding gradient's kernel, which tfjs-backend-wasm lacks (kernels/segment-wasm.ts).
+  registerWasmSegmentSum();
 }
 
 async function activate(name: string): Promise<void> {
