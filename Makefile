@@ -12,6 +12,7 @@ node_modules/.installed: package.json package-lock.json
 
 build: node_modules/.installed
 	npx tsc -p tsconfig.json
+	bash native/vk-gpu-select/build.sh
 
 # Installs Chromium and lavapipe first when run as root with apt (scripts/test-deps.sh); elsewhere the
 # tests needing them skip with one line naming what to install. Ends on `N passed, N failed, N skipped`.
