@@ -18,6 +18,7 @@ import { parseIndexSpec, parseLayerSpec } from '../analysis/audit.js';
 import { layerProgress } from '../util/progress.js';
 import { formatBytes } from '../checkpoint/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
+import { addGpuOption, applyGpuOption } from './gpu-option.js';
 
 /** Read a JSON file of equal-length arrays of integer token ids. */
 export function readIdsFile(file: string, vocab: number): number[][] {
@@ -97,12 +98,14 @@ export interface ForwardOptions extends HubCliOptions {
   layers?: string;
   attention?: boolean;
   channels?: string;
+  gpu?: string;
 }
 
 export async function forwardCommand(checkpointArg: string, o: ForwardOptions): Promise<void> {
   if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new UserError(`--backend: unknown backend '${o.backend}'; choose one of ${BACKENDS.join(', ')}`);
   if (!o.out.endsWith('.safetensors')) throw new UserError(`--out ${o.out}: the output must be a .safetensors file`);
   checkOutputFile(o.out, '--out');
+  await applyGpuOption(o.gpu, o.backend);
   const withAttention = o.attention ?? true;
   if (!withAttention && o.channels !== undefined) throw new UserError('--channels draws per-channel attention maps and cannot be combined with --no-attention; drop one of them');
   let channelBlock: number | undefined;
@@ -175,6 +178,7 @@ export function register(program: Command): void {
     .option('--channels <list>', 'also write layers.{i}.channel_attention: the maps of these channels (Mamba-1) or heads (Mamba-2), e.g. 0,5,10-12')
     .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computation');
+  addGpuOption(cmd);
   addHubOptions(cmd)
     .action(async (ckpt: string, o: ForwardOptions) => {
       await forwardCommand(ckpt, o);

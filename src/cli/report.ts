@@ -7,6 +7,7 @@ import { initBackend } from '../model/backend.js';
 import { checkOutput, checkpointName, writeReport } from '../report/report.js';
 import { layerProgress } from '../util/progress.js';
 import { hubOptionsFrom } from './hub-options.js';
+import { addGpuOption, applyGpuOption } from './gpu-option.js';
 import { REFERENCE_NOTICE, addAuditOptions, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
 
 /** reports/<name>, the name made safe as a folder name. */
@@ -19,6 +20,7 @@ export async function reportCommand(arg: string, o: AuditCliOptions & { out?: st
   const out = o.out ?? defaultReportDir(arg);
   // Refuse a foreign output folder before any download or computation.
   checkOutput(out, Boolean(o.force));
+  await applyGpuOption(o.gpu, o.backend);
   const dir = await resolveCheckpoint(arg, hubOptionsFrom(o));
   const ckpt = Checkpoint.open(dir);
   try {

@@ -13,6 +13,7 @@ import type { LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
 import { layerProgress } from '../util/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
+import { addGpuOption, applyGpuOption } from './gpu-option.js';
 import { referenceNote, referenceScores, type ReferenceScores } from '../analysis/reference.js';
 
 export interface AuditCliOptions extends HubCliOptions {
@@ -24,6 +25,7 @@ export interface AuditCliOptions extends HubCliOptions {
   batch?: string;
   seed?: string;
   backend: string;
+  gpu?: string;
   channelBlock?: string;
   /** commander's --no-reference. */
   reference?: boolean;
@@ -41,6 +43,7 @@ export function addAuditOptions(cmd: Command): Command {
     .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
     .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)');
+  addGpuOption(cmd);
   addHubOptions(cmd);
   return cmd;
 }
@@ -109,6 +112,7 @@ export async function referenceFor(ckpt: Checkpoint, p: ParsedAudit, o: AuditCli
 }
 
 export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: boolean }): Promise<void> {
+  await applyGpuOption(o.gpu, o.backend);
   const dir = await resolveCheckpoint(arg, hubOptionsFrom(o, { quiet: Boolean(o.json) }));
   const ckpt = Checkpoint.open(dir);
   try {
