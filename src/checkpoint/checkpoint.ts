@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
-import { type MambaConfig, type RawConfigHints, parseConfigJson, readConfigHints } from './config.js';
+import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
 import { layerName, layerPrefix } from './names.js';
 
@@ -303,13 +303,19 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
     }
     return fromShape;
   };
+  // Every dimension as soon as it is known: 0 (a zero-byte tensor claiming any size elsewhere) or past the limits is refused.
+  const dim = (key: keyof typeof DIM_LIMITS, v: number): number => {
+    checkDimensions({ [key]: v }, dir);
+    return v;
+  };
   const emb = need('backbone.embeddings.weight');
   if (emb.length !== 2) throw shapeErr(dir, 'backbone.embeddings.weight', ['vocab', 'hidden'], emb);
-  const vocabSize = emb[0]!;
-  const hiddenSize = agree('hidden_size', h.hiddenSize, emb[1]!, 'backbone.embeddings.weight', emb);
+  const vocabSize = dim('vocabSize', emb[0]!);
+  const hiddenSize = dim('hiddenSize', agree('hidden_size', h.hiddenSize, emb[1]!, 'backbone.embeddings.weight', emb));
   // Count layers from the names; the config must agree, and no tensor may belong to a later layer.
   let numLayers = 0;
   while (info(layerName(numLayers, 'mixer.A_log'))) numLayers++;
+  if (numLayers > DIM_LIMITS.numLayers) dim('numLayers', numLayers);
   if (numLayers === 0) throw new UserError(`${dir}: no layers found (tensor 'backbone.layers.0.mixer.A_log' is missing); this is not a complete Mamba checkpoint`);
   const maxIndex = names.reduce((m, n) => Math.max(m, Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? -1)), -1);
   if (maxIndex >= numLayers) {
@@ -322,7 +328,7 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
   const aLog = need(L0 + 'A_log');
   const conv = need(L0 + 'conv1d.weight');
   if (conv.length !== 3 || conv[1] !== 1) throw shapeErr(dir, L0 + 'conv1d.weight', ['channels', 1, 'kernel'], conv);
-  const convKernel = agree('conv_kernel', h.convKernel, conv[2]!, L0 + 'conv1d.weight', conv);
+  const convKernel = dim('convKernel', agree('conv_kernel', h.convKernel, conv[2]!, L0 + 'conv1d.weight', conv));
   const hasBias = info(L0 + 'in_proj.bias') !== undefined;
   const hasConvBias = info(L0 + 'conv1d.bias') !== undefined;
   const hf = h.layout === 'hf';
@@ -358,10 +364,10 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
   let expected: Record<string, number[]>;
   if (h.arch === 'mamba2') {
     if (aLog.length !== 1) throw shapeErr(dir, L0 + 'A_log', ['num_heads'], aLog);
-    const numHeads = agree('num_heads', h.numHeads, aLog[0]!, L0 + 'A_log', aLog);
+    const numHeads = dim('numHeads', agree('num_heads', h.numHeads, aLog[0]!, L0 + 'A_log', aLog));
     const normW = need(L0 + 'norm.weight');
     if (normW.length !== 1) throw shapeErr(dir, L0 + 'norm.weight', ['intermediate'], normW);
-    const intermediateSize = agree('intermediate_size', h.intermediateSize, normW[0]!, L0 + 'norm.weight', normW);
+    const intermediateSize = dim('intermediateSize', agree('intermediate_size', h.intermediateSize, normW[0]!, L0 + 'norm.weight', normW));
     // conv1d mixes x, B and C: its channels are intermediate + 2·groups·state. The shapes fix only
     // groups·state, so the config must give one of the two; with neither, one group (both
     // libraries' default) is the only reading.
@@ -383,9 +389,11 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
       nGroups = 1;
       stateSize = groupsState;
     }
+    dim('nGroups', nGroups);
+    dim('stateSize', stateSize);
     if (intermediateSize % numHeads !== 0) throw new UserError(`${dir}: tensor '${L0}norm.weight' gives intermediate size ${intermediateSize}, not divisible by the ${numHeads} heads of '${L0}A_log'; the checkpoint is corrupt`);
     if (numHeads % nGroups !== 0) throw new UserError(`${dir}: ${numHeads} heads (tensor '${L0}A_log') do not divide into ${nGroups} groups; the checkpoint and its config.json disagree`);
-    const headDim = agree('head_dim', h.headDim, intermediateSize / numHeads, L0 + 'norm.weight', normW);
+    const headDim = dim('headDim', agree('head_dim', h.headDim, intermediateSize / numHeads, L0 + 'norm.weight', normW));
     cfg = { arch: 'mamba2', ...base, intermediateSize, stateSize, numHeads, headDim, nGroups, timeStepLimit: h.timeStepLimit ?? [0, Infinity] };
     const projOut = 2 * intermediateSize + 2 * nGroups * stateSize + numHeads;
     expected = {
@@ -397,11 +405,11 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
     if (hasBias) { expected['mixer.in_proj.bias'] = [projOut]; expected['mixer.out_proj.bias'] = [hiddenSize]; }
   } else {
     if (aLog.length !== 2) throw shapeErr(dir, L0 + 'A_log', ['intermediate', 'state'], aLog);
-    const intermediateSize = agree('intermediate_size', h.intermediateSize, aLog[0]!, L0 + 'A_log', aLog);
-    const stateSize = agree('state_size', h.stateSize, aLog[1]!, L0 + 'A_log', aLog);
+    const intermediateSize = dim('intermediateSize', agree('intermediate_size', h.intermediateSize, aLog[0]!, L0 + 'A_log', aLog));
+    const stateSize = dim('stateSize', agree('state_size', h.stateSize, aLog[1]!, L0 + 'A_log', aLog));
     const dtW = need(L0 + 'dt_proj.weight');
     if (dtW.length !== 2) throw shapeErr(dir, L0 + 'dt_proj.weight', [intermediateSize, 'dt_rank'], dtW);
-    const timeStepRank = agree('time_step_rank', h.timeStepRank, dtW[1]!, L0 + 'dt_proj.weight', dtW);
+    const timeStepRank = dim('timeStepRank', agree('time_step_rank', h.timeStepRank, dtW[1]!, L0 + 'dt_proj.weight', dtW));
     cfg = { arch: h.arch, ...base, intermediateSize, stateSize, timeStepRank, ...(h.arch === 'falcon_mamba' ? { mixerRmsEps: h.mixerRmsEps ?? 1e-6 } : {}) };
     expected = {
       'norm.weight': [hiddenSize], 'mixer.A_log': [intermediateSize, stateSize], 'mixer.D': [intermediateSize],

@@ -246,3 +246,43 @@ export function toHfConfigJson(c: MambaConfig, extra: Record<string, unknown> = 
     ...extra,
   };
 }
+
+/**
+ * Upper bounds on every dimension, far above any published Mamba (Falcon-Mamba-7B: hidden 4096,
+ * 64 layers, vocab 65 024; Mamba-2: state 128). A dimension past them, or 0, comes from a corrupt
+ * or hostile file: a zero-sized tensor costs no bytes, so without the check an 11 KB file could
+ * claim state 2^40 and make score and forward allocate without end.
+ */
+export const DIM_LIMITS = {
+  numLayers: 1024,
+  hiddenSize: 65_536,
+  intermediateSize: 262_144,
+  stateSize: 4096,
+  convKernel: 64,
+  timeStepRank: 65_536,
+  numHeads: 65_536,
+  headDim: 65_536,
+  nGroups: 65_536,
+  vocabSize: 1 << 22,
+} as const;
+
+/** config.json's names for the dimensions, for messages. */
+const HF_DIM_NAMES: Record<keyof typeof DIM_LIMITS, string> = {
+  numLayers: 'num_hidden_layers', hiddenSize: 'hidden_size', intermediateSize: 'intermediate_size', stateSize: 'state_size',
+  convKernel: 'conv_kernel', timeStepRank: 'time_step_rank', numHeads: 'num_heads', headDim: 'head_dim', nGroups: 'n_groups', vocabSize: 'vocab_size',
+};
+
+/**
+ * Reject a zero or oversized dimension. `names` maps a field to what the user wrote it as (an
+ * option for `init`); `fix` ends the message.
+ */
+export function checkDimensions(c: Partial<Record<keyof typeof DIM_LIMITS, number>>, where: string, names: Partial<Record<keyof typeof DIM_LIMITS, string>> = {}, fix = 'the checkpoint is corrupt or not a Mamba model'): void {
+  for (const key of Object.keys(DIM_LIMITS) as (keyof typeof DIM_LIMITS)[]) {
+    const v = c[key];
+    if (v === undefined) continue;
+    const name = names[key] ?? HF_DIM_NAMES[key];
+    const at = where ? `${where}: ` : '';
+    if (!Number.isSafeInteger(v) || v < 1) throw new UserError(`${at}${name} is ${v}; every Mamba dimension must be at least 1, so ${fix}`);
+    if (v > DIM_LIMITS[key]) throw new UserError(`${at}${name} is ${v}, above mimetic's limit of ${DIM_LIMITS[key]}; ${fix}`);
+  }
+}

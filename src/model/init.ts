@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MambaConfig } from '../checkpoint/config.js';
-import { hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
+import { checkDimensions, hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import { writeCheckpointWeights, type Tensor } from '../checkpoint/safetensors.js';
 import { layerName } from '../checkpoint/names.js';
 import { writeDirAtomic, writeFileAtomic } from '../util/atomic.js';
@@ -99,6 +99,10 @@ export function initRecord(o: InitOptions): InitRecord {
   return { init: o.init, parts, aScale: parts.includes('a') ? o.aScale : null, bcNoise: parts.includes('bc') ? o.bcNoise : 0, seed: o.seed };
 }
 
+const FLAG_NAMES = { numLayers: '--n-layers', hiddenSize: '--d-model', stateSize: '--d-state', convKernel: '--conv-kernel', vocabSize: '--vocab', headDim: '--head-dim', intermediateSize: 'd_inner (2·--d-model)' };
+/** A fresh model is built in memory as float32 on the CPU: past this it would take GBs. */
+export const MAX_FRESH_PARAMETERS = 1e9;
+
 /** The normalised config of a fresh model: d_inner = 2·d_model, tied embeddings, no linear biases. */
 export function freshConfig(s: ModelShape): MambaConfig {
   const posInt = (v: number | undefined, flag: string): number => {
@@ -111,6 +115,12 @@ export function freshConfig(s: ModelShape): MambaConfig {
   posInt(s.vocabSize, '--vocab');
   const convKernel = posInt(s.convKernel ?? 4, '--conv-kernel');
   const intermediateSize = 2 * s.hiddenSize;
+  checkDimensions({ ...s, convKernel, intermediateSize, headDim: s.arch === 'mamba2' ? s.headDim ?? 64 : undefined }, '', FLAG_NAMES, 'choose a smaller value');
+  // Each dimension may be fine and their product still tens of GB of float32: count before allocating.
+  const params = s.numLayers * (3 * intermediateSize * s.hiddenSize + intermediateSize * (2 * s.stateSize + convKernel + 8)) + s.vocabSize * s.hiddenSize;
+  if (params > MAX_FRESH_PARAMETERS) {
+    throw new UserError(`--n-layers ${s.numLayers}, --d-model ${s.hiddenSize}, --d-state ${s.stateSize}, --vocab ${s.vocabSize}: about ${(params / 1e9).toFixed(1)} billion parameters (${(params * 4 / 2 ** 30).toFixed(0)} GiB of float32), above mimetic's limit of ${MAX_FRESH_PARAMETERS / 1e9} billion for a fresh model; choose smaller dimensions`);
+  }
   const common = {
     numLayers: s.numLayers, hiddenSize: s.hiddenSize, intermediateSize, stateSize: s.stateSize, convKernel,
     vocabSize: s.vocabSize, configVocabSize: s.vocabSize, tiedEmbeddings: true, useBias: false, useConvBias: true,

@@ -1,0 +1,84 @@
+/**
+ * Hostile input (issue 12): checkpoints, files and environments built to break mimetic. Each one must
+ * end in one `mimetic:` line and exit 2, with nothing written, no hang and no large allocation.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFile, spawnSync } from 'node:child_process';
+import { tempDirs } from './helpers/tmpdir.js';
+import { writeSynthCheckpoint, type SynthSpec } from './helpers/synth-checkpoint.js';
+import { STRICT } from './helpers/requires.js';
+import { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { isUserError } from '../src/util/errors.js';
+import { freshConfig, type ModelShape } from '../src/model/init.js';
+
+const ROOT = process.cwd();
+const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const tmp = tempDirs('mimetic-hostile-');
+
+interface Run { code: number; stdout: string; stderr: string }
+
+/** Run the CLI; a hang is a failure (the limit is far above what any of these needs). */
+function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; maxOldSpaceMb?: number } = {}): Promise<Run> {
+  const node = opts.maxOldSpaceMb ? [`--max-old-space-size=${opts.maxOldSpaceMb}`] : [];
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...node, CLI, ...args], { cwd: opts.cwd ?? ROOT, timeout: 60_000, maxBuffer: 1 << 24, env: { ...process.env, HF_HUB_OFFLINE: '1', ...opts.env } }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** The project's error form: exactly one line, `mimetic: …`, exit 2. */
+function assertOneLine(r: Run, pattern: RegExp): void {
+  assert.equal(r.code, 2, `exit ${r.code}\n${r.stderr}`);
+  const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('mimetic: note:') && !l.startsWith('mimetic: warning:'));
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /^mimetic: /);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /internal error|    at /);
+}
+
+const TINY: SynthSpec = { arch: 'mamba1', numLayers: 1, hidden: 8, dInner: 16, state: 4, conv: 4, dtRank: 1, vocab: 16 };
+
+test('zero-sized dimensions and huge claims: inspect, score, forward, transplant refuse them; init caps its options', async () => {
+  const dir = tmp();
+  // intermediate_size 0: every tensor that uses the state size has zero bytes, so the file (a few KB) can claim 2^40.
+  const bogus = path.join(dir, 'bogus');
+  writeSynthCheckpoint(bogus, { ...TINY, dInner: 0, state: 2 ** 40, configPatch: { intermediate_size: 0, state_size: 2 ** 40 } });
+  assert.ok(fs.statSync(path.join(bogus, 'model.safetensors')).size < 20_000);
+  const ids = path.join(dir, 'ids.json');
+  fs.writeFileSync(ids, '[[1,2,3,4]]');
+  const runs = await Promise.all([
+    cli(['inspect', bogus]),
+    cli(['score', bogus, '--backend', 'cpu', '--seq-len', '8'], { maxOldSpaceMb: 512 }),
+    cli(['forward', bogus, '--ids', ids, '--out', path.join(dir, 'f.safetensors'), '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+    cli(['transplant', '--from', bogus, '--layers', '0', '--out', path.join(dir, 't')], { maxOldSpaceMb: 512 }),
+  ]);
+  for (const r of runs) assertOneLine(r, /intermediate_size is 0; every Mamba dimension must be at least 1/);
+  assert.ok(!fs.existsSync(path.join(dir, 'f.safetensors')) && !fs.existsSync(path.join(dir, 't')));
+
+  // Each zero dimension named: vocab, hidden, conv kernel; a state past the limit.
+  const zeros: [string, Partial<SynthSpec>, RegExp][] = [
+    ['vocab', { vocab: 0, configPatch: { vocab_size: 0 } }, /vocab_size is 0/],
+    ['hidden', { hidden: 0, configPatch: { hidden_size: 0 } }, /hidden_size is 0/],
+    ['conv', { conv: 0, configPatch: { conv_kernel: 0 } }, /conv_kernel is 0/],
+    ['state', { state: 5000, configPatch: { state_size: 5000 } }, /state_size is 5000, above mimetic's limit of 4096/],
+  ];
+  for (const [name, patch, msg] of zeros) {
+    const d = path.join(dir, name);
+    writeSynthCheckpoint(d, { ...TINY, ...patch });
+    assert.throws(() => Checkpoint.open(d), (e: Error) => isUserError(e) && msg.test(e.message));
+  }
+
+  // init: a dimension past its limit, or a product of dimensions worth GBs, is refused before allocating.
+  const shape: ModelShape = { arch: 'mamba1', numLayers: 2, hiddenSize: 8, stateSize: 4, convKernel: 4, vocabSize: 16 };
+  const refuses = (s: Partial<ModelShape>, msg: RegExp) => assert.throws(() => freshConfig({ ...shape, ...s }), (e: Error) => isUserError(e) && msg.test(e.message));
+  refuses({ stateSize: 100_000 }, /--d-state is 100000, above mimetic's limit of 4096/);
+  refuses({ vocabSize: 0 }, /--vocab/);
+  refuses({ convKernel: 0 }, /--conv-kernel/);
+  refuses({ hiddenSize: 20_000, numLayers: 4 }, /billion parameters .* choose smaller dimensions/);
+  assertOneLine(await cli(['init', '--d-model', '20000', '--n-layers', '4', '--out', path.join(dir, 'i2')], { maxOldSpaceMb: 256 }), /billion parameters/);
+  assert.ok(!fs.existsSync(path.join(dir, 'i2')));
+});
