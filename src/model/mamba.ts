@@ -41,21 +41,32 @@ export function rmsNorm(x: tf.Tensor, w: tf.Tensor | undefined, eps: number): tf
 
 /**
  * x [B, L, in] · Wᵀ (+ b), W [out, in] as stored by torch.nn.Linear — or W already transposed
- * ([in, out]) when `transposed`. On wasm, matMul's transposeB path is ~10× slower than an explicit
- * transpose followed by a plain matMul, so the transpose is done explicitly there.
+ * ([in, out]) when `transposed`. On wasm, matMul's transposeA/transposeB paths are ~5–10× slower
+ * than an explicit transpose followed by a plain matMul, so there the transposes are explicit,
+ * in the gradient too (autodiff of matMul would use both flags).
  */
 export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor, transposed = false): tf.Tensor3D {
   return tf.tidy(() => {
     const [B, L, I] = x.shape as [number, number, number];
     const x2 = x.reshape([B * L, I]);
     let y: tf.Tensor;
-    if (transposed) y = tf.matMul(x2, w);
-    else if (tf.getBackend() === 'wasm') y = tf.matMul(x2, tf.transpose(w));
+    if (tf.getBackend() === 'wasm') y = plainMatMul(x2, transposed ? w : tf.transpose(w));
+    else if (transposed) y = tf.matMul(x2, w);
     else y = tf.matMul(x2, w, false, true);
     if (b) y = tf.add(y, b);
     return y.reshape([B, L, y.shape[1]!]);
   });
 }
+
+/** a [M, K] · b [K, N] whose gradients are plain products of explicit transposes (for wasm). */
+const plainMatMul = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [a, b, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], [sa, sb]: tf.Tensor[]) => [tf.matMul(dy as tf.Tensor2D, tf.transpose(sb!) as tf.Tensor2D), tf.matMul(tf.transpose(sa!) as tf.Tensor2D, dy as tf.Tensor2D)],
+  };
+}) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
 
 /** A named Linear layer of a block: uses the pre-transposed `<name>.weight.T` when present. */
 function projection(x: tf.Tensor, p: LayerParams, name: string, bias = true): tf.Tensor3D {

@@ -1,33 +1,11 @@
 /**
  * Selective-scan kernels for the CPU-side backends (cpu, wasm, tensorflow): the inputs are read
  * back once (dataSync) and the recurrence runs as tight loops over Float32Arrays. Gradients come
- * from tf.customGrad: the backward pass recomputes one lane's states (L × N floats) and runs the
- * recurrence in reverse, so memory stays at one lane's states whatever the batch and width.
- *
- * Both scans share one lane routine: a lane is one (batch, channel) of Mamba-1 or one
- * (batch, head, head-dim) of Mamba-2, described by offsets and per-time-step strides.
+ * from tf.customGrad: the backward pass recomputes a block of lanes' states (at most 2^20 floats)
+ * and runs the recurrence in reverse, so memory stays bounded whatever the batch and width.
  */
 import * as tf from '@tensorflow/tfjs';
 import { registerScanKernels, type SelectiveScanFn, type SsdScanFn } from './scan.js';
-
-interface Lane {
-  L: number;
-  N: number;
-  /** u (and y, gu): offset and stride per time step. */
-  uOff: number;
-  uS: number;
-  /** Δ: offset and stride per time step. */
-  dOff: number;
-  dS: number;
-  /** A: offset and stride over states (0 for Mamba-2's scalar A). */
-  aOff: number;
-  aS: number;
-  /** B and C: offset and stride per time step (states contiguous). */
-  bOff: number;
-  bS: number;
-  /** Index of D. */
-  dIdx: number;
-}
 
 interface Arrays {
   u: Float32Array;
@@ -36,37 +14,6 @@ interface Arrays {
   B: Float32Array;
   C: Float32Array;
   D: Float32Array;
-}
-
-/** Forward over one lane; writes y, and the states into `hs` (L × N) when given. */
-function laneForward(l: Lane, a: Arrays, y: Float32Array, h: Float64Array, hs: Float32Array | null): void {
-  const { L, N } = l;
-  h.fill(0);
-  const Dd = a.D[l.dIdx]!;
-  const scalarA = l.aS === 0;
-  for (let t = 0; t < L; t++) {
-    const ut = a.u[l.uOff + t * l.uS]!;
-    const dt = a.delta[l.dOff + t * l.dS]!;
-    const bo = l.bOff + t * l.bS;
-    const du = dt * ut;
-    let acc = 0;
-    if (scalarA) {
-      const dA = Math.exp(dt * a.A[l.aOff]!);
-      for (let n = 0; n < N; n++) {
-        const hn = dA * h[n]! + du * a.B[bo + n]!;
-        h[n] = hn;
-        acc += a.C[bo + n]! * hn;
-      }
-    } else {
-      for (let n = 0; n < N; n++) {
-        const hn = Math.exp(dt * a.A[l.aOff + n * l.aS]!) * h[n]! + du * a.B[bo + n]!;
-        h[n] = hn;
-        acc += a.C[bo + n]! * hn;
-      }
-    }
-    if (hs) for (let n = 0; n < N; n++) hs[t * N + n] = h[n]!;
-    y[l.uOff + t * l.uS] = acc + Dd * ut;
-  }
 }
 
 interface Grads {
@@ -78,95 +25,245 @@ interface Grads {
   D: Float64Array;
 }
 
-/** Backward over one lane, given its stored states (L × N); accumulates into g. */
-function laneBackward(l: Lane, a: Arrays, gy: Float32Array, hs: Float32Array, gh: Float64Array, g: Grads): void {
-  const { L, N } = l;
-  gh.fill(0);
-  const Dd = a.D[l.dIdx]!;
-  let gD = 0;
-  for (let t = L - 1; t >= 0; t--) {
-    const ui = l.uOff + t * l.uS;
-    const di = l.dOff + t * l.dS;
-    const ut = a.u[ui]!;
-    const dt = a.delta[di]!;
-    const gyt = gy[ui]!;
-    const bo = l.bOff + t * l.bS;
-    gD += gyt * ut;
-    let gu = gyt * Dd;
-    let gdt = 0;
-    const ho = t * N;
-    const hpo = (t - 1) * N;
-    for (let n = 0; n < N; n++) {
-      const ai = l.aOff + n * l.aS;
-      const An = a.A[ai]!;
-      const hPrev = t > 0 ? hs[hpo + n]! : 0;
-      g.C[bo + n] += gyt * hs[ho + n]!;
-      const gn = gh[n]! + gyt * a.C[bo + n]!;
-      const dA = Math.exp(dt * An);
-      const Bn = a.B[bo + n]!;
-      const gdA = gn * hPrev * dA;
-      g.A[ai] += gdA * dt;
-      gdt += gdA * An + gn * Bn * ut;
-      g.B[bo + n] += gn * dt * ut;
-      gu += gn * dt * Bn;
-      gh[n] = gn * dA;
-    }
-    g.u[ui] += gu;
-    g.delta[di] += gdt;
-  }
-  g.D[l.dIdx] += gD;
+function newGrads(a: Arrays): Grads {
+  return {
+    u: new Float32Array(a.u.length), delta: new Float64Array(a.delta.length), A: new Float64Array(a.A.length),
+    B: new Float64Array(a.B.length), C: new Float64Array(a.C.length), D: new Float64Array(a.D.length),
+  };
 }
 
-/** Calls fn for every lane of a Mamba-1 scan. */
-function m1Lanes(Bsz: number, L: number, D: number, N: number, fn: (l: Lane) => void): void {
-  for (let b = 0; b < Bsz; b++) {
-    for (let d = 0; d < D; d++) {
-      fn({ L, N, uOff: b * L * D + d, uS: D, dOff: b * L * D + d, dS: D, aOff: d * N, aS: 1, bOff: b * L * N, bS: N, dIdx: d });
-    }
-  }
-}
+/** Floats of stored states (and decay factors) one backward block may hold: 2^20 (8 MiB as float64). */
+const BLOCK_STATES = 2 ** 20;
 
-/** Calls fn for every lane of a Mamba-2 SSD scan. */
-function ssdLanes(Bsz: number, L: number, H: number, P: number, G: number, N: number, fn: (l: Lane) => void): void {
-  const hpg = H / G;
+// The loops run time-major: at each step every channel (Mamba-1) or head-dim row (Mamba-2) of a
+// batch row advances together, so u, Δ, B and C are read contiguously and Mamba-2's decay
+// exp(Δ·A) is computed once per head and step, not once per row. Per state the arithmetic is the
+// recurrence of scan.ts in the same order as a one-lane-at-a-time loop.
+
+/** Mamba-1 forward, all channels of each batch row at once. */
+function m1Forward(a: Arrays, Bsz: number, L: number, D: number, N: number): Float32Array {
+  const y = new Float32Array(Bsz * L * D);
+  const h = new Float64Array(D * N);
   for (let b = 0; b < Bsz; b++) {
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / hpg);
-      for (let p = 0; p < P; p++) {
-        fn({ L, N, uOff: b * L * H * P + h * P + p, uS: H * P, dOff: b * L * H + h, dS: H, aOff: h, aS: 0, bOff: b * L * G * N + g * N, bS: G * N, dIdx: h });
+    h.fill(0);
+    for (let t = 0; t < L; t++) {
+      const row = (b * L + t) * D;
+      const bo = (b * L + t) * N;
+      for (let d = 0; d < D; d++) {
+        const ut = a.u[row + d]!;
+        const dt = a.delta[row + d]!;
+        const du = dt * ut;
+        const o = d * N;
+        let acc = 0;
+        for (let n = 0; n < N; n++) {
+          const hn = Math.exp(dt * a.A[o + n]!) * h[o + n]! + du * a.B[bo + n]!;
+          h[o + n] = hn;
+          acc += a.C[bo + n]! * hn;
+        }
+        y[row + d] = acc + a.D[d]! * ut;
       }
     }
   }
+  return y;
+}
+
+/**
+ * Mamba-1 backward in blocks of channels: recompute the block's states and decay factors
+ * (L × width × N each), then run the recurrence in reverse.
+ */
+function m1Backward(a: Arrays, gy: Float32Array, Bsz: number, L: number, D: number, N: number): Grads {
+  const g = newGrads(a);
+  const width = Math.max(1, Math.min(D, Math.floor(BLOCK_STATES / (L * N))));
+  const hs = new Float32Array(L * width * N);
+  const dAs = new Float64Array(L * width * N);
+  const h = new Float64Array(width * N);
+  const gh = new Float64Array(width * N);
+  const gD = new Float64Array(width);
+  for (let b = 0; b < Bsz; b++) {
+    for (let d0 = 0; d0 < D; d0 += width) {
+      const w = Math.min(width, D - d0);
+      h.fill(0);
+      for (let t = 0; t < L; t++) {
+        const row = (b * L + t) * D + d0;
+        const bo = (b * L + t) * N;
+        const so = t * width * N;
+        for (let j = 0; j < w; j++) {
+          const dt = a.delta[row + j]!;
+          const du = dt * a.u[row + j]!;
+          const o = j * N, ao = (d0 + j) * N;
+          for (let n = 0; n < N; n++) {
+            const dA = Math.exp(dt * a.A[ao + n]!);
+            const hn = dA * h[o + n]! + du * a.B[bo + n]!;
+            h[o + n] = hn;
+            hs[so + o + n] = hn;
+            dAs[so + o + n] = dA;
+          }
+        }
+      }
+      gh.fill(0);
+      gD.fill(0);
+      for (let t = L - 1; t >= 0; t--) {
+        const row = (b * L + t) * D + d0;
+        const bo = (b * L + t) * N;
+        const so = t * width * N;
+        const po = (t - 1) * width * N;
+        for (let j = 0; j < w; j++) {
+          const d = d0 + j;
+          const ut = a.u[row + j]!;
+          const dt = a.delta[row + j]!;
+          const gyt = gy[row + j]!;
+          gD[j] += gyt * ut;
+          let gu = gyt * a.D[d]!;
+          let gdt = 0;
+          const o = j * N, ao = d * N;
+          for (let n = 0; n < N; n++) {
+            const An = a.A[ao + n]!;
+            const hPrev = t > 0 ? hs[po + o + n]! : 0;
+            g.C[bo + n] += gyt * hs[so + o + n]!;
+            const gn = gh[o + n]! + gyt * a.C[bo + n]!;
+            const dA = dAs[so + o + n]!;
+            const Bn = a.B[bo + n]!;
+            const gdA = gn * hPrev * dA;
+            g.A[ao + n] += gdA * dt;
+            gdt += gdA * An + gn * Bn * ut;
+            g.B[bo + n] += gn * dt * ut;
+            gu += gn * dt * Bn;
+            gh[o + n] = gn * dA;
+          }
+          g.u[row + j] += gu;
+          g.delta[row + j] += gdt;
+        }
+      }
+      for (let j = 0; j < w; j++) g.D[d0 + j] += gD[j]!;
+    }
+  }
+  return g;
+}
+
+interface SsdShape {
+  Bsz: number;
+  L: number;
+  H: number;
+  P: number;
+  G: number;
+  N: number;
+}
+
+/** Mamba-2 forward, every head and head-dim row of a batch row at once; one exp per head and step. */
+function ssdForward(a: Arrays, s: SsdShape): Float32Array {
+  const { Bsz, L, H, P, G, N } = s;
+  const hpg = H / G;
+  const y = new Float32Array(Bsz * L * H * P);
+  const h = new Float64Array(H * P * N);
+  for (let b = 0; b < Bsz; b++) {
+    h.fill(0);
+    for (let t = 0; t < L; t++) {
+      const bt = b * L + t;
+      for (let hh = 0; hh < H; hh++) {
+        const dt = a.delta[bt * H + hh]!;
+        const dA = Math.exp(dt * a.A[hh]!);
+        const bo = (bt * G + Math.floor(hh / hpg)) * N;
+        const Dd = a.D[hh]!;
+        const row = (bt * H + hh) * P;
+        for (let p = 0; p < P; p++) {
+          const ut = a.u[row + p]!;
+          const du = dt * ut;
+          const o = (hh * P + p) * N;
+          let acc = 0;
+          for (let n = 0; n < N; n++) {
+            const hn = dA * h[o + n]! + du * a.B[bo + n]!;
+            h[o + n] = hn;
+            acc += a.C[bo + n]! * hn;
+          }
+          y[row + p] = acc + Dd * ut;
+        }
+      }
+    }
+  }
+  return y;
+}
+
+/** Mamba-2 backward in blocks of head-dim rows of one head: recompute their states, then reverse. */
+function ssdBackward(a: Arrays, gy: Float32Array, s: SsdShape): Grads {
+  const { Bsz, L, H, P, G, N } = s;
+  const hpg = H / G;
+  const g = newGrads(a);
+  const width = Math.max(1, Math.min(P, Math.floor(BLOCK_STATES / (L * N))));
+  const hs = new Float32Array(L * width * N);
+  const dAs = new Float64Array(L);
+  const h = new Float64Array(width * N);
+  const gh = new Float64Array(width * N);
+  for (let b = 0; b < Bsz; b++) {
+    for (let hh = 0; hh < H; hh++) {
+      const An = a.A[hh]!;
+      const Dd = a.D[hh]!;
+      const grp = Math.floor(hh / hpg);
+      for (let p0 = 0; p0 < P; p0 += width) {
+        const w = Math.min(width, P - p0);
+        h.fill(0);
+        for (let t = 0; t < L; t++) {
+          const bt = b * L + t;
+          const dt = a.delta[bt * H + hh]!;
+          const dA = Math.exp(dt * An);
+          dAs[t] = dA;
+          const bo = (bt * G + grp) * N;
+          const row = (bt * H + hh) * P + p0;
+          const so = t * width * N;
+          for (let j = 0; j < w; j++) {
+            const du = dt * a.u[row + j]!;
+            const o = j * N;
+            for (let n = 0; n < N; n++) {
+              const hn = dA * h[o + n]! + du * a.B[bo + n]!;
+              h[o + n] = hn;
+              hs[so + o + n] = hn;
+            }
+          }
+        }
+        gh.fill(0);
+        let gA = 0, gD = 0;
+        for (let t = L - 1; t >= 0; t--) {
+          const bt = b * L + t;
+          const di = bt * H + hh;
+          const dt = a.delta[di]!;
+          const dA = dAs[t]!;
+          const bo = (bt * G + grp) * N;
+          const row = (bt * H + hh) * P + p0;
+          const so = t * width * N;
+          const po = (t - 1) * width * N;
+          let gdt = 0;
+          for (let j = 0; j < w; j++) {
+            const ut = a.u[row + j]!;
+            const gyt = gy[row + j]!;
+            gD += gyt * ut;
+            let gu = gyt * Dd;
+            const o = j * N;
+            for (let n = 0; n < N; n++) {
+              const hPrev = t > 0 ? hs[po + o + n]! : 0;
+              g.C[bo + n] += gyt * hs[so + o + n]!;
+              const gn = gh[o + n]! + gyt * a.C[bo + n]!;
+              const Bn = a.B[bo + n]!;
+              const gdA = gn * hPrev * dA;
+              gA += gdA * dt;
+              gdt += gdA * An + gn * Bn * ut;
+              g.B[bo + n] += gn * dt * ut;
+              gu += gn * dt * Bn;
+              gh[o + n] = gn * dA;
+            }
+            g.u[row + j] += gu;
+          }
+          g.delta[di] += gdt;
+        }
+        g.A[hh] += gA;
+        g.D[hh] += gD;
+      }
+    }
+  }
+  return g;
 }
 
 function arraysOf(ts: tf.Tensor[]): Arrays {
   const [u, delta, A, B, C, D] = ts.map((t) => t.dataSync() as Float32Array);
   return { u: u!, delta: delta!, A: A!, B: B!, C: C!, D: D! };
-}
-
-type LaneIter = (fn: (l: Lane) => void) => void;
-
-function runForward(a: Arrays, size: number, N: number, iter: LaneIter): Float32Array {
-  const y = new Float32Array(size);
-  const h = new Float64Array(N);
-  iter((l) => laneForward(l, a, y, h, null));
-  return y;
-}
-
-function runBackward(a: Arrays, gy: Float32Array, L: number, N: number, iter: LaneIter): Grads {
-  const g: Grads = {
-    u: new Float32Array(a.u.length), delta: new Float64Array(a.delta.length), A: new Float64Array(a.A.length),
-    B: new Float64Array(a.B.length), C: new Float64Array(a.C.length), D: new Float64Array(a.D.length),
-  };
-  const h = new Float64Array(N);
-  const gh = new Float64Array(N);
-  const hs = new Float32Array(L * N);
-  const scratch = new Float32Array(a.u.length);
-  iter((l) => {
-    laneForward(l, a, scratch, h, hs);
-    laneBackward(l, a, gy, hs, gh, g);
-  });
-  return g;
 }
 
 function checkShapes(what: string, cond: boolean, detail: string): void {
@@ -178,16 +275,15 @@ export const selectiveScanCpu: SelectiveScanFn = (u, delta, A, B, C, Dskip) => {
   const N = A.shape[1];
   checkShapes('selectiveScan', delta.shape.join() === u.shape.join() && A.shape[0] === D && B.shape.join() === [Bsz, L, N].join() && C.shape.join() === B.shape.join() && Dskip.shape[0] === D,
     `u ${u.shape} delta ${delta.shape} A ${A.shape} B ${B.shape} C ${C.shape} D ${Dskip.shape}`);
-  const iter: LaneIter = (fn) => m1Lanes(Bsz, L, D, N, fn);
-  const f = tf.customGrad((...args: (tf.Tensor | ((ts: tf.Tensor[]) => void))[]) => {
+    const f = tf.customGrad((...args: (tf.Tensor | ((ts: tf.Tensor[]) => void))[]) => {
     const ins = args.slice(0, 6) as tf.Tensor[];
     const save = args[6] as (ts: tf.Tensor[]) => void;
     save(ins);
-    const y = runForward(arraysOf(ins), Bsz * L * D, N, iter);
+    const y = m1Forward(arraysOf(ins), Bsz, L, D, N);
     return {
       value: tf.tensor3d(y, [Bsz, L, D]),
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const g = runBackward(arraysOf(saved), (dy as tf.Tensor).dataSync() as Float32Array, L, N, iter);
+        const g = m1Backward(arraysOf(saved), (dy as tf.Tensor).dataSync() as Float32Array, Bsz, L, D, N);
         return [tf.tensor3d(g.u, [Bsz, L, D]), tf.tensor3d(Float32Array.from(g.delta), [Bsz, L, D]), tf.tensor2d(Float32Array.from(g.A), [D, N]),
           tf.tensor3d(Float32Array.from(g.B), [Bsz, L, N]), tf.tensor3d(Float32Array.from(g.C), [Bsz, L, N]), tf.tensor1d(Float32Array.from(g.D))];
       },
@@ -202,16 +298,16 @@ export const ssdScanCpu: SsdScanFn = (x, delta, A, B, C, Dskip) => {
   const N = B.shape[3];
   checkShapes('ssdScan', delta.shape.join() === [Bsz, L, H].join() && A.shape[0] === H && B.shape.join() === [Bsz, L, G, N].join() && C.shape.join() === B.shape.join() && Dskip.shape[0] === H && H % G === 0,
     `x ${x.shape} delta ${delta.shape} A ${A.shape} B ${B.shape} C ${C.shape} D ${Dskip.shape}`);
-  const iter: LaneIter = (fn) => ssdLanes(Bsz, L, H, P, G, N, fn);
+  const shape: SsdShape = { Bsz, L, H, P, G, N };
   const f = tf.customGrad((...args: (tf.Tensor | ((ts: tf.Tensor[]) => void))[]) => {
     const ins = args.slice(0, 6) as tf.Tensor[];
     const save = args[6] as (ts: tf.Tensor[]) => void;
     save(ins);
-    const y = runForward(arraysOf(ins), Bsz * L * H * P, N, iter);
+    const y = ssdForward(arraysOf(ins), shape);
     return {
       value: tf.tensor4d(y, [Bsz, L, H, P]),
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const g = runBackward(arraysOf(saved), (dy as tf.Tensor).dataSync() as Float32Array, L, N, iter);
+        const g = ssdBackward(arraysOf(saved), (dy as tf.Tensor).dataSync() as Float32Array, shape);
         return [tf.tensor4d(g.u, [Bsz, L, H, P]), tf.tensor3d(Float32Array.from(g.delta), [Bsz, L, H]), tf.tensor1d(Float32Array.from(g.A)),
           tf.tensor4d(Float32Array.from(g.B), [Bsz, L, G, N]), tf.tensor4d(Float32Array.from(g.C), [Bsz, L, G, N]), tf.tensor1d(Float32Array.from(g.D))];
       },
