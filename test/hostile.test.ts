@@ -11,6 +11,8 @@ import { tempDirs } from './helpers/tmpdir.js';
 import { writeSynthCheckpoint, type SynthSpec } from './helpers/synth-checkpoint.js';
 import { STRICT } from './helpers/requires.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { SafetensorsReader, parseHeader } from '../src/checkpoint/safetensors.js';
+import { writeRawSafetensors } from './helpers/safetensors-bytes.js';
 import { isUserError } from '../src/util/errors.js';
 import { freshConfig, type ModelShape } from '../src/model/init.js';
 
@@ -81,4 +83,35 @@ test('zero-sized dimensions and huge claims: inspect, score, forward, transplant
   refuses({ hiddenSize: 20_000, numLayers: 4 }, /billion parameters .* choose smaller dimensions/);
   assertOneLine(await cli(['init', '--d-model', '20000', '--n-layers', '4', '--out', path.join(dir, 'i2')], { maxOldSpaceMb: 256 }), /billion parameters/);
   assert.ok(!fs.existsSync(path.join(dir, 'i2')));
+});
+
+test('a shape nested 3 million deep, ids nested 100 000 deep and a row of 2 million ids: one line each, exit 2', async () => {
+  const dir = tmp();
+  const depth = 3_000_000;
+  const file = path.join(dir, 'deep.safetensors');
+  writeRawSafetensors(file, `{"a":{"dtype":"F32","shape":${'['.repeat(depth)}${']'.repeat(depth)},"data_offsets":[0,0]}}`);
+  assert.throws(() => SafetensorsReader.open(file), (e: Error) => isUserError(e) && /tensor 'a': shape \[\[…\]\] is not a list of non-negative integers/.test(e.message));
+  // The same for every other value a message quotes: a dtype, data_offsets, an architecture.
+  assert.throws(() => parseHeader('h', Buffer.from(`{"a":{"dtype":${'['.repeat(200_000)}${']'.repeat(200_000)}}}`), 8, 8), /unknown dtype \[\[…\]\]/);
+
+  const ckpt = path.join(dir, 'ckpt');
+  writeSynthCheckpoint(ckpt, TINY);
+  const deepIds = path.join(dir, 'deep-ids.json');
+  fs.writeFileSync(deepIds, `[[${'['.repeat(100_000)}${']'.repeat(100_000)}]]`);
+  const longRow = path.join(dir, 'long-row.json');
+  fs.writeFileSync(longRow, `[[${'1,'.repeat(2_000_000)}1]]`);
+  const probe = path.join(dir, 'probe.json');
+  fs.writeFileSync(probe, `{"ids": [[${'1,'.repeat(2_000_000)}1]]}`);
+  const out = path.join(dir, 'f.safetensors');
+  const [deep, long, score, seqLen] = await Promise.all([
+    cli(['forward', ckpt, '--ids', deepIds, '--out', out, '--backend', 'cpu']),
+    cli(['forward', ckpt, '--ids', longRow, '--out', out, '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+    cli(['score', ckpt, '--probe', probe, '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+    cli(['score', ckpt, '--seq-len', '2000000', '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+  ]);
+  assertOneLine(deep, /deep-ids\.json: token ids: id \[\[…\]\] at row 0, position 0 is outside the vocabulary/);
+  assertOneLine(long, /1 × 2000001 = 2000001 tokens, above mimetic's limit of 65536/);
+  assertOneLine(score, /probe\.json: 1 × 2000001 = 2000001 tokens, above mimetic's limit/);
+  assertOneLine(seqLen, /--seq-len 2000000: 4 × 2000000 = 8000000 tokens/);
+  assert.ok(!fs.existsSync(out));
 });

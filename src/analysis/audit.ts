@@ -8,6 +8,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { layerName } from '../checkpoint/names.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { runCheckpoint, type LayerCapture } from './capture.js';
 import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
 import type { Probe } from './probe.js';
@@ -83,7 +84,7 @@ export function parseLayerSpec(spec: string, numLayers: number): number[] {
 /** Parse `0-5,31` into sorted unique indices below `count` (layers, channels, heads), errors naming `flag`. */
 export function parseIndexSpec(spec: string, count: number, flag: string, unit: string): number[] {
   const out = new Set<number>();
-  const bad = (why: string) => new UserError(`${flag} ${JSON.stringify(spec)}: ${why}; give indices and ranges within 0-${count - 1}, e.g. 0-5,31`);
+  const bad = (why: string) => new UserError(`${flag} ${preview(spec)}: ${why}; give indices and ranges within 0-${count - 1}, e.g. 0-5,31`);
   for (const part of spec.split(',').map((p) => p.trim())) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m) throw bad(`'${part}' is not an index or a range a-b`);
