@@ -12,6 +12,7 @@ node_modules/.installed: package.json package-lock.json
 
 build: node_modules/.installed
 	npx tsc -p tsconfig.json
+	bash native/vk-gpu-select/build.sh
 
 # Installs Chromium and lavapipe first when run as root with apt (scripts/test-deps.sh); elsewhere the
 # tests needing them skip with one line naming what to install. Ends on `N passed, N failed, N skipped`.
@@ -28,7 +29,7 @@ demo: build
 	rm -rf runs/demo-copy
 	$(MIMETIC) train --task copy --arch mamba1 --n-layers 2 --d-model 32 --d-state 8 --init mimetic \
 	  --alphabet 4 --min-len 2 --max-len 4 --context 32 --batch-size 16 --steps 150 --lr 5e-3 --warmup 10 \
-	  --eval-every 50 --eval-examples 32 --eval-lengths 6 --seed 0 --backend cpu --log-every 25 --out runs/demo-copy
+	  --eval-every 50 --eval-examples 32 --eval-lengths 6 --seed 0 --backend wasm --log-every 25 --out runs/demo-copy
 	@echo "demo: report in reports/mamba1-tiny/index.html, training run in runs/demo-copy/"
 
 clean:

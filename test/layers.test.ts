@@ -24,10 +24,11 @@ export const ALLOWED: Record<string, string[]> = {
   analysis: ['model', 'checkpoint', 'util'],
   render: ['util'],
   report: ['analysis', 'render', 'model', 'checkpoint', 'util'],
-  tasks: ['util'],
-  train: ['tasks', 'model', 'render', 'checkpoint', 'util'],
-  cli: ['train', 'tasks', 'report', 'render', 'analysis', 'model', 'checkpoint', 'util'],
-  '.': ['train', 'tasks', 'report', 'render', 'analysis', 'model', 'checkpoint', 'util'],
+  data: ['util'],
+  tasks: ['data', 'util'],
+  train: ['tasks', 'data', 'model', 'render', 'checkpoint', 'util'],
+  cli: ['train', 'tasks', 'data', 'report', 'render', 'analysis', 'model', 'checkpoint', 'util'],
+  '.': ['train', 'tasks', 'data', 'report', 'render', 'analysis', 'model', 'checkpoint', 'util'],
 };
 
 /** The src/ folder a path inside src/ belongs to ('.' for files directly in src/). */

@@ -9,6 +9,8 @@ import { register as score } from './score.js';
 import { register as report } from './report.js';
 import { register as sweep } from './sweep.js';
 import { register as experimentsReport } from './experiments-report.js';
+import { register as gpus } from './gpus.js';
+import { register as data } from './data.js';
 
 /** Every command's register function; each command file adds itself here. */
 export const commands: ((program: Command) => void)[] = [
@@ -22,4 +24,6 @@ export const commands: ((program: Command) => void)[] = [
   report,
   sweep,
   experimentsReport,
+  gpus,
+  data,
 ];

@@ -11,7 +11,7 @@ import { UserError } from '../util/errors.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { writeSafetensors, type WritableTensor } from '../checkpoint/safetensors.js';
-import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
+import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { checkIds } from '../model/mamba.js';
 import { runCheckpoint } from '../analysis/capture.js';
 import { parseIndexSpec, parseLayerSpec } from '../analysis/audit.js';
@@ -173,7 +173,7 @@ export function register(program: Command): void {
     .option('--layers <spec>', 'layers whose mixer input, Δ and maps are written, e.g. 0-5,23 (default all)')
     .option('--no-attention', 'skip the attention, decay and query-key maps (much faster; logits, hidden states, mixer inputs and Δ only)')
     .option('--channels <list>', 'also write layers.{i}.channel_attention: the maps of these channels (Mamba-1) or heads (Mamba-2), e.g. 0,5,10-12')
-    .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
+    .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computation');
   addHubOptions(cmd)
     .action(async (ckpt: string, o: ForwardOptions) => {

@@ -7,7 +7,7 @@ import { UserError } from '../util/errors.js';
 import { printable } from '../util/text.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
-import { BACKENDS, initBackend, type BackendName } from '../model/backend.js';
+import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { auditCheckpoint, nonFiniteWarning, parseLayerSpec } from '../analysis/audit.js';
 import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';
 import { byRank, type LayerScores } from '../analysis/scores.js';
@@ -39,7 +39,7 @@ export function addAuditOptions(cmd: Command): Command {
     .option('--batch-size <n>', 'default probe: number of sequences; default 4')
     .addOption(new Option('--batch <n>', 'old name of --batch-size').hideHelp())
     .option('--seed <n>', 'default probe: random seed; default 0')
-    .option('--backend <name>', `tf.js backend: ${BACKENDS.join(', ')}`, 'auto')
+    .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
     .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)');
   addHubOptions(cmd);

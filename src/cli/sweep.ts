@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { BACKENDS } from '../model/backend.js';
+import { BACKEND_HELP, BACKENDS } from '../model/backend.js';
 import { SCHEDULERS, cancelSweep, checkNotSubmitted, submitSweep, sweepStatus } from '../train/scheduler/index.js';
 import { writeSweepReport } from '../train/sweep-report.js';
 import { expandRuns, isDone, parseRunFilters, parseSweepConfig, runState, runSweep } from '../train/sweep.js';
@@ -80,7 +80,7 @@ export function register(program: Command): void {
     .option('--parallel <n>', 'runs at once per GPU (or in all without --gpus)', '1')
     .option('--gpus <list>', 'GPU indices to spread runs over, e.g. 0,1,2,3 (passed to each child as MIMETIC_GPU / CUDA_VISIBLE_DEVICES)')
     .option('--slice-minutes <m>', `stop launching after m minutes and stop running children at their next step (they checkpoint); exit ${EXIT_UNFINISHED} if runs are left`)
-    .option('--backend <name>', `backend for every run: ${BACKENDS.join('|')} (default: the config's, else auto)`)
+    .option('--backend <name>', `backend for every run: ${BACKEND_HELP} (default: the config's, else auto)`)
     .option('--retry-failed', 'run failed runs again')
     .option('--where <key=values>', 'run only the runs whose option (or variant name: variant=…) is one of the comma-separated values; repeat to AND several, e.g. --where variant=mamba2-default,mamba2-mimetic --where lr=0.001 (the summary still covers every run)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--report-only', 'only rebuild summary.json and the report from the run folders')

@@ -5,12 +5,18 @@ import { Command as CommanderCommand, Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
-import { BACKENDS, type BackendName, initBackend } from '../model/backend.js';
+import { BACKEND_HELP, BACKENDS, type BackendName, initBackend } from '../model/backend.js';
 import { parseLengths } from '../tasks/common.js';
 import { COPY_DEFAULTS, FIRST_LETTER } from '../tasks/copy.js';
 import type { TaskOptions } from '../tasks/index.js';
 import { MQAR_DEFAULTS } from '../tasks/mqar.js';
-import { type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, fmtScores, readRunConfig, train, trainDefaults } from '../train/trainer.js';
+import { EVAL_TASKS, type EvalTaskName, LM_DEFAULTS, dataHash } from '../tasks/lm.js';
+import { isPrepared } from '../data/meta.js';
+import { listDocuments, prepareCorpus } from '../data/prepare.js';
+import { loadTokenizer } from '../data/tokenizer.js';
+import { TokenData } from '../data/tokens.js';
+import { parseCheckpointSteps } from '../train/checkpoint-steps.js';
+import { DATA_DIR, type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, fmtScores, readRunConfig, train, trainDefaults } from '../train/trainer.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
 import { LOG_LINES } from '../train/metrics.js';
 import { UserError } from '../util/errors.js';
@@ -29,7 +35,32 @@ const OPTION_PATHS: Record<string, string[]> = {
   seed: ['seed', 'model.init.seed'], model: ['model.path', 'model.kind'], aParam: ['aScale'],
   steps: ['steps'], batchSize: ['batch'], batch: ['batch'], lr: ['lr'], minLr: ['minLr'], schedule: ['schedule'], warmup: ['warmup'], weightDecay: ['weightDecay'],
   clip: ['clipNorm'], evalEvery: ['evalEvery'], evalExamples: ['evalExamples'], checkpointEvery: ['checkpointEvery'], targetAcc: ['targetAcc'],
+  data: ['task.data', 'task.sha256'], evalTasks: ['task.evalTasks'], checkpointSteps: ['checkpointSteps'],
 };
+
+/** --data's paths (commander gives a list; a sweep config a string or a list). */
+function dataPaths(v: unknown): string[] {
+  return (Array.isArray(v) ? v : v === undefined ? [] : [v]).map(String);
+}
+
+/**
+ * The LM task's corpus: one prepared folder is used as it is; text files or folders are prepared
+ * into the run folder's data/ before training (`pending`).
+ */
+function lmData(o: Opts): { dir: string; sha256: string; vocab: number } | { pending: string[]; vocab: number } {
+  const paths = dataPaths(o.data);
+  if (!paths.length) throw new UserError('--task lm needs --data: text files, folders of them, or a folder from mimetic data prepare');
+  if (paths.length === 1 && isPrepared(paths[0]!)) {
+    if (o.tokenizer !== undefined) throw new UserError(`--tokenizer: ${paths[0]} is already prepared (with its own tokenizer); drop --tokenizer, or give the text files`);
+    const d = TokenData.open(paths[0]!);
+    return { dir: path.resolve(paths[0]!), sha256: dataHash(d), vocab: d.meta.vocab };
+  }
+  listDocuments(paths);
+  return { pending: paths, vocab: o.tokenizer === undefined ? 256 : loadTokenizer(String(o.tokenizer)).vocab };
+}
+
+/** Text inputs waiting to be prepared into the run folder (set by configFromOptions). */
+let pendingData: string[] | null = null;
 
 function getAt(o: unknown, p: string): unknown {
   return p.split('.').reduce<unknown>((x, k) => (x && typeof x === 'object' ? (x as Record<string, unknown>)[k] : undefined), o);
@@ -60,6 +91,7 @@ function batchSizeOf(o: Opts, explicit: (name: string) => boolean): number {
 async function configFromOptions(o: Opts, explicit: (name: string) => boolean): Promise<TrainConfig> {
   const taskName = String(o.task);
   const float = (k: string, flag: string) => numOpt(o[k], flag, 'float');
+  pendingData = null;
   const evalLengths = o.evalLengths === undefined ? [] : parseLengths(String(o.evalLengths), '--eval-lengths', (m) => new UserError(m));
   let task: TaskOptions;
   if (taskName === 'copy') {
@@ -74,8 +106,21 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
       contexts: o.context === undefined ? MQAR_DEFAULTS.contexts : parseLengths(String(o.context), '--context', (m) => new UserError(m)),
       kvPairs: kv, powerA: numOpt(o.powerA ?? MQAR_DEFAULTS.powerA, '--power-a', 'float'), evalLengths, randomNonQueries: true,
     };
+  } else if (taskName === 'lm') {
+    const d = lmData(o);
+    const evalTasks = o.evalTasks === undefined ? [] : String(o.evalTasks).split(',').map((x) => x.trim()).filter(Boolean);
+    for (const t of evalTasks) if (!(EVAL_TASKS as readonly string[]).includes(t)) throw new UserError(`--eval-tasks: unknown task '${t}'; choose from ${EVAL_TASKS.join(', ')}`);
+    if ('pending' in d) pendingData = d.pending;
+    task = {
+      task: 'lm', data: 'dir' in d ? d.dir : '', context: numOpt(o.context ?? LM_DEFAULTS.context, '--context'), evalTasks: [...new Set(evalTasks)] as EvalTaskName[], evalLengths,
+      sha256: 'dir' in d ? d.sha256 : '',
+    };
+    if (o.vocab === undefined) o = { ...o, vocab: d.vocab };
   } else {
-    throw new UserError(`--task: unknown task '${taskName}'; choose copy or mqar`);
+    throw new UserError(`--task: unknown task '${taskName}'; choose copy, mqar or lm`);
+  }
+  if (taskName !== 'lm') {
+    for (const k of ['data', 'tokenizer', 'evalTasks']) if (o[k] !== undefined) throw new UserError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} goes with --task lm`);
   }
   let model: ModelSource;
   let aScale: number | null;
@@ -107,6 +152,7 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
     seed: numOpt(o.seed, '--seed'), evalEvery: o.evalEvery === undefined ? d.evalEvery : numOpt(o.evalEvery, '--eval-every'),
     evalExamples: numOpt(o.evalExamples, '--eval-examples'), checkpointEvery: o.checkpointEvery === undefined ? d.checkpointEvery : numOpt(o.checkpointEvery, '--checkpoint-every'),
     targetAcc: o.targetAcc === undefined ? null : float('targetAcc', '--target-acc'),
+    ...(o.checkpointSteps === undefined ? {} : { checkpointSteps: parseCheckpointSteps(String(o.checkpointSteps), steps) }),
   };
 }
 
@@ -120,20 +166,22 @@ export async function checkTrainOptions(given: Record<string, string | number | 
   const t = p.commands.find((c) => c.name() === 'train')!;
   const o: Opts = {};
   for (const opt of t.options) if (opt.defaultValue !== undefined) o[opt.attributeName()] = opt.defaultValue;
-  for (const [k, v] of Object.entries(given)) o[k] = Array.isArray(v) ? v.join(',') : String(v);
+  for (const [k, v] of Object.entries(given)) o[k] = k === 'data' ? dataPaths(v) : Array.isArray(v) ? v.join(',') : String(v);
   const explicit = (name: string) => name in given;
   rejectLayersCount(o, 'train');
   if (!explicit('vocab')) o.vocab = undefined;
   if (!explicit('context')) o.context = undefined;
-  if (o.task === undefined) throw new UserError('--task is required (copy or mqar)');
-  checkTrainConfig(await configFromOptions(o, explicit));
+  if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm)');
+  const cfg = await configFromOptions(o, explicit);
+  // Text to be prepared at launch: its paths and tokenizer were checked; the rest needs the tokens.
+  if (!pendingData) checkTrainConfig(cfg);
 }
 
 export function register(program: Command): void {
   const cmd = program
     .command('train')
     .description('train a Mamba on the copy or MQAR task (fresh, mimetic, transplanted or pretrained)')
-    .option('--task <task>', 'copy or mqar')
+    .option('--task <task>', 'copy, mqar or lm')
     .option('--model <checkpoint>', 'start from this checkpoint instead of a fresh model')
     .option('--a-param <c|none>', 'with --model: train A as −exp(−c·A_log_param) (default: as its config records)');
   addModelOptions(cmd, { vocab: undefined });
@@ -145,7 +193,10 @@ export function register(program: Command): void {
     .option('--alphabet <n>', 'copy: letters', String(COPY_DEFAULTS.alphabet))
     .option('--min-len <n>', 'copy: shortest string', String(COPY_DEFAULTS.minLen))
     .option('--max-len <n>', 'copy: longest string', String(COPY_DEFAULTS.maxLen))
-    .option('--context <n>', 'training row length (copy: default 220; mqar: a list, default 64,128,256)')
+    .option('--context <n>', 'training row length (copy: default 220; mqar: a list, default 64,128,256; lm: default 256)')
+    .option('--data <paths...>', 'lm: text files, folders of them, or one folder from mimetic data prepare')
+    .option('--tokenizer <file>', 'lm, with text --data: a Hugging Face tokenizer.json (default: bytes, vocab 256)')
+    .option('--eval-tasks <list>', `lm: also evaluate ${EVAL_TASKS.join(', ')} (teacher-forced, as their own tasks score)`)
     .option('--kv-pairs <list>', 'mqar: numbers of key-value pairs trained', MQAR_DEFAULTS.kvPairs.join(','))
     .option('--power-a <a>', 'mqar: query gap power law exponent', String(MQAR_DEFAULTS.powerA))
     .option('--eval-lengths <list>', 'extra evaluation lengths (copy: string lengths; mqar: sequence lengths)')
@@ -161,9 +212,10 @@ export function register(program: Command): void {
     .option('--eval-every <n>', 'evaluate every n steps (default steps/10)')
     .option('--eval-examples <n>', 'examples per evaluation setting', '64')
     .option('--checkpoint-every <n>', 'checkpoint every n steps (default steps/10)')
+    .option('--checkpoint-steps <list|log>', "also checkpoint at these steps and keep them (e.g. 100,200,500; 'log': round(2^(k/2)) and the last)")
     .option('--keep <n>', 'checkpoints kept', '1')
     .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
-    .option('--backend <name>', `${BACKENDS.join('|')}`, 'auto')
+    .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
     .option('--out <dir>', 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)')
     .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
@@ -194,22 +246,27 @@ export function register(program: Command): void {
           for (const k of given) for (const p of OPTION_PATHS[k]!) setAt(cfg as unknown as Record<string, unknown>, p, getAt(cli, p));
         }
       } else {
-        if (o.task === undefined) throw new UserError('--task is required (copy or mqar), or --resume a run folder');
+        if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm), or --resume a run folder');
         cfg = await configFromOptions(o, explicit);
         out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
         if (fs.existsSync(out) && fs.readdirSync(out).length > 0) {
           throw new UserError(`--out ${out}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${out}`);
         }
+        if (pendingData && cfg.task.task === 'lm') {
+          const dir = path.resolve(out, DATA_DIR);
+          process.stderr.write(`mimetic: preparing ${pendingData.join(', ')} into ${dir}\n`);
+          await prepareCorpus(pendingData, { out: dir, tokenizer: o.tokenizer === undefined ? undefined : String(o.tokenizer) });
+          cfg.task.data = dir;
+          cfg.task.sha256 = dataHash(TokenData.open(dir));
+        }
       }
       // Every check before any work (backend start-up included).
       checkTrainConfig(cfg);
       if (resume) checkResume(out, cfg);
-      let backend = await initBackend(backendName as BackendName);
+      const backend = await initBackend(backendName as BackendName);
       if (!tf.getKernel('UnsortedSegmentSum', backend)) {
-        // The embedding's gradient (a gather's) needs this kernel; tfjs-backend-wasm lacks it.
-        if (backendName !== 'auto') throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend cpu or webgpu`);
-        process.stderr.write(`mimetic: ${backend} cannot train (no UnsortedSegmentSum kernel); training on cpu\n`);
-        backend = await initBackend('cpu');
+        // The embedding's gradient (a gather's) needs this kernel; wasm gets its own (kernels/segment-wasm.ts).
+        throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend wasm or webgpu`);
       }
       const ac = new AbortController();
       // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second

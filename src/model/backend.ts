@@ -6,20 +6,24 @@
  *               then fails on the 8-storage-buffer default)
  *   tensorflow  @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node, when installed and loadable
  *   wasm        @tensorflow/tfjs-backend-wasm (the default on a machine without a GPU)
- *   cpu         plain JavaScript
+ *   cpu         plain JavaScript: the slow correctness reference, never chosen by `auto`
  *
  * `auto` takes webgpu when a hardware adapter exists, else tensorflow when loadable, else wasm.
  * A backend asked for by name that cannot run is a UserError, never a silent fallback.
  */
-import { dawnCreateFlags } from './gpu-select.js';
+import { chooseGpu, dawnCreateFlags, gpuLine, layerDir, layerEnv, newListFile, readDeviceList, removeListFile, requestedGpu, VK_LAYER_NAME, type GpuChoice, type VulkanDeviceList } from './gpu-select.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors.js';
 import './kernels/scan-cpu.js';
+import { registerWasmSegmentSum } from './kernels/segment-wasm.js';
 
 export const BACKENDS = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
+
+/** What --help says about the choice (cpu is the slow reference, never picked by auto). */
+export const BACKEND_HELP = `${BACKENDS.join('|')}; auto: webgpu on a GPU, else tensorflow, else wasm; cpu is plain JS, a slow correctness reference`;
 
 export interface InitOptions {
   /** Do not print which backend `auto` picked. */
@@ -57,6 +61,8 @@ interface WebGPUProbe {
   adapter: GPUAdapterLike | null;
   /** Why there is no adapter (module failed to load, or Dawn found none). */
   reason: string;
+  /** Why the GPU asked for (--gpu / MIMETIC_GPU) cannot be had: fatal whichever backend runs. */
+  gpuError?: string;
 }
 
 // Minimal structural types: the `webgpu` package's types are DOM-flavoured and not in our lib.
@@ -72,41 +78,86 @@ interface GPULike {
 
 let probe: Promise<WebGPUProbe> | null = null;
 let adapterDescription: AdapterDescription | null = null;
+let gpuChoice: GpuChoice | null = null;
+let deviceList: VulkanDeviceList | null = null;
 let webgpuRegistered = false;
 
-/** Load Dawn once, expose it as navigator.gpu (what tfjs-backend-webgpu looks for), find an adapter. */
-function probeWebGPU(): Promise<WebGPUProbe> {
+/**
+ * Load Dawn once, expose it as navigator.gpu (what tfjs-backend-webgpu looks for), find an adapter.
+ * With a GPU asked for (or `list`), Dawn runs over the GPU-select layer (gpu-select.ts), which
+ * keeps that GPU only and reports every device it saw.
+ */
+function probeWebGPU(list = false): Promise<WebGPUProbe> {
   probe ??= (async (): Promise<WebGPUProbe> => {
-    let mod: { create: (flags: string[]) => GPULike; globals: Record<string, unknown> };
+    const want = requestedGpu();
+    let listFile: string | null = null;
+    if (want !== null || list) {
+      const dir = layerDir();
+      if (!dir) {
+        const what = want !== null ? `--gpu ${want}` : 'listing GPUs';
+        return { adapter: null, reason: 'GPU-select layer not built', gpuError: `${what}: the Vulkan layer that chooses GPUs by index (dist/native/vk-gpu-select) is not built; run npm run build (needs gcc)${want !== null ? ', or run without --gpu' : ''}` };
+      }
+      listFile = newListFile();
+      Object.assign(process.env, layerEnv(dir, want, listFile));
+    }
     try {
-      mod = (await import('webgpu')) as unknown as typeof mod;
-    } catch (e) {
-      return { adapter: null, reason: `the webgpu package (Dawn) could not be loaded: ${firstLine(e)}` };
+      const p = await findAdapter();
+      if (listFile === null) return p;
+      deviceList = readDeviceList(listFile);
+      if (want === null) return p;
+      if (!deviceList) {
+        const why = p.adapter ? `the Vulkan loader did not run ${VK_LAYER_NAME} (VK_ADD_LAYER_PATH needs loader 1.3.234 or later)` : `no GPU found (${p.reason})`;
+        return { ...p, gpuError: `--gpu ${want}: ${why}` };
+      }
+      try {
+        gpuChoice = chooseGpu(deviceList, want);
+      } catch (e) {
+        if (e instanceof UserError) {
+          adapterDescription = null;
+          return { adapter: null, reason: e.message, gpuError: e.message };
+        }
+        throw e;
+      }
+      return p;
+    } finally {
+      if (listFile !== null) {
+        removeListFile(listFile);
+        delete process.env['MIMETIC_VK_GPU_LIST'];
+      }
     }
-    Object.assign(globalThis, mod.globals);
-    const gpu = mod.create(dawnCreateFlags());
-    const g = globalThis as { navigator?: { gpu?: unknown } };
-    if (g.navigator === undefined) {
-      Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-    } else if (g.navigator.gpu === undefined) {
-      // Node >= 21 has a read-only navigator; define the property on it.
-      Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
-    }
-    let adapter: GPUAdapterLike | null = null;
-    try {
-      adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-    } catch (e) {
-      return { adapter: null, reason: `Dawn failed to request an adapter: ${firstLine(e)}` };
-    }
-    if (!adapter) {
-      const drivers = vulkanDriverFiles();
-      const why = drivers.length === 0 ? 'no Vulkan driver manifest found; set VK_DRIVER_FILES to one' : `none of the Vulkan drivers ${drivers.map((f) => path.basename(f)).join(', ')} gave one`;
-      return { adapter: null, reason: `Dawn found no WebGPU adapter (${why})` };
-    }
-    adapterDescription = describe(adapter);
-    return { adapter, reason: '' };
   })();
   return probe;
+}
+
+async function findAdapter(): Promise<WebGPUProbe> {
+  let mod: { create: (flags: string[]) => GPULike; globals: Record<string, unknown> };
+  try {
+    mod = (await import('webgpu')) as unknown as typeof mod;
+  } catch (e) {
+    return { adapter: null, reason: `the webgpu package (Dawn) could not be loaded: ${firstLine(e)}` };
+  }
+  Object.assign(globalThis, mod.globals);
+  const gpu = mod.create(dawnCreateFlags());
+  const g = globalThis as { navigator?: { gpu?: unknown } };
+  if (g.navigator === undefined) {
+    Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  } else if (g.navigator.gpu === undefined) {
+    // Node >= 21 has a read-only navigator; define the property on it.
+    Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+  }
+  let adapter: GPUAdapterLike | null = null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    return { adapter: null, reason: `Dawn failed to request an adapter: ${firstLine(e)}` };
+  }
+  if (!adapter) {
+    const drivers = vulkanDriverFiles();
+    const why = drivers.length === 0 ? 'no Vulkan driver manifest found; set VK_DRIVER_FILES to one' : `none of the Vulkan drivers ${drivers.map((f) => path.basename(f)).join(', ')} gave one`;
+    return { adapter: null, reason: `Dawn found no WebGPU adapter (${why})` };
+  }
+  adapterDescription = describe(adapter);
+  return { adapter, reason: '' };
 }
 
 function describe(adapter: GPUAdapterLike): AdapterDescription {
@@ -132,8 +183,43 @@ export async function webgpuAvailable(): Promise<boolean> {
   return (await probeWebGPU()).adapter !== null;
 }
 
+/** The GPU chosen with --gpu / MIMETIC_GPU for the WebGPU backend; null when none was asked for. */
+export function webgpuGpu(): GpuChoice | null {
+  return gpuChoice;
+}
+
+/**
+ * Every Vulkan device Dawn would see, with GPU indices (`mimetic gpus`, `sweep --gpus all`).
+ * Loads Dawn over the GPU-select layer; call it before any backend starts.
+ */
+export async function listGpus(): Promise<VulkanDeviceList> {
+  if (vulkanDriverFiles().length === 0) return { requested: null, devices: [] };
+  const p = await probeWebGPU(true);
+  if (p.gpuError) throw new UserError(p.gpuError);
+  return deviceList ?? { requested: null, devices: [] };
+}
+
+/**
+ * Check the GPU asked for (--gpu / MIMETIC_GPU) before any work: loads Dawn over the GPU-select
+ * layer and throws the one-line UserError (how many GPUs there are) when it cannot be had. The
+ * backend started later reuses this probe. Does nothing for the CPU backends or without a request.
+ */
+export async function checkRequestedGpu(backend: BackendName): Promise<void> {
+  if (requestedGpu() === null || (backend !== 'webgpu' && backend !== 'auto')) return;
+  if (backend === 'auto' && vulkanDriverFiles().length === 0) return;
+  const { gpuError } = await probeWebGPU();
+  if (gpuError) throw new UserError(gpuError);
+}
+
+/** What run.json records about the device: the WebGPU adapter and GPU, or null on other backends. */
+export function runDevice(): { adapter: string; gpu: GpuChoice | null } | null {
+  if (tf.getBackend() !== 'webgpu' || !adapterDescription) return null;
+  return { adapter: adapterSummary(), gpu: gpuChoice };
+}
+
 async function registerWebGPU(): Promise<void> {
-  const { adapter, reason } = await probeWebGPU();
+  const { adapter, reason, gpuError } = await probeWebGPU();
+  if (gpuError) throw new UserError(gpuError);
   if (!adapter) {
     throw new UserError(`backend webgpu is not available: ${reason}; use --backend wasm (or auto), or run where a GPU and its Vulkan driver are present`);
   }
@@ -189,12 +275,15 @@ async function registerTensorflow(): Promise<void> {
 }
 
 async function registerWasm(): Promise<void> {
-  if (tf.findBackendFactory('wasm')) return;
-  try {
-    await import('@tensorflow/tfjs-backend-wasm');
-  } catch (e) {
-    throw new UserError(`backend wasm is not available: @tensorflow/tfjs-backend-wasm could not be loaded (${firstLine(e)}); reinstall dependencies with npm ci, or use --backend cpu`);
+  if (!tf.findBackendFactory('wasm')) {
+    try {
+      await import('@tensorflow/tfjs-backend-wasm');
+    } catch (e) {
+      throw new UserError(`backend wasm is not available: @tensorflow/tfjs-backend-wasm could not be loaded (${firstLine(e)}); reinstall dependencies with npm ci, or use --backend cpu`);
+    }
   }
+  // The embedding gradient's kernel, which tfjs-backend-wasm lacks (kernels/segment-wasm.ts).
+  registerWasmSegmentSum();
 }
 
 async function activate(name: string): Promise<void> {
@@ -230,7 +319,8 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
   let why = '';
   if (name === 'auto') {
     // Without any Vulkan driver manifest Dawn can find nothing; skip loading it (and its warnings).
-    const { adapter, reason } = vulkanDriverFiles().length > 0 ? await probeWebGPU() : { adapter: null, reason: 'no Vulkan driver installed' };
+    const { adapter, reason, gpuError } = vulkanDriverFiles().length > 0 ? await probeWebGPU() : { adapter: null, reason: 'no Vulkan driver installed', gpuError: undefined };
+    if (gpuError) throw new UserError(gpuError);
     if (adapter && !adapterDescription?.software) {
       chosen = 'webgpu';
       why = `adapter: ${adapterSummary()}`;
@@ -262,6 +352,8 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
   // already chose its backend deliberately, so silence it (the `tensorflow` backend is that package).
   if (chosen === 'cpu') (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
   if (name === 'auto' && !opts.quiet) process.stderr.write(`mimetic: backend ${chosen} (${why})\n`);
+  // Which of several GPUs this process got, whenever one was asked for.
+  if (chosen === 'webgpu' && gpuChoice) process.stderr.write(`mimetic: ${gpuLine(gpuChoice)}\n`);
   return chosen;
 }
 

@@ -76,7 +76,7 @@ export function generalisationLengths(scores: { size: number; accuracy: number; 
 }
 
 export interface Task {
-  readonly name: 'copy' | 'mqar';
+  readonly name: 'copy' | 'mqar' | 'lm';
   /** Tokens the task uses: the model's vocabulary must be at least this. */
   readonly vocabSize: number;
   /** Length of a training row (the longest, for a task that trains several lengths). */
@@ -88,6 +88,8 @@ export interface Task {
   sampleEval(rng: Rng, spec: EvalSpec, examples: number): Batch;
   /** Score argmax predictions ([batch·length], aligned with targets) of a batch from sampleEval. */
   score(spec: EvalSpec, b: Batch, predictions: Int32Array): EvalScore;
+  /** Release files the task holds open (the LM task's token files). */
+  close?(): void;
 }
 
 export function emptyBatch(batch: number, length: number): Batch {

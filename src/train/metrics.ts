@@ -5,6 +5,14 @@
 import * as fs from 'node:fs';
 import type { EvalScore, GenLengths } from '../tasks/common.js';
 
+export interface HeldOut {
+  loss: number;
+  bpb: number;
+  ppl: number;
+  accuracy: number;
+  tokens: number;
+}
+
 export interface MetricsLine {
   step: number;
   loss: number;
@@ -17,6 +25,8 @@ export interface MetricsLine {
   error?: string;
   /** Accuracies by eval key, on evaluation steps. */
   eval?: Record<string, Omit<EvalScore, 'key'>>;
+  /** LM, on evaluation steps: held-out loss (nats per token), bits per byte, perplexity, next-token accuracy. */
+  heldout?: HeldOut;
   /** Copy, on evaluation steps: the generalisation lengths of this evaluation (tasks/common.ts). */
   gen?: GenLengths;
 }

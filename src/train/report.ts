@@ -22,6 +22,7 @@ function thin<T>(xs: T[], n: number): T[] {
 /** The task as a reader wants it in the run report (not JSON). */
 export function taskFact(t: TaskOptions): string {
   const ev = t.evalLengths.length ? `; also evaluated at ${t.evalLengths.join(', ')}` : '';
+  if (t.task === 'lm') return `language modelling on ${t.data}, windows of ${t.context} tokens${t.evalTasks.length ? `; also evaluated on ${t.evalTasks.join(', ')}` : ''}${ev}`;
   if (t.task === 'copy') return `copy: strings of ${t.minLen}–${t.maxLen} letters from ${t.alphabet}, rows of ${t.context} tokens${ev}`;
   return `MQAR: vocabulary ${t.vocab}, ${t.kvPairs.join('/')} key-value pairs, rows of ${t.contexts.join('/')} tokens, query gaps p(g) ∝ g^(a−1) with a = ${t.powerA}${ev}`;
 }
@@ -48,6 +49,15 @@ export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: 
     writeFileAtomic(path.join(runDir, 'loss.png'), png);
     lossImg = '<img src="loss.png" alt="training loss curve">';
   }
+  const held = metrics.filter((m) => m.heldout);
+  let heldImg = '';
+  if (held.length >= 1) {
+    writeFileAtomic(path.join(runDir, 'heldout-bpb.png'), await renderLineChart({
+      x: held.map((m) => m.step), series: [{ name: 'held-out bits per byte', values: held.map((m) => m.heldout!.bpb) }], title: 'Held-out bits per byte', xLabel: 'step', yLabel: 'bits per byte',
+    }));
+    heldImg = '<img src="heldout-bpb.png" alt="held-out bits per byte">';
+  }
+  const lastHeld = held.at(-1);
   const keys = evals.length ? Object.keys(evals[evals.length - 1]!.eval!) : [];
   if (evals.length >= 1 && keys.length) {
     const png = await renderLineChart({
@@ -89,6 +99,7 @@ export async function writeRunReport(runDir: string, metrics: MetricsLine[], s: 
 <table>${s.facts.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>
 <h2>Loss</h2>
 ${lossImg || '<p>No steps recorded.</p>'}
+${lastHeld ? `<h2>Held-out text (step ${lastHeld.step})</h2>\n<p>${lastHeld.heldout!.bpb.toFixed(4)} bits per byte, perplexity ${lastHeld.heldout!.ppl.toFixed(3)} per token, next-token accuracy ${lastHeld.heldout!.accuracy.toFixed(4)} (${lastHeld.heldout!.tokens} tokens).</p>\n${heldImg}` : ''}
 <h2>Accuracy${last ? ` (step ${last.step})` : ''}</h2>
 ${last ? `<table><tr><th>setting</th><th>trained</th><th>accuracy</th><th>char accuracy</th><th>examples</th></tr>\n${rows}</table>` : '<p>No evaluation yet.</p>'}
 ${last?.gen ? `<p>Generalisation length: ${last.gen.string} (longest evaluated string length with string accuracy ≥ 0.5), ${last.gen.char} (character accuracy ≥ 0.9).</p>` : ''}

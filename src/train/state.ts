@@ -40,6 +40,8 @@ export interface SaveArgs {
   opt: AdamWState;
   state: RunState;
   keep: number;
+  /** Steps never pruned (--checkpoint-steps). */
+  keepSteps?: Set<number>;
 }
 
 /** Write a checkpoint folder atomically, then prune older ones (keeping `keep`). Returns its path. */
@@ -56,7 +58,7 @@ export async function saveCheckpoint(a: SaveArgs): Promise<string> {
     writeSafetensors(path.join(tmp, 'optimizer.safetensors'), optTensors, { metadata: { adam_step: String(a.opt.step) } });
     writeFileAtomic(path.join(tmp, 'state.json'), JSON.stringify(a.state, null, 2) + '\n');
   }, { replace: true });
-  const all = listCheckpoints(a.runDir);
+  const all = listCheckpoints(a.runDir).filter((c) => !a.keepSteps?.has(c.step));
   for (const old of all.slice(0, Math.max(0, all.length - a.keep))) fs.rmSync(old.dir, { recursive: true, force: true });
   return dir;
 }

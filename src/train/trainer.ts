@@ -15,6 +15,7 @@ import { A_SCALES, type InitOptions, type ModelShape, type Weights, checkInitOpt
 import { A_LOG_PARAM, aLogFromParam } from '../model/mamba.js';
 import { MambaLM } from '../model/lm.js';
 import { makeTask, type TaskOptions } from '../tasks/index.js';
+import { LmTask } from '../tasks/lm.js';
 import { type Batch, type EvalScore, type Task, generalisationLengths } from '../tasks/common.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -22,7 +23,7 @@ import { Rng, deriveSeed } from '../util/rng.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
 import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
 import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
-import { MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
+import { type HeldOut, MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
 import { initFact, taskFact, writeRunReport } from './report.js';
 import { type ScheduleKind, SCHEDULES, lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState, saveCheckpoint } from './state.js';
@@ -54,6 +55,8 @@ export interface TrainConfig {
   checkpointEvery: number;
   /** Stop when every trained setting reaches this accuracy (null: never). */
   targetAcc: number | null;
+  /** Steps whose checkpoints are kept besides the last ones (absent: none). */
+  checkpointSteps?: number[];
 }
 
 export interface RunOptions {
@@ -86,6 +89,8 @@ export interface TrainResult {
 
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
+/** A run folder's prepared corpus when `mimetic train --task lm --data` was given text (cli/train.ts). */
+export const DATA_DIR = 'data';
 
 /** `mimetic train`'s peak learning rate when --lr is not given. */
 export const DEFAULT_LR = 1e-3;
@@ -119,8 +124,12 @@ export function checkTrainConfig(c: TrainConfig): Task {
   if (!(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1 && c.eps > 0)) throw new UserError('AdamW betas must be in [0, 1) and eps > 0');
   if (c.targetAcc !== null && !(c.targetAcc > 0 && c.targetAcc <= 1)) throw new UserError(`--target-acc: ${c.targetAcc} must be in (0, 1]`);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw new UserError(`--seed: ${c.seed} must be an integer ≥ 0`);
+  if (c.checkpointSteps !== undefined && !(Array.isArray(c.checkpointSteps) && c.checkpointSteps.every((x) => Number.isSafeInteger(x) && x >= 1 && x <= c.steps))) {
+    throw new UserError(`--checkpoint-steps: every step must be an integer from 1 to --steps ${c.steps}`);
+  }
   if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new UserError(`--a-scale: ${c.aScale} is not one of ${A_SCALES.join(', ')}`);
   const task = makeTask(c.task);
+  if (task.name === 'lm' && c.targetAcc !== null) throw new UserError('--target-acc: the lm task trains no accuracy setting; drop --target-acc');
   if (c.model.kind === 'fresh') {
     checkInitOptions(c.model.init);
     const cfg = freshConfig(c.model.shape);
@@ -227,6 +236,34 @@ export async function evaluate(model: MambaLM, task: Task, seed: number, example
   return scores;
 }
 
+/**
+ * Held-out language modelling: mean next-token cross-entropy (nats) over every position of the
+ * task's fixed held-out windows, as bits per byte (nats ÷ ln 2 ÷ bytes per token) and perplexity.
+ */
+export async function evaluateHeldOut(model: MambaLM, task: LmTask, examples: number, chunk: number): Promise<HeldOut> {
+  const b = task.heldOutBatch(examples);
+  chunk = Math.max(1, Math.min(chunk, Math.floor(PREDICT_LOGITS_MAX / (b.length * model.config.vocabSize))));
+  let nll = 0, right = 0;
+  for (let r = 0; r < b.batch; r += chunk) {
+    const n = Math.min(chunk, b.batch - r);
+    const ids = tf.tensor2d(b.ids.subarray(r * b.length, (r + n) * b.length), [n, b.length], 'int32');
+    const targets = tf.tensor1d(b.targets.subarray(r * b.length, (r + n) * b.length), 'int32');
+    const [sum, hits] = tf.tidy(() => {
+      const logits = model.forward(ids, { hiddenStates: false, inference: true }).logits;
+      const V = logits.shape[2];
+      const flat = logits.reshape([-1, V]);
+      const picked = tf.sum(tf.mul(flat, tf.oneHot(targets, V)), 1);
+      return [tf.sum(tf.sub(tf.logSumExp(flat, 1), picked)), tf.sum(tf.cast(tf.equal(tf.argMax(flat, 1), targets), 'float32'))];
+    });
+    nll += (await sum.data())[0]!;
+    right += (await hits.data())[0]!;
+    for (const t of [ids, targets, sum, hits]) t.dispose();
+  }
+  const tokens = b.batch * b.length;
+  const loss = nll / tokens;
+  return { loss, bpb: loss / Math.LN2 / task.bytesPerToken(), ppl: Math.exp(loss), accuracy: right / tokens, tokens };
+}
+
 /** `len=50 0.984 (char 0.999), …`: string accuracy, and character accuracy where the task has one. */
 export function fmtScores(scores: EvalScore[]): string {
   return scores.map((e) => `${e.key} ${e.accuracy.toFixed(3)}${e.charAccuracy === undefined ? '' : ` (char ${e.charAccuracy.toFixed(3)})`}`).join(', ');
@@ -290,7 +327,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
       startStep = state.step;
     }
   } else {
-    if (fs.existsSync(runDir) && (!fs.statSync(runDir).isDirectory() || fs.readdirSync(runDir).length > 0)) {
+    if (fs.existsSync(runDir) && (!fs.statSync(runDir).isDirectory() || fs.readdirSync(runDir).some((n) => n !== DATA_DIR))) {
       throw new UserError(`--out ${runDir}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${runDir}`);
     }
   }
@@ -377,10 +414,11 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   const t0 = Date.now();
   const recordFor = (s: number) => ({ ...baseRecord, ...(cfg.aScale !== null ? { aScale: cfg.aScale } : {}), trained: { task: task.options, steps: s, seed: cfg.seed } });
 
+  const keepSteps = new Set(cfg.checkpointSteps ?? []);
   const checkpoint = async (s: number, extra: Partial<RunState> = {}) => {
     const st: RunState = { step: s, dataRng: dataRng.getState(), adamStep: opt.step, trainSeconds: trainSeconds + (Date.now() - t0) / 1000, ...extra };
     if (lastEval) st.lastEval = { step: s, scores: Object.fromEntries(lastEval.map((e) => [e.key, e])) };
-    lastCheckpoint = await saveCheckpoint({ runDir, config, weights: await modelWeights(model), mimetic: recordFor(s), rawParams, opt, state: st, keep: run.keep ?? 1 });
+    lastCheckpoint = await saveCheckpoint({ runDir, config, weights: await modelWeights(model), mimetic: recordFor(s), rawParams, opt, state: st, keep: run.keep ?? 1, keepSteps });
   };
 
   const report = async (statusLine: string) => {
@@ -491,7 +529,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
       const aborted = run.signal?.aborted ?? false;
       const evalNow = step % cfg.evalEvery === 0 || step === cfg.steps;
       const halt = run.haltAfterStep !== undefined && step >= run.haltAfterStep && step < cfg.steps;
-      const ckptDue = step % cfg.checkpointEvery === 0 || step === cfg.steps;
+      const ckptDue = step % cfg.checkpointEvery === 0 || step === cfg.steps || keepSteps.has(step);
       if (!(evalNow || halt || aborted || ckptDue || pending.length >= readEvery)) continue;
 
       const lines = await settle();
@@ -503,9 +541,14 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
       if (compiled && (evalNow || ckptDue || aborted)) compiled.pull(opt);
       let reached = false;
       if (evalNow) {
+        const held = task instanceof LmTask ? await evaluateHeldOut(model, task, cfg.evalExamples, cfg.batch) : undefined;
         lastEval = await evaluate(model, task, cfg.seed, cfg.evalExamples, cfg.batch);
-        line.eval = Object.fromEntries(lastEval.map(({ key, ...rest }) => [key, rest]));
+        if (lastEval.length) line.eval = Object.fromEntries(lastEval.map(({ key, ...rest }) => [key, rest]));
+        if (held) line.heldout = held;
         if (task.name === 'copy') line.gen = generalisationLengths(lastEval);
+        const copyEval = task.name === 'lm' ? lastEval.filter((e) => e.key.startsWith('copy:')) : [];
+        if (copyEval.length) line.gen = generalisationLengths(copyEval);
+        if (held) progress.line(`step ${step}: held-out ${held.bpb.toFixed(4)} bits per byte, perplexity ${held.ppl.toFixed(3)}, next-token accuracy ${held.accuracy.toFixed(4)}`);
         const acc = trainAccuracy(lastEval);
         reached = cfg.targetAcc !== null && acc !== undefined && acc >= cfg.targetAcc;
         progress.line(`step ${step}: loss ${line.loss.toFixed(4)}, ${fmtScores(lastEval)}${line.gen ? `; generalisation length ${line.gen.string} (string), ${line.gen.char} (char)` : ''}`);
@@ -536,5 +579,6 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     for (const cs of [...compiledSteps.values()].reverse()) cs.dispose();
     disposeAdamWState(opt);
     model.dispose();
+    task.close?.();
   }
 }
