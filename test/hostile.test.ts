@@ -8,9 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFile, spawnSync } from 'node:child_process';
 import { tempDirs } from './helpers/tmpdir.js';
-import { writeSynthCheckpoint, type SynthSpec } from './helpers/synth-checkpoint.js';
+import { synthConfig, synthTensors, writeSynthCheckpoint, type SynthSpec } from './helpers/synth-checkpoint.js';
 import { STRICT } from './helpers/requires.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { SafetensorsReader, parseHeader, writeCheckpointWeights } from '../src/checkpoint/safetensors.js';
+import { cbIdentityPair, cbRowCosPair, lookbehind, rankLayers } from '../src/analysis/scores.js';
+import { writeRawSafetensors } from './helpers/safetensors-bytes.js';
 import { isUserError } from '../src/util/errors.js';
 import { freshConfig, type ModelShape } from '../src/model/init.js';
 
@@ -81,4 +84,81 @@ test('zero-sized dimensions and huge claims: inspect, score, forward, transplant
   refuses({ hiddenSize: 20_000, numLayers: 4 }, /billion parameters .* choose smaller dimensions/);
   assertOneLine(await cli(['init', '--d-model', '20000', '--n-layers', '4', '--out', path.join(dir, 'i2')], { maxOldSpaceMb: 256 }), /billion parameters/);
   assert.ok(!fs.existsSync(path.join(dir, 'i2')));
+});
+
+test('a shape nested 3 million deep, ids nested 100 000 deep and a row of 2 million ids: one line each, exit 2', async () => {
+  const dir = tmp();
+  const depth = 3_000_000;
+  const file = path.join(dir, 'deep.safetensors');
+  writeRawSafetensors(file, `{"a":{"dtype":"F32","shape":${'['.repeat(depth)}${']'.repeat(depth)},"data_offsets":[0,0]}}`);
+  assert.throws(() => SafetensorsReader.open(file), (e: Error) => isUserError(e) && /tensor 'a': shape \[\[…\]\] is not a list of non-negative integers/.test(e.message));
+  // The same for every other value a message quotes: a dtype, data_offsets, an architecture.
+  assert.throws(() => parseHeader('h', Buffer.from(`{"a":{"dtype":${'['.repeat(200_000)}${']'.repeat(200_000)}}}`), 8, 8), /unknown dtype \[\[…\]\]/);
+
+  const ckpt = path.join(dir, 'ckpt');
+  writeSynthCheckpoint(ckpt, TINY);
+  const deepIds = path.join(dir, 'deep-ids.json');
+  fs.writeFileSync(deepIds, `[[${'['.repeat(100_000)}${']'.repeat(100_000)}]]`);
+  const longRow = path.join(dir, 'long-row.json');
+  fs.writeFileSync(longRow, `[[${'1,'.repeat(2_000_000)}1]]`);
+  const probe = path.join(dir, 'probe.json');
+  fs.writeFileSync(probe, `{"ids": [[${'1,'.repeat(2_000_000)}1]]}`);
+  const out = path.join(dir, 'f.safetensors');
+  const [deep, long, score, seqLen] = await Promise.all([
+    cli(['forward', ckpt, '--ids', deepIds, '--out', out, '--backend', 'cpu']),
+    cli(['forward', ckpt, '--ids', longRow, '--out', out, '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+    cli(['score', ckpt, '--probe', probe, '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+    cli(['score', ckpt, '--seq-len', '2000000', '--backend', 'cpu'], { maxOldSpaceMb: 512 }),
+  ]);
+  assertOneLine(deep, /deep-ids\.json: token ids: id \[\[…\]\] at row 0, position 0 is outside the vocabulary/);
+  assertOneLine(long, /1 × 2000001 = 2000001 tokens, above mimetic's limit of 65536/);
+  assertOneLine(score, /probe\.json: 1 × 2000001 = 2000001 tokens, above mimetic's limit/);
+  assertOneLine(seqLen, /--seq-len 2000000: 4 × 2000000 = 8000000 tokens/);
+  assert.ok(!fs.existsSync(out));
+});
+
+/** A tiny checkpoint whose layer 1 x_proj holds NaN (and, for `inf`, an Inf in its D). */
+function nanCheckpoint(dir: string, spec: SynthSpec = { ...TINY, numLayers: 2 }): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors = synthTensors(spec);
+  for (const t of tensors) {
+    if (t.name === 'backbone.layers.1.mixer.x_proj.weight') (t.data as Float32Array).fill(NaN);
+    if (t.name === 'backbone.layers.1.mixer.D') (t.data as Float32Array)[0] = Infinity;
+  }
+  writeCheckpointWeights(dir, tensors);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(synthConfig(spec)));
+  return dir;
+}
+
+test('NaN weights: the scores say NaN (not 0.000), the layer is unranked, and a warning names the tensors', async () => {
+  // The `!(x > 0)` guards turned all-NaN weights into 0.
+  const nan = new Float32Array(8).fill(NaN);
+  assert.ok(Number.isNaN(cbIdentityPair(nan, nan, 2, 4)));
+  assert.ok(Number.isNaN(cbRowCosPair(nan, nan, 2, 4)));
+  const att = new Float32Array(4).fill(NaN);
+  assert.ok(Number.isNaN(lookbehind(att, 1, 2, 1)!));
+  const base = { cbIdentity: 0.5, cbRowCos: 0.5, maskOnes: 0.5, lookbehind: 0.5 };
+  const ranked = rankLayers([{ layer: 0, ...base, mimetic: 0.2 }, { layer: 1, ...base, cbIdentity: NaN, mimetic: NaN }, { layer: 2, ...base, mimetic: 0.9 }]);
+  assert.deepEqual(ranked.map((l) => l.rank), [2, null, 1]);
+
+  const dir = nanCheckpoint(path.join(tmp(), 'nan'));
+  const r = await cli(['score', dir, '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /mimetic: warning: layer 1 scored NaN or Inf and is left out of the ranking: non-finite values in backbone\.layers\.1\.mixer\.D \(1 Inf\), backbone\.layers\.1\.mixer\.x_proj\.weight \(144 NaN\)/);
+  const row = r.stdout.split('\n').find((l) => /^\s+—\s+1\s/.test(l));
+  assert.ok(row, r.stdout);
+  assert.match(row, /NaN/);
+  assert.doesNotMatch(row, /0\.0000/);
+  assert.match(r.stdout, /^\s+1\s+0\s/m);
+});
+
+test('train from a NaN checkpoint says the checkpoint holds non-finite values, not that the lr is too high', async () => {
+  const dir = tmp();
+  const ck = nanCheckpoint(path.join(dir, 'nan'), { ...TINY, numLayers: 2, vocab: 32 });
+  const out = path.join(dir, 'run');
+  const r = await cli(['train', '--task', 'copy', '--alphabet', '3', '--min-len', '1', '--max-len', '2', '--context', '8', '--model', ck,
+    '--steps', '1', '--eval-every', '1', '--eval-examples', '1', '--backend', 'cpu', '--quiet', '--out', out]);
+  assertOneLine(r, /nan: the checkpoint holds non-finite values \(NaN or Inf\) in backbone\.layers\.1\.mixer\.D, backbone\.layers\.1\.mixer\.x_proj\.weight; training cannot start from it/);
+  assert.doesNotMatch(r.stderr, /--lr/);
+  assert.ok(!fs.existsSync(out));
 });

@@ -5,14 +5,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { layerName } from '../checkpoint/names.js';
+import { layerName, layerPrefix } from '../checkpoint/names.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { runCheckpoint, type LayerCapture } from './capture.js';
 import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
 import type { Probe } from './probe.js';
 import {
-  bcWeights, cbIdentity, cbRowCos, cbGramMap, maskOnes, lookbehind, mimeticScore, rankLayers, channelMimetic,
+  bcWeights, cbIdentity, cbRowCos, cbGramMap, maskOnes, lookbehind, mimeticScore, rankLayers, channelMimetic, scoresFinite,
   type LayerScores, type BCWeights,
 } from './scores.js';
 
@@ -73,6 +74,32 @@ export interface AuditResult {
   /** Ranked scores, in layer order. */
   layers: LayerScores[];
   seconds: number;
+  /** Tensors holding NaN or Inf, as `name (k NaN, j Inf)`, found where a layer scored non-finite. */
+  nonFinite: string[];
+}
+
+/** `name (k NaN, j Inf)` for each of `names` holding non-finite values. */
+export function nonFiniteTensors(ckpt: Checkpoint, names: string[]): string[] {
+  const out: string[] = [];
+  for (const name of names) {
+    const d = ckpt.read(name).data;
+    let nan = 0, inf = 0;
+    for (let k = 0; k < d.length; k++) {
+      const v = d[k]!;
+      if (v !== v) nan++;
+      else if (v === Infinity || v === -Infinity) inf++;
+    }
+    if (nan || inf) out.push(`${name} (${[nan ? `${nan} NaN` : '', inf ? `${inf} Inf` : ''].filter(Boolean).join(', ')})`);
+  }
+  return out;
+}
+
+/** The warning for layers left out of the ranking, or null when every layer was ranked. */
+export function nonFiniteWarning(res: AuditResult): string | null {
+  const bad = res.layers.filter((l) => l.rank === null).map((l) => l.layer);
+  if (!bad.length) return null;
+  const shown = res.nonFinite.slice(0, 4).join(', ') + (res.nonFinite.length > 4 ? ` and ${res.nonFinite.length - 4} more` : '');
+  return `layer${bad.length > 1 ? 's' : ''} ${bad.join(', ')} scored NaN or Inf and ${bad.length > 1 ? 'are' : 'is'} left out of the ranking: ${shown ? `non-finite values in ${shown}` : 'non-finite values arise in the computation'}; the checkpoint is damaged (re-download it, or check the run that wrote it)`;
 }
 
 /** Parse `0-5,31` into sorted unique layer indices, checked against the model. */
@@ -83,7 +110,7 @@ export function parseLayerSpec(spec: string, numLayers: number): number[] {
 /** Parse `0-5,31` into sorted unique indices below `count` (layers, channels, heads), errors naming `flag`. */
 export function parseIndexSpec(spec: string, count: number, flag: string, unit: string): number[] {
   const out = new Set<number>();
-  const bad = (why: string) => new UserError(`${flag} ${JSON.stringify(spec)}: ${why}; give indices and ranges within 0-${count - 1}, e.g. 0-5,31`);
+  const bad = (why: string) => new UserError(`${flag} ${preview(spec)}: ${why}; give indices and ranges within 0-${count - 1}, e.g. 0-5,31`);
   for (const part of spec.split(',').map((p) => p.trim())) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m) throw bad(`'${part}' is not an index or a range a-b`);
@@ -136,6 +163,14 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
   if (period !== null && (period < 1 || period >= L)) throw new UserError(`probe period ${period} must be in [1, ${L}) for sequences of length ${L}`);
   const t0 = performance.now();
   const scores: UnrankedScores[] = [];
+  // Only where a layer scores non-finite are its tensors (and, if they are clean, those before it) searched for NaN and Inf.
+  const nonFinite: string[] = [];
+  const searched = new Set<string>();
+  const search = (names: string[]) => {
+    const fresh = names.filter((n) => !searched.has(n));
+    fresh.forEach((n) => searched.add(n));
+    return nonFiniteTensors(ckpt, fresh);
+  };
   await runCheckpoint(ckpt, ids, {
     capture: opts.detail ? 'internals' : 'attention',
     layers,
@@ -149,13 +184,20 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
       const bc = readBC(ckpt, i);
       const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
       scores.push(s);
+      if (!scoresFinite(s)) {
+        const own = ckpt.names().filter((n) => n.startsWith(layerPrefix(i)));
+        let found = search(own);
+        const earlier = (n: string) => Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? Infinity) < i;
+        if (!found.length) found = search(['backbone.embeddings.weight', ...ckpt.names().filter(earlier)]);
+        nonFinite.push(...found);
+      }
       const a: LayerAudit = { scores: s };
       if (opts.detail) a.detail = await layerDetail(c, cap, bc, batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
       await opts.onLayer?.(a);
     },
   });
   const ranked = rankLayers(scores).sort((x, y) => x.layer - y.layer);
-  return { layers: ranked, seconds: (performance.now() - t0) / 1000 };
+  return { layers: ranked, seconds: (performance.now() - t0) / 1000, nonFinite };
 }
 
 async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, batch: number, L: number, period: number | null, shown: number, channelBlock?: number): Promise<LayerDetail> {

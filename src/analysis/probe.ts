@@ -10,7 +10,9 @@
  */
 import * as fs from 'node:fs';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { Rng } from '../util/rng.js';
+import { checkTokenCount } from '../model/mamba.js';
 
 export interface Probe {
   /** [batch][L] token ids. */
@@ -27,6 +29,7 @@ export function defaultProbe(vocab: number, opts: { batch?: number; seqLen?: num
   const seed = opts.seed ?? DEFAULT_PROBE.seed;
   if (!Number.isInteger(batch) || batch < 1) throw new UserError(`--batch-size ${batch}: give a positive integer`);
   if (!Number.isInteger(L) || L < 2) throw new UserError(`--seq-len ${L}: give an integer of at least 2 (the probe repeats a row of ⌊L/2⌋ ids)`);
+  checkTokenCount(batch, L, `--batch-size ${batch} --seq-len ${L}`);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UserError(`--seed ${seed}: give an integer in [0, 2^32)`);
   if (!Number.isInteger(vocab) || vocab < 1) throw new Error(`vocabulary size ${vocab} is not a positive integer`);
   const m = Math.floor(L / 2);
@@ -44,13 +47,14 @@ export function defaultProbe(vocab: number, opts: { batch?: number; seqLen?: num
 export function validateProbe(p: { ids: unknown; period?: unknown }, vocab: number, where: string): Probe {
   if (!Array.isArray(p.ids) || p.ids.length === 0) throw new UserError(`${where}: "ids" must be a non-empty array of rows of token ids, e.g. {"ids": [[1, 2, 3, 1, 2, 3]], "period": 3}`);
   const L = Array.isArray(p.ids[0]) ? p.ids[0].length : -1;
+  checkTokenCount(p.ids.length, L, where);
   const ids: number[][] = [];
   p.ids.forEach((row: unknown, b: number) => {
     if (!Array.isArray(row)) throw new UserError(`${where}: ids[${b}] is not an array of token ids`);
     if (row.length !== L) throw new UserError(`${where}: rows have unequal lengths (ids[0] has ${L}, ids[${b}] has ${row.length}); give rows of equal length`);
     row.forEach((id: unknown, t: number) => {
       if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocab) {
-        throw new UserError(`${where}: ids[${b}][${t}] = ${JSON.stringify(id)} is outside the vocabulary [0, ${vocab}); give integer token ids below ${vocab}`);
+        throw new UserError(`${where}: ids[${b}][${t}] = ${preview(id)} is outside the vocabulary [0, ${vocab}); give integer token ids below ${vocab}`);
       }
     });
     ids.push(row as number[]);
@@ -58,7 +62,7 @@ export function validateProbe(p: { ids: unknown; period?: unknown }, vocab: numb
   if (L < 2) throw new UserError(`${where}: rows have ${L} token(s); give at least 2`);
   let period: number | null = null;
   if (p.period !== undefined && p.period !== null) {
-    if (typeof p.period !== 'number' || !Number.isInteger(p.period) || p.period < 1) throw new UserError(`${where}: "period" ${JSON.stringify(p.period)} must be a positive integer (or omitted)`);
+    if (typeof p.period !== 'number' || !Number.isInteger(p.period) || p.period < 1) throw new UserError(`${where}: "period" ${preview(p.period)} must be a positive integer (or omitted)`);
     if (p.period >= L) throw new UserError(`${where}: "period" ${p.period} is not smaller than the sequence length ${L}; give a period below ${L} or omit it`);
     period = p.period;
   }

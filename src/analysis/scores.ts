@@ -77,7 +77,9 @@ export function cbIdentityPair(WB: Arr, WC: Arr, N: number, E: number): number {
   let fro2 = 0;
   // Both Gram matrices are symmetric, so tr(GC·GB) = Σ_ij GC[i,j]·GB[i,j].
   for (let k = 0; k < N * N; k++) fro2 += GC[k]! * GB[k]!;
-  if (!(fro2 > 0)) return 0;
+  // NaN weights give NaN (shown as NaN, left out of the ranking), never a plausible 0.
+  if (Number.isNaN(fro2) || Number.isNaN(tr)) return NaN;
+  if (fro2 === 0) return 0;
   return tr / (Math.sqrt(N) * Math.sqrt(fro2));
 }
 
@@ -90,7 +92,7 @@ export function cbRowCosPair(WB: Arr, WC: Arr, N: number, E: number): number {
       const b = WB[n * E + e]!, c = WC[n * E + e]!;
       bc += b * c; bb += b * b; cc += c * c;
     }
-    total += bb > 0 && cc > 0 ? bc / Math.sqrt(bb * cc) : 0;
+    total += Number.isNaN(bc + bb + cc) ? NaN : bb > 0 && cc > 0 ? bc / Math.sqrt(bb * cc) : 0;
   }
   return total / N;
 }
@@ -153,6 +155,7 @@ export function lookbehind(att: Arr, batch: number, L: number, period: number | 
       const row = (b * L + t) * L;
       let den = 0;
       for (let k = 0; k <= t; k++) den += Math.abs(att[row + k]!);
+      if (Number.isNaN(den)) return NaN;
       if (den > 0) s += (Math.abs(att[row + t - period]!) + Math.abs(att[row + t - period + 1]!)) / den;
     }
   }
@@ -173,18 +176,32 @@ export interface LayerScores {
   maskOnes: number;
   lookbehind: number | null;
   mimetic: number;
-  rank: number;
+  /** 1 = most mimetic; null for a layer with a non-finite score (NaN or Inf weights), which is not ranked. */
+  rank: number | null;
 }
 
-/** Ranks by mimetic score, highest first (rank 1); ties go to the lower layer index. Returns new objects. */
-export function rankLayers<T extends Omit<LayerScores, 'rank'>>(layers: T[]): (T & { rank: number })[] {
-  const order = layers.map((_l, i) => i).sort((a, b) => {
+/** Whether every score of a layer is a finite number (a missing lookbehind counts as finite). */
+export function scoresFinite(s: Omit<LayerScores, 'rank'>): boolean {
+  return [s.cbIdentity, s.cbRowCos, s.maskOnes, s.lookbehind ?? 0, s.mimetic].every(Number.isFinite);
+}
+
+/**
+ * Ranks by mimetic score, highest first (rank 1); ties go to the lower layer index. A layer with a
+ * non-finite score gets rank null: NaN has no place in an order. Returns new objects.
+ */
+export function rankLayers<T extends Omit<LayerScores, 'rank'>>(layers: T[]): (T & { rank: number | null })[] {
+  const order = layers.map((_l, i) => i).filter((i) => scoresFinite(layers[i]!)).sort((a, b) => {
     const d = layers[b]!.mimetic - layers[a]!.mimetic;
-    return d !== 0 && !Number.isNaN(d) ? d : layers[a]!.layer - layers[b]!.layer;
+    return d !== 0 ? d : layers[a]!.layer - layers[b]!.layer;
   });
-  const rank = new Array<number>(layers.length);
+  const rank = new Array<number | null>(layers.length).fill(null);
   order.forEach((i, r) => { rank[i] = r + 1; });
-  return layers.map((l, i) => ({ ...l, rank: rank[i]! }));
+  return layers.map((l, i) => ({ ...l, rank: rank[i] ?? null }));
+}
+
+/** Sort for display: ranked layers by rank, then the unranked ones by layer index. */
+export function byRank<T extends { rank: number | null; layer: number }>(a: T, b: T): number {
+  return (a.rank ?? Infinity) - (b.rank ?? Infinity) || a.layer - b.layer;
 }
 
 /**

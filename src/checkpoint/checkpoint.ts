@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
 import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
@@ -33,7 +34,7 @@ export type LayerWeights = Record<string, Tensor>;
 /** Validate a shard file name from an index: a plain name inside the checkpoint folder. */
 export function checkShardName(indexPath: string, name: unknown): string {
   if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\') || path.isAbsolute(name) || name.includes('\0')) {
-    throw new UserError(`${indexPath}: shard name ${JSON.stringify(name)} is not a plain file name inside the checkpoint folder; the index is corrupt or hostile`);
+    throw new UserError(`${indexPath}: shard name ${preview(name)} is not a plain file name inside the checkpoint folder; the index is corrupt or hostile`);
   }
   return name;
 }

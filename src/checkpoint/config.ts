@@ -3,6 +3,7 @@
  * tensor shapes fix are taken from the shapes (see checkpoint.ts); the config supplies the rest.
  */
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 
 export type Arch = 'mamba1' | 'mamba2' | 'falcon_mamba';
 
@@ -126,7 +127,7 @@ export function readConfigHints(cfg: Record<string, unknown>, where: string): Ra
   if (modelType === undefined && 'd_model' in cfg && 'n_layer' in cfg) {
     const ssm = (cfg.ssm_cfg && typeof cfg.ssm_cfg === 'object' ? cfg.ssm_cfg : {}) as Record<string, unknown>;
     if (ssm.layer !== undefined && ssm.layer !== 'Mamba1' && ssm.layer !== 'Mamba2') {
-      throw new UserError(`${where}: unknown ssm_cfg.layer ${JSON.stringify(ssm.layer)}; mimetic reads Mamba1 and Mamba2 layers`);
+      throw new UserError(`${where}: unknown ssm_cfg.layer ${preview(ssm.layer)}; mimetic reads Mamba1 and Mamba2 layers`);
     }
     // mamba_ssm's hybrids (attention layers, MLPs between mixers) are another architecture.
     if ((Array.isArray(cfg.attn_layer_idx) && cfg.attn_layer_idx.length > 0) || (int(cfg.d_intermediate) ?? 0) > 0) {
@@ -157,7 +158,7 @@ export function readConfigHints(cfg: Record<string, unknown>, where: string): Ra
   if (modelType === 'mamba2' || archs.includes('Mamba2ForCausalLM')) arch = 'mamba2';
   if (modelType === 'falcon_mamba' || archs.includes('FalconMambaForCausalLM')) arch = 'falcon_mamba';
   if (!arch) {
-    throw new UserError(`${where}: unknown architecture (model_type ${JSON.stringify(modelType ?? null)}, architectures ${JSON.stringify(archs)}); mimetic reads Mamba, Mamba-2 and Falcon-Mamba checkpoints`);
+    throw new UserError(`${where}: unknown architecture (model_type ${preview(modelType ?? null)}, architectures ${preview(archs)}); mimetic reads Mamba, Mamba-2 and Falcon-Mamba checkpoints`);
   }
   const hints: RawConfigHints = {
     arch,

@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { modelInfo, listFiles, HubApiError, type ListFileEntry } from '@huggingface/hub';
 import { UserError } from '../util/errors.js';
+import { printable } from '../util/text.js';
 import { INDEX_FILE, checkShardName } from './checkpoint.js';
 import { type HubId, RepoCache, COMMIT_RE, ETAG_RE, hubCacheDir, envOffline, cachedSnapshot, shardsOfIndex } from './hub-cache.js';
 import { Progress, type ProgressSink, formatBytes } from './progress.js';
@@ -115,6 +116,10 @@ export function hubEndpoint(explicit?: string): string {
     throw new UserError(`HF_ENDPOINT: '${redact(raw)}' is not a URL; set it to e.g. ${DEFAULT_ENDPOINT}`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UserError(`HF_ENDPOINT: '${redact(raw)}' is not an http(s) URL`);
+  // Credentials in the URL would be printed in every message naming the endpoint (and fetch refuses them).
+  if (u.username || u.password) {
+    throw new UserError(`HF_ENDPOINT: '${u.protocol}//***@${printable(u.host)}${printable(u.pathname.replace(/\/$/, ''))}' holds a user name or password; remove them from the URL and give the token with HF_TOKEN or --token`);
+  }
   return raw;
 }
 
@@ -124,9 +129,9 @@ export function redact(s: string, token?: string): string {
   if (token) out = out.split(token).join('hf_***');
   return out
     .replace(/hf_[A-Za-z0-9_-]{4,}/g, 'hf_***')
-    .replace(/(bearer\s+)[^\s"',;]+/gi, '$1***')
+    .replace(/(bearer\s+)[^\s"',;)\]}>]+/gi, '$1***')
     .replace(/(\/\/)[^/@\s]+@/g, '$1***@')
-    .replace(/([?&](?:token|access_token|signature|x-amz-signature|x-amz-credential|key-pair-id|policy)=)[^&\s"']+/gi, '$1***');
+    .replace(/([?&](?:token|access_token|signature|x-amz-signature|x-amz-credential|key-pair-id|policy)=)[^&\s"',;)\]}>]+/gi, '$1***');
 }
 
 function envSeconds(name: string, dflt: number): number {
@@ -311,12 +316,13 @@ async function openTransfer(ctx: Ctx, file: RemoteFile, commit: string, offset: 
 
 async function errorBody(res: Response): Promise<string> {
   try {
+    // The body is the server's text: no control character of it reaches the terminal.
     const text = (await res.text()).slice(0, 300);
     try {
       const j = JSON.parse(text) as { error?: unknown; message?: unknown };
-      return String(j.error ?? j.message ?? text);
+      return printable(String(j.error ?? j.message ?? text).replace(/\s+/g, ' ').trim());
     } catch {
-      return text.replace(/\s+/g, ' ').trim();
+      return printable(text.replace(/\s+/g, ' ').trim());
     }
   } catch {
     return '';
@@ -358,7 +364,9 @@ async function fetchBlob(ctx: Ctx, file: RemoteFile, commit: string): Promise<nu
   for (let attempt = 1; have < file.size || !fs.existsSync(part); attempt++) {
     if (attempt > MAX_ATTEMPTS || stalled >= MAX_STALLED_ATTEMPTS) {
       ctx.progress.abort();
-      throw new UserError(`${ctx.id.repo}/${file.name}: download failed after ${attempt - 1} attempts (${lastError}); what arrived is kept in ${part} and the next pull resumes it`);
+      // Only a file that exists is promised to the user (nothing may have arrived at all).
+      const kept = fileSize(part) > 0 ? `what arrived is kept in ${part} and the next pull resumes it` : 'nothing arrived; try again later';
+      throw new UserError(`${ctx.id.repo}/${file.name}: download failed after ${attempt - 1} attempts (${lastError}); ${kept}`);
     }
     const before = have;
     try {

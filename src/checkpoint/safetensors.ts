@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { tempSibling, writeFileAtomic } from '../util/atomic.js';
 import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, widenHalfInPlace, f32ToBf16, f32ToF16 } from './dtypes.js';
 
@@ -73,15 +74,15 @@ export function parseHeader(file: string, headerBytes: Uint8Array, dataStart: nu
       continue;
     }
     if (!isPlainObject(entry)) throw new SafetensorsError(file, name, 'header entry is not an object; the file is corrupt');
-    if (!isDType(entry.dtype)) throw new SafetensorsError(file, name, `unknown dtype ${JSON.stringify(entry.dtype)} (known: ${Object.keys(DTYPE_SIZES).join(', ')})`);
+    if (!isDType(entry.dtype)) throw new SafetensorsError(file, name, `unknown dtype ${preview(entry.dtype)} (known: ${Object.keys(DTYPE_SIZES).join(', ')})`);
     const dtype = entry.dtype;
     const shape = entry.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
-      throw new SafetensorsError(file, name, `shape ${JSON.stringify(shape)} is not a list of non-negative integers; the file is corrupt`);
+      throw new SafetensorsError(file, name, `shape ${preview(shape)} is not a list of non-negative integers; the file is corrupt`);
     }
     const offs = entry.data_offsets;
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && (o as number) >= 0)) {
-      throw new SafetensorsError(file, name, `data_offsets ${JSON.stringify(offs)} is not a pair of non-negative integers; the file is corrupt`);
+      throw new SafetensorsError(file, name, `data_offsets ${preview(offs)} is not a pair of non-negative integers; the file is corrupt`);
     }
     const [b, en] = offs as [number, number];
     if (b > en || en > dataSize) {

@@ -5,10 +5,7 @@ import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { formatBytes } from '../checkpoint/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
-/** Text from config.json shown without control characters (a source path is outside text). */
-function printable(v: unknown): string {
-  return String(v).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
-}
+import { printable } from '../util/text.js';
 
 /** What `mimetic init`, `transplant` and `train` recorded under "mimetic" in config.json, as label/text rows. */
 export function provenanceRows(raw: Record<string, unknown>): [string, string][] {
@@ -88,7 +85,8 @@ export function inspectText(ckpt: Checkpoint, where: string): string {
   const w = Math.max(...rows.map((r) => r[0].length));
   const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
   for (const f of ckpt.files) lines.push(`${' '.repeat(w)}    ${f.name}  ${formatBytes(f.bytes)} (${f.bytes} bytes)`);
-  return lines.join('\n') + '\n';
+  // Paths and shard names are outside text: no control characters reach the terminal.
+  return lines.map(printable).join('\n') + '\n';
 }
 
 export function register(program: Command): void {

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { isUserError } from '../util/errors.js';
+import { printable } from '../util/text.js';
 import { commands } from './commands.js';
 
 /** package.json's version (dist/src/cli/main.js → ../../../package.json). */
@@ -44,18 +45,19 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) {
       // --help and --version exit 0; `mimetic` alone printed its help to stderr.
       if (e.exitCode === 0 || e.code === 'commander.help') return e.exitCode === 0 ? 0 : 2;
-      process.stderr.write(`${commanderLine(e.message, argv, program)}\n`);
+      process.stderr.write(`${printable(commanderLine(e.message, argv, program))}\n`);
       return 2;
     }
     if (isUserError(e)) {
-      process.stderr.write(`mimetic: ${(e as Error).message}\n`);
+      // Messages quote outside text (file and tensor names, server replies): one line, no escapes.
+      process.stderr.write(`mimetic: ${printable((e as Error).message)}\n`);
       if (debug) process.stderr.write(`${(e as Error).stack}\n`);
       // An interrupted download carries 130 (the shell's code for Ctrl-C); other user errors are 2.
       const code = (e as { exitCode?: unknown }).exitCode;
       return typeof code === 'number' ? code : 2;
     }
     if (debug) throw e;
-    process.stderr.write(`mimetic: internal error: ${(e as Error)?.message ?? String(e)} (run again with --debug for the stack trace)\n`);
+    process.stderr.write(`mimetic: internal error: ${printable((e as Error)?.message ?? String(e))} (run again with --debug for the stack trace)\n`);
     return 1;
   }
 }

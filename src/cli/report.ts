@@ -6,6 +6,8 @@ import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { initBackend } from '../model/backend.js';
 import { checkOutput, checkpointName, writeReport } from '../report/report.js';
 import { layerProgress } from '../util/progress.js';
+import { printable } from '../util/text.js';
+import { nonFiniteWarning } from '../analysis/audit.js';
 import { hubOptionsFrom } from './hub-options.js';
 import { addGpuOption, applyGpuOption } from './gpu-option.js';
 import { REFERENCE_NOTICE, addAuditOptions, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
@@ -34,6 +36,8 @@ export async function reportCommand(arg: string, o: AuditCliOptions & { out?: st
       onReference: () => { if (o.reference !== false) process.stderr.write(REFERENCE_NOTICE); },
     });
     bar.done();
+    const nf = nonFiniteWarning({ layers: report.scores, seconds: report.seconds, nonFinite: report.nonFinite });
+    if (nf) process.stderr.write(`mimetic: warning: ${printable(nf)}\n`);
     process.stdout.write(`${scoreTable(report.scores, Boolean(process.stdout.isTTY), ckpt.config.numLayers, report.reference ?? undefined)}\nwrote ${path.join(out, 'index.html')} (${report.layers.length} layer pages, ${report.seconds.toFixed(1)} s)\n`);
   } finally {
     ckpt.close();

@@ -4,12 +4,13 @@
  */
 import { Option, type Command } from 'commander';
 import { UserError } from '../util/errors.js';
+import { printable } from '../util/text.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
-import { auditCheckpoint, parseLayerSpec } from '../analysis/audit.js';
+import { auditCheckpoint, nonFiniteWarning, parseLayerSpec } from '../analysis/audit.js';
 import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';
-import type { LayerScores } from '../analysis/scores.js';
+import { byRank, type LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
 import { layerProgress } from '../util/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
@@ -78,7 +79,7 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
 }
 
 function fmt(v: number | null): string {
-  return v === null ? '—' : v.toFixed(4);
+  return v === null ? '—' : Number.isFinite(v) ? v.toFixed(4) : String(v);
 }
 
 /**
@@ -89,14 +90,14 @@ export function scoreTable(layers: LayerScores[], color: boolean, numLayers: num
   const top = highlightCount(numLayers);
   const head = ['rank', 'layer', 'mimetic', 'cbIdentity', 'cbRowCos', 'maskOnes', 'lookbehind'];
   const cells = (l: Omit<LayerScores, 'rank' | 'layer'>) => [fmt(l.mimetic), fmt(l.cbIdentity), fmt(l.cbRowCos), fmt(l.maskOnes), fmt(l.lookbehind)];
-  const rows = [...layers].sort((a, b) => a.rank - b.rank).map((l) => [String(l.rank), String(l.layer), ...cells(l)]);
+  const rows = [...layers].sort(byRank).map((l) => [l.rank === null ? '—' : String(l.rank), String(l.layer), ...cells(l)]);
   const refRows = ref ? (['default', 'mimetic'] as const).map((k) => ['ref', k, ...cells(ref[k])]) : [];
   const widths = head.map((h, j) => Math.max(h.length, ...[...rows, ...refRows].map((r) => r[j]!.length)));
   const line = (r: string[]) => r.map((c, j) => c.padStart(widths[j]!)).join('  ');
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  ')];
   rows.forEach((r, k) => {
     const s = line(r);
-    out.push(color && k < top ? `\x1b[1;32m${s}\x1b[0m` : s);
+    out.push(color && k < top && r[0] !== '—' ? `\x1b[1;32m${s}\x1b[0m` : s);
   });
   if (refRows.length) out.push(widths.map((w) => '·'.repeat(w)).join('  '), ...refRows.map(line));
   return out.join('\n');
@@ -128,6 +129,8 @@ export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: bo
       onLayer: (a) => bar.update(++done, total, a.scores.layer),
     });
     bar.done();
+    const nf = nonFiniteWarning(res);
+    if (nf) process.stderr.write(`mimetic: warning: ${printable(nf)}\n`);
     const ref = await referenceFor(ckpt, p, o);
     if (o.json) {
       process.stdout.write(JSON.stringify({ checkpoint: arg, arch: ckpt.config.arch, probe: { ids: p.probe.ids, period: p.probe.period }, layers: res.layers, ...(ref ? { reference: ref } : {}) }) + '\n');

@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { selectiveScan, ssdScan } from './kernels/scan.js';
 import './kernels/scan-cpu.js'; // registers the CPU kernels whenever the model is imported
 import type { LayerParams } from './weights.js';
@@ -254,15 +255,29 @@ export function block(c: MambaConfig, p: LayerParams, residual: tf.Tensor3D, opt
   return { residual: next, mixerInput, internals: m.internals };
 }
 
+/**
+ * Most tokens (rows × length) one run takes: every layer holds several [B, L, d_inner] tensors, so
+ * a row of millions of ids would take tens of GB and abort inside the wasm backend.
+ */
+export const MAX_TOKENS = 65_536;
+
+/** Refuse B·L past MAX_TOKENS, before anything is allocated for it. */
+export function checkTokenCount(batch: number, len: number, where: string): void {
+  if (batch * len > MAX_TOKENS) {
+    throw new UserError(`${where}: ${batch} × ${len} = ${batch * len} tokens, above mimetic's limit of ${MAX_TOKENS} per run; give fewer or shorter sequences`);
+  }
+}
+
 /** Validate token ids against a vocabulary (also the CLI's check of an ids file). */
 export function checkIds(ids: number[][], vocab: number): void {
   if (!Array.isArray(ids) || ids.length === 0) throw new UserError('token ids: empty input; give at least one sequence of at least one token');
   const L = Array.isArray(ids[0]) ? ids[0].length : -1;
   if (L <= 0) throw new UserError('token ids: each sequence must be a non-empty array of integers');
+  checkTokenCount(ids.length, L, 'token ids');
   ids.forEach((row, r) => {
     if (!Array.isArray(row) || row.length !== L) throw new UserError(`token ids: row ${r} has ${Array.isArray(row) ? row.length : 'no'} tokens but row 0 has ${L}; all sequences must have the same length`);
     row.forEach((v, t) => {
-      if (!Number.isInteger(v) || v < 0 || v >= vocab) throw new UserError(`token ids: id ${JSON.stringify(v)} at row ${r}, position ${t} is outside the vocabulary [0, ${vocab - 1}]`);
+      if (!Number.isInteger(v) || v < 0 || v >= vocab) throw new UserError(`token ids: id ${preview(v)} at row ${r}, position ${t} is outside the vocabulary [0, ${vocab - 1}]`);
     });
   });
 }

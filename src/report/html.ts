@@ -3,7 +3,7 @@
  * checkpoint (names, config values, paths) goes through escapeHtml. No scripts, no external
  * resources: the folder works offline and from a plain file server.
  */
-import type { LayerScores } from '../analysis/scores.js';
+import { byRank, type LayerScores } from '../analysis/scores.js';
 import { referenceNote } from '../analysis/reference.js';
 import { escapeHtml as e } from '../render/escape.js';
 import type { ChannelEntry, LayerReport, ReportJson } from './types.js';
@@ -94,7 +94,7 @@ const DEFINITIONS = `
 
 function scoreRow(s: LayerScores, link: string | null, top: boolean): string {
   const name = link ? `<a href="${e(link)}">layer ${s.layer}</a>` : `layer ${s.layer}`;
-  return `<tr${top ? ' class="top"' : ''}><td class="n">${s.rank}</td><td>${name}${top ? ' ★' : ''}</td><td class="n">${fmt(s.mimetic)}</td><td class="n">${fmt(s.cbIdentity)}</td><td class="n">${fmt(s.cbRowCos)}</td><td class="n">${fmt(s.maskOnes)}</td><td class="n">${fmt(s.lookbehind)}</td></tr>`;
+  return `<tr${top ? ' class="top"' : ''}><td class="n">${s.rank ?? '—'}</td><td>${name}${top ? ' ★' : ''}</td><td class="n">${fmt(s.mimetic)}</td><td class="n">${fmt(s.cbIdentity)}</td><td class="n">${fmt(s.cbRowCos)}</td><td class="n">${fmt(s.maskOnes)}</td><td class="n">${fmt(s.lookbehind)}</td></tr>`;
 }
 
 /** The reference rows under a score table, and the note saying what they are. */
@@ -136,12 +136,12 @@ function vocab(c: Record<string, unknown>): string {
 export function indexPage(r: ReportJson): string {
   const c = r.checkpoint.config;
   const HIGHLIGHT = highlightCount(c.numLayers as number);
-  const ranked = [...r.scores].sort((a, b) => a.rank - b.rank);
+  const ranked = [...r.scores].sort(byRank);
   const pageOf = new Map(r.layers.map((l) => [l.layer, l.page]));
   const thumbs = [...r.layers].sort((a, b) => a.layer - b.layer).map((l) => {
     const s = r.scores.find((x) => x.layer === l.layer)!;
-    const top = s.rank <= HIGHLIGHT;
-    return `<a class="thumb${top ? ' top' : ''}" href="${e(l.page)}"><img src="${e(l.images.thumb)}" alt="layer ${l.layer} mean attention" width="96" height="96">layer ${l.layer}<br>rank ${s.rank} · ${fmt(s.mimetic, 2)}</a>`;
+    const top = s.rank !== null && s.rank <= HIGHLIGHT;
+    return `<a class="thumb${top ? ' top' : ''}" href="${e(l.page)}"><img src="${e(l.images.thumb)}" alt="layer ${l.layer} mean attention" width="96" height="96">layer ${l.layer}<br>${s.rank === null ? 'unranked' : `rank ${s.rank}`} · ${fmt(s.mimetic, 2)}</a>`;
   }).join('\n');
   const files = r.checkpoint.files.map((f) => `${e(f.name)} (${bytes(f.bytes)})`).join(', ');
   const dtypes = Object.entries(r.checkpoint.dtypes).map(([k, v]) => `${e(k)}: ${v}`).join(', ');
@@ -165,7 +165,7 @@ export function indexPage(r: ReportJson): string {
 <p class="note">${Math.min(HIGHLIGHT, ranked.length) === 1 ? 'The most mimetic layer is' : `The ${Math.min(HIGHLIGHT, ranked.length)} most mimetic layers are`} highlighted (★). Definitions below.</p>
 <table>
 ${SCORE_HEAD}
-${ranked.map((s) => scoreRow(s, pageOf.get(s.layer) ?? null, s.rank <= HIGHLIGHT)).join('\n')}
+${ranked.map((s) => scoreRow(s, pageOf.get(s.layer) ?? null, s.rank !== null && s.rank <= HIGHLIGHT)).join('\n')}
 ${referenceRows(r)}
 </table>
 ${referenceNoteHtml(r)}
@@ -199,10 +199,10 @@ export function layerPage(r: ReportJson, l: LayerReport): string {
   const body = `
 ${nav}
 <h1>Layer ${l.layer}</h1>
-<p class="sub">${e(r.checkpoint.name)} — rank ${s.rank} of ${r.scores.length}, mimetic score <span class="score-big">${fmt(s.mimetic)}</span></p>
+<p class="sub">${e(r.checkpoint.name)} — ${s.rank === null ? 'not ranked (non-finite scores)' : `rank ${s.rank}`} of ${r.scores.length}, mimetic score <span class="score-big">${fmt(s.mimetic)}</span></p>
 <table>
 ${SCORE_HEAD}
-${scoreRow(s, null, s.rank <= HIGHLIGHT)}
+${scoreRow(s, null, s.rank !== null && s.rank <= HIGHLIGHT)}
 ${referenceRows(r)}
 </table>
 ${referenceNoteHtml(r)}

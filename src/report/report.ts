@@ -207,6 +207,7 @@ export async function writeReport(ckpt: Checkpoint, opts: ReportOptions): Promis
       backend: opts.backend,
       seconds: res.seconds,
       scores: res.layers,
+      nonFinite: res.nonFinite,
       reference,
       layers: layers.sort((a, b) => a.layer - b.layer),
       chart: 'img/scores.png',

@@ -57,6 +57,8 @@ export interface ReportJson {
   seconds: number;
   /** Scores in layer order (audited layers only). */
   scores: LayerScores[];
+  /** Tensors holding NaN or Inf (their layers are unranked), as `name (k NaN, j Inf)`. */
+  nonFinite: string[];
   /** A fresh default-init and mimetic-init layer of the same shape on the same probe; null when not computed. */
   reference: ReferenceScores | null;
   layers: LayerReport[];

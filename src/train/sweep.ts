@@ -23,6 +23,7 @@ import { childGpuEnv } from '../model/gpu-select.js';
 import { parseMimeticParts } from '../model/init.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { preview } from '../util/text.js';
 import { SCHEDULES } from './schedule.js';
 import { listCheckpoints, readRunState } from './state.js';
 import { METRICS_FILE, RUN_FILE, type TrainConfig } from './trainer.js';
@@ -85,7 +86,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 /** Check one option value; `where` names it in the config (e.g. `grid.lr[1]`). */
 function checkValue(key: string, v: unknown, where: string): OptValue {
-  const bad = (what: string) => new UserError(`${where}: ${JSON.stringify(v)} ${what}`);
+  const bad = (what: string) => new UserError(`${where}: ${preview(v)} ${what}`);
   if (Array.isArray(v)) {
     if (!INT_LIST_OPTS.has(key) && key !== 'mimetic') throw bad(`is a list, but --${kebab(key)} takes one value`);
     if (v.length === 0) throw bad('is an empty list');

@@ -341,6 +341,11 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
     try {
       const w: Record<string, Tensor> = {};
       for (const n of ck.names()) w[n] = ck.read(n);
+      // NaN or Inf weights make the first loss NaN, which would read as a learning-rate problem.
+      const bad = Object.entries(w).filter(([, t]) => !t.data.every(Number.isFinite)).map(([n]) => n);
+      if (bad.length) {
+        throw new UserError(`${p}: the checkpoint holds non-finite values (NaN or Inf) in ${bad.slice(0, 3).join(', ')}${bad.length > 3 ? ` and ${bad.length - 3} more tensors` : ''}; training cannot start from it — re-download it or choose another checkpoint`);
+      }
       return { config: ck.config, weights: w, record: mimeticRecordOf(ck.rawConfig) };
     } finally {
       ck.close();
