@@ -14,6 +14,7 @@
  * GPU indices count the devices that are not CPU implementations (lavapipe, SwiftShader), in the
  * driver's order; where every device is a CPU one (CI), those count, so `--gpu 0` still works.
  */
+import { printable } from '../util/text.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -59,7 +60,7 @@ export interface GpuChoice {
 export function parseGpuIndex(value: unknown, option = '--gpu'): number {
   const s = String(value).trim();
   const n = /^\d+$/.test(s) ? Number(s) : NaN;
-  if (!Number.isSafeInteger(n)) throw new UserError(`${option}: '${printable(String(value))}' is not a GPU index (0, 1, …); \`mimetic gpus\` lists them`);
+  if (!Number.isSafeInteger(n)) throw new UserError(`${option}: '${printable(value)}' is not a GPU index (0, 1, …); \`mimetic gpus\` lists them`);
   return n;
 }
 
@@ -151,12 +152,12 @@ export function chooseGpu(list: VulkanDeviceList, index: number): GpuChoice {
     const fix = gpus.length === 0 ? 'run without --gpu, or where a GPU and its Vulkan driver are present' : `choose --gpu ${gpus.length === 1 ? '0' : `0 to ${gpus.length - 1}`}`;
     throw new UserError(`--gpu ${index}: ${have}; ${fix}`);
   }
-  return { index, count: gpus.length, name: printable(d.name), type: d.type, uuid: d.uuid };
+  return { index, count: gpus.length, name: driverText(d.name), type: d.type, uuid: d.uuid };
 }
 
 /** "0: NVIDIA H200 (discrete)". */
 export function describeDevice(d: VulkanDevice): string {
-  return `${d.gpu}: ${printable(d.name) || 'unnamed device'} (${d.type === 'cpu' ? 'a CPU implementation' : d.type})`;
+  return `${d.gpu}: ${driverText(d.name) || 'unnamed device'} (${d.type === 'cpu' ? 'a CPU implementation' : d.type})`;
 }
 
 /** What mimetic prints once a run has its GPU, e.g. "GPU 1 of 8: NVIDIA H200 (discrete, uuid 4f…)". */
@@ -164,8 +165,7 @@ export function gpuLine(c: GpuChoice): string {
   return `GPU ${c.index} of ${c.count}: ${c.name || 'unnamed device'} (${c.type === 'cpu' ? 'a CPU implementation' : c.type}${c.uuid ? `, uuid ${c.uuid}` : ''})`;
 }
 
-/** Driver text goes to a terminal: no control characters. */
-function printable(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, 200);
+/** Driver text goes to a terminal: util/text's printable, kept short. */
+function driverText(s: string): string {
+  return printable(s).slice(0, 200);
 }
