@@ -16,6 +16,7 @@ command -v xz >/dev/null || die "xz missing: apt-get install xz-utils"
 
 # Build. Errors in files still being written elsewhere should not stop a bundle of what compiled.
 npx tsc -p tsconfig.json || echo "make-bundle: tsc reported errors (above); bundling what it emitted" >&2
+bash native/vk-gpu-select/build.sh   # --gpu i on the GPU host (dist/native/vk-gpu-select)
 [ -f dist/src/cli/main.js ] || die "dist/src/cli/main.js missing after the build"
 
 STAGE="$ROOT/bundle.tmp-$$"   # *.tmp-* is git-ignored
@@ -35,11 +36,14 @@ cp "$node_xz" "$STAGE/node.xz"
 
 # --- node_modules, production only, linux-x64 only ---------------------------------------------
 echo "make-bundle: node_modules" >&2
-cp -a node_modules "$STAGE/app/node_modules"
+# readlink: in a git worktree node_modules may be a link, and pruning through it would prune the original.
+cp -a "$(readlink -f node_modules)" "$STAGE/app/node_modules"
 NM="$STAGE/app/node_modules"
 # Dev dependencies and what only they need; tfjs-node-gpu has no native binding here and is never
 # required (backend.ts imports it lazily and reports it missing).
 rm -rf "$NM"/{typescript,playwright-core,@types,undici-types,.bin,.cache} "$NM/@tensorflow/tfjs-node-gpu"
+# The optional text corpora (138 MB): the GPU host gets a prepared, compressed token file instead.
+rm -rf "$NM"/@stdlib
 # Native builds for other platforms.
 for d in "$NM"/webgpu/dist/*; do [ "$(basename "$d")" = linux-x64 ] || rm -rf "$d"; done
 for d in "$NM"/@img/*; do case "$(basename "$d")" in *linux-x64*|colour) ;; *) rm -rf "$d" ;; esac; done
