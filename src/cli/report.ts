@@ -10,7 +10,8 @@ import { printable } from '../util/text.js';
 import { nonFiniteWarning } from '../analysis/audit.js';
 import { hubOptionsFrom } from './hub-options.js';
 import { addGpuOption, applyGpuOption } from './gpu-option.js';
-import { REFERENCE_NOTICE, addAuditOptions, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
+import { REFERENCE_NOTICE, addAuditOptions, auditSeriesFor, parseAuditOptions, scoreTable, type AuditCliOptions } from './score.js';
+import { checkSeriesOutput, seriesTable, writeSeriesReport } from '../report/series.js';
 
 /** reports/<name>, the name made safe as a folder name. */
 export function defaultReportDir(arg: string): string {
@@ -18,8 +19,21 @@ export function defaultReportDir(arg: string): string {
   return path.join('reports', name);
 }
 
+/** `--steps`: the series folder (heatmaps depth × step, each layer against step) instead of one checkpoint's pages. */
+async function reportSeriesCommand(arg: string, out: string, o: AuditCliOptions & { force?: boolean }): Promise<void> {
+  checkSeriesOutput(out, Boolean(o.force));
+  const { series, parsed, backend } = await auditSeriesFor(arg, o, false);
+  if (series.nonFinite.length) process.stderr.write(`mimetic: warning: ${printable(`non-finite weights (those layers are unranked): ${series.nonFinite.join('; ')}`)}\n`);
+  await writeSeriesReport(series, { out, force: o.force, source: arg, backend, probe: parsed.probe });
+  process.stdout.write(`mimetic score per layer and step\n${seriesTable(series)}\nwrote ${path.join(out, 'index.html')} (${series.checkpoints.length} checkpoints, ${series.seconds.toFixed(1)} s)\n`);
+}
+
 export async function reportCommand(arg: string, o: AuditCliOptions & { out?: string; force?: boolean }): Promise<void> {
   const out = o.out ?? defaultReportDir(arg);
+  if (o.steps !== undefined) {
+    await applyGpuOption(o.gpu, o.backend);
+    return reportSeriesCommand(arg, out, o);
+  }
   // Refuse a foreign output folder before any download or computation.
   checkOutput(out, Boolean(o.force));
   await applyGpuOption(o.gpu, o.backend);

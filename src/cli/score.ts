@@ -16,6 +16,7 @@ import { layerProgress } from '../util/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 import { addGpuOption, applyGpuOption } from './gpu-option.js';
 import { referenceNote, referenceScores, type ReferenceScores } from '../analysis/reference.js';
+import { auditSeries, findSeries, selectSteps, seriesTable, type SeriesResult } from '../report/series.js';
 
 export interface AuditCliOptions extends HubCliOptions {
   layers?: string;
@@ -30,6 +31,8 @@ export interface AuditCliOptions extends HubCliOptions {
   channelBlock?: string;
   /** commander's --no-reference. */
   reference?: boolean;
+  /** A run folder's (or a folder of checkpoints') series: 'all' or a list of kept steps. */
+  steps?: string;
 }
 
 export function addAuditOptions(cmd: Command): Command {
@@ -43,7 +46,8 @@ export function addAuditOptions(cmd: Command): Command {
     .option('--seed <n>', 'default probe: random seed; default 0')
     .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
-    .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)');
+    .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)')
+    .option('--steps <spec>', "audit a run's kept checkpoints (RUN_DIR/checkpoints/step-N, or a folder of checkpoint folders): 'all' or a list of steps");
   addGpuOption(cmd);
   addHubOptions(cmd);
   return cmd;
@@ -112,8 +116,47 @@ export async function referenceFor(ckpt: Checkpoint, p: ParsedAudit, o: AuditCli
   return referenceScores(ckpt.config, p.probe, { channelBlock: p.channelBlock });
 }
 
+/**
+ * The checkpoints `--steps` picks from a run folder, the audit options checked against the first
+ * one (which fixes the shape, hence the probe's vocabulary), and the series audited with progress.
+ */
+export async function auditSeriesFor(arg: string, o: AuditCliOptions, quiet: boolean): Promise<{ series: SeriesResult; parsed: ParsedAudit; backend: string }> {
+  const entries = selectSteps(findSeries(arg), o.steps!);
+  const first = Checkpoint.open(entries[0]!.dir);
+  let p: ParsedAudit;
+  let per: number;
+  try {
+    p = parseAuditOptions(o, first);
+    per = p.layers?.length ?? first.config.numLayers;
+  } finally {
+    first.close();
+  }
+  const backend = await initBackend(p.backend, { quiet });
+  const bar = layerProgress('scoring');
+  let done = 0;
+  const series = await auditSeries(entries, {
+    probe: p.probe, layers: p.layers, channelBlock: p.channelBlock, reference: o.reference !== false,
+    onLayer: (layer) => bar.update(++done, entries.length * per, layer),
+    onReference: () => process.stderr.write(REFERENCE_NOTICE),
+  });
+  bar.done();
+  return { series, parsed: p, backend };
+}
+
+async function scoreSeriesCommand(arg: string, o: AuditCliOptions & { json?: boolean }): Promise<void> {
+  const { series, parsed } = await auditSeriesFor(arg, o, Boolean(o.json));
+  if (series.nonFinite.length) process.stderr.write(`mimetic: warning: ${printable(`non-finite weights (those layers are unranked): ${series.nonFinite.join('; ')}`)}\n`);
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ source: arg, arch: series.arch, probe: { ids: parsed.probe.ids, period: parsed.probe.period }, checkpoints: series.checkpoints, ...(series.reference ? { reference: series.reference } : {}) }) + '\n');
+    return;
+  }
+  process.stdout.write(`${printable(arg)}: ${series.arch}, ${series.numLayers} layers, ${series.checkpoints.length} checkpoints; ${series.seconds.toFixed(1)} s\nmimetic score per layer and step\n${seriesTable(series)}\n` +
+    (series.reference ? `ref default ${series.reference.default.mimetic.toFixed(4)}, ref mimetic ${series.reference.mimetic.mimetic.toFixed(4)}\n` : ''));
+}
+
 export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: boolean }): Promise<void> {
   await applyGpuOption(o.gpu, o.backend);
+  if (o.steps !== undefined) return scoreSeriesCommand(arg, o);
   const dir = await resolveCheckpoint(arg, hubOptionsFrom(o, { quiet: Boolean(o.json) }));
   const ckpt = Checkpoint.open(dir);
   try {

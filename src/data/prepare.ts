@@ -1,7 +1,7 @@
 /**
  * `mimetic data prepare`: text files (or folders of them) → a prepared token folder (meta.ts).
- * Each file is one document. Files are streamed in chunks; with a tokenizer a chunk is cut at its
- * last line break (so no UTF-8 character or line is split) and encoded piece by piece. The
+ * Each file is one document. Files are streamed in chunks; with a tokenizer a document is encoded
+ * whole up to the chunk size, and a longer one in pieces cut before a line break (tokenizerCut). The
  * held-out split is by document: a document is held out when a hash of (seed, its name) falls
  * below the fraction, so the split depends on neither file order nor content. The folder is
  * built under a temporary name and renamed into place.
@@ -100,12 +100,30 @@ class SplitWriter {
   }
 }
 
-/** Stream one document into w (byte-level, or through the tokenizer). Returns its bytes. */
+/** ASCII whitespace: space, \t, \n, \v, \f, \r. */
+const isSpace = (b: number) => b === 32 || (b >= 9 && b <= 13);
+
+/**
+ * Where a tokenizer chunk may end: before the last line break that follows a non-space byte (so
+ * the chunk ends inside no character, and no whitespace run is split: a run cut at the chunk's end
+ * pre-tokenizes differently, e.g. GPT-2's byte-level regex takes "\n\n" at the end of a string as
+ * one piece but as two before a word). -1 when there is none.
+ */
+export function tokenizerCut(b: Uint8Array): number {
+  for (let i = b.length - 1; i > 0; i--) if (b[i] === 10 && !isSpace(b[i - 1]!)) return i;
+  return -1;
+}
+
+/**
+ * Stream one document into w (byte-level, or through the tokenizer). Returns its bytes. With a
+ * tokenizer a document of up to `chunk` bytes is encoded whole; a longer one in pieces of at least
+ * `chunk` bytes cut by tokenizerCut (or, past 8 chunks with no such place, at any line break).
+ */
 function streamDocument(file: string, w: SplitWriter, tk: TextTokenizer | null, chunk: number): number {
   const fd = fs.openSync(file, 'r');
   const buf = new Uint8Array(chunk);
   let bytes = 0;
-  let carry: Uint8Array = new Uint8Array(0);
+  let pending: Uint8Array = new Uint8Array(0);
   const encode = (b: Uint8Array) => {
     if (b.length === 0) return;
     const ids = tk!.encode(Buffer.from(b.buffer, b.byteOffset, b.length).toString('utf8'));
@@ -119,12 +137,16 @@ function streamDocument(file: string, w: SplitWriter, tk: TextTokenizer | null, 
       bytes += n;
       const got = buf.subarray(0, n);
       if (!tk) { w.writeRaw(got, n); continue; }
-      const nl = got.lastIndexOf(10);
-      if (nl < 0) { carry = concat(carry, got); continue; }
-      encode(concat(carry, got.subarray(0, nl + 1)));
-      carry = got.slice(nl + 1);
+      pending = concat(pending, got);
+      if (pending.length < chunk) continue;
+      let cut = tokenizerCut(pending);
+      if (cut < 0 && pending.length >= 8 * chunk) cut = pending.lastIndexOf(10) + 1;
+      if (cut > 0) {
+        encode(pending.subarray(0, cut));
+        pending = pending.slice(cut);
+      }
     }
-    if (tk) encode(carry);
+    if (tk) encode(pending);
   } finally {
     fs.closeSync(fd);
   }

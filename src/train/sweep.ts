@@ -70,7 +70,7 @@ const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'swee
 const INT_OPTS = new Set(['nLayers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batchSize', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
 const FLOAT_OPTS = new Set(['lr', 'minLr', 'weightDecay', 'clip', 'targetAcc', 'powerA', 'aScale', 'bcNoise']);
 const INT_LIST_OPTS = new Set(['evalLengths', 'kvPairs', 'context']);
-const ENUM_OPTS: Record<string, readonly string[]> = { task: ['copy', 'mqar'], arch: ['mamba1', 'mamba2'], init: ['default', 'mimetic'], schedule: SCHEDULES, backend: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] };
+const ENUM_OPTS: Record<string, readonly string[]> = { task: ['copy', 'mqar', 'lm'], arch: ['mamba1', 'mamba2'], init: ['default', 'mimetic'], schedule: SCHEDULES, backend: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] };
 
 const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 /** Old option names configs may still use (experiments/*.json): `layers` was the layer count, `batch` the batch size. */
@@ -176,7 +176,7 @@ export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<
   const cfg: SweepConfig = { name, base, grid, variants };
   if (raw.description !== undefined) cfg.description = raw.description as string;
   const runs = expandRuns(cfg);
-  for (const r of runs) if (r.options.task === undefined) throw new UserError(`${file}: run ${r.id} has no "task"; set it in "base" (copy or mqar)`);
+  for (const r of runs) if (r.options.task === undefined) throw new UserError(`${file}: run ${r.id} has no "task"; set it in "base" (copy, mqar or lm)`);
   return cfg;
 }
 
