@@ -1,26 +1,18 @@
 /** `mimetic sweep`: a grid of training runs (child `mimetic train` processes), resumable, with a summary report. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { BACKEND_HELP, BACKENDS } from '../model/backend.js';
 import { SCHEDULERS, cancelSweep, checkNotSubmitted, submitSweep, sweepStatus } from '../train/scheduler/index.js';
 import { writeSweepReport } from '../train/sweep-report.js';
 import { expandRuns, isDone, parseRunFilters, parseSweepConfig, runState, runSweep } from '../train/sweep.js';
 import { UserError } from '../util/errors.js';
-import { checkTrainOptions, register as registerTrain } from './train.js';
+import { checkTrainOptions } from './train.js';
 
 /** Exit code of a sweep stopped (slice over, or a signal) with runs left: run it again to continue. */
 export const EXIT_UNFINISHED = 75;
 /** Exit code when every run ended but some failed. */
 export const EXIT_FAILED_RUNS = 3;
-
-/** The option names `mimetic train` accepts (commander attribute names), read from the command itself. */
-function trainOptionNames(): Set<string> {
-  const p = new Command();
-  registerTrain(p);
-  const t = p.commands.find((c) => c.name() === 'train')!;
-  return new Set(t.options.map((o) => o.attributeName()));
-}
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -104,7 +96,7 @@ export function register(program: Command): void {
       } catch (err) {
         throw new UserError(`${configFile}: not valid JSON (${(err as Error).message}); fix the file`);
       }
-      const cfg = parseSweepConfig(raw, configFile, trainOptionNames());
+      const cfg = parseSweepConfig(raw, configFile);
       const out = o.out === undefined ? path.join('runs', cfg.name) : String(o.out);
       if (o.status || o.cancel) {
         if (!fs.existsSync(out)) throw new UserError(`--out ${out}: no such sweep folder; run or submit the sweep first (or give --out)`);

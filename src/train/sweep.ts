@@ -24,9 +24,8 @@ import { parseMimeticParts } from '../model/init.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
-import { SCHEDULES } from './schedule.js';
+import { METRICS_FILE, RUN_FILE, type TrainConfig, trainOption, trainOptionNames } from './config.js';
 import { listCheckpoints, readRunState } from './state.js';
-import { METRICS_FILE, RUN_FILE, type TrainConfig } from './trainer.js';
 import { readMetrics } from './metrics.js';
 
 export type OptValue = string | number | (string | number)[];
@@ -62,15 +61,9 @@ export interface RunSpec {
 }
 
 /** Options the sweep sets itself, never the config. */
-const RESERVED = new Set(['out', 'resume', 'quiet']);
+const RESERVED = new Set(['out', 'resume', 'quiet', 'gpu']);
 /** Folder names inside the sweep folder that runs may not take. */
 const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'sweep.json', 'slurm.sbatch']);
-
-/** Types of the train options we know; others `mimetic train` accepts are passed through as text. */
-const INT_OPTS = new Set(['nLayers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batchSize', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
-const FLOAT_OPTS = new Set(['lr', 'minLr', 'weightDecay', 'clip', 'targetAcc', 'powerA', 'aScale', 'bcNoise']);
-const INT_LIST_OPTS = new Set(['evalLengths', 'kvPairs', 'context']);
-const ENUM_OPTS: Record<string, readonly string[]> = { task: ['copy', 'mqar'], arch: ['mamba1', 'mamba2'], init: ['default', 'mimetic'], schedule: SCHEDULES, backend: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] };
 
 const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 /** Old option names configs may still use (experiments/*.json): `layers` was the layer count, `batch` the batch size. */
@@ -88,7 +81,8 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function checkValue(key: string, v: unknown, where: string): OptValue {
   const bad = (what: string) => new UserError(`${where}: ${preview(v)} ${what}`);
   if (Array.isArray(v)) {
-    if (!INT_LIST_OPTS.has(key) && key !== 'mimetic') throw bad(`is a list, but --${kebab(key)} takes one value`);
+    const kind = trainOption(key)?.kind;
+    if (kind !== 'ints' && kind !== 'parts') throw bad(`is a list, but --${kebab(key)} takes one value`);
     if (v.length === 0) throw bad('is an empty list');
     for (const x of v) if (typeof x !== 'number' && typeof x !== 'string') throw bad('must hold only numbers or strings');
     checkValue(key, v.join(','), where);
@@ -97,21 +91,22 @@ function checkValue(key: string, v: unknown, where: string): OptValue {
   if (typeof v !== 'number' && typeof v !== 'string') throw bad(`must be a number or a string (an option value of --${kebab(key)})`);
   const s = String(v).trim();
   if (s === '') throw bad('is empty');
-  if (INT_OPTS.has(key) && !(Number.isSafeInteger(Number(s)) && Number(s) >= 0)) throw bad(`must be an integer ≥ 0 for --${kebab(key)}`);
-  if (FLOAT_OPTS.has(key) && !Number.isFinite(Number(s))) throw bad(`must be a number for --${kebab(key)}`);
-  if (INT_LIST_OPTS.has(key)) {
+  const kind = trainOption(key)?.kind;
+  if (kind === 'int' && !(Number.isSafeInteger(Number(s)) && Number(s) >= 0)) throw bad(`must be an integer ≥ 0 for --${kebab(key)}`);
+  if (kind === 'float' && !Number.isFinite(Number(s))) throw bad(`must be a number for --${kebab(key)}`);
+  if (kind === 'ints') {
     for (const p of s.split(',')) if (!(Number.isSafeInteger(Number(p.trim())) && Number(p.trim()) > 0)) throw bad(`must be positive integers for --${kebab(key)}`);
   }
-  const en = ENUM_OPTS[key];
+  const en = kind === 'choice' ? trainOption(key)!.choices! : undefined;
   if (en && !en.includes(s)) throw bad(`is not one of ${en.join(', ')} (--${kebab(key)})`);
-  if (key === 'mimetic') {
+  if (kind === 'parts') {
     try {
       parseMimeticParts(s);
     } catch (e) {
       throw bad(`is not a list of mimetic parts: ${(e as Error).message}`);
     }
   }
-  if (key === 'aParam' && s !== 'none' && !Number.isFinite(Number(s))) throw bad('must be a number or "none" (--a-param)');
+  if (kind === 'scale' && s !== 'none' && !Number.isFinite(Number(s))) throw bad(`must be a number or "none" (--${kebab(key)})`);
   return v;
 }
 
@@ -132,9 +127,9 @@ function checkOptions(o: unknown, where: string, known: ReadonlySet<string>): Ru
 
 /**
  * Validate a sweep configuration completely (before any run starts). `known` is the set of
- * `mimetic train` option names (camelCase attribute names), taken from the command itself.
+ * `mimetic train` option names (camelCase), by default config.ts's option table.
  */
-export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<string>): SweepConfig {
+export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<string> = trainOptionNames()): SweepConfig {
   if (!isPlainObject(raw)) throw new UserError(`${file}: a sweep config must be a JSON object with "name", "base" and "grid"`);
   const allowed = new Set(['name', 'description', 'base', 'grid', 'variants']);
   for (const k of Object.keys(raw)) if (!allowed.has(k)) throw new UserError(`${file}: unknown field "${k}"; a sweep config has ${[...allowed].join(', ')}`);

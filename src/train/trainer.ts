@@ -11,10 +11,9 @@ import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { MambaConfig } from '../checkpoint/config.js';
 import type { Tensor } from '../checkpoint/safetensors.js';
-import { A_SCALES, type InitOptions, type ModelShape, type Weights, checkInitOptions, freshConfig, initRecord, initWeights } from '../model/init.js';
+import { type Weights, freshConfig, initRecord, initWeights } from '../model/init.js';
 import { A_LOG_PARAM, aLogFromParam } from '../model/mamba.js';
 import { MambaLM } from '../model/lm.js';
-import { makeTask, type TaskOptions } from '../tasks/index.js';
 import { LmTask } from '../tasks/lm.js';
 import { type Batch, type EvalScore, type Task, generalisationLengths } from '../tasks/common.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -22,42 +21,12 @@ import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
 import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
-import { ADAMW_DEFAULTS, type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
+import { METRICS_FILE, RUN_FILE, type TrainConfig, checkRun } from './config.js';
+import { type AdamWHParams, adamwStep, createAdamWState, disposeAdamWState } from './adamw.js';
 import { type HeldOut, MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
 import { initFact, taskFact, writeRunReport } from './report.js';
-import { type ScheduleKind, SCHEDULES, lrAt } from './schedule.js';
+import { lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState, saveCheckpoint } from './state.js';
-
-export type ModelSource =
-  | { kind: 'fresh'; shape: ModelShape; init: InitOptions }
-  | { kind: 'checkpoint'; path: string };
-
-/** Everything that determines a run's numbers; a resumed run must match it exactly. */
-export interface TrainConfig {
-  task: TaskOptions;
-  model: ModelSource;
-  /** Mimetic A parameterisation during training (A = −exp(−c·A_log_param)); null: standard A_log. */
-  aScale: number | null;
-  steps: number;
-  batch: number;
-  lr: number;
-  minLr: number;
-  schedule: ScheduleKind;
-  warmup: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  clipNorm: number;
-  seed: number;
-  evalEvery: number;
-  evalExamples: number;
-  checkpointEvery: number;
-  /** Stop when every trained setting reaches this accuracy (null: never). */
-  targetAcc: number | null;
-  /** Steps whose checkpoints are kept besides the last ones (absent: none). */
-  checkpointSteps?: number[];
-}
 
 export interface RunOptions {
   out: string;
@@ -76,6 +45,8 @@ export interface RunOptions {
   backend?: string;
   /** Skip the HTML report (tests). */
   noReport?: boolean;
+  /** The task config.ts's checkRun returned for this config and folder: its checks are not run again. */
+  task?: Task;
 }
 
 export interface TrainResult {
@@ -87,97 +58,10 @@ export interface TrainResult {
   runDir: string;
 }
 
-export const RUN_FILE = 'run.json';
-export const METRICS_FILE = 'metrics.jsonl';
-/** A run folder's prepared corpus when `mimetic train --task lm --data` was given text (cli/train.ts). */
-export const DATA_DIR = 'data';
-
-/** `mimetic train`'s peak learning rate when --lr is not given. */
-export const DEFAULT_LR = 1e-3;
-
-export function trainDefaults(task: TaskOptions, model: ModelSource, over: Partial<TrainConfig> = {}): TrainConfig {
-  const steps = over.steps ?? 1000;
-  return {
-    task, model, aScale: null, steps, batch: 32, lr: DEFAULT_LR, minLr: 0, schedule: 'cosine', warmup: Math.min(1000, Math.round(steps * 0.1)),
-    weightDecay: ADAMW_DEFAULTS.weightDecay, beta1: ADAMW_DEFAULTS.beta1, beta2: ADAMW_DEFAULTS.beta2, eps: ADAMW_DEFAULTS.eps, clipNorm: ADAMW_DEFAULTS.clipNorm,
-    seed: 0, evalEvery: Math.max(1, Math.round(steps / 10)), evalExamples: 64, checkpointEvery: Math.max(1, Math.round(steps / 10)), targetAcc: null,
-    ...over,
-  };
-}
-
-/** Validate options before any work; every problem is a one-line UserError. */
-export function checkTrainConfig(c: TrainConfig): Task {
-  const pos = (v: number, flag: string, int = true) => {
-    if (!(Number.isFinite(v) && v > 0) || (int && !Number.isSafeInteger(v))) throw new UserError(`${flag}: ${v} must be ${int ? 'a positive integer' : 'a number > 0'}`);
-  };
-  pos(c.lr, '--lr', false);
-  pos(c.steps, '--steps');
-  pos(c.batch, '--batch-size');
-  pos(c.evalEvery, '--eval-every');
-  pos(c.evalExamples, '--eval-examples');
-  pos(c.checkpointEvery, '--checkpoint-every');
-  if (!(c.minLr >= 0 && c.minLr <= c.lr)) throw new UserError(`--min-lr: ${c.minLr} must be between 0 and --lr ${c.lr}`);
-  if (!Number.isSafeInteger(c.warmup) || c.warmup < 0 || c.warmup > c.steps) throw new UserError(`--warmup: ${c.warmup} must be an integer between 0 and --steps ${c.steps}`);
-  if (!SCHEDULES.includes(c.schedule)) throw new UserError(`--schedule: unknown schedule '${c.schedule}'; choose ${SCHEDULES.join(', ')}`);
-  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay: ${c.weightDecay} must be ≥ 0`);
-  if (!(c.clipNorm >= 0)) throw new UserError(`--clip: ${c.clipNorm} must be ≥ 0 (0 disables clipping)`);
-  if (!(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1 && c.eps > 0)) throw new UserError('AdamW betas must be in [0, 1) and eps > 0');
-  if (c.targetAcc !== null && !(c.targetAcc > 0 && c.targetAcc <= 1)) throw new UserError(`--target-acc: ${c.targetAcc} must be in (0, 1]`);
-  if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw new UserError(`--seed: ${c.seed} must be an integer ≥ 0`);
-  if (c.checkpointSteps !== undefined && !(Array.isArray(c.checkpointSteps) && c.checkpointSteps.every((x) => Number.isSafeInteger(x) && x >= 1 && x <= c.steps))) {
-    throw new UserError(`--checkpoint-steps: every step must be an integer from 1 to --steps ${c.steps}`);
-  }
-  if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new UserError(`--a-scale: ${c.aScale} is not one of ${A_SCALES.join(', ')}`);
-  const task = makeTask(c.task);
-  if (task.name === 'lm' && c.targetAcc !== null) throw new UserError('--target-acc: the lm task trains no accuracy setting; drop --target-acc');
-  if (c.model.kind === 'fresh') {
-    checkInitOptions(c.model.init);
-    const cfg = freshConfig(c.model.shape);
-    if (cfg.vocabSize < task.vocabSize) throw new UserError(`--vocab ${cfg.vocabSize} is smaller than the ${c.task.task} task's ${task.vocabSize} tokens; raise --vocab to at least ${task.vocabSize}`);
-  }
-  return task;
-}
+export { DATA_DIR, DEFAULT_LR, METRICS_FILE, RUN_FILE, type ModelSource, type TrainConfig, checkResume, checkTrainConfig, readRunConfig, trainDefaults } from './config.js';
 
 function weightsRecord(w: Weights): Record<string, Tensor> {
   return Object.fromEntries(w);
-}
-
-/** The first differing field between two configs, as `a.b.c`. */
-function firstDifference(a: unknown, b: unknown, at = ''): string | null {
-  if (typeof a !== typeof b || Array.isArray(a) !== Array.isArray(b) || (a === null) !== (b === null)) return at || '(root)';
-  if (a && typeof a === 'object') {
-    const ka = Object.keys(a as object), kb = Object.keys(b as object);
-    for (const k of new Set([...ka, ...kb])) {
-      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], at ? `${at}.${k}` : k);
-      if (d) return d;
-    }
-    return null;
-  }
-  return Object.is(a, b) ? null : at || '(root)';
-}
-
-function getPath(o: unknown, p: string): unknown {
-  return p.split('.').reduce<unknown>((x, k) => (x && typeof x === 'object' ? (x as Record<string, unknown>)[k] : undefined), o);
-}
-
-/** Read a run folder's configuration (for `--resume`). */
-export function readRunConfig(runDir: string): TrainConfig {
-  const file = path.join(runDir, RUN_FILE);
-  if (!fs.existsSync(file)) throw new UserError(`--resume ${runDir}: no ${RUN_FILE} there; give the folder of a run started with 'mimetic train --out'`);
-  try {
-    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { config: TrainConfig }).config;
-  } catch (e) {
-    throw new UserError(`${file}: unreadable (${(e as Error).message}); the run folder is damaged`);
-  }
-}
-
-/** A resumed run must ask for exactly the configuration its folder was made with. */
-export function checkResume(runDir: string, cfg: TrainConfig): void {
-  const saved = readRunConfig(runDir);
-  const d = firstDifference(saved, JSON.parse(JSON.stringify(cfg)));
-  if (d) {
-    throw new UserError(`--resume ${runDir}: that run was made with ${d} = ${JSON.stringify(getPath(saved, d))}, this one asks for ${JSON.stringify(getPath(cfg, d))}; resume with the run's own options or start a new --out`);
-  }
 }
 
 /**
@@ -310,7 +194,7 @@ function readEveryFromEnv(): number {
 }
 
 export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainResult> {
-  const task = checkTrainConfig(cfg);
+  const task = run.task ?? checkRun(cfg, run.out, !!run.resume);
   const compiledReadEvery = readEveryFromEnv();
   const runDir = run.out;
   const runFile = path.join(runDir, RUN_FILE);
@@ -318,17 +202,12 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   let state: RunState | undefined;
   let ckptDir: string | undefined;
   if (run.resume) {
-    checkResume(runDir, cfg);
     cleanTemporaries(runDir);
     const cks = listCheckpoints(runDir);
     if (cks.length) {
       ckptDir = cks[cks.length - 1]!.dir;
       state = readRunState(ckptDir);
       startStep = state.step;
-    }
-  } else {
-    if (fs.existsSync(runDir) && (!fs.statSync(runDir).isDirectory() || fs.readdirSync(runDir).some((n) => n !== DATA_DIR))) {
-      throw new UserError(`--out ${runDir}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${runDir}`);
     }
   }
 
