@@ -17,9 +17,11 @@ import { loadTokenizer } from '../data/tokenizer.js';
 import { TokenData } from '../data/tokens.js';
 import { parseCheckpointSteps } from '../train/checkpoint-steps.js';
 import { DATA_DIR, type ModelSource, TRAIN_OPTIONS, type TrainConfig, checkNewRunDir, checkRun, checkTrainConfig, optionDefaults, overlayOptions, readRunConfig, trainDefaults } from '../train/config.js';
-import { aScaleOfCheckpoint, fmtScores, train } from '../train/trainer.js';
+import { type TrainResult, aScaleOfCheckpoint, fmtScores, train } from '../train/trainer.js';
+import { RUN_STATUS_ENV, writeRunStatus } from '../train/state.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
-import { UserError } from '../util/errors.js';
+import { UserError, isUserError } from '../util/errors.js';
+import { printable } from '../util/text.js';
 import { defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
@@ -160,71 +162,94 @@ export function register(program: Command): void {
     .command('train')
     .description('train a Mamba on the copy or MQAR task (fresh, mimetic, transplanted or pretrained)');
   addTableOptions(cmd);
-  addHubOptions(cmd, '--model')
-    .action(async (o: Opts) => {
-      const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
-      rejectLayersCount(o, 'train');
-      // --revision picks the revision of --model's Hub id; a fresh model has none.
-      if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
-      const backendName = String(o.backend);
-      if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
-      let cfg: TrainConfig;
-      let out: string;
-      const resume = o.resume !== undefined;
-      if (resume) {
-        out = String(o.resume);
-        if (o.out !== undefined && path.resolve(String(o.out)) !== path.resolve(out)) throw new UserError('--out and --resume name different folders; a resumed run continues in its own folder');
-        const saved = readRunConfig(out);
-        const given = TRAIN_OPTIONS.filter((t) => t.paths.length && explicit(t.name)).map((t) => t.name);
-        cfg = saved;
-        if (given.length) {
-          if (!explicit('task')) o.task = saved.task.task;
-          cfg = overlayOptions(saved, await configFromOptions(o, explicit), given);
-        }
-      } else {
-        if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm), or --resume a run folder');
-        cfg = await configFromOptions(o, explicit);
-        out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
-        checkNewRunDir(out);
-        if (pendingData && cfg.task.task === 'lm') {
-          const dir = path.resolve(out, DATA_DIR);
-          process.stderr.write(`mimetic: preparing ${pendingData.join(', ')} into ${dir}\n`);
-          await prepareCorpus(pendingData, { out: dir, tokenizer: o.tokenizer === undefined ? undefined : String(o.tokenizer) });
-          cfg.task.data = dir;
-          cfg.task.sha256 = dataHash(TokenData.open(dir));
-        }
-      }
-      // Every check before any work (backend start-up included); train() does not repeat them.
-      const task = checkRun(cfg, out, resume);
-      const backend = await initBackend(backendName as BackendName);
-      if (!tf.getKernel('UnsortedSegmentSum', backend)) {
-        // The embedding's gradient (a gather's) needs this kernel; wasm gets its own (kernels/segment-wasm.ts).
-        throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend wasm or webgpu`);
-      }
-      const ac = new AbortController();
-      // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second
-      // SIGINT (Ctrl-C twice) quits at once: a scheduler signals every process of a job, so a run
-      // under a sweep gets the scheduler's SIGTERM and the sweep's SIGINT, in either order.
-      let sigints = 0;
-      const onSignal = (sig: NodeJS.Signals) => {
-        if (sig === 'SIGINT' && ++sigints > 1) process.exit(130);
-        if (ac.signal.aborted) return;
-        process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
-        ac.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        const r = await train(cfg, {
-          out, resume, task, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
-          logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
-        });
-        const acc = r.lastEval ? fmtScores(r.lastEval) : 'no evaluation';
-        if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
-        process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+  addHubOptions(cmd, '--model').action((o: Opts) => withRunStatus(() => trainAction(cmd, o)));
+}
+
+/**
+ * Under a sweep (MIMETIC_RUN_STATUS set), say how the run ended in that file: its result, or the
+ * one line of its error, which the sweep records without reading the log.
+ */
+async function withRunStatus(action: () => Promise<TrainResult>): Promise<void> {
+  const file = process.env[RUN_STATUS_ENV];
+  if (!file) {
+    await action();
+    return;
+  }
+  writeRunStatus(file, { state: 'running' });
+  try {
+    const r = await action();
+    writeRunStatus(file, { state: r.status, step: r.step });
+  } catch (e) {
+    const msg = (e as Error)?.message ?? String(e);
+    writeRunStatus(file, isUserError(e) ? { state: 'failed', error: `mimetic: ${printable(msg)}` } : { state: 'crashed', error: `mimetic: internal error: ${printable(msg)}` });
+    throw e;
+  }
+}
+
+async function trainAction(cmd: Command, o: Opts): Promise<TrainResult> {
+  const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+  rejectLayersCount(o, 'train');
+  // --revision picks the revision of --model's Hub id; a fresh model has none.
+  if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
+  const backendName = String(o.backend);
+  if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
+  let cfg: TrainConfig;
+  let out: string;
+  const resume = o.resume !== undefined;
+  if (resume) {
+    out = String(o.resume);
+    if (o.out !== undefined && path.resolve(String(o.out)) !== path.resolve(out)) throw new UserError('--out and --resume name different folders; a resumed run continues in its own folder');
+    const saved = readRunConfig(out);
+    const given = TRAIN_OPTIONS.filter((t) => t.paths.length && explicit(t.name)).map((t) => t.name);
+    cfg = saved;
+    if (given.length) {
+      if (!explicit('task')) o.task = saved.task.task;
+      cfg = overlayOptions(saved, await configFromOptions(o, explicit), given);
+    }
+  } else {
+    if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm), or --resume a run folder');
+    cfg = await configFromOptions(o, explicit);
+    out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
+    checkNewRunDir(out);
+    if (pendingData && cfg.task.task === 'lm') {
+      const dir = path.resolve(out, DATA_DIR);
+      process.stderr.write(`mimetic: preparing ${pendingData.join(', ')} into ${dir}\n`);
+      await prepareCorpus(pendingData, { out: dir, tokenizer: o.tokenizer === undefined ? undefined : String(o.tokenizer) });
+      cfg.task.data = dir;
+      cfg.task.sha256 = dataHash(TokenData.open(dir));
+    }
+  }
+  // Every check before any work (backend start-up included); train() does not repeat them.
+  const task = checkRun(cfg, out, resume);
+  const backend = await initBackend(backendName as BackendName);
+  if (!tf.getKernel('UnsortedSegmentSum', backend)) {
+    // The embedding's gradient (a gather's) needs this kernel; wasm gets its own (kernels/segment-wasm.ts).
+    throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend wasm or webgpu`);
+  }
+  const ac = new AbortController();
+  // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second
+  // SIGINT (Ctrl-C twice) quits at once: a scheduler signals every process of a job, so a run
+  // under a sweep gets the scheduler's SIGTERM and the sweep's SIGINT, in either order.
+  let sigints = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (sig === 'SIGINT' && ++sigints > 1) process.exit(130);
+    if (ac.signal.aborted) return;
+    process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const r = await train(cfg, {
+      out, resume, task, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
+      logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
     });
+    const acc = r.lastEval ? fmtScores(r.lastEval) : 'no evaluation';
+    if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
+    process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
+    return r;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }

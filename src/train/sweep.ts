@@ -11,6 +11,7 @@
  *   logs/<run id>.log     each child's stdout and stderr (appended across invocations)
  *   .sweep/<run id>.json  the options a run was started with, and its error if it failed
  *   .sweep/<run id>.pid   the child's pid while it runs; .sweep/lock while a sweep runs
+ *   .sweep/<run id>.status.json  how the child says it ended (state.ts's RunStatusFile)
  *   .sweep/<run id>.lock  while a sweep given `--only` runs it (a scheduler's task, maybe on another host)
  *   summary.json, report/ written by sweep-report.ts
  */
@@ -25,7 +26,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
 import { METRICS_FILE, RUN_FILE, type TrainConfig, trainOption, trainOptionNames } from './config.js';
-import { listCheckpoints, readRunState } from './state.js';
+import { RUN_STATUS_ENV, listCheckpoints, readRunState, readRunStatus } from './state.js';
 import { readMetrics } from './metrics.js';
 
 export type OptValue = string | number | (string | number)[];
@@ -272,6 +273,7 @@ export interface SweepRunState {
 const metaDir = (sweepDir: string) => path.join(sweepDir, '.sweep');
 const metaFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.json`);
 const pidFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.pid`);
+const statusFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.status.json`);
 
 interface RunMeta { options: RunOptionsMap; error?: string }
 
@@ -577,7 +579,9 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
       writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options }, null, 2) + '\n');
       const logFd = fs.openSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'a');
       fs.writeSync(logFd, `\n=== ${new Date().toISOString()} ${fresh ? 'start' : `resume from step ${st.step}`}: ${args.join(' ')}\n`);
-      const env = { ...process.env, ...(slot.gpu !== null ? childGpuEnv(slot.gpu) : {}) };
+      const status = statusFile(sweepDir, r.id);
+      fs.rmSync(status, { force: true });
+      const env = { ...process.env, ...(slot.gpu !== null ? childGpuEnv(slot.gpu) : {}), [RUN_STATUS_ENV]: status };
       const child = spawn(cli[0]!, [...cli.slice(1), ...args], { env, stdio: ['ignore', logFd, logFd], detached: true });
       fs.closeSync(logFd);
       launched++;
@@ -610,8 +614,9 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
             log(`${now.status} ${r.id} (step ${now.step})`);
           } else if ((code === 2 || code === 1) && !stopping) {
             // A user error (bad option, divergence) or a crash: the same command would fail again.
-            const lines = fs.readFileSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'utf8').trim().split('\n');
-            const msg = [...lines].reverse().find((l) => l.startsWith('mimetic: ')) ?? lines.at(-1) ?? `exit code ${code}`;
+            // The child said which in its status file; without one it died before it could.
+            const told = readRunStatus(status);
+            const msg = told?.error ?? `exit code ${code} before the run reported a status; see ${path.join(o.out, 'logs', `${r.id}.log`)}`;
             writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options, error: msg }, null, 2) + '\n');
             failed++;
             log(`failed ${r.id}: ${msg}`);
