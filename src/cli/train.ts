@@ -23,6 +23,7 @@ import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
 import { UserError, isUserError } from '../util/errors.js';
 import { printable } from '../util/text.js';
 import { defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
+import { applyGpuOption } from './gpu-option.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 type Opts = Record<string, unknown>;
@@ -193,6 +194,8 @@ async function trainAction(cmd: Command, o: Opts): Promise<TrainResult> {
   if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
   const backendName = String(o.backend);
   if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
+  // --gpu 1 on a one-GPU machine is one line before anything is resolved, prepared or written.
+  await applyGpuOption(o.gpu, backendName);
   let cfg: TrainConfig;
   let out: string;
   const resume = o.resume !== undefined;

@@ -148,6 +148,7 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   // The run (not its numbers).
   opt('keep', '--keep <n>', 'int', [], 'checkpoints kept', { default: '1' }),
   opt('backend', '--backend <name>', 'choice', [], `tf.js backend: ${BACKEND_HELP}`, { default: 'auto', choices: BACKENDS }),
+  opt('gpu', '--gpu <i>', 'int', [], 'use GPU i of several (0 = first; `mimetic gpus` lists them): webgpu by Vulkan device index, tensorflow by CUDA_VISIBLE_DEVICES'),
   opt('logEvery', '--log-every <n>', 'int', [], `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`),
   opt('out', '--out <dir>', 'text', [], 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)'),
   opt('resume', '--resume <dir>', 'text', [], 'continue the run in this folder from its last checkpoint'),

@@ -20,11 +20,11 @@ import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as lockfile from 'proper-lockfile';
-import { childGpuEnv } from '../model/gpu-select.js';
+import { type VulkanDeviceList, childGpuEnv, describeDevice, gpusOf } from '../model/gpu-select.js';
 import { parseMimeticParts } from '../model/init.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
-import { preview } from '../util/text.js';
+import { preview, printable } from '../util/text.js';
 import { METRICS_FILE, RUN_FILE, type TrainConfig, trainOption, trainOptionNames } from './config.js';
 import { RUN_STATUS_ENV, listCheckpoints, readRunState, readRunStatus } from './state.js';
 import { readMetrics } from './metrics.js';
@@ -486,6 +486,31 @@ async function stopOrphans(sweepDir: string, runs: RunSpec[], graceSeconds: numb
   }
 }
 
+/**
+ * `--gpus all|0,2,…`: the GPU indices to spread children over. `list` is the device list
+ * (backend.ts's listGpus; null where it was not asked for, as for the tensorflow backend's CUDA
+ * indices): `all` takes every GPU in it, and listed indices must be in it.
+ */
+export function resolveGpus(spec: string, list: VulkanDeviceList | null): number[] {
+  const gpus = list ? gpusOf(list) : [];
+  const have = () => gpus.length === 0 ? 'this machine has no GPU (the Vulkan driver reports no device)' : `this machine has ${gpus.length} GPU${gpus.length === 1 ? '' : 's'} (${gpus.map(describeDevice).join('; ')})`;
+  if (spec.trim() === 'all') {
+    if (!gpus.length) throw new UserError(`--gpus all: ${list ? have() : 'the GPUs could not be listed'}; run without --gpus, or list indices (e.g. --gpus 0,1)`);
+    return gpus.map((d) => d.gpu!);
+  }
+  const out = spec.split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
+    const n = /^\d+$/.test(x) ? Number(x) : NaN;
+    if (!Number.isSafeInteger(n)) throw new UserError(`--gpus: '${printable(x)}' is not a GPU index (0, 1, …) or all`);
+    return n;
+  });
+  if (!out.length || new Set(out).size !== out.length) throw new UserError(`--gpus: '${printable(spec)}' must list distinct GPU indices, e.g. 0,1, or be all`);
+  if (list && gpus.length) {
+    const missing = out.find((i) => !gpus.some((d) => d.gpu === i));
+    if (missing !== undefined) throw new UserError(`--gpus: there is no GPU ${missing}; ${have()}; choose from ${gpus.length === 1 ? '0' : `0 to ${gpus.length - 1}`}, or all`);
+  }
+  return out;
+}
+
 /** The default way to run the CLI: this Node on the built main.js next to this module. */
 export function defaultCli(): string[] {
   return [process.execPath, fileURLToPath(new URL('../cli/main.js', import.meta.url))];
@@ -525,11 +550,9 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
     }
     log(`${selected.length} runs${selected.length < runs.length ? ` (of ${runs.length}, selected by --where)` : ''}: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run${elsewhere.size ? `, ${elsewhere.size} run by other sweeps (--only)` : ''}`);
 
+    // Each child gets MIMETIC_GPU and CUDA_VISIBLE_DEVICES (gpu-select.ts): the tensorflow backend
+    // honours the latter, webgpu the former through the GPU-select Vulkan layer.
     const gpus = o.gpus && o.gpus.length ? o.gpus : [null];
-    if (gpus.length > 1 && o.backend !== 'tensorflow') {
-      // See gpu-select.ts: Dawn picks adapters by name only, so identical GPUs cannot be told apart.
-      log(`note: each child gets MIMETIC_GPU and CUDA_VISIBLE_DEVICES; the tensorflow backend honours the latter, but WebGPU (Dawn) cannot choose among identical GPUs, so webgpu children may share the first one`);
-    }
     const slots: { gpu: number | null; child: ChildProcess | null }[] = [];
     for (const g of gpus) for (let i = 0; i < o.parallel; i++) slots.push({ gpu: g, child: null });
     let stopping = false;

@@ -12,6 +12,7 @@ import type { MambaConfig } from '../checkpoint/config.js';
 import { initRecord } from '../model/init.js';
 import { A_LOG_PARAM } from '../model/mamba.js';
 import { MambaLM } from '../model/lm.js';
+import { runDevice } from '../model/backend.js';
 import type { EvalScore, Task } from '../tasks/common.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -102,7 +103,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   const runFile = path.join(runDir, RUN_FILE);
   if (!run.resume) {
     fs.mkdirSync(runDir, { recursive: true });
-    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), config: cfg }, null, 2) + '\n');
+    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), device: runDevice(), config: cfg }, null, 2) + '\n');
   } else if (!fs.existsSync(runFile)) {
     throw new UserError(`--resume ${runDir}: ${RUN_FILE} is missing`);
   }
