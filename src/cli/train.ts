@@ -245,7 +245,7 @@ async function trainAction(cmd: Command, o: Opts): Promise<TrainResult> {
   try {
     const r = await train(cfg, {
       out, resume, task, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
-      logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
+      logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: explicit('keep') ? numOpt(o.keep, '--keep') : undefined,
     });
     const acc = r.lastEval ? fmtScores(r.lastEval) : 'no evaluation';
     if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved

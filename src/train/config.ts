@@ -50,6 +50,8 @@ export interface TrainConfig {
 
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
+/** A run folder's lock while a process trains in it (lock.ts). */
+export const RUN_LOCK = '.lock';
 /** A run folder's prepared corpus when `mimetic train --task lm --data` was given text (cli/train.ts). */
 export const DATA_DIR = 'data';
 

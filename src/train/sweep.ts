@@ -26,6 +26,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { preview, printable } from '../util/text.js';
 import { METRICS_FILE, RUN_FILE, type TrainConfig, trainOption, trainOptionNames } from './config.js';
+import { type LockHolder, lockHolder, takeLock } from './lock.js';
 import { RUN_STATUS_ENV, listCheckpoints, readRunState, readRunStatus } from './state.js';
 import { readMetrics } from './metrics.js';
 
@@ -378,30 +379,22 @@ function cmdlineOf(pid: number): string {
 
 /** The pid of a live sweep holding the folder lock `f`, or null when it is free or stale. */
 function folderLockHolder(f: string): number | null {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(f, 'utf8').trim());
-  } catch {
-    return null;
-  }
-  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid) && /sweep/.test(cmdlineOf(pid) || 'sweep') ? pid : null;
+  return lockHolder(f, isSweep)?.pid ?? null;
 }
 
-/** Take the sweep folder's lock (one sweep per folder); returns the release function. */
-function takeLock(sweepDir: string): () => void {
+/** A holder that is a sweep (a reused pid of another program is not). */
+const isSweep = (h: LockHolder) => h.pid === process.pid || /sweep/.test(cmdlineOf(h.pid) || 'sweep');
+
+/**
+ * Take the sweep folder's lock (one sweep per folder, this process's own included); returns the
+ * release function. A stale lock (its sweep killed) is taken over atomically (lock.ts).
+ */
+export function takeSweepLock(sweepDir: string): () => void {
   const f = path.join(metaDir(sweepDir), 'lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(f, String(process.pid), { flag: 'wx' });
-      return () => fs.rmSync(f, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = folderLockHolder(f);
-      if (pid !== null) throw new UserError(`${sweepDir}: another sweep (pid ${pid}) is running in this folder; wait for it or stop it first`);
-      fs.rmSync(f, { force: true }); // stale lock of a killed sweep
-    }
-  }
-  throw new UserError(`${sweepDir}: could not take the sweep lock ${f}`);
+  fs.mkdirSync(metaDir(sweepDir), { recursive: true });
+  const r = takeLock(f, isSweep);
+  if ('holder' in r) throw new UserError(`${sweepDir}: another sweep (pid ${r.holder.pid}) is running in this folder; wait for it or stop it first`);
+  return r.release;
 }
 
 /**
@@ -532,7 +525,7 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
   fs.mkdirSync(metaDir(sweepDir), { recursive: true });
   fs.mkdirSync(path.join(sweepDir, 'logs'), { recursive: true });
   checkRunsMatch(sweepDir, all, o.out);
-  const release = o.only ? await lockRuns(sweepDir, runs, log) : takeLock(sweepDir);
+  const release = o.only ? await lockRuns(sweepDir, runs, log) : takeSweepLock(sweepDir);
   try {
     writeFileAtomic(path.join(sweepDir, 'sweep.json'), JSON.stringify({ version: 1, config: cfg }, null, 2) + '\n');
     // Runs an `--only` sweep holds are not ours to stop or start.

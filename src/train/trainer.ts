@@ -19,12 +19,13 @@ import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
 import { type AdamWHParams, createAdamWState, disposeAdamWState } from './adamw.js';
 import { Checkpointer, startingModel } from './checkpoint.js';
-import { METRICS_FILE, RUN_FILE, type TrainConfig, checkRun } from './config.js';
+import { METRICS_FILE, RUN_FILE, RUN_LOCK, type TrainConfig, checkRun } from './config.js';
 import { evaluateRun, fmtScores, trainAccuracy } from './evaluate.js';
 import { MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
 import { initFact, taskFact, writeRunReport } from './report.js';
 import { lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState } from './state.js';
+import { takeLock } from './lock.js';
 import { type StepRecord, compiledReadEvery, makeStep } from './step.js';
 
 export { DATA_DIR, DEFAULT_LR, METRICS_FILE, RUN_FILE, type ModelSource, type TrainConfig, checkResume, checkTrainConfig, readRunConfig, trainDefaults } from './config.js';
@@ -39,7 +40,7 @@ export interface RunOptions {
   progress?: NodeJS.WriteStream | { write(s: string): boolean; isTTY?: boolean } | null;
   /** Plain-output progress line every this many steps. */
   logEvery?: number;
-  /** Checkpoints kept (default 1: the last). */
+  /** Checkpoints kept (default 1: the last; a resumed run: what run.json recorded). */
   keep?: number;
   /** Stop (without a checkpoint) after this step, as a kill would: for resume tests. */
   haltAfterStep?: number;
@@ -94,18 +95,51 @@ function endMessage(status: TrainResult['status'], step: number, cfg: TrainConfi
  */
 export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainResult> {
   const task = run.task ?? checkRun(cfg, run.out, !!run.resume);
+  let unlock: (() => void) | undefined;
+  try {
+    return await trainIn(cfg, run, task, () => (unlock = lockRunDir(run.out)));
+  } finally {
+    unlock?.();
+  }
+}
+
+/** One process at a time in a run folder: a second `train --resume` of it is refused while the first runs. */
+function lockRunDir(runDir: string): () => void {
+  const r = takeLock(path.join(runDir, RUN_LOCK));
+  if ('holder' in r) throw new UserError(`${runDir}: another mimetic train (pid ${r.holder.pid}) is running this run; wait for it to finish or stop it first`);
+  return r.release;
+}
+
+/** The run options run.json records (a resumed run keeps them unless given again). */
+interface SavedRunOptions { keep?: number }
+
+function savedRunOptions(runFile: string): SavedRunOptions {
+  try {
+    return (JSON.parse(fs.readFileSync(runFile, 'utf8')) as { run?: SavedRunOptions }).run ?? {};
+  } catch {
+    return {};
+  }
+}
+
+async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () => void): Promise<TrainResult> {
   const readEvery = compiledReadEvery();
   const runDir = run.out;
+  const runFile = path.join(runDir, RUN_FILE);
+  if (run.resume) lock();
   const from = run.resume ? resumePoint(runDir) : undefined;
   const start = startingModel(cfg, from?.dir, task.vocabSize);
   const { config } = start;
   if (config.vocabSize < task.vocabSize) throw new UserError(`model vocabulary ${config.vocabSize} is smaller than the task's ${task.vocabSize} tokens`);
-  const runFile = path.join(runDir, RUN_FILE);
+  let keep = run.keep ?? 1;
   if (!run.resume) {
     fs.mkdirSync(runDir, { recursive: true });
-    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), device: runDevice(), config: cfg }, null, 2) + '\n');
+    lock();
+    const saved: SavedRunOptions = { keep };
+    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), device: runDevice(), config: cfg, run: saved }, null, 2) + '\n');
   } else if (!fs.existsSync(runFile)) {
     throw new UserError(`--resume ${runDir}: ${RUN_FILE} is missing`);
+  } else {
+    keep = run.keep ?? savedRunOptions(runFile).keep ?? 1;
   }
 
   const model = MambaLM.fromWeights(config, start.weights, { aParam: cfg.aScale !== null ? { c: cfg.aScale } : undefined });
@@ -134,7 +168,7 @@ export async function train(cfg: TrainConfig, run: RunOptions): Promise<TrainRes
   }
 
   const keepSteps = new Set(cfg.checkpointSteps ?? []);
-  const ckpt = new Checkpointer({ runDir, cfg, taskOptions: task.options, config, model, record: start.record, rawParams, opt, keep: run.keep ?? 1, keepSteps, last: from?.dir });
+  const ckpt = new Checkpointer({ runDir, cfg, taskOptions: task.options, config, model, record: start.record, rawParams, opt, keep, keepSteps, last: from?.dir });
   const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
   const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? defaultLogEvery(cfg.steps));
   const stepper = makeStep(model, config, params, opt, readEvery);
