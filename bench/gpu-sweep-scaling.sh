@@ -19,6 +19,9 @@ timed() { # $1 out, rest: sweep args; prints seconds
   $CLI sweep "${@:2}" --out "$1" --backend webgpu --parallel 1 >> "$OUT/scaling-log.txt" 2>&1
   node -e 'console.log(+process.argv[1] - +process.argv[2])' "$(date +%s.%N)" "$t0"
 }
+# A warm-up run first, so neither timing pays first-start costs (page cache, driver start-up).
+config "$W/warm.json" 1
+timed "$W/warm" "$W/warm.json" --gpus 0 > /dev/null
 config "$W/one.json" 2
 config "$W/all.json" $((2 * N))
 t1=$(timed "$W/one" "$W/one.json" --gpus 0)
