@@ -1,25 +1,28 @@
 /** `mimetic sweep`: a grid of training runs (child `mimetic train` processes), resumable, with a summary report. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Command } from 'commander';
-import { BACKEND_HELP, BACKENDS } from '../model/backend.js';
+import type { Command } from 'commander';
+import { BACKEND_HELP, BACKENDS, listGpus } from '../model/backend.js';
+import type { VulkanDeviceList } from '../model/gpu-select.js';
 import { SCHEDULERS, cancelSweep, checkNotSubmitted, submitSweep, sweepStatus } from '../train/scheduler/index.js';
 import { writeSweepReport } from '../train/sweep-report.js';
-import { expandRuns, isDone, parseRunFilters, parseSweepConfig, runState, runSweep } from '../train/sweep.js';
+import { expandRuns, isDone, parseRunFilters, parseSweepConfig, resolveGpus, runState, runSweep } from '../train/sweep.js';
 import { UserError } from '../util/errors.js';
-import { checkTrainOptions, register as registerTrain } from './train.js';
+import { checkTrainOptions } from './train.js';
 
 /** Exit code of a sweep stopped (slice over, or a signal) with runs left: run it again to continue. */
 export const EXIT_UNFINISHED = 75;
 /** Exit code when every run ended but some failed. */
 export const EXIT_FAILED_RUNS = 3;
 
-/** The option names `mimetic train` accepts (commander attribute names), read from the command itself. */
-function trainOptionNames(): Set<string> {
-  const p = new Command();
-  registerTrain(p);
-  const t = p.commands.find((c) => c.name() === 'train')!;
-  return new Set(t.options.map((o) => o.attributeName()));
+/** The GPUs for --gpus: required for `all`; for a list, a check made where the GPUs can be listed. */
+async function gpuList(spec: string): Promise<VulkanDeviceList | null> {
+  try {
+    return await listGpus();
+  } catch (e) {
+    if (spec.trim() === 'all' || !(e instanceof UserError)) throw e;
+    return null;
+  }
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -78,7 +81,7 @@ export function register(program: Command): void {
     .argument('<config>', 'sweep config JSON: {"name", "description"?, "base": {train options}, "grid": {option: [values]}, "variants"?: [{"name"?, options…}]}')
     .option('--out <dir>', 'sweep folder (default runs/<name>)')
     .option('--parallel <n>', 'runs at once per GPU (or in all without --gpus)', '1')
-    .option('--gpus <list>', 'GPU indices to spread runs over, e.g. 0,1,2,3 (passed to each child as MIMETIC_GPU / CUDA_VISIBLE_DEVICES)')
+    .option('--gpus <list|all>', 'GPUs to spread runs over: all (every GPU `mimetic gpus` lists) or indices, e.g. 0,2 (each child gets MIMETIC_GPU / CUDA_VISIBLE_DEVICES; webgpu children choose by Vulkan device index)')
     .option('--slice-minutes <m>', `stop launching after m minutes and stop running children at their next step (they checkpoint); exit ${EXIT_UNFINISHED} if runs are left`)
     .option('--backend <name>', `backend for every run: ${BACKEND_HELP} (default: the config's, else auto)`)
     .option('--retry-failed', 'run failed runs again')
@@ -104,7 +107,7 @@ export function register(program: Command): void {
       } catch (err) {
         throw new UserError(`${configFile}: not valid JSON (${(err as Error).message}); fix the file`);
       }
-      const cfg = parseSweepConfig(raw, configFile, trainOptionNames());
+      const cfg = parseSweepConfig(raw, configFile);
       const out = o.out === undefined ? path.join('runs', cfg.name) : String(o.out);
       if (o.status || o.cancel) {
         if (!fs.existsSync(out)) throw new UserError(`--out ${out}: no such sweep folder; run or submit the sweep first (or give --out)`);
@@ -134,15 +137,8 @@ export function register(program: Command): void {
       }
       const parallel = Number(o.parallel);
       if (!Number.isSafeInteger(parallel) || parallel < 1) throw new UserError(`--parallel: '${String(o.parallel)}' must be a positive integer`);
-      let gpus: number[] | null = null;
-      if (o.gpus !== undefined) {
-        gpus = String(o.gpus).split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
-          const n = Number(x);
-          if (!Number.isSafeInteger(n) || n < 0) throw new UserError(`--gpus: '${x}' is not a GPU index (0, 1, …)`);
-          return n;
-        });
-        if (!gpus.length || new Set(gpus).size !== gpus.length) throw new UserError(`--gpus: '${String(o.gpus)}' must list distinct GPU indices, e.g. 0,1`);
-      }
+      // `all`, or indices checked against the GPUs there are (the tensorflow backend's are CUDA's, not listed here).
+      const gpus = o.gpus === undefined ? null : resolveGpus(String(o.gpus), String(o.gpus).trim() === 'all' || o.backend !== 'tensorflow' ? await gpuList(String(o.gpus)) : null);
       let slice: number | null = null;
       if (o.sliceMinutes !== undefined) {
         slice = Number(o.sliceMinutes);

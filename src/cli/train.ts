@@ -1,11 +1,11 @@
 /** `mimetic train`: train a fresh, mimetic, transplanted or pretrained Mamba on copy / MQAR. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Command as CommanderCommand, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
-import { BACKEND_HELP, BACKENDS, type BackendName, initBackend } from '../model/backend.js';
+import { BACKENDS, type BackendName, initBackend } from '../model/backend.js';
 import { parseLengths } from '../tasks/common.js';
 import { COPY_DEFAULTS, FIRST_LETTER } from '../tasks/copy.js';
 import type { TaskOptions } from '../tasks/index.js';
@@ -16,27 +16,17 @@ import { listDocuments, prepareCorpus } from '../data/prepare.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { TokenData } from '../data/tokens.js';
 import { parseCheckpointSteps } from '../train/checkpoint-steps.js';
-import { DATA_DIR, type ModelSource, type TrainConfig, aScaleOfCheckpoint, checkResume, checkTrainConfig, fmtScores, readRunConfig, train, trainDefaults } from '../train/trainer.js';
+import { DATA_DIR, type ModelSource, TRAIN_OPTIONS, type TrainConfig, checkNewRunDir, checkRun, checkTrainConfig, optionDefaults, overlayOptions, readRunConfig, trainDefaults } from '../train/config.js';
+import { type TrainResult, aScaleOfCheckpoint, fmtScores, train } from '../train/trainer.js';
+import { RUN_STATUS_ENV, writeRunStatus } from '../train/state.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
-import { LOG_LINES } from '../train/metrics.js';
-import { UserError } from '../util/errors.js';
-import { addInitOptions, addModelOptions, defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
+import { UserError, isUserError } from '../util/errors.js';
+import { printable } from '../util/text.js';
+import { defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
+import { applyGpuOption } from './gpu-option.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 type Opts = Record<string, unknown>;
-
-/** Which config fields each option sets (used to overlay explicit options on a resumed run's config). */
-const OPTION_PATHS: Record<string, string[]> = {
-  task: ['task.task'], alphabet: ['task.alphabet'], minLen: ['task.minLen'], maxLen: ['task.maxLen'], context: ['task.context', 'task.contexts'],
-  evalLengths: ['task.evalLengths'], kvPairs: ['task.kvPairs'], powerA: ['task.powerA'],
-  vocab: ['task.vocab', 'model.shape.vocabSize'], arch: ['model.shape.arch'], nLayers: ['model.shape.numLayers'], dModel: ['model.shape.hiddenSize'],
-  dState: ['model.shape.stateSize'], headDim: ['model.shape.headDim'], convKernel: ['model.shape.convKernel'],
-  init: ['model.init.init', 'aScale'], mimetic: ['model.init.parts', 'aScale'], aScale: ['model.init.aScale', 'aScale'], bcNoise: ['model.init.bcNoise'],
-  seed: ['seed', 'model.init.seed'], model: ['model.path', 'model.kind'], aParam: ['aScale'],
-  steps: ['steps'], batchSize: ['batch'], batch: ['batch'], lr: ['lr'], minLr: ['minLr'], schedule: ['schedule'], warmup: ['warmup'], weightDecay: ['weightDecay'],
-  clip: ['clipNorm'], evalEvery: ['evalEvery'], evalExamples: ['evalExamples'], checkpointEvery: ['checkpointEvery'], targetAcc: ['targetAcc'],
-  data: ['task.data', 'task.sha256'], evalTasks: ['task.evalTasks'], checkpointSteps: ['checkpointSteps'],
-};
 
 /** --data's paths (commander gives a list; a sweep config a string or a list). */
 function dataPaths(v: unknown): string[] {
@@ -61,20 +51,6 @@ function lmData(o: Opts): { dir: string; sha256: string; vocab: number } | { pen
 
 /** Text inputs waiting to be prepared into the run folder (set by configFromOptions). */
 let pendingData: string[] | null = null;
-
-function getAt(o: unknown, p: string): unknown {
-  return p.split('.').reduce<unknown>((x, k) => (x && typeof x === 'object' ? (x as Record<string, unknown>)[k] : undefined), o);
-}
-function setAt(o: Record<string, unknown>, p: string, v: unknown): void {
-  const ks = p.split('.');
-  let x = o;
-  for (const k of ks.slice(0, -1)) {
-    if (!x[k] || typeof x[k] !== 'object') x[k] = {};
-    x = x[k] as Record<string, unknown>;
-  }
-  if (v === undefined) delete x[ks[ks.length - 1]!];
-  else x[ks[ks.length - 1]!] = v;
-}
 
 /** A default run folder's name: task, then the fresh model's arch and init or the checkpoint's folder name. */
 function runName(cfg: TrainConfig): string {
@@ -161,137 +137,122 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
  * `mimetic train` would before training, without training: the sweep's check before it launches.
  */
 export async function checkTrainOptions(given: Record<string, string | number | (string | number)[]>): Promise<void> {
-  const p = new CommanderCommand();
-  register(p);
-  const t = p.commands.find((c) => c.name() === 'train')!;
-  const o: Opts = {};
-  for (const opt of t.options) if (opt.defaultValue !== undefined) o[opt.attributeName()] = opt.defaultValue;
+  const o: Opts = optionDefaults();
   for (const [k, v] of Object.entries(given)) o[k] = k === 'data' ? dataPaths(v) : Array.isArray(v) ? v.join(',') : String(v);
   const explicit = (name: string) => name in given;
   rejectLayersCount(o, 'train');
-  if (!explicit('vocab')) o.vocab = undefined;
-  if (!explicit('context')) o.context = undefined;
   if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm)');
   const cfg = await configFromOptions(o, explicit);
   // Text to be prepared at launch: its paths and tokenizer were checked; the rest needs the tokens.
-  if (!pendingData) checkTrainConfig(cfg);
+  if (!pendingData) checkTrainConfig(cfg).close?.();
+}
+
+/** Register the option table's options (config.ts) on the command, in its order. */
+function addTableOptions(cmd: Command): void {
+  for (const t of TRAIN_OPTIONS) {
+    if (t.hub) continue;
+    const o = new Option(t.flag, t.help);
+    if (t.default !== undefined) o.default(t.default);
+    if (t.hidden) o.hideHelp();
+    cmd.addOption(o);
+  }
 }
 
 export function register(program: Command): void {
   const cmd = program
     .command('train')
-    .description('train a Mamba on the copy or MQAR task (fresh, mimetic, transplanted or pretrained)')
-    .option('--task <task>', 'copy, mqar or lm')
-    .option('--model <checkpoint>', 'start from this checkpoint instead of a fresh model')
-    .option('--a-param <c|none>', 'with --model: train A as −exp(−c·A_log_param) (default: as its config records)');
-  addModelOptions(cmd, { vocab: undefined });
-  const vocabOpt = cmd.options.find((x) => x.long === '--vocab')!;
-  vocabOpt.defaultValue = undefined;
-  vocabOpt.description = 'vocabulary: mqar V (default 8192; keys below V/2, values above); copy: embedding rows (default alphabet + 4)';
-  addInitOptions(cmd);
-  cmd
-    .option('--alphabet <n>', 'copy: letters', String(COPY_DEFAULTS.alphabet))
-    .option('--min-len <n>', 'copy: shortest string', String(COPY_DEFAULTS.minLen))
-    .option('--max-len <n>', 'copy: longest string', String(COPY_DEFAULTS.maxLen))
-    .option('--context <n>', 'training row length (copy: default 220; mqar: a list, default 64,128,256; lm: default 256)')
-    .option('--data <paths...>', 'lm: text files, folders of them, or one folder from mimetic data prepare')
-    .option('--tokenizer <file>', 'lm, with text --data: a Hugging Face tokenizer.json (default: bytes, vocab 256)')
-    .option('--eval-tasks <list>', `lm: also evaluate ${EVAL_TASKS.join(', ')} (teacher-forced, as their own tasks score)`)
-    .option('--kv-pairs <list>', 'mqar: numbers of key-value pairs trained', MQAR_DEFAULTS.kvPairs.join(','))
-    .option('--power-a <a>', 'mqar: query gap power law exponent', String(MQAR_DEFAULTS.powerA))
-    .option('--eval-lengths <list>', 'extra evaluation lengths (copy: string lengths; mqar: sequence lengths)')
-    .option('--steps <n>', 'optimizer steps', '1000')
-    .option('--batch-size <n>', 'rows per step', '32')
-    .addOption(new Option('--batch <n>', 'old name of --batch-size').hideHelp())
-    .option('--lr <x>', 'peak learning rate', '1e-3')
-    .option('--min-lr <x>', 'final learning rate', '0')
-    .option('--schedule <kind>', `after warmup: ${SCHEDULES.join('|')}`, 'cosine')
-    .option('--warmup <n>', 'linear warmup steps (default 10% of steps, at most 1000)')
-    .option('--weight-decay <x>', 'AdamW decoupled weight decay', '0.1')
-    .option('--clip <x>', 'global gradient-norm clip (0: none)', '1.0')
-    .option('--eval-every <n>', 'evaluate every n steps (default steps/10)')
-    .option('--eval-examples <n>', 'examples per evaluation setting', '64')
-    .option('--checkpoint-every <n>', 'checkpoint every n steps (default steps/10)')
-    .option('--checkpoint-steps <list|log>', "also checkpoint at these steps and keep them (e.g. 100,200,500; 'log': round(2^(k/2)) and the last)")
-    .option('--keep <n>', 'checkpoints kept', '1')
-    .option('--target-acc <x>', 'stop once every trained setting reaches this accuracy')
-    .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
-    .option('--log-every <n>', `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`)
-    .option('--out <dir>', 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)')
-    .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
-    .option('--quiet', 'no progress output');
-  addHubOptions(cmd, '--model')
-    .action(async (o: Opts) => {
-      // commander keeps the default for --vocab we removed; make "not given" undefined.
-      const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
-      rejectLayersCount(o, 'train');
-      // --revision picks the revision of --model's Hub id; a fresh model has none.
-      if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
-      if (!explicit('vocab')) o.vocab = undefined;
-      if (!explicit('context')) o.context = undefined;
-      const backendName = String(o.backend);
-      if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
-      let cfg: TrainConfig;
-      let out: string;
-      const resume = o.resume !== undefined;
-      if (resume) {
-        out = String(o.resume);
-        if (o.out !== undefined && path.resolve(String(o.out)) !== path.resolve(out)) throw new UserError('--out and --resume name different folders; a resumed run continues in its own folder');
-        const saved = readRunConfig(out);
-        const given = Object.keys(OPTION_PATHS).filter(explicit);
-        cfg = JSON.parse(JSON.stringify(saved)) as TrainConfig;
-        if (given.length) {
-          if (!explicit('task')) o.task = saved.task.task;
-          const cli = await configFromOptions(o, explicit);
-          for (const k of given) for (const p of OPTION_PATHS[k]!) setAt(cfg as unknown as Record<string, unknown>, p, getAt(cli, p));
-        }
-      } else {
-        if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm), or --resume a run folder');
-        cfg = await configFromOptions(o, explicit);
-        out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
-        if (fs.existsSync(out) && fs.readdirSync(out).length > 0) {
-          throw new UserError(`--out ${out}: already exists and is not empty; choose a new run folder, or continue that run with --resume ${out}`);
-        }
-        if (pendingData && cfg.task.task === 'lm') {
-          const dir = path.resolve(out, DATA_DIR);
-          process.stderr.write(`mimetic: preparing ${pendingData.join(', ')} into ${dir}\n`);
-          await prepareCorpus(pendingData, { out: dir, tokenizer: o.tokenizer === undefined ? undefined : String(o.tokenizer) });
-          cfg.task.data = dir;
-          cfg.task.sha256 = dataHash(TokenData.open(dir));
-        }
-      }
-      // Every check before any work (backend start-up included).
-      checkTrainConfig(cfg);
-      if (resume) checkResume(out, cfg);
-      const backend = await initBackend(backendName as BackendName);
-      if (!tf.getKernel('UnsortedSegmentSum', backend)) {
-        // The embedding's gradient (a gather's) needs this kernel; wasm gets its own (kernels/segment-wasm.ts).
-        throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend wasm or webgpu`);
-      }
-      const ac = new AbortController();
-      // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second
-      // SIGINT (Ctrl-C twice) quits at once: a scheduler signals every process of a job, so a run
-      // under a sweep gets the scheduler's SIGTERM and the sweep's SIGINT, in either order.
-      let sigints = 0;
-      const onSignal = (sig: NodeJS.Signals) => {
-        if (sig === 'SIGINT' && ++sigints > 1) process.exit(130);
-        if (ac.signal.aborted) return;
-        process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
-        ac.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        const r = await train(cfg, {
-          out, resume, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
-          logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: numOpt(o.keep, '--keep'),
-        });
-        const acc = r.lastEval ? fmtScores(r.lastEval) : 'no evaluation';
-        if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
-        process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+    .description('train a Mamba on the copy or MQAR task (fresh, mimetic, transplanted or pretrained)');
+  addTableOptions(cmd);
+  addHubOptions(cmd, '--model').action((o: Opts) => withRunStatus(() => trainAction(cmd, o)));
+}
+
+/**
+ * Under a sweep (MIMETIC_RUN_STATUS set), say how the run ended in that file: its result, or the
+ * one line of its error, which the sweep records without reading the log.
+ */
+async function withRunStatus(action: () => Promise<TrainResult>): Promise<void> {
+  const file = process.env[RUN_STATUS_ENV];
+  if (!file) {
+    await action();
+    return;
+  }
+  writeRunStatus(file, { state: 'running' });
+  try {
+    const r = await action();
+    writeRunStatus(file, { state: r.status, step: r.step });
+  } catch (e) {
+    const msg = (e as Error)?.message ?? String(e);
+    writeRunStatus(file, isUserError(e) ? { state: 'failed', error: `mimetic: ${printable(msg)}` } : { state: 'crashed', error: `mimetic: internal error: ${printable(msg)}` });
+    throw e;
+  }
+}
+
+async function trainAction(cmd: Command, o: Opts): Promise<TrainResult> {
+  const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+  rejectLayersCount(o, 'train');
+  // --revision picks the revision of --model's Hub id; a fresh model has none.
+  if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
+  const backendName = String(o.backend);
+  if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
+  // --gpu 1 on a one-GPU machine is one line before anything is resolved, prepared or written.
+  await applyGpuOption(o.gpu, backendName);
+  let cfg: TrainConfig;
+  let out: string;
+  const resume = o.resume !== undefined;
+  if (resume) {
+    out = String(o.resume);
+    if (o.out !== undefined && path.resolve(String(o.out)) !== path.resolve(out)) throw new UserError('--out and --resume name different folders; a resumed run continues in its own folder');
+    const saved = readRunConfig(out);
+    const given = TRAIN_OPTIONS.filter((t) => t.paths.length && explicit(t.name)).map((t) => t.name);
+    cfg = saved;
+    if (given.length) {
+      if (!explicit('task')) o.task = saved.task.task;
+      cfg = overlayOptions(saved, await configFromOptions(o, explicit), given);
+    }
+  } else {
+    if (o.task === undefined) throw new UserError('--task is required (copy, mqar or lm), or --resume a run folder');
+    cfg = await configFromOptions(o, explicit);
+    out = o.out === undefined ? defaultCheckpointOut(`train-${runName(cfg)}-seed${cfg.seed}`) : String(o.out);
+    checkNewRunDir(out);
+    if (pendingData && cfg.task.task === 'lm') {
+      const dir = path.resolve(out, DATA_DIR);
+      process.stderr.write(`mimetic: preparing ${pendingData.join(', ')} into ${dir}\n`);
+      await prepareCorpus(pendingData, { out: dir, tokenizer: o.tokenizer === undefined ? undefined : String(o.tokenizer) });
+      cfg.task.data = dir;
+      cfg.task.sha256 = dataHash(TokenData.open(dir));
+    }
+  }
+  // Every check before any work (backend start-up included); train() does not repeat them.
+  const task = checkRun(cfg, out, resume);
+  const backend = await initBackend(backendName as BackendName);
+  if (!tf.getKernel('UnsortedSegmentSum', backend)) {
+    // The embedding's gradient (a gather's) needs this kernel; wasm gets its own (kernels/segment-wasm.ts).
+    throw new UserError(`--backend ${backend}: cannot train (no UnsortedSegmentSum kernel for the embedding gradient); use --backend wasm or webgpu`);
+  }
+  const ac = new AbortController();
+  // SIGTERM too: job schedulers and `mimetic sweep` get a clean checkpoint. Only a second
+  // SIGINT (Ctrl-C twice) quits at once: a scheduler signals every process of a job, so a run
+  // under a sweep gets the scheduler's SIGTERM and the sweep's SIGINT, in either order.
+  let sigints = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (sig === 'SIGINT' && ++sigints > 1) process.exit(130);
+    if (ac.signal.aborted) return;
+    process.stderr.write('\nmimetic: interrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const r = await train(cfg, {
+      out, resume, task, backend, signal: ac.signal, progress: o.quiet ? null : process.stderr,
+      logEvery: o.logEvery === undefined ? undefined : numOpt(o.logEvery, '--log-every'), keep: explicit('keep') ? numOpt(o.keep, '--keep') : undefined,
     });
+    const acc = r.lastEval ? fmtScores(r.lastEval) : 'no evaluation';
+    if (r.status === 'interrupted') process.exitCode = 130; // like a shell's Ctrl-C, though the run is saved
+    process.stdout.write(`${r.status} at step ${r.step}: loss ${r.lastLoss.toFixed(4)}; ${acc}\nrun folder ${out} (report.html, metrics.jsonl${r.checkpoint ? `, ${path.relative(out, r.checkpoint)}` : ''})\n`);
+    return r;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }

@@ -114,3 +114,33 @@ export function loadOptimizer(dir: string, opt: AdamWState, params: Map<string, 
     r.close();
   }
 }
+
+/**
+ * A run's own account of how it ended, for a supervising sweep: the sweep names the file in
+ * MIMETIC_RUN_STATUS and reads it when the child exits (no parsing of the child's log).
+ */
+export const RUN_STATUS_ENV = 'MIMETIC_RUN_STATUS';
+
+export interface RunStatusFile {
+  state: 'running' | 'finished' | 'target-reached' | 'interrupted' | 'halted' | 'failed' | 'crashed';
+  /** The step reached (when it ended with a result). */
+  step?: number;
+  /** failed / crashed: the one line the child printed, `mimetic: …`. */
+  error?: string;
+  pid: number;
+  time: string;
+}
+
+export function writeRunStatus(file: string, s: Omit<RunStatusFile, 'pid' | 'time'>): void {
+  writeFileAtomic(file, JSON.stringify({ ...s, pid: process.pid, time: new Date().toISOString() }) + '\n');
+}
+
+/** The status a child wrote, or null (none written, or unreadable: the child died before it could say). */
+export function readRunStatus(file: string): RunStatusFile | null {
+  try {
+    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as RunStatusFile;
+    return j && typeof j.state === 'string' ? j : null;
+  } catch {
+    return null;
+  }
+}

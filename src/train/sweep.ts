@@ -11,6 +11,7 @@
  *   logs/<run id>.log     each child's stdout and stderr (appended across invocations)
  *   .sweep/<run id>.json  the options a run was started with, and its error if it failed
  *   .sweep/<run id>.pid   the child's pid while it runs; .sweep/lock while a sweep runs
+ *   .sweep/<run id>.status.json  how the child says it ended (state.ts's RunStatusFile)
  *   .sweep/<run id>.lock  while a sweep given `--only` runs it (a scheduler's task, maybe on another host)
  *   summary.json, report/ written by sweep-report.ts
  */
@@ -19,14 +20,14 @@ import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as lockfile from 'proper-lockfile';
-import { childGpuEnv } from '../model/gpu-select.js';
+import { type VulkanDeviceList, childGpuEnv, describeDevice, gpusOf } from '../model/gpu-select.js';
 import { parseMimeticParts } from '../model/init.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
-import { preview } from '../util/text.js';
-import { SCHEDULES } from './schedule.js';
-import { listCheckpoints, readRunState } from './state.js';
-import { METRICS_FILE, RUN_FILE, type TrainConfig } from './trainer.js';
+import { preview, printable } from '../util/text.js';
+import { METRICS_FILE, RUN_FILE, type TrainConfig, trainOption, trainOptionNames } from './config.js';
+import { type LockHolder, lockHolder, takeLock } from './lock.js';
+import { RUN_STATUS_ENV, listCheckpoints, readRunState, readRunStatus } from './state.js';
 import { readMetrics } from './metrics.js';
 
 export type OptValue = string | number | (string | number)[];
@@ -62,15 +63,9 @@ export interface RunSpec {
 }
 
 /** Options the sweep sets itself, never the config. */
-const RESERVED = new Set(['out', 'resume', 'quiet']);
+const RESERVED = new Set(['out', 'resume', 'quiet', 'gpu']);
 /** Folder names inside the sweep folder that runs may not take. */
 const RESERVED_DIRS = new Set(['logs', 'report', '.sweep', 'summary.json', 'sweep.json', 'slurm.sbatch']);
-
-/** Types of the train options we know; others `mimetic train` accepts are passed through as text. */
-const INT_OPTS = new Set(['nLayers', 'dModel', 'dState', 'headDim', 'convKernel', 'vocab', 'alphabet', 'minLen', 'maxLen', 'steps', 'batchSize', 'warmup', 'evalEvery', 'evalExamples', 'checkpointEvery', 'keep', 'seed', 'logEvery']);
-const FLOAT_OPTS = new Set(['lr', 'minLr', 'weightDecay', 'clip', 'targetAcc', 'powerA', 'aScale', 'bcNoise']);
-const INT_LIST_OPTS = new Set(['evalLengths', 'kvPairs', 'context']);
-const ENUM_OPTS: Record<string, readonly string[]> = { task: ['copy', 'mqar', 'lm'], arch: ['mamba1', 'mamba2'], init: ['default', 'mimetic'], schedule: SCHEDULES, backend: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] };
 
 const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 /** Old option names configs may still use (experiments/*.json): `layers` was the layer count, `batch` the batch size. */
@@ -88,7 +83,8 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function checkValue(key: string, v: unknown, where: string): OptValue {
   const bad = (what: string) => new UserError(`${where}: ${preview(v)} ${what}`);
   if (Array.isArray(v)) {
-    if (!INT_LIST_OPTS.has(key) && key !== 'mimetic') throw bad(`is a list, but --${kebab(key)} takes one value`);
+    const kind = trainOption(key)?.kind;
+    if (kind !== 'ints' && kind !== 'parts') throw bad(`is a list, but --${kebab(key)} takes one value`);
     if (v.length === 0) throw bad('is an empty list');
     for (const x of v) if (typeof x !== 'number' && typeof x !== 'string') throw bad('must hold only numbers or strings');
     checkValue(key, v.join(','), where);
@@ -97,21 +93,22 @@ function checkValue(key: string, v: unknown, where: string): OptValue {
   if (typeof v !== 'number' && typeof v !== 'string') throw bad(`must be a number or a string (an option value of --${kebab(key)})`);
   const s = String(v).trim();
   if (s === '') throw bad('is empty');
-  if (INT_OPTS.has(key) && !(Number.isSafeInteger(Number(s)) && Number(s) >= 0)) throw bad(`must be an integer ≥ 0 for --${kebab(key)}`);
-  if (FLOAT_OPTS.has(key) && !Number.isFinite(Number(s))) throw bad(`must be a number for --${kebab(key)}`);
-  if (INT_LIST_OPTS.has(key)) {
+  const kind = trainOption(key)?.kind;
+  if (kind === 'int' && !(Number.isSafeInteger(Number(s)) && Number(s) >= 0)) throw bad(`must be an integer ≥ 0 for --${kebab(key)}`);
+  if (kind === 'float' && !Number.isFinite(Number(s))) throw bad(`must be a number for --${kebab(key)}`);
+  if (kind === 'ints') {
     for (const p of s.split(',')) if (!(Number.isSafeInteger(Number(p.trim())) && Number(p.trim()) > 0)) throw bad(`must be positive integers for --${kebab(key)}`);
   }
-  const en = ENUM_OPTS[key];
+  const en = kind === 'choice' ? trainOption(key)!.choices! : undefined;
   if (en && !en.includes(s)) throw bad(`is not one of ${en.join(', ')} (--${kebab(key)})`);
-  if (key === 'mimetic') {
+  if (kind === 'parts') {
     try {
       parseMimeticParts(s);
     } catch (e) {
       throw bad(`is not a list of mimetic parts: ${(e as Error).message}`);
     }
   }
-  if (key === 'aParam' && s !== 'none' && !Number.isFinite(Number(s))) throw bad('must be a number or "none" (--a-param)');
+  if (kind === 'scale' && s !== 'none' && !Number.isFinite(Number(s))) throw bad(`must be a number or "none" (--${kebab(key)})`);
   return v;
 }
 
@@ -132,9 +129,9 @@ function checkOptions(o: unknown, where: string, known: ReadonlySet<string>): Ru
 
 /**
  * Validate a sweep configuration completely (before any run starts). `known` is the set of
- * `mimetic train` option names (camelCase attribute names), taken from the command itself.
+ * `mimetic train` option names (camelCase), by default config.ts's option table.
  */
-export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<string>): SweepConfig {
+export function parseSweepConfig(raw: unknown, file: string, known: ReadonlySet<string> = trainOptionNames()): SweepConfig {
   if (!isPlainObject(raw)) throw new UserError(`${file}: a sweep config must be a JSON object with "name", "base" and "grid"`);
   const allowed = new Set(['name', 'description', 'base', 'grid', 'variants']);
   for (const k of Object.keys(raw)) if (!allowed.has(k)) throw new UserError(`${file}: unknown field "${k}"; a sweep config has ${[...allowed].join(', ')}`);
@@ -277,6 +274,7 @@ export interface SweepRunState {
 const metaDir = (sweepDir: string) => path.join(sweepDir, '.sweep');
 const metaFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.json`);
 const pidFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.pid`);
+const statusFile = (sweepDir: string, id: string) => path.join(metaDir(sweepDir), `${id}.status.json`);
 
 interface RunMeta { options: RunOptionsMap; error?: string }
 
@@ -381,30 +379,22 @@ function cmdlineOf(pid: number): string {
 
 /** The pid of a live sweep holding the folder lock `f`, or null when it is free or stale. */
 function folderLockHolder(f: string): number | null {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(f, 'utf8').trim());
-  } catch {
-    return null;
-  }
-  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid) && /sweep/.test(cmdlineOf(pid) || 'sweep') ? pid : null;
+  return lockHolder(f, isSweep)?.pid ?? null;
 }
 
-/** Take the sweep folder's lock (one sweep per folder); returns the release function. */
-function takeLock(sweepDir: string): () => void {
+/** A holder that is a sweep (a reused pid of another program is not). */
+const isSweep = (h: LockHolder) => h.pid === process.pid || /sweep/.test(cmdlineOf(h.pid) || 'sweep');
+
+/**
+ * Take the sweep folder's lock (one sweep per folder, this process's own included); returns the
+ * release function. A stale lock (its sweep killed) is taken over atomically (lock.ts).
+ */
+export function takeSweepLock(sweepDir: string): () => void {
   const f = path.join(metaDir(sweepDir), 'lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(f, String(process.pid), { flag: 'wx' });
-      return () => fs.rmSync(f, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = folderLockHolder(f);
-      if (pid !== null) throw new UserError(`${sweepDir}: another sweep (pid ${pid}) is running in this folder; wait for it or stop it first`);
-      fs.rmSync(f, { force: true }); // stale lock of a killed sweep
-    }
-  }
-  throw new UserError(`${sweepDir}: could not take the sweep lock ${f}`);
+  fs.mkdirSync(metaDir(sweepDir), { recursive: true });
+  const r = takeLock(f, isSweep);
+  if ('holder' in r) throw new UserError(`${sweepDir}: another sweep (pid ${r.holder.pid}) is running in this folder; wait for it or stop it first`);
+  return r.release;
 }
 
 /**
@@ -489,6 +479,31 @@ async function stopOrphans(sweepDir: string, runs: RunSpec[], graceSeconds: numb
   }
 }
 
+/**
+ * `--gpus all|0,2,…`: the GPU indices to spread children over. `list` is the device list
+ * (backend.ts's listGpus; null where it was not asked for, as for the tensorflow backend's CUDA
+ * indices): `all` takes every GPU in it, and listed indices must be in it.
+ */
+export function resolveGpus(spec: string, list: VulkanDeviceList | null): number[] {
+  const gpus = list ? gpusOf(list) : [];
+  const have = () => gpus.length === 0 ? 'this machine has no GPU (the Vulkan driver reports no device)' : `this machine has ${gpus.length} GPU${gpus.length === 1 ? '' : 's'} (${gpus.map(describeDevice).join('; ')})`;
+  if (spec.trim() === 'all') {
+    if (!gpus.length) throw new UserError(`--gpus all: ${list ? have() : 'the GPUs could not be listed'}; run without --gpus, or list indices (e.g. --gpus 0,1)`);
+    return gpus.map((d) => d.gpu!);
+  }
+  const out = spec.split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
+    const n = /^\d+$/.test(x) ? Number(x) : NaN;
+    if (!Number.isSafeInteger(n)) throw new UserError(`--gpus: '${printable(x)}' is not a GPU index (0, 1, …) or all`);
+    return n;
+  });
+  if (!out.length || new Set(out).size !== out.length) throw new UserError(`--gpus: '${printable(spec)}' must list distinct GPU indices, e.g. 0,1, or be all`);
+  if (list && gpus.length) {
+    const missing = out.find((i) => !gpus.some((d) => d.gpu === i));
+    if (missing !== undefined) throw new UserError(`--gpus: there is no GPU ${missing}; ${have()}; choose from ${gpus.length === 1 ? '0' : `0 to ${gpus.length - 1}`}, or all`);
+  }
+  return out;
+}
+
 /** The default way to run the CLI: this Node on the built main.js next to this module. */
 export function defaultCli(): string[] {
   return [process.execPath, fileURLToPath(new URL('../cli/main.js', import.meta.url))];
@@ -510,7 +525,7 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
   fs.mkdirSync(metaDir(sweepDir), { recursive: true });
   fs.mkdirSync(path.join(sweepDir, 'logs'), { recursive: true });
   checkRunsMatch(sweepDir, all, o.out);
-  const release = o.only ? await lockRuns(sweepDir, runs, log) : takeLock(sweepDir);
+  const release = o.only ? await lockRuns(sweepDir, runs, log) : takeSweepLock(sweepDir);
   try {
     writeFileAtomic(path.join(sweepDir, 'sweep.json'), JSON.stringify({ version: 1, config: cfg }, null, 2) + '\n');
     // Runs an `--only` sweep holds are not ours to stop or start.
@@ -528,11 +543,9 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
     }
     log(`${selected.length} runs${selected.length < runs.length ? ` (of ${runs.length}, selected by --where)` : ''}: ${done} finished, ${failed} failed${failed ? ' (--retry-failed to try again)' : ''}, ${todo.length} to run${elsewhere.size ? `, ${elsewhere.size} run by other sweeps (--only)` : ''}`);
 
+    // Each child gets MIMETIC_GPU and CUDA_VISIBLE_DEVICES (gpu-select.ts): the tensorflow backend
+    // honours the latter, webgpu the former through the GPU-select Vulkan layer.
     const gpus = o.gpus && o.gpus.length ? o.gpus : [null];
-    if (gpus.length > 1 && o.backend !== 'tensorflow') {
-      // See gpu-select.ts: Dawn picks adapters by name only, so identical GPUs cannot be told apart.
-      log(`note: each child gets MIMETIC_GPU and CUDA_VISIBLE_DEVICES; the tensorflow backend honours the latter, but WebGPU (Dawn) cannot choose among identical GPUs, so webgpu children may share the first one`);
-    }
     const slots: { gpu: number | null; child: ChildProcess | null }[] = [];
     for (const g of gpus) for (let i = 0; i < o.parallel; i++) slots.push({ gpu: g, child: null });
     let stopping = false;
@@ -582,7 +595,9 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
       writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options }, null, 2) + '\n');
       const logFd = fs.openSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'a');
       fs.writeSync(logFd, `\n=== ${new Date().toISOString()} ${fresh ? 'start' : `resume from step ${st.step}`}: ${args.join(' ')}\n`);
-      const env = { ...process.env, ...(slot.gpu !== null ? childGpuEnv(slot.gpu) : {}) };
+      const status = statusFile(sweepDir, r.id);
+      fs.rmSync(status, { force: true });
+      const env = { ...process.env, ...(slot.gpu !== null ? childGpuEnv(slot.gpu) : {}), [RUN_STATUS_ENV]: status };
       const child = spawn(cli[0]!, [...cli.slice(1), ...args], { env, stdio: ['ignore', logFd, logFd], detached: true });
       fs.closeSync(logFd);
       launched++;
@@ -615,8 +630,9 @@ export async function runSweep(cfg: SweepConfig, o: SweepRunOptions): Promise<Sw
             log(`${now.status} ${r.id} (step ${now.step})`);
           } else if ((code === 2 || code === 1) && !stopping) {
             // A user error (bad option, divergence) or a crash: the same command would fail again.
-            const lines = fs.readFileSync(path.join(sweepDir, 'logs', `${r.id}.log`), 'utf8').trim().split('\n');
-            const msg = [...lines].reverse().find((l) => l.startsWith('mimetic: ')) ?? lines.at(-1) ?? `exit code ${code}`;
+            // The child said which in its status file; without one it died before it could.
+            const told = readRunStatus(status);
+            const msg = told?.error ?? `exit code ${code} before the run reported a status; see ${path.join(o.out, 'logs', `${r.id}.log`)}`;
             writeFileAtomic(metaFile(sweepDir, r.id), JSON.stringify({ options: r.options, error: msg }, null, 2) + '\n');
             failed++;
             log(`failed ${r.id}: ${msg}`);

@@ -1,0 +1,111 @@
+/**
+ * `train --gpu i` and `sweep --gpus all|0,2,…` (issue 16): which GPUs a sweep spreads its children
+ * over, with the device list stubbed (two identical cards, as on a multi-GPU host), and on the
+ * machine's own Vulkan driver (lavapipe in CI): --gpu 0 trains and run.json records the GPU, the
+ * first index past the last GPU is one line before anything is written.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { VulkanDeviceList } from '../src/model/gpu-select.js';
+import { parseSweepConfig, resolveGpus, runSweep } from '../src/train/sweep.js';
+import { requiresWebGPU } from './helpers/requires.js';
+import { tempDirs } from './helpers/tmpdir.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const tmp = tempDirs('mimetic-train-gpu-');
+
+const card = (gpu: number | null, name: string, type: string, uuid: string) => ({ gpu, name, type, vendorID: 0x10de, deviceID: 0x2335, uuid, kept: true });
+/** Two identical H100s and lavapipe, which is not counted where hardware GPUs exist. */
+const TWO: VulkanDeviceList = { requested: null, devices: [card(0, 'NVIDIA H100', 'discrete', 'aa'), card(null, 'llvmpipe', 'cpu', 'cc'), card(1, 'NVIDIA H100', 'discrete', 'bb')] };
+const NONE: VulkanDeviceList = { requested: null, devices: [] };
+
+test('sweep --gpus: all is every GPU of the list; listed indices must exist; without a list (CUDA) they pass unchecked', () => {
+  assert.deepEqual(resolveGpus('all', TWO), [0, 1]);
+  assert.deepEqual(resolveGpus(' all ', { requested: null, devices: [card(0, 'llvmpipe', 'cpu', 'cc')] }), [0], 'a CPU implementation counts where it is the only device (CI)');
+  assert.deepEqual(resolveGpus('1,0', TWO), [1, 0]);
+  assert.throws(() => resolveGpus('0,2', TWO), /^UserError: --gpus: there is no GPU 2; this machine has 2 GPUs \(0: NVIDIA H100 \(discrete\); 1: NVIDIA H100 \(discrete\)\); choose from 0 to 1, or all$/);
+  assert.throws(() => resolveGpus('all', NONE), /--gpus all: this machine has no GPU/);
+  assert.throws(() => resolveGpus('all', null), /--gpus all: the GPUs could not be listed/);
+  assert.deepEqual(resolveGpus('3,5', null), [3, 5]);
+  assert.deepEqual(resolveGpus('3', NONE), [3], 'no Vulkan device: the indices are for CUDA');
+  assert.throws(() => resolveGpus('0,0', TWO), /distinct GPU indices/);
+  assert.throws(() => resolveGpus('0,x', TWO), /'x' is not a GPU index/);
+  assert.throws(() => resolveGpus('-1', TWO), /'-1' is not a GPU index/);
+});
+
+test('a sweep over two GPUs gives each child the GPU of its slot, and uses both', async () => {
+  const dir = tmp();
+  // A stand-in for `mimetic train` that records the GPU its environment names and stops.
+  const fake = path.join(dir, 'fake-train.mjs');
+  fs.writeFileSync(fake, `import * as fs from 'node:fs';
+const out = process.argv[process.argv.indexOf('--out') + 1];
+fs.mkdirSync(out, { recursive: true });
+fs.writeFileSync(out + '/gpu', JSON.stringify({ gpu: process.env.MIMETIC_GPU, cuda: process.env.CUDA_VISIBLE_DEVICES }));
+`);
+  const cfg = parseSweepConfig({ name: 'g', base: { task: 'copy', steps: 1 }, grid: { seed: [0, 1, 2, 3] } }, 'g.json');
+  const lines: string[] = [];
+  const out = path.join(dir, 'sweep');
+  await runSweep(cfg, { out, parallel: 1, gpus: resolveGpus('all', TWO), sliceMinutes: null, cli: [process.execPath, fake], log: { write: (s: string) => lines.push(s) } });
+  // The sweep's own account (`start seed=2 on GPU 1`) and what each child was given agree.
+  const said = new Map(lines.map((l) => /start (seed=\d) on GPU (\d)\n$/.exec(l)).filter((m) => m !== null).map((m) => [m[1]!, m[2]!]));
+  assert.equal(said.size, 4, lines.join(''));
+  for (const [id, gpu] of said) {
+    const g = JSON.parse(fs.readFileSync(path.join(out, id, 'gpu'), 'utf8')) as { gpu: string; cuda: string };
+    assert.deepEqual(g, { gpu, cuda: gpu }, id);
+  }
+  assert.deepEqual(new Set(said.values()), new Set(['0', '1']));
+});
+
+function cli(args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+}
+
+const TINY = ['train', '--task', 'copy', '--alphabet', '3', '--min-len', '1', '--max-len', '2', '--context', '8', '--n-layers', '1', '--d-model', '8', '--d-state', '2',
+  '--steps', '2', '--batch-size', '2', '--eval-every', '2', '--eval-examples', '2', '--backend', 'webgpu', '--quiet'];
+
+test('train --gpu 0 trains on that GPU and run.json records it; --gpu <count> is one line, nothing written', await requiresWebGPU(), () => {
+  const listed = cli(['gpus', '--json']);
+  assert.equal(listed.status, 0, listed.stderr);
+  const count = (JSON.parse(listed.stdout.trim().split('\n').at(-1)!) as { gpus: number }).gpus;
+  assert.ok(count >= 1, listed.stdout);
+  const dir = tmp();
+  const ok = cli([...TINY, '--gpu', '0', '--out', path.join(dir, 'run')]);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stderr, new RegExp(`^mimetic: GPU 0 of ${count}: `, 'm'));
+  const run = JSON.parse(fs.readFileSync(path.join(dir, 'run', 'run.json'), 'utf8')) as { device: { adapter: string; gpu: { index: number; count: number; uuid: string | null } } };
+  assert.equal(run.device.gpu.index, 0);
+  assert.equal(run.device.gpu.count, count);
+  assert.ok(run.device.adapter.length > 0);
+  const bad = cli([...TINY, '--gpu', String(count), '--out', path.join(dir, 'bad')]);
+  assert.equal(bad.status, 2, bad.stderr);
+  const own = bad.stderr.split('\n').filter((l) => l.startsWith('mimetic: '));
+  assert.equal(own.length, 1, bad.stderr);
+  assert.match(own[0]!, new RegExp(`^mimetic: --gpu ${count}: this machine has ${count} GPUs?( |;)`));
+  assert.ok(!fs.existsSync(path.join(dir, 'bad')), 'nothing written');
+});
+
+test('sweep --gpus all runs each child on a listed GPU (run.json says which); a GPU past the last is one line, nothing made', await requiresWebGPU(), () => {
+  const dir = tmp();
+  const cfgFile = path.join(dir, 'g.json');
+  fs.writeFileSync(cfgFile, JSON.stringify({
+    name: 'g', base: { task: 'copy', alphabet: 3, minLen: 1, maxLen: 2, context: 8, nLayers: 1, dModel: 8, dState: 2, steps: 2, batchSize: 2, evalEvery: 2, evalExamples: 2 },
+    grid: { seed: [0] },
+  }));
+  const out = path.join(dir, 'sweep');
+  const r = cli(['sweep', cfgFile, '--out', out, '--gpus', 'all', '--backend', 'webgpu']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /start seed=0 on GPU 0\n/);
+  const run = JSON.parse(fs.readFileSync(path.join(out, 'seed=0', 'run.json'), 'utf8')) as { device: { gpu: { index: number } } };
+  assert.equal(run.device.gpu.index, 0);
+  const listed = cli(['gpus', '--json']);
+  const count = (JSON.parse(listed.stdout.trim().split('\n').at(-1)!) as { gpus: number }).gpus;
+  const bad = cli(['sweep', cfgFile, '--out', path.join(dir, 'bad'), '--gpus', String(count), '--backend', 'webgpu']);
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, new RegExp(`^mimetic: --gpus: there is no GPU ${count}; this machine has ${count} GPU`, 'm'));
+  assert.ok(!fs.existsSync(path.join(dir, 'bad')));
+});
