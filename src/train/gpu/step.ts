@@ -19,6 +19,7 @@ import type { AdamWHParams, AdamWState } from '../adamw.js';
 import { grid } from '../../model/kernels/webgpu-program.js';
 import { Engine, type BufName, type GPUBuffer } from './engine.js';
 import * as K from './kernels.js';
+import { UserError } from '../../util/errors.js';
 
 const BIG = 3.4e38;
 /** Steps of losses / gradient norms kept on the GPU between reads. */
@@ -46,19 +47,23 @@ export function compiledStepUnsupported(c: MambaConfig, params: Map<string, tf.T
     const width = 2 * c.intermediateSize + 2 * G * c.stateSize + H;
     for (const [name, w] of params) if (name.endsWith('mixer.in_proj.weight') && w.shape[0] !== width) return 'an in_proj with a d_mlp part';
   }
-  if (c.stateSize > 128) return 'state size over 128';
+  if (c.stateSize > MAX_STATE) return `state size ${c.stateSize} over ${MAX_STATE}`;
   return null;
+}
+
+/** Largest d_state the compiled step's scan takes (its per-thread states and lane sums are sized for it). */
+export const MAX_STATE = 1024;
+
+/** Knobs of the compiled step (all optional; the defaults suit the GPU host and lavapipe alike). */
+export interface CompiledStepOptions {
+  /** Time steps per scan chunk: the backward keeps one state per chunk and recomputes inside it (default 16). */
+  scanChunk?: number;
+  /** Threads per scan lane, each holding d_state / scanThreads states (default kernels.ts's defaultScanThreads). */
+  scanThreads?: number;
 }
 
 type Region = number;
 interface View { buf: BufName; off: number; rs: number; cs: number }
-
-/** Largest power of two ≤ 64 dividing n. */
-function laneBlock(n: number): number {
-  let w = 64;
-  while (w > 1 && n % w !== 0) w /= 2;
-  return w;
-}
 
 export class CompiledStep {
   readonly engine: Engine;
@@ -76,7 +81,7 @@ export class CompiledStep {
    * `share`: a step of the same model for another batch shape; this one then uses its parameter,
    * gradient and moment buffers (tasks that mix sequence lengths get one step per length).
    */
-  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number, share?: CompiledStep) {
+  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number, share?: CompiledStep, readonly options: CompiledStepOptions = {}) {
     const why = compiledStepUnsupported(model.config, params);
     if (why) throw new Error(`compiled step: ${why}`);
     this.backend = tf.backend() as unknown as WebGPUBackendLike;
@@ -165,13 +170,16 @@ export class CompiledStep {
     const convDim = m2 ? E + 2 * G * N : E;
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
-    // Threads per scan lane: N/16 states each for large N (fewer registers, more threads in flight).
-    const NS = Number(process.env.MIMETIC_SCAN_NS ?? (N >= 32 && N % 16 === 0 ? Math.min(8, N / 16) : 1));
-    if (!(Number.isInteger(NS) && NS >= 1 && NS <= 64 && N % NS === 0 && 64 % NS === 0)) throw new Error(`scan threads per lane ${NS} must divide ${N} and 64`);
+    const NS = this.options.scanThreads ?? K.defaultScanThreads(N);
     const storage = Number((this.engine.device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
-    let W = laneBlock(Q / G);
-    while (W > 1 && (W * NS > 256 || (W * N + 2 * W * NS) * 4 > storage)) W /= 2;
+    const lay = K.scanLayout(N, Q / G, NS, storage);
+    if (typeof lay === 'string') throw new UserError(`compiled step: ${lay}; change the scan threads option`);
+    const { W, SL } = lay;
     const nBlk = Q / W;
+    // The scan backward keeps the state at each chunk's start (B·nC·N·Q) and one chunk's states (B·C·N·Q).
+    const C = Math.min(L, this.options.scanChunk ?? 16);
+    if (!(Number.isInteger(C) && C >= 1)) throw new UserError(`compiled step: scan chunk ${this.options.scanChunk} must be a whole number of steps ≥ 1`);
+    const nC = Math.ceil(L / C);
     const bcW = R + 2 * N; // Mamba-1 x_proj width
     const [lo, hi] = m2 ? c.timeStepLimit ?? [0, Infinity] : [0, Infinity];
     const hiF = Number.isFinite(hi) ? hi : BIG;
@@ -197,7 +205,7 @@ export class CompiledStep {
     const DH = this.reg('DH', T * D), DXN = this.reg('DXN', T * D), DYG = this.reg('DYG', T * E), DXZ = this.reg('DXZ', T * Win);
     const DU = this.reg('DU', T * convDim), DD = this.reg('DD', T * Q), DPRE = this.reg('DPRE', T * convDim);
     const DY = m2 ? this.reg('DY', T * E) : 0, DDTP = m2 ? 0 : this.reg('DDTP', T * E), DDBC = m2 ? 0 : this.reg('DDBC', T * bcW);
-    const PB = this.reg('PB', T * nBlk * N), PC = this.reg('PC', T * nBlk * N);
+    const PB = this.reg('PB', B * C * nBlk * N), PC = this.reg('PC', B * C * nBlk * N);
     const APART = this.reg('APART', B * Q * (m2 ? 1 : N)), DPART = this.reg('DPART', B * Q);
     const MASK = this.reg('MASK', T), SCALE = this.reg('SCALE', 1), ONE = this.reg('ONE', 1);
     const LOSS = this.reg('LOSS', 1), NORM = this.reg('NORM', 1), HP = this.reg('HP', 12);
@@ -213,7 +221,6 @@ export class CompiledStep {
       iTop += n;
     }
     const nSegMax = Math.min(T, V);
-    this.needS(T * N * Q);
 
     const e = this.engine;
     const X = (off: number, rs: number, cs = 1): View => ({ buf: 'X', off, rs, cs });
@@ -268,19 +275,29 @@ export class CompiledStep {
       this.mm(X(DH, 1, D), X(outIn, E), Go(lp(l, 'mixer.out_proj.weight'), E), D, E, T);
       this.mm(X(DH, D), Pw(lp(l, 'mixer.out_proj.weight'), E, 1), Xo(DYG, E), T, E, D);
       const scan = scanOf(l);
-      const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART, sOff: 0 };
+      const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART };
+      // S during the scan: checkpoints, one chunk's states, the state gradient carried between chunks.
+      const ckOff = 0, scrOff = B * nC * N * Q, ghOff = scrOff + B * C * N * Q;
+      this.needS(ghOff + B * N * Q);
+      const chunked = (gate: boolean, io: Record<string, number>, out: { off: number; rs: number; bCol: number; cCol: number }, GG: number) => {
+        e.op(K.scanCkpt(N, m2, NS), { ...scan, xRs: io.xRs ?? scan.xRs, bcOff: io.bcOff!, bcRs: io.bcRs!, cCol: io.cCol!, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
+        for (let ci = nC - 1; ci >= 0; ci--) {
+          const len = Math.min(L, (ci + 1) * C) - ci * C;
+          e.op(K.scanBwdChunk(N, m2, gate, W, NS, SL), { ...scan, ...bwd, ...io, C, nC, c: ci, ckOff, scrOff, ghOff, first: ci === nC - 1 ? 1 : 0 }, grid(B * nBlk));
+          const n = 2 * B * len * GG * N;
+          e.op(K.bcReduceChunk, { n, G: GG, N, nBlk, pbOff: PB, pcOff: PC, outOff: out.off, outRs: out.rs, bCol: out.bCol, cCol: out.cCol, C, len, L, t0: ci * C }, elem(n));
+        }
+      };
       if (m2) {
         const nw = lp(l, 'mixer.norm.weight');
         e.op(K.normBwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, dyOff: DYG, dyRs: E, rstdOff: RSTDG[l]!, wOff: this.p(nw), dxOff: DY, dxRs: E, dzOff: DXZ, dzRs: Win, acc: 0 }, grid(T * G));
         this.colSum(this.p(nw), T, E, { mode: 2, aOff: DYG, aRs: E, bOff: GPRE[l]!, bRs: E, rOff: RSTDG[l]!, rRs: G, rDiv: E / G });
-        e.op(K.scanBwd(N, true, false, W, NS), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0, ...bwd }, grid(B * nBlk));
-        e.op(K.bcReduce, { n: 2 * T * G * N, G, N, nBlk, pbOff: PB, pcOff: PC, outOff: DU, outRs: convDim, bCol: E, cCol: E + G * N }, elem(2 * T * G * N));
+        chunked(false, { bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0 }, { off: DU, rs: convDim, bCol: E, cCol: E + G * N }, G);
         const dtCol = E + convDim;
         e.op(K.deltaBwd, { n: T * H, C: H, grp: Pd, ddOff: DD, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), dxOff: DXZ + dtCol, dxRs: Win, lo, hi: hiF }, elem(T * H));
         this.colSum(this.p(lp(l, 'mixer.dt_bias')), T, H, { mode: 0, aOff: DXZ + dtCol, aRs: Win });
       } else {
-        e.op(K.scanBwd(N, false, true, W, NS), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, ...bwd, duRs: E }, grid(B * nBlk));
-        e.op(K.bcReduce, { n: 2 * T * N, G: 1, N, nBlk, pbOff: PB, pcOff: PC, outOff: DDBC, outRs: bcW, bCol: R, cCol: R + N }, elem(2 * T * N));
+        chunked(true, { xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, duRs: E }, { off: DDBC, rs: bcW, bCol: R, cCol: R + N }, 1);
         e.op(K.deltaBwd, { n: T * E, C: E, grp: 1, ddOff: DD, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), dxOff: DDTP, dxRs: E, lo: 0, hi: BIG }, elem(T * E));
         this.colSum(this.p(lp(l, 'mixer.dt_proj.bias')), T, E, { mode: 0, aOff: DDTP, aRs: E });
         this.mm(X(DDTP, 1, E), X(DBC[l]!, bcW), Go(lp(l, 'mixer.dt_proj.weight'), R), E, R, T);
