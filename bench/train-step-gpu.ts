@@ -222,7 +222,8 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
   }
   const out = {
     ...(Object.keys(parts).length ? { msSavedWithout: parts } : {}),
-    dispatchesPerStep: step.engine.count('step') + step.engine.count('adam'),
+    dispatchesPerStep: step.k * step.engine.count('step0') + step.engine.count('adam'),
+    microBatches: step.k,
     buildMs: Math.round(buildMs),
     msPerStep: Math.round(median(times) * 100) / 100,
     pipelinedMsPerStep: Math.round(pipelined * 100) / 100,

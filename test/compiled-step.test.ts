@@ -34,6 +34,7 @@ interface Case {
   untied?: boolean;
   /** Scan chunk (steps per checkpoint) and batch shape, when not the defaults (16; 3×12). */
   scanChunk?: number;
+  microBatches?: number;
   B?: number;
   L?: number;
 }
@@ -56,6 +57,9 @@ const CASES: Case[] = [
   { name: 'mamba2 state 512, one scan chunk', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, init: plain, B: 2, L: 6 },
   { name: 'mamba2 state 512, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6 },
   { name: 'mamba1 state 256, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7 },
+  // Micro-batches: 3 rows in 2 micro-batches of 2 (one padded row), gradients summed; untied and tied heads.
+  { name: 'mamba1 untied head, 2 micro-batches (one padded row)', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 16, stateSize: 8, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true, microBatches: 2 },
+  { name: 'mamba2 2 groups, 3 micro-batches, 2 scan chunks', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: plain, microBatches: 3, scanChunk: 7 },
   { name: 'mamba1 state 512, one scan chunk', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 512, vocabSize: 9 }, init: plain, B: 2, L: 5 },
 ];
 
@@ -115,7 +119,7 @@ for (const c of CASES) {
     const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
     const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
     const wantLoss = (await value.data())[0]!;
-    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk });
+    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches });
     try {
       step.push();
       step.setBatch(batch, 5);

@@ -777,9 +777,9 @@ export const crossEntropy: Kernel = {
   }`,
 };
 
-/** One workgroup: X[dst + I[slotOff]] = scale · Σ_{i<n} X[src + i] (sqrt of it with root = 1). */
+/** One workgroup: X[dst + I[slotOff]] (=, += by acc) scale · Σ_{i<n} X[src + i] (sqrt of it with root = 1); also into copyOff. */
 export const sumTo: Kernel = {
-  key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff'],
+  key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff', 'acc'],
   body: `
   var<workgroup> red : array<f32, 256>;
   @compute @workgroup_size(256)
@@ -795,7 +795,9 @@ export const sumTo: Kernel = {
     if (li == 0u) {
       var v = red[0] * X[u.scaleOff];
       if (u.root == 1u) { v = sqrt(v); }
-      X[u.dstOff + u32(I[u.slotOff])] = v;
+      let o = u.dstOff + u32(I[u.slotOff]);
+      if (u.acc == 1u) { v = v + X[o]; }
+      X[o] = v;
       X[u.copyOff] = v;
     }
   }`,
