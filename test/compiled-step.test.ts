@@ -143,6 +143,34 @@ for (const c of CASES) {
   });
 }
 
+test('compiled step: over the storage binding it splits the batch itself (same gradients), or names what to change', GPU, async () => {
+  const c = CASES[0]!;
+  const model = makeModel(c);
+  const params = sortedParams(model);
+  const B = 4, L = 12;
+  const batch = randomBatch(17, B, L, c.shape.vocabSize);
+  const whole = new CompiledStep(model, params, B, L);
+  // A binding just under what one batch needs: the step must choose 2 micro-batches or more.
+  const cap = Math.floor(whole.engine.sizes.X * 4 * 0.9);
+  const split = new CompiledStep(model, params, B, L, undefined, { bindingBytes: cap });
+  try {
+    assert.equal(whole.k, 1);
+    assert.ok(split.k >= 2, `split into ${split.k}`);
+    for (const s of [whole, split]) { s.push(); s.setBatch(batch, 0); s.forwardBackward(); }
+    const [a, b] = [await whole.history(0, 1), await split.history(0, 1)];
+    assert.ok(Math.abs(a.loss[0]! - b.loss[0]!) <= 1e-6 * Math.abs(a.loss[0]!), `loss ${b.loss[0]} vs ${a.loss[0]}`);
+    for (const k of params.keys()) {
+      const e = relErr(await split.gradient(k), await whole.gradient(k));
+      assert.ok(e < 1e-5, `${k}: relative error ${e.toExponential(2)}`);
+    }
+    assert.throws(() => new CompiledStep(model, params, B, L, undefined, { bindingBytes: 4096 }), (e: Error) => e.name === 'UserError' && /storage binding even in micro-batches of 1 sequence/.test(e.message) && !e.message.includes('\n'));
+  } finally {
+    whole.dispose();
+    split.dispose();
+    model.dispose();
+  }
+});
+
 test('compiled step: three AdamW steps (clipping, decay) match adamw.ts on autodiff gradients', GPU, async () => {
   const c = CASES[0]!;
   const hp: AdamWHParams = { lr: 3e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, clipNorm: 0.5 };

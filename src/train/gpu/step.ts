@@ -65,6 +65,8 @@ export interface CompiledStepOptions {
    * so batch × length may exceed one storage binding. Default: the fewest whose buffers fit.
    */
   microBatches?: number;
+  /** A cap on the device's storage-binding size in bytes (tests of the micro-batch split). */
+  bindingBytes?: number;
 }
 
 type Region = number;
@@ -101,7 +103,7 @@ export class CompiledStep {
     this.engine = new Engine(this.backend.device, share?.engine);
     this.T = batch * L;
     const lim = (this.backend.device as { limits: Record<string, number> }).limits;
-    const limit = Math.min(Number(lim.maxStorageBufferBindingSize), Number(lim.maxBufferSize ?? Infinity));
+    const limit = Math.min(Number(lim.maxStorageBufferBindingSize), Number(lim.maxBufferSize ?? Infinity), options.bindingBytes ?? Infinity);
     let off = 0;
     for (const [k, v] of params) {
       this.layout.set(k, [off, v.size]);
