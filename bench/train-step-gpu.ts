@@ -11,6 +11,15 @@
  *   node dist/bench/train-step-gpu.js --backend webgpu [--archs mamba1,mamba2] [--lengths 64,256]
  *        [--d-model 256] [--layers 4] [--state 16] [--vocab 32] [--batch 32] [--steps 10]
  *        [--optimizers compiled,tf-ops,fused] [--profile (per-kernel device time of one fused step)]
+ *
+ * `--experiment` times the compiled step only, at issue 10's shapes (4 layers, d_model 256, L 220,
+ * batch 32 and 256: Mamba-1 N16; Mamba-2 head dim 64, N 16, 64, 128, 256, 512), each with the FLOPs
+ * counted (matmuls 2·M·N·K, forward and both backward products; the scan 4 per state and step forward
+ * and 12 backward, recomputation not counted), TFLOP/s, and the fraction of the fp32 peak (--peak in
+ * TFLOP/s, default 67, one H200). `--quick` shrinks those shapes (1 layer, d_model 32, L 12, batch 2 and 4, N/8) to run in seconds on lavapipe.
+ * `--scan-chunk C` / `--scan-threads NS`: the compiled step's scan options.
+ *
+ *   node dist/bench/train-step-gpu.js --backend webgpu --experiment [--peak 67] [--steps 10] [--quick]
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
@@ -31,8 +40,56 @@ const dModel = Number(arg('d-model', '256'));
 const layers = Number(arg('layers', '4'));
 const state = Number(arg('state', '16'));
 const vocab = Number(arg('vocab', '32'));
-const batch = Number(arg('batch', '32'));
+const batchArg = Number(arg('batch', '32'));
+const batch = batchArg;
 const steps = Number(arg('steps', '10'));
+const scanOpts = {
+  scanChunk: process.argv.includes('--scan-chunk') ? Number(arg('scan-chunk', '16')) : undefined,
+  scanThreads: process.argv.includes('--scan-threads') ? Number(arg('scan-threads', '1')) : undefined,
+};
+
+const sig = (x: number) => Number(x.toPrecision(4));
+
+/** FLOPs of one training step as counted above (T = batch·L tokens). */
+function stepFlops(c: ReturnType<typeof freshConfig>, T: number): { matmul: number; scan: number } {
+  const D = c.hiddenSize, E = c.intermediateSize, N = c.stateSize, V = c.vocabSize;
+  let perToken: number;
+  if (c.arch === 'mamba2') {
+    const G = c.nGroups ?? 1, H = c.numHeads!;
+    perToken = D * (2 * E + 2 * G * N + H) + E * D;
+  } else {
+    const R = c.timeStepRank!;
+    perToken = D * 2 * E + E * (R + 2 * N) + R * E + E * D;
+  }
+  const matmul = 3 * 2 * T * (perToken * c.numLayers + D * V);
+  const scan = (4 + 12) * T * E * N * c.numLayers;
+  return { matmul, scan };
+}
+
+if (process.argv.includes('--experiment')) {
+  const quick = process.argv.includes('--quick');
+  const peak = Number(arg('peak', '67'));
+  const shapes: { arch: 'mamba1' | 'mamba2'; state: number }[] = [{ arch: 'mamba1', state: 16 }, ...[16, 64, 128, 256, 512].map((state) => ({ arch: 'mamba2' as const, state }))];
+  const L = quick ? 12 : 220;
+  for (const b of quick ? [2, 4] : [32, 256]) {
+    for (const sh of shapes) {
+      const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
+      const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
+      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
+      try {
+        const r = await timeCompiled(c, w, L, b);
+        const f = stepFlops(c, b * L);
+        const ms = r.pipelinedMsPerStep as number;
+        const tflops = (f.matmul + f.scan) / (ms / 1000) / 1e12;
+        Object.assign(row, { compiled: r, gflopPerStep: sig((f.matmul + f.scan) / 1e9), scanGflop: sig(f.scan / 1e9), tflops: sig(tflops), peakTflops: peak, fractionOfPeak: sig(tflops / peak) });
+      } catch (e) {
+        row.error = (e as Error).message;
+      }
+      process.stdout.write(JSON.stringify(row) + '\n');
+    }
+  }
+  process.exit(0);
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -115,13 +172,13 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
 }
 
 /** The compiled step (train/gpu/step.ts) on the same model and data as above. */
-async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typeof initWeights>, L: number): Promise<Record<string, unknown>> {
+async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typeof initWeights>, L: number, batch = batchArg): Promise<Record<string, unknown>> {
   const lm = MambaLM.fromWeights(c, Object.fromEntries([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data }])));
   const params = new Map([...lm.variables].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const st = createAdamWState(params);
   const hp = { ...ADAMW_DEFAULTS, lr: 1e-3 };
   const t0 = performance.now();
-  const step = new CompiledStep(lm, params, batch, L);
+  const step = new CompiledStep(lm, params, batch, L, undefined, scanOpts);
   step.setDecay(st);
   step.push(st);
   const buildMs = performance.now() - t0;
@@ -165,7 +222,8 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
   }
   const out = {
     ...(Object.keys(parts).length ? { msSavedWithout: parts } : {}),
-    dispatchesPerStep: step.engine.count('step') + step.engine.count('adam'),
+    dispatchesPerStep: step.k * step.engine.count('step0') + step.engine.count('adam'),
+    microBatches: step.k,
     buildMs: Math.round(buildMs),
     msPerStep: Math.round(median(times) * 100) / 100,
     pipelinedMsPerStep: Math.round(pipelined * 100) / 100,

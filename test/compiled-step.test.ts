@@ -32,6 +32,11 @@ interface Case {
   init: InitOptions;
   aScale?: number;
   untied?: boolean;
+  /** Scan chunk (steps per checkpoint) and batch shape, when not the defaults (16; 3×12). */
+  scanChunk?: number;
+  microBatches?: number;
+  B?: number;
+  L?: number;
 }
 
 const mimetic: InitOptions = { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0.1, seed: 3 };
@@ -45,6 +50,17 @@ const CASES: Case[] = [
   { name: 'mamba1 state 32 (2 threads per scan lane)', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 32, stateSize: 32, vocabSize: 9 }, init: mimetic, aScale: 8 },
   { name: 'mamba2 state 32 (2 threads per scan lane)', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 32, headDim: 16, vocabSize: 9 }, init: plain },
   { name: 'mamba2 mimetic, 2 groups, A_log_param', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8 },
+  // The chunked scan backward: several chunks with L not a multiple of C, one chunk, d_state 256 and 512.
+  { name: 'mamba1 state 16, 3 scan chunks of 5 over L 12', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 16, stateSize: 16, vocabSize: 11 }, init: mimetic, aScale: 8, scanChunk: 5 },
+  { name: 'mamba2 2 groups, 3 scan chunks of 4 over L 12', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: plain, scanChunk: 4 },
+  { name: 'mamba2 state 256, 3 scan chunks of 3 over L 7', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 256, headDim: 8, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 3, B: 2, L: 7 },
+  { name: 'mamba2 state 512, one scan chunk', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, init: plain, B: 2, L: 6 },
+  { name: 'mamba2 state 512, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6 },
+  { name: 'mamba1 state 256, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7 },
+  // Micro-batches: 3 rows in 2 micro-batches of 2 (one padded row), gradients summed; untied and tied heads.
+  { name: 'mamba1 untied head, 2 micro-batches (one padded row)', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 16, stateSize: 8, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true, microBatches: 2 },
+  { name: 'mamba2 2 groups, 3 micro-batches, 2 scan chunks', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: plain, microBatches: 3, scanChunk: 7 },
+  { name: 'mamba1 state 512, one scan chunk', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 512, vocabSize: 9 }, init: plain, B: 2, L: 5 },
 ];
 
 function randomBatch(seed: number, batch: number, length: number, vocab: number): Batch {
@@ -98,12 +114,12 @@ for (const c of CASES) {
   test(`compiled step, ${c.name}: loss and every gradient match tf.js autodiff`, GPU, async () => {
     const model = makeModel(c);
     const params = sortedParams(model);
-    const B = 3, L = 12;
+    const B = c.B ?? 3, L = c.L ?? 12;
     const batch = randomBatch(7, B, L, c.shape.vocabSize);
     const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
     const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
     const wantLoss = (await value.data())[0]!;
-    const step = new CompiledStep(model, params, B, L);
+    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches });
     try {
       step.push();
       step.setBatch(batch, 5);
@@ -126,6 +142,34 @@ for (const c of CASES) {
     }
   });
 }
+
+test('compiled step: over the storage binding it splits the batch itself (same gradients), or names what to change', GPU, async () => {
+  const c = CASES[0]!;
+  const model = makeModel(c);
+  const params = sortedParams(model);
+  const B = 4, L = 12;
+  const batch = randomBatch(17, B, L, c.shape.vocabSize);
+  const whole = new CompiledStep(model, params, B, L);
+  // A binding just under what one batch needs: the step must choose 2 micro-batches or more.
+  const cap = Math.floor(whole.engine.sizes.X * 4 * 0.9);
+  const split = new CompiledStep(model, params, B, L, undefined, { bindingBytes: cap });
+  try {
+    assert.equal(whole.k, 1);
+    assert.ok(split.k >= 2, `split into ${split.k}`);
+    for (const s of [whole, split]) { s.push(); s.setBatch(batch, 0); s.forwardBackward(); }
+    const [a, b] = [await whole.history(0, 1), await split.history(0, 1)];
+    assert.ok(Math.abs(a.loss[0]! - b.loss[0]!) <= 1e-6 * Math.abs(a.loss[0]!), `loss ${b.loss[0]} vs ${a.loss[0]}`);
+    for (const k of params.keys()) {
+      const e = relErr(await split.gradient(k), await whole.gradient(k));
+      assert.ok(e < 1e-5, `${k}: relative error ${e.toExponential(2)}`);
+    }
+    assert.throws(() => new CompiledStep(model, params, B, L, undefined, { bindingBytes: 4096 }), (e: Error) => e.name === 'UserError' && /storage binding even in micro-batches of 1 sequence/.test(e.message) && !e.message.includes('\n'));
+  } finally {
+    whole.dispose();
+    split.dispose();
+    model.dispose();
+  }
+});
 
 test('compiled step: three AdamW steps (clipping, decay) match adamw.ts on autodiff gradients', GPU, async () => {
   const c = CASES[0]!;

@@ -20,7 +20,7 @@ const COMPUTE = 0x4;
 export type BufName = 'P' | 'G' | 'X' | 'I' | 'S' | 'M' | 'V';
 const BINDING: Record<BufName, number> = { P: 1, G: 2, X: 3, I: 4, S: 5, M: 6, V: 7 };
 const SLOT = 256; // minUniformBufferOffsetAlignment
-const FIELDS = 32;
+const FIELDS = 64; // one 256-byte uniform slot
 
 /** A kernel: WGSL body (with `@compute … fn main`), its uniform fields (`name` u32, `name:f` f32) and buffers. */
 export interface Kernel {

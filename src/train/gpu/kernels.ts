@@ -486,6 +486,237 @@ export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number, N
   };
 }
 
+/**
+ * Checkpoints for the chunked scan backward (scanBwdChunk): the forward recurrence of scanFwd, same
+ * threads, writing only the state at the start of each chunk of C steps into S at ckOff
+ * ([b, chunk, n, q], q innermost; chunk 0's is zero). B·⌈L/C⌉·N·Q floats instead of B·L·N·Q.
+ */
+export function scanCkpt(N: number, scalarA: boolean, NS = 1): Kernel {
+  const NPT = N / NS;
+  const LW = 64 / NS;
+  return {
+    key: `scanCkpt${N}${scalarA}${NS}`, bufs: ['P', 'X', 'S'],
+    fields: [...SCAN_FIELDS, 'C', 'nC', 'ckOff'],
+    body: `${aOf(N, scalarA)}
+    ${ENTRY(64)} {
+      let wg = w.x + w.y * nw.x;
+      let lane = wg * ${LW}u + li / ${NS}u;
+      if (lane >= u.lanes) { return; }
+      let j = li % ${NS}u; let n0 = j * ${NPT}u;
+      let b = lane / u.Q; let q = lane - b * u.Q;
+      let h = q / u.P; let g = h / u.HG;
+      var s : array<f32, ${NPT}>;
+      var A : array<f32, ${NPT}>;
+      for (var k = 0u; k < ${NPT}u; k = k + 1u) { s[k] = 0.0; A[k] = aOf(h, n0 + k); }
+      for (var tl = 0u; tl < u.L; tl = tl + 1u) {
+        if (tl % u.C == 0u) {
+          let ck = u.ckOff + ((b * u.nC + tl / u.C) * ${N}u + n0) * u.Q + q;
+          for (var k = 0u; k < ${NPT}u; k = k + 1u) { S[ck + k * u.Q] = s[k]; }
+        }
+        let t = b * u.L + tl;
+        let x = X[u.xOff + t * u.xRs + q];
+        let dl = X[u.dOff + t * u.dRs + h];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) { s[k] = exp(dl * A[k]) * s[k] + dl * x * X[bc + k]; }
+      }
+    }`,
+  };
+}
+
+/** Default threads per scan lane: N/16 states each for large N (fewer registers, more threads in flight). */
+export function defaultScanThreads(N: number): number {
+  return N >= 32 && N % 16 === 0 ? Math.min(32, N / 16) : 1;
+}
+
+/**
+ * Threads of scanBwdChunk: NS per lane, W lanes (a power of two ≤ 64 dividing the lanes of a B/C
+ * group, W·NS ≤ 256), lane sums SL states at a time. Null with the reason when NS does not fit.
+ */
+export function scanLayout(N: number, lanesPerGroup: number, NS: number, storageBytes: number): { W: number; SL: number } | string {
+  if (!(Number.isInteger(NS) && NS >= 1 && NS <= 64 && N % NS === 0 && 64 % NS === 0)) return `scan threads per lane ${NS} must divide both the state size ${N} and 64`;
+  let W = 64;
+  while (W > 1 && lanesPerGroup % W !== 0) W /= 2;
+  while (W > 1 && (W * NS > 256 || W * (N / NS) > Math.floor(storageBytes / 4) - 2 * W * NS)) W /= 2;
+  if (W * NS > 256 || (N / NS) + 2 * NS > Math.floor(storageBytes / 4)) return `scan threads per lane ${NS}: ${N / NS} states per thread exceed the workgroup memory`;
+  return { W, SL: scanSlice(N, W, NS, storageBytes) };
+}
+
+/**
+ * Workgroup-memory budget (f32s) of scanBwdChunk's lane sums: the states are summed over the W lanes
+ * SL at a time (SL = NPT·m, m | NS), so W does not shrink as N grows.
+ */
+export function scanSlice(N: number, W: number, NS: number, storageBytes: number): number {
+  const budget = Math.floor(storageBytes / 4) - 2 * W * NS;
+  const NPT = N / NS;
+  let m = NS;
+  while (m > 1 && (NS % m !== 0 || W * NPT * m > budget)) m--;
+  if (W * NPT * m > budget) throw new Error(`scan: ${W} lanes × ${NPT} states exceed the workgroup memory`);
+  return NPT * m;
+}
+
+/**
+ * Backward of scanFwd over chunk \`c\` of C steps (one dispatch per chunk, last chunk first). Threads
+ * as scanBwd (W lanes of one batch row and one B/C group, NS threads per lane, N/NS states each).
+ * Each thread reloads its states at the chunk's start from the checkpoints (scanCkpt), recomputes
+ * the chunk's states into the scratch at scrOff ([b, step in chunk, n, q]), then runs the reverse
+ * recurrence over the chunk, carrying the state gradient between chunks in S at ghOff ([b, n, q]).
+ * Outputs as scanBwd: dx (+ D·dy) into duOff, per-lane dΔ into ddOff, the A and D sums (= on the
+ * first dispatch, += after), and the block partials of dB, dC for the chunk's steps at pbOff / pcOff
+ * ([b, step in chunk, block, n]; bcReduceChunk adds a group's blocks). Memory: B·C·N·Q scratch.
+ */
+export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: number, NS: number, SL: number): Kernel {
+  const NPT = N / NS;
+  const WG = W * NS;
+  const red = NS > 1;
+  const NSL = N / SL;
+  const sliceSum = (dst: string) => `
+        for (var r = 0u; r < ${NSL}u; r = r + 1u) {
+          workgroupBarrier();
+          if (n0 >= r * ${SL}u && n0 < (r + 1u) * ${SL}u) {
+            for (var k = 0u; k < ${NPT}u; k = k + 1u) { sh[ll * ${SL}u + n0 - r * ${SL}u + k] = tmp[k]; }
+          }
+          workgroupBarrier();
+          for (var n = li; n < ${SL}u; n = n + ${WG}u) {
+            var sm = 0.0;
+            for (var l = 0u; l < ${W}u; l = l + 1u) { sm = sm + sh[l * ${SL}u + n]; }
+            X[${dst} + (row * u.nBlk + blk) * ${N}u + r * ${SL}u + n] = sm;
+          }
+        }`;
+  return {
+    key: `scanBwdChunk${N}${scalarA}${gate}${W}_${NS}_${SL}`, bufs: ['P', 'X', 'S'],
+    fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff',
+      'C', 'nC', 'c', 'ckOff', 'scrOff', 'ghOff', 'first'],
+    body: `${WGSL_ACTIVATIONS}
+    var<workgroup> sh : array<f32, ${W * SL}>;
+    ${red ? `var<workgroup> part : array<f32, ${2 * WG}>;` : ''}
+    ${aOf(N, scalarA)}
+    ${ENTRY(WG)} {
+      let wg = w.x + w.y * nw.x;
+      let b = wg / u.nBlk; let blk = wg - b * u.nBlk;
+      let ll = li / ${NS}u; let j = li % ${NS}u; let n0 = j * ${NPT}u;
+      let q = blk * ${W}u + ll;
+      let h = q / u.P; let g = h / u.HG;
+      let Q = u.Q;
+      let t0 = u.c * u.C; let t1 = min(u.L, t0 + u.C);
+      var A : array<f32, ${NPT}>;
+      var s : array<f32, ${NPT}>;
+      var gh : array<f32, ${NPT}>;
+      var tmp : array<f32, ${NPT}>;
+      var gA : array<f32, ${scalarA ? 1 : NPT}>;
+      let ck = u.ckOff + ((b * u.nC + u.c) * ${N}u + n0) * Q + q;
+      let gho = u.ghOff + (b * ${N}u + n0) * Q + q;
+      for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+        A[k] = aOf(h, n0 + k);
+        s[k] = S[ck + k * Q];
+        if (u.first == 1u) { gh[k] = 0.0; } else { gh[k] = S[gho + k * Q]; }
+      }
+      for (var k = 0u; k < ${scalarA ? 1 : NPT}u; k = k + 1u) { gA[k] = 0.0; }
+      // The chunk's states, recomputed from its checkpoint.
+      for (var tl = t0; tl < t1; tl = tl + 1u) {
+        let t = b * u.L + tl;
+        let x = X[u.xOff + t * u.xRs + q];
+        let dl = X[u.dOff + t * u.dRs + h];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
+        let so = u.scrOff + ((b * u.C + tl - t0) * ${N}u + n0) * Q + q;
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+          s[k] = exp(dl * A[k]) * s[k] + dl * x * X[bc + k];
+          S[so + k * Q] = s[k];
+        }
+      }
+      let Dd = P[u.Doff + h];
+      var gD = 0.0;
+      for (var tl = t1; tl > t0; tl = tl - 1u) {
+        let tc = tl - 1u - t0;
+        let t = b * u.L + t0 + tc;
+        let row = b * u.C + tc;
+        let x = X[u.xOff + t * u.xRs + q];
+        let dl = X[u.dOff + t * u.dRs + h];
+        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
+        ${gate ? `let z = X[u.zOff + t * u.zRs + q];
+        let dyg = X[u.dyOff + t * Q + q];
+        let dy = dyg * silu(z);
+        if (j == 0u) { X[u.dzOff + t * u.dzRs + q] = dyg * X[u.yOff + t * Q + q] * dsilu(z); }` : 'let dy = X[u.dyOff + t * Q + q];'}
+        gD = gD + dy * x;
+        var gu = 0.0;
+        if (j == 0u) { gu = dy * Dd; }
+        var gdt = 0.0;
+        // The previous step's state: the scratch, or the checkpoint at the chunk's first step.
+        var hpo = ck;
+        if (tc > 0u) { hpo = u.scrOff + ((row - 1u) * ${N}u + n0) * Q + q; }
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+          let hp = S[hpo + k * Q];
+          let gn = gh[k] + dy * X[bc + u.cCol + k];
+          let decay = exp(dl * A[k]);
+          let gdA = gn * hp * decay;
+          gA[${scalarA ? '0u' : 'k'}] = gA[${scalarA ? '0u' : 'k'}] + gdA * dl;
+          let Bn = X[bc + k];
+          gdt = gdt + gdA * A[k] + gn * Bn * x;
+          gu = gu + gn * dl * Bn;
+          gh[k] = gn * decay;
+          tmp[k] = gn * dl * x;
+        }
+        ${red ? `workgroupBarrier();
+        part[2u * li] = gdt;
+        part[2u * li + 1u] = gu;
+        workgroupBarrier();
+        if (j == 0u) {
+          for (var o = 1u; o < ${NS}u; o = o + 1u) { gdt = gdt + part[2u * (li + o)]; gu = gu + part[2u * (li + o) + 1u]; }
+        }` : ''}
+        if (j == 0u) {
+          X[u.duOff + t * u.duRs + q] = gu;
+          X[u.ddOff + t * Q + q] = gdt;
+        }
+        ${sliceSum('u.pbOff')}
+        let so = u.scrOff + (row * ${N}u + n0) * Q + q;
+        for (var k = 0u; k < ${NPT}u; k = k + 1u) { tmp[k] = dy * S[so + k * Q]; }
+        ${sliceSum('u.pcOff')}
+      }
+      for (var k = 0u; k < ${NPT}u; k = k + 1u) { S[gho + k * Q] = gh[k]; }
+      ${scalarA ? (red ? `workgroupBarrier();
+      part[li] = gA[0];
+      workgroupBarrier();
+      if (j == 0u) {
+        var a = 0.0;
+        for (var o = 0u; o < ${NS}u; o = o + 1u) { a = a + part[li + o]; }
+        let ao = u.aPartOff + b * Q + q;
+        if (u.first == 1u) { X[ao] = a; } else { X[ao] = X[ao] + a; }
+      }` : `let ao = u.aPartOff + b * Q + q;
+      if (u.first == 1u) { X[ao] = gA[0]; } else { X[ao] = X[ao] + gA[0]; }`) : `for (var k = 0u; k < ${NPT}u; k = k + 1u) {
+        let ao = u.aPartOff + (b * Q + q) * ${N}u + n0 + k;
+        if (u.first == 1u) { X[ao] = gA[k]; } else { X[ao] = X[ao] + gA[k]; }
+      }`}
+      if (j == 0u) {
+        let dp = u.dPartOff + b * Q + q;
+        if (u.first == 1u) { X[dp] = gD; } else { X[dp] = X[dp] + gD; }
+      }
+    }`,
+  };
+}
+
+/**
+ * dB / dC of chunk steps [t0, t0 + len) per (t, group, state): the sum of scanBwdChunk's block
+ * partials (rows b·C + step) of the group's blocks, written to rows b·L + t0 + step.
+ */
+export const bcReduceChunk: Kernel = {
+  key: 'bcReduceChunk', bufs: ['X'], fields: ['n', 'G', 'N', 'nBlk', 'pbOff', 'pcOff', 'outOff', 'outRs', 'bCol', 'cCol', 'C', 'len', 'L', 't0'],
+  body: `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let GN = u.G * u.N;
+    let half = u.n / 2u;
+    let which = i / half;
+    let rest = i - which * half;
+    let r = rest / GN; let gn = rest - r * GN; let g = gn / u.N; let n = gn - g * u.N;
+    let b = r / u.len; let tc = r - b * u.len;
+    let row = b * u.C + tc;
+    let per = u.nBlk / u.G;
+    var src = u.pbOff; var col = u.bCol;
+    if (which == 1u) { src = u.pcOff; col = u.cCol; }
+    var s = 0.0;
+    for (var j = g * per; j < (g + 1u) * per; j = j + 1u) { s = s + X[src + (row * u.nBlk + j) * u.N + n]; }
+    X[u.outOff + (b * u.L + u.t0 + tc) * u.outRs + col + gn] = s;
+  }`,
+};
+
 /** dB / dC per (t, group, state): the sum of the scan's block partials of the group's blocks. */
 export const bcReduce: Kernel = {
   key: 'bcReduce', bufs: ['X'], fields: ['n', 'G', 'N', 'nBlk', 'pbOff', 'pcOff', 'outOff', 'outRs', 'bCol', 'cCol'],
@@ -546,9 +777,9 @@ export const crossEntropy: Kernel = {
   }`,
 };
 
-/** One workgroup: X[dst + I[slotOff]] = scale · Σ_{i<n} X[src + i] (sqrt of it with root = 1). */
+/** One workgroup: X[dst + I[slotOff]] (=, += by acc) scale · Σ_{i<n} X[src + i] (sqrt of it with root = 1); also into copyOff. */
 export const sumTo: Kernel = {
-  key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff'],
+  key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff', 'acc'],
   body: `
   var<workgroup> red : array<f32, 256>;
   @compute @workgroup_size(256)
@@ -564,7 +795,9 @@ export const sumTo: Kernel = {
     if (li == 0u) {
       var v = red[0] * X[u.scaleOff];
       if (u.root == 1u) { v = sqrt(v); }
-      X[u.dstOff + u32(I[u.slotOff])] = v;
+      let o = u.dstOff + u32(I[u.slotOff]);
+      if (u.acc == 1u) { v = v + X[o]; }
+      X[o] = v;
       X[u.copyOff] = v;
     }
   }`,

@@ -19,6 +19,7 @@ import type { AdamWHParams, AdamWState } from '../adamw.js';
 import { grid } from '../../model/kernels/webgpu-program.js';
 import { Engine, type BufName, type GPUBuffer } from './engine.js';
 import * as K from './kernels.js';
+import { UserError } from '../../util/errors.js';
 
 const BIG = 3.4e38;
 /** Steps of losses / gradient norms kept on the GPU between reads. */
@@ -46,27 +47,46 @@ export function compiledStepUnsupported(c: MambaConfig, params: Map<string, tf.T
     const width = 2 * c.intermediateSize + 2 * G * c.stateSize + H;
     for (const [name, w] of params) if (name.endsWith('mixer.in_proj.weight') && w.shape[0] !== width) return 'an in_proj with a d_mlp part';
   }
-  if (c.stateSize > 128) return 'state size over 128';
+  if (c.stateSize > MAX_STATE) return `state size ${c.stateSize} over ${MAX_STATE}`;
   return null;
 }
 
-type Region = number;
-interface View { buf: BufName; off: number; rs: number; cs: number }
+/** Largest d_state the compiled step's scan takes (its per-thread states and lane sums are sized for it). */
+export const MAX_STATE = 1024;
 
-/** Largest power of two ≤ 64 dividing n. */
-function laneBlock(n: number): number {
-  let w = 64;
-  while (w > 1 && n % w !== 0) w /= 2;
-  return w;
+/** Knobs of the compiled step (all optional; the defaults suit the GPU host and lavapipe alike). */
+export interface CompiledStepOptions {
+  /** Time steps per scan chunk: the backward keeps one state per chunk and recomputes inside it (default 16). */
+  scanChunk?: number;
+  /** Threads per scan lane, each holding d_state / scanThreads states (default kernels.ts's defaultScanThreads). */
+  scanThreads?: number;
+  /**
+   * Micro-batches per step: the batch is split (padded with masked rows) and the gradients summed,
+   * so batch × length may exceed one storage binding. Default: the fewest whose buffers fit.
+   */
+  microBatches?: number;
+  /** A cap on the device's storage-binding size in bytes (tests of the micro-batch split). */
+  bindingBytes?: number;
 }
 
+type Region = number;
+
+/** Buffers over the binding limit (the constructor then tries more micro-batches). */
+class TooBig extends Error {}
+interface View { buf: BufName; off: number; rs: number; cs: number }
+
 export class CompiledStep {
-  readonly engine: Engine;
+  engine: Engine;
   /** Parameter name → [offset, size] in P/G/M/V. */
   readonly layout = new Map<string, [number, number]>();
   readonly nParams: number;
   readonly T: number;
   private xTop = 0;
+  /** Micro-batches per step and tokens per micro-batch. */
+  k = 1;
+  Tm = 0;
+  /** While building micro-batch > 0: gradients accumulate into G. */
+  private gAcc = false;
   private sNeed = 0;
   private readonly backend: WebGPUBackendLike;
   private readonly r: Record<string, Region> = {};
@@ -76,12 +96,14 @@ export class CompiledStep {
    * `share`: a step of the same model for another batch shape; this one then uses its parameter,
    * gradient and moment buffers (tasks that mix sequence lengths get one step per length).
    */
-  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number, share?: CompiledStep) {
+  constructor(readonly model: MambaLM, readonly params: Map<string, tf.Variable>, readonly batch: number, readonly L: number, share?: CompiledStep, readonly options: CompiledStepOptions = {}) {
     const why = compiledStepUnsupported(model.config, params);
     if (why) throw new Error(`compiled step: ${why}`);
     this.backend = tf.backend() as unknown as WebGPUBackendLike;
     this.engine = new Engine(this.backend.device, share?.engine);
     this.T = batch * L;
+    const lim = (this.backend.device as { limits: Record<string, number> }).limits;
+    const limit = Math.min(Number(lim.maxStorageBufferBindingSize), Number(lim.maxBufferSize ?? Infinity), options.bindingBytes ?? Infinity);
     let off = 0;
     for (const [k, v] of params) {
       this.layout.set(k, [off, v.size]);
@@ -89,12 +111,24 @@ export class CompiledStep {
     }
     this.nParams = off;
     if (share && (share.model !== model || share.nParams !== this.nParams)) throw new Error('compiled step: can only share buffers with a step of the same model');
-    if (share) for (const b of ['P', 'G', 'M', 'V'] as const) this.engine.borrow(b, share.engine);
-    try {
-      this.build();
-    } catch (e) {
-      this.engine.destroy();
-      throw e;
+    const mb = options.microBatches;
+    if (mb !== undefined && !(Number.isInteger(mb) && mb >= 1 && mb <= batch)) throw new UserError(`compiled step: micro-batches ${mb} must be a whole number from 1 to the batch size ${batch}`);
+    // The fewest micro-batches whose activations and scratch fit one storage binding.
+    for (this.k = mb ?? 1; ; this.k = Math.min(batch, this.k * 2)) {
+      if (share) for (const b of ['P', 'G', 'M', 'V'] as const) this.engine.borrow(b, share.engine);
+      try {
+        this.build(limit);
+        return;
+      } catch (e) {
+        this.engine.destroy();
+        if (!(e instanceof TooBig) || mb !== undefined || this.k >= batch) {
+          if (e instanceof TooBig) throw new UserError(`compiled step: ${e.message} even in micro-batches of ${Math.ceil(batch / this.k)} sequence(s); shorten the context or lower the state size`);
+          throw e;
+        }
+        this.engine = new Engine(this.backend.device, share?.engine ?? this.engine);
+        this.xTop = 0;
+        this.sNeed = 0;
+      }
     }
   }
 
@@ -126,7 +160,8 @@ export class CompiledStep {
     if (tiles < 128 && Kd >= 1024) splits = Math.min(Math.ceil(Kd / 256), Math.ceil(256 / tiles));
     const kChunk = Math.ceil(Kd / splits / 16) * 16;
     splits = Math.ceil(Kd / kChunk);
-    const flags = (opts.acc ? 1 : 0) | (opts.addOff !== undefined ? 2 : 0);
+    const acc = opts.acc || (c.buf === 'G' && this.gAcc);
+    const flags = (acc ? 1 : 0) | (opts.addOff !== undefined ? 2 : 0);
     const base = { M, N, K: Kd, aOff: a.off, aRs: a.rs, aCs: a.cs, bOff: b.off, bRs: b.rs, bCs: b.cs, kChunk, addOff: opts.addOff ?? 0 };
     const groups: [number, number, number] = [Math.ceil(N / 64), Math.ceil(M / 64), splits];
     const aRowFast = a.rs === 1, bColFast = b.cs === 1;
@@ -137,7 +172,7 @@ export class CompiledStep {
     if (opts.addOff !== undefined) throw new Error('split-K with an added term');
     this.needS(splits * M * N);
     this.engine.op(K.matmul(a.buf, b.buf, 'S', aRowFast, bColFast), { ...base, cOff: 0, cRs: N, flags: 0, zStride: M * N }, groups);
-    this.engine.op(K.sumSlices(c.buf), { n: M * N, slices: splits, srcOff: 0, dstOff: c.off, rows: M, dstRs: c.rs, cols: N, acc: opts.acc ? 1 : 0 }, grid(Math.ceil((M * N) / 256)));
+    this.engine.op(K.sumSlices(c.buf), { n: M * N, slices: splits, srcOff: 0, dstOff: c.off, rows: M, dstRs: c.rs, cols: N, acc: acc ? 1 : 0 }, grid(Math.ceil((M * N) / 256)));
   }
 
   /** G[dst…] (+)= Σ_rows f(row, col) (colReduce modes), optionally grouped and scaled (colFinish). */
@@ -149,12 +184,14 @@ export class CompiledStep {
     this.engine.op(K.colReduce, fields, [Math.ceil(cols / 64), chunks, 1]);
     const grp = fin.grp ?? 1;
     const n = cols / grp;
-    this.engine.op(K.colFinish, { n, cols, chunks, grp, partOff: 0, dstOff: dst, acc: fin.acc ? 1 : 0, mode: fin.mode ?? 0, pOff: fin.pOff ?? 0, pDiv: 1, k: fin.k ?? 0 }, grid(Math.ceil(n / 256)));
+    this.engine.op(K.colFinish, { n, cols, chunks, grp, partOff: 0, dstOff: dst, acc: fin.acc || this.gAcc ? 1 : 0, mode: fin.mode ?? 0, pOff: fin.pOff ?? 0, pDiv: 1, k: fin.k ?? 0 }, grid(Math.ceil(n / 256)));
   }
 
-  private build(): void {
+  private build(limit: number): void {
     const c = this.model.config;
-    const { T, L, batch: B } = this;
+    const { L, k } = this;
+    const B = Math.ceil(this.batch / k), T = B * L;
+    this.Tm = T;
     const D = c.hiddenSize, E = c.intermediateSize, N = c.stateSize, V = c.vocabSize, Kc = c.convKernel;
     const nL = c.numLayers;
     const m2 = c.arch === 'mamba2';
@@ -165,13 +202,16 @@ export class CompiledStep {
     const convDim = m2 ? E + 2 * G * N : E;
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
-    // Threads per scan lane: N/16 states each for large N (fewer registers, more threads in flight).
-    const NS = Number(process.env.MIMETIC_SCAN_NS ?? (N >= 32 && N % 16 === 0 ? Math.min(8, N / 16) : 1));
-    if (!(Number.isInteger(NS) && NS >= 1 && NS <= 64 && N % NS === 0 && 64 % NS === 0)) throw new Error(`scan threads per lane ${NS} must divide ${N} and 64`);
+    const NS = this.options.scanThreads ?? K.defaultScanThreads(N);
     const storage = Number((this.engine.device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
-    let W = laneBlock(Q / G);
-    while (W > 1 && (W * NS > 256 || (W * N + 2 * W * NS) * 4 > storage)) W /= 2;
+    const lay = K.scanLayout(N, Q / G, NS, storage);
+    if (typeof lay === 'string') throw new UserError(`compiled step: ${lay}; change the scan threads option`);
+    const { W, SL } = lay;
     const nBlk = Q / W;
+    // The scan backward keeps the state at each chunk's start (B·nC·N·Q) and one chunk's states (B·C·N·Q).
+    const C = Math.min(L, this.options.scanChunk ?? 16);
+    if (!(Number.isInteger(C) && C >= 1)) throw new UserError(`compiled step: scan chunk ${this.options.scanChunk} must be a whole number of steps ≥ 1`);
+    const nC = Math.ceil(L / C);
     const bcW = R + 2 * N; // Mamba-1 x_proj width
     const [lo, hi] = m2 ? c.timeStepLimit ?? [0, Infinity] : [0, Infinity];
     const hiF = Number.isFinite(hi) ? hi : BIG;
@@ -197,23 +237,27 @@ export class CompiledStep {
     const DH = this.reg('DH', T * D), DXN = this.reg('DXN', T * D), DYG = this.reg('DYG', T * E), DXZ = this.reg('DXZ', T * Win);
     const DU = this.reg('DU', T * convDim), DD = this.reg('DD', T * Q), DPRE = this.reg('DPRE', T * convDim);
     const DY = m2 ? this.reg('DY', T * E) : 0, DDTP = m2 ? 0 : this.reg('DDTP', T * E), DDBC = m2 ? 0 : this.reg('DDBC', T * bcW);
-    const PB = this.reg('PB', T * nBlk * N), PC = this.reg('PC', T * nBlk * N);
+    const PB = this.reg('PB', B * C * nBlk * N), PC = this.reg('PC', B * C * nBlk * N);
     const APART = this.reg('APART', B * Q * (m2 ? 1 : N)), DPART = this.reg('DPART', B * Q);
-    const MASK = this.reg('MASK', T), SCALE = this.reg('SCALE', 1), ONE = this.reg('ONE', 1);
+    const SCALE = this.reg('SCALE', 1), ONE = this.reg('ONE', 1);
     const LOSS = this.reg('LOSS', 1), NORM = this.reg('NORM', 1), HP = this.reg('HP', 12);
     // Rings of the last RING steps' loss and gradient norm, side by side: read back in one copy.
     const HIST = this.reg('HIST', 2 * RING);
     const DECAY = this.reg('DECAY', this.nParams);
     const adamChunks = Math.min(1024, Math.ceil(this.nParams / 2048));
     const ADAMPART = this.reg('ADAMPART', adamChunks);
-    // I: ids, targets, order, segment starts, segment tokens, nSeg, slot.
+    // I: per micro-batch ids, targets, order, segment starts, segment tokens, nSeg; then the slot.
     let iTop = 0;
-    for (const [name, n] of [['ids', T], ['targets', T], ['order', T], ['segStart', T + 1], ['segTok', T], ['nSeg', 1], ['slot', 1]] as const) {
+    for (const [name, n] of [['ids', T], ['targets', T], ['order', T], ['segStart', T + 1], ['segTok', T], ['nSeg', 1]] as const) {
       this.iOff[name] = iTop;
       iTop += n;
     }
+    const iPer = iTop;
+    this.iOff.per = iPer;
+    this.iOff.slot = iTop = k * iPer;
+    iTop += 1;
+    const MASKS = this.reg('MASKS', k * T);
     const nSegMax = Math.min(T, V);
-    this.needS(T * N * Q);
 
     const e = this.engine;
     const X = (off: number, rs: number, cs = 1): View => ({ buf: 'X', off, rs, cs });
@@ -231,8 +275,11 @@ export class CompiledStep {
     const scanOf = (l: number) => ({ lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA });
 
     // ---------------------------------------------------------------- forward + backward
-    e.begin('step');
-    e.op(K.gather, { n: T * D, D, idsOff: this.iOff.ids!, embOff: this.p(EMBEDDING), outOff: Hs[0]! }, elem(T * D));
+    for (let m = 0; m < k; m++) {
+    const io = (name: string) => this.iOff[name]! + m * iPer;
+    this.gAcc = m > 0;
+    e.begin(`step${m}`);
+    e.op(K.gather, { n: T * D, D, idsOff: io('ids'), embOff: this.p(EMBEDDING), outOff: Hs[0]! }, elem(T * D));
     for (let l = 0; l < nL; l++) {
       e.op(K.normFwd(false), { rows: T, n: D, groups: 1, xOff: Hs[l]!, xRs: D, zOff: 0, zRs: 0, gOff: 0, outOff: XN[l]!, outRs: D, rstdOff: RSTD[l]!, wOff: this.p(lp(l, 'norm.weight')), eps }, grid(T));
       this.mm(X(XN[l]!, D), Pw(lp(l, 'mixer.in_proj.weight'), 1, D), Xo(XZ[l]!, Win), T, Win, D);
@@ -255,8 +302,8 @@ export class CompiledStep {
     }
     e.op(K.normFwd(false), { rows: T, n: D, groups: 1, xOff: Hs[nL]!, xRs: D, zOff: 0, zRs: 0, gOff: 0, outOff: HN, outRs: D, rstdOff: RSTDF, wOff: this.p(NORM_F), eps }, grid(T));
     this.mm(X(HN, D), Pw(head, 1, D), Xo(LOGITS, V), T, V, D);
-    e.op(K.crossEntropy, { rows: T, V, logOff: LOGITS, dOff: DLOG, lossOff: ROWLOSS, tgtOff: this.iOff.targets!, maskOff: MASK, scaleOff: SCALE }, grid(T));
-    e.op(K.sumTo, { n: T, srcOff: ROWLOSS, dstOff: HIST, slotOff: this.iOff.slot!, scaleOff: SCALE, root: 0, copyOff: LOSS }, [1, 1, 1]);
+    e.op(K.crossEntropy, { rows: T, V, logOff: LOGITS, dOff: DLOG, lossOff: ROWLOSS, tgtOff: io('targets'), maskOff: MASKS + m * T, scaleOff: SCALE }, grid(T));
+    e.op(K.sumTo, { n: T, srcOff: ROWLOSS, dstOff: HIST, slotOff: this.iOff.slot!, scaleOff: SCALE, root: 0, copyOff: LOSS, acc: m > 0 ? 1 : 0 }, [1, 1, 1]);
 
     // Backward.
     this.mm(X(DLOG, 1, V), X(HN, D), Go(head, D), V, D, T);
@@ -268,19 +315,29 @@ export class CompiledStep {
       this.mm(X(DH, 1, D), X(outIn, E), Go(lp(l, 'mixer.out_proj.weight'), E), D, E, T);
       this.mm(X(DH, D), Pw(lp(l, 'mixer.out_proj.weight'), E, 1), Xo(DYG, E), T, E, D);
       const scan = scanOf(l);
-      const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART, sOff: 0 };
+      const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART };
+      // S during the scan: checkpoints, one chunk's states, the state gradient carried between chunks.
+      const ckOff = 0, scrOff = B * nC * N * Q, ghOff = scrOff + B * C * N * Q;
+      this.needS(ghOff + B * N * Q);
+      const chunked = (gate: boolean, io: Record<string, number>, out: { off: number; rs: number; bCol: number; cCol: number }, GG: number) => {
+        e.op(K.scanCkpt(N, m2, NS), { ...scan, xRs: io.xRs ?? scan.xRs, bcOff: io.bcOff!, bcRs: io.bcRs!, cCol: io.cCol!, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
+        for (let ci = nC - 1; ci >= 0; ci--) {
+          const len = Math.min(L, (ci + 1) * C) - ci * C;
+          e.op(K.scanBwdChunk(N, m2, gate, W, NS, SL), { ...scan, ...bwd, ...io, C, nC, c: ci, ckOff, scrOff, ghOff, first: ci === nC - 1 ? 1 : 0 }, grid(B * nBlk));
+          const n = 2 * B * len * GG * N;
+          e.op(K.bcReduceChunk, { n, G: GG, N, nBlk, pbOff: PB, pcOff: PC, outOff: out.off, outRs: out.rs, bCol: out.bCol, cCol: out.cCol, C, len, L, t0: ci * C }, elem(n));
+        }
+      };
       if (m2) {
         const nw = lp(l, 'mixer.norm.weight');
         e.op(K.normBwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, dyOff: DYG, dyRs: E, rstdOff: RSTDG[l]!, wOff: this.p(nw), dxOff: DY, dxRs: E, dzOff: DXZ, dzRs: Win, acc: 0 }, grid(T * G));
         this.colSum(this.p(nw), T, E, { mode: 2, aOff: DYG, aRs: E, bOff: GPRE[l]!, bRs: E, rOff: RSTDG[l]!, rRs: G, rDiv: E / G });
-        e.op(K.scanBwd(N, true, false, W, NS), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0, ...bwd }, grid(B * nBlk));
-        e.op(K.bcReduce, { n: 2 * T * G * N, G, N, nBlk, pbOff: PB, pcOff: PC, outOff: DU, outRs: convDim, bCol: E, cCol: E + G * N }, elem(2 * T * G * N));
+        chunked(false, { bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0 }, { off: DU, rs: convDim, bCol: E, cCol: E + G * N }, G);
         const dtCol = E + convDim;
         e.op(K.deltaBwd, { n: T * H, C: H, grp: Pd, ddOff: DD, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), dxOff: DXZ + dtCol, dxRs: Win, lo, hi: hiF }, elem(T * H));
         this.colSum(this.p(lp(l, 'mixer.dt_bias')), T, H, { mode: 0, aOff: DXZ + dtCol, aRs: Win });
       } else {
-        e.op(K.scanBwd(N, false, true, W, NS), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, ...bwd, duRs: E }, grid(B * nBlk));
-        e.op(K.bcReduce, { n: 2 * T * N, G: 1, N, nBlk, pbOff: PB, pcOff: PC, outOff: DDBC, outRs: bcW, bCol: R, cCol: R + N }, elem(2 * T * N));
+        chunked(true, { xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, dyOff: DYG, zOff: XZ[l]! + E, zRs: Win, yOff: Y[l]!, dzOff: DXZ + E, dzRs: Win, duRs: E }, { off: DDBC, rs: bcW, bCol: R, cCol: R + N }, 1);
         e.op(K.deltaBwd, { n: T * E, C: E, grp: 1, ddOff: DD, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), dxOff: DDTP, dxRs: E, lo: 0, hi: BIG }, elem(T * E));
         this.colSum(this.p(lp(l, 'mixer.dt_proj.bias')), T, E, { mode: 0, aOff: DDTP, aRs: E });
         this.mm(X(DDTP, 1, E), X(DBC[l]!, bcW), Go(lp(l, 'mixer.dt_proj.weight'), R), E, R, T);
@@ -304,16 +361,21 @@ export class CompiledStep {
       e.op(K.normBwd(false), { rows: T, n: D, groups: 1, xOff: Hs[l]!, xRs: D, zOff: 0, zRs: 0, dyOff: DXN, dyRs: D, rstdOff: RSTD[l]!, wOff: this.p(lp(l, 'norm.weight')), dxOff: DH, dxRs: D, dzOff: 0, dzRs: 0, acc: 1 }, grid(T));
       this.colSum(this.p(lp(l, 'norm.weight')), T, D, { mode: 2, aOff: DXN, aRs: D, bOff: Hs[l]!, bRs: D, rOff: RSTD[l]!, rRs: 1, rDiv: D });
     }
-    if (!tied) e.op(K.zeroG, { n: V * D, off: this.p(EMBEDDING) }, elem(V * D));
-    e.op(K.embedScatter, { n: nSegMax * D, D, nSegOff: this.iOff.nSeg!, segStartOff: this.iOff.segStart!, segTokOff: this.iOff.segTok!, orderOff: this.iOff.order!, dhOff: DH, gOff: this.p(EMBEDDING) }, elem(nSegMax * D));
+    if (!tied && m === 0) e.op(K.zeroG, { n: V * D, off: this.p(EMBEDDING) }, elem(V * D));
+    e.op(K.embedScatter, { n: nSegMax * D, D, nSegOff: io('nSeg'), segStartOff: io('segStart'), segTokOff: io('segTok'), orderOff: io('order'), dhOff: DH, gOff: this.p(EMBEDDING) }, elem(nSegMax * D));
+    }
+    this.gAcc = false;
 
     // ---------------------------------------------------------------- AdamW
     e.begin('adam');
     e.op(K.adamSumsq, { n: this.nParams, chunk: Math.ceil(this.nParams / adamChunks), partOff: ADAMPART }, grid(adamChunks));
-    e.op(K.sumTo, { n: adamChunks, srcOff: ADAMPART, dstOff: HIST + RING, slotOff: this.iOff.slot!, scaleOff: ONE, root: 1, copyOff: NORM }, [1, 1, 1]);
+    e.op(K.sumTo, { n: adamChunks, srcOff: ADAMPART, dstOff: HIST + RING, slotOff: this.iOff.slot!, scaleOff: ONE, root: 1, copyOff: NORM, acc: 0 }, [1, 1, 1]);
     e.op(K.adamUpdate, { n: this.nParams, hpOff: HP, normOff: NORM, decayOff: DECAY }, elem(this.nParams));
 
     for (const b of ['P', 'G', 'M', 'V'] as const) if (!e.buffers[b]) e.alloc(b, this.nParams);
+    for (const [name, n] of [['X', this.xTop], ['S', this.sNeed]] as const) {
+      if (n * 4 > limit) throw new TooBig(`${name === 'X' ? 'activations' : 'scan and reduction scratch'} need ${(n * 4 / 2 ** 20).toFixed(0)} MiB, over this device's ${(limit / 2 ** 20).toFixed(0)} MiB storage binding`);
+    }
     e.alloc('X', this.xTop);
     e.alloc('I', iTop);
     e.alloc('S', this.sNeed);
@@ -331,32 +393,46 @@ export class CompiledStep {
   /** Upload a batch: ids, targets, mask, 1/Σmask, and the rows sorted by token for the embedding gradient. */
   setBatch(b: Batch, slot: number): void {
     if (b.batch !== this.batch || b.length !== this.L) throw new Error(`compiled step: batch ${b.batch}×${b.length}, built for ${this.batch}×${this.L}`);
-    const T = this.T, V = this.model.config.vocabSize;
-    const count = new Int32Array(V + 1);
-    for (let t = 0; t < T; t++) count[b.ids[t]! + 1]!++;
-    for (let v = 0; v < V; v++) count[v + 1]! += count[v]!;
-    const order = new Int32Array(T);
-    const pos = count.slice(0, V);
-    for (let t = 0; t < T; t++) order[pos[b.ids[t]!]!++] = t;
-    const segStart: number[] = [], segTok: number[] = [];
-    for (let v = 0; v < V; v++) if (count[v + 1]! > count[v]!) { segStart.push(count[v]!); segTok.push(v); }
-    segStart.push(T);
+    const V = this.model.config.vocabSize, T = this.Tm, n = this.T;
     const e = this.engine;
-    e.write('I', this.iOff.ids!, b.ids);
-    e.write('I', this.iOff.targets!, b.targets);
-    e.write('I', this.iOff.order!, order);
-    e.write('I', this.iOff.segStart!, Int32Array.from(segStart));
-    e.write('I', this.iOff.segTok!, Int32Array.from(segTok));
-    e.write('I', this.iOff.nSeg!, new Int32Array([segTok.length, slot % RING]));
     let m = 0;
-    for (const v of b.mask) m += v;
-    e.write('X', this.r.MASK!, b.mask);
+    for (let i = 0; i < n; i++) m += b.mask[i]!;
+    // Micro-batch mb: rows [mb·T, (mb + 1)·T) of the batch, past its end padded with masked rows.
+    const ids = new Int32Array(T * this.k), targets = new Int32Array(T * this.k), mask = new Float32Array(T * this.k);
+    ids.set(b.ids.subarray(0, n));
+    targets.set(b.targets.subarray(0, n));
+    mask.set(b.mask.subarray(0, n));
+    for (let mb = 0; mb < this.k; mb++) {
+      const mid = ids.subarray(mb * T, (mb + 1) * T);
+      const count = new Int32Array(V + 1);
+      for (let t = 0; t < T; t++) count[mid[t]! + 1]!++;
+      for (let v = 0; v < V; v++) count[v + 1]! += count[v]!;
+      const order = new Int32Array(T);
+      const pos = count.slice(0, V);
+      for (let t = 0; t < T; t++) order[pos[mid[t]!]!++] = t;
+      const segStart: number[] = [], segTok: number[] = [];
+      for (let v = 0; v < V; v++) if (count[v + 1]! > count[v]!) { segStart.push(count[v]!); segTok.push(v); }
+      segStart.push(T);
+      const at = (name: string) => this.iOff[name]! + mb * this.iOff.per!;
+      e.write('I', at('ids'), mid);
+      e.write('I', at('targets'), targets.subarray(mb * T, (mb + 1) * T));
+      e.write('I', at('order'), order);
+      e.write('I', at('segStart'), Int32Array.from(segStart));
+      e.write('I', at('segTok'), Int32Array.from(segTok));
+      e.write('I', at('nSeg'), new Int32Array([segTok.length]));
+    }
+    e.write('I', this.iOff.slot!, new Int32Array([slot % RING]));
+    e.write('X', this.r.MASKS!, mask);
     e.write('X', this.r.SCALE!, new Float32Array([1 / Math.max(m, 1)]));
+  }
+
+  private steps(): string[] {
+    return Array.from({ length: this.k }, (_, i) => `step${i}`);
   }
 
   /** Forward + backward only (gradients into G; the loss into its ring slot). */
   forwardBackward(): void {
-    this.engine.run('step');
+    this.engine.run(...this.steps());
   }
 
   /** One whole training step on the current batch: gradients, then AdamW with `hp` at step `t`. */
@@ -364,7 +440,7 @@ export class CompiledStep {
     const bc1 = 1 - Math.pow(hp.beta1, t), bc2 = 1 - Math.pow(hp.beta2, t);
     const clipOn = hp.clipNorm > 0 && Number.isFinite(hp.clipNorm);
     this.engine.write('X', this.r.HP!, new Float32Array([1 - hp.beta1, hp.beta1, 1 - hp.beta2, hp.beta2, hp.eps, 1 - hp.lr * hp.weightDecay, hp.lr / bc1, Math.sqrt(bc2), clipOn ? hp.clipNorm : 0, clipOn ? 1 : 0]));
-    this.engine.run('step', 'adam');
+    this.engine.run(...this.steps(), 'adam');
   }
 
   /** Losses and gradient norms of ring slots [from, from + n) (waits for the GPU). */

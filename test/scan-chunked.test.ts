@@ -1,0 +1,120 @@
+/**
+ * The chunked scan backward (kernels.ts: scanCkpt + scanBwdChunk + bcReduceChunk, states kept only at
+ * chunk starts) against the full-history scan backward (scanBwd, which stores a state per step and is
+ * itself held to tf.js autodiff by compiled-step.test.ts), alone, on random inputs: Mamba-1 (per-state
+ * A, gate) and Mamba-2 (per-head A, groups), N 16..512, several chunks, L not a multiple of C, C ≥ L.
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/model/backend.js';
+import { grid } from '../src/model/kernels/webgpu-program.js';
+import { Engine } from '../src/train/gpu/engine.js';
+import * as K from '../src/train/gpu/kernels.js';
+import { mulberry32 } from '../src/util/rng.js';
+import { requiresWebGPU } from './helpers/requires.js';
+
+const GPU = await requiresWebGPU();
+before(async () => {
+  if (!GPU.skip) await initBackend('webgpu');
+});
+
+interface Shape { m2: boolean; B: number; L: number; N: number; H: number; Pd: number; G: number; C: number; NS?: number }
+
+async function compare(sh: Shape): Promise<void> {
+  const { m2, B, L, N, H, Pd, G, C } = sh;
+  const Q = H * Pd, T = B * L;
+  const NS = sh.NS ?? K.defaultScanThreads(N);
+  const rnd = mulberry32(1000 + N + L + C + (m2 ? 7 : 0));
+  const r = (lo: number, hi: number) => lo + (hi - lo) * rnd();
+  const device = (tf.backend() as unknown as { device: unknown }).device;
+  const e = new Engine(device);
+  // P: A_log ([H] for Mamba-2, [Q, N] for Mamba-1), D [H].
+  const nA = m2 ? H : Q * N;
+  const aOff = 0, Doff = nA;
+  const Pv = new Float32Array(nA + H);
+  for (let i = 0; i < nA; i++) Pv[i] = r(-0.7, 1.4);
+  for (let i = 0; i < H; i++) Pv[Doff + i] = r(-1, 1);
+  // X inputs: x [T, Q], delta [T, H], B|C [T, 2GN], dy [T, Q], z [T, Q], y [T, Q].
+  let top = 0;
+  const reg = (n: number) => { const at = top; top += n; return at; };
+  const xOff = reg(T * Q), dOff = reg(T * H), bcRs = 2 * G * N, bcOff = reg(T * bcRs), dyOff = reg(T * Q), zOff = reg(T * Q), yOff = reg(T * Q);
+  const nIn = top;
+  const storage = Number((device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
+  // The old kernel's lane block (step.ts's rule before the chunked scan).
+  let Wold = 64;
+  while (Wold > 1 && (Q / G) % Wold !== 0) Wold /= 2;
+  while (Wold > 1 && (Wold * NS > 256 || (Wold * N + 2 * Wold * NS) * 4 > storage)) Wold /= 2;
+  const lay = K.scanLayout(N, Q / G, NS, storage);
+  if (typeof lay === 'string') throw new Error(lay);
+  const nBlkOld = Q / Wold, nBlk = Q / lay.W;
+  const nC = Math.ceil(L / C);
+  const outs = () => ({ du: reg(T * Q), dd: reg(T * Q), dz: reg(T * Q), bc: reg(T * bcRs), aPart: reg(B * Q * (m2 ? 1 : N)), dPart: reg(B * Q) });
+  const o1 = outs(), o2 = outs();
+  const pbOld = reg(T * nBlkOld * N), pcOld = reg(T * nBlkOld * N);
+  const pbNew = reg(B * C * nBlk * N), pcNew = reg(B * C * nBlk * N);
+  const X = new Float32Array(top);
+  for (let i = 0; i < nIn; i++) X[i] = r(-1, 1);
+  for (let i = 0; i < T * H; i++) X[dOff + i] = r(0.01, 0.6);
+  // S: the old kernel's states at 0; the checkpoints, chunk scratch and carried gradient after them.
+  const sOld = T * N * Q;
+  const ckOff = sOld, scrOff = ckOff + B * nC * N * Q, ghOff = scrOff + B * C * N * Q;
+  const sNeed = ghOff + B * N * Q;
+
+  const scan = { lanes: B * Q, Q, L, P: m2 ? Pd : 1, HG: H / G, xOff, xRs: Q, dOff, dRs: H, bcOff, bcRs, cCol: G * N, aOff, aMode: 0, Doff, k: 0 };
+  const gate = !m2;
+  const io = { dyOff, zOff: gate ? zOff : 0, zRs: gate ? Q : 0, yOff: gate ? yOff : 0, dzRs: gate ? Q : 0, duRs: Q };
+  e.begin('old');
+  e.op(K.scanBwd(N, m2, gate, Wold, NS), { ...scan, ...io, dzOff: o1.dz, duOff: o1.du, ddOff: o1.dd, pbOff: pbOld, pcOff: pcOld, nBlk: nBlkOld, aPartOff: o1.aPart, dPartOff: o1.dPart, sOff: 0 }, grid(B * nBlkOld));
+  e.op(K.bcReduce, { n: 2 * T * G * N, G, N, nBlk: nBlkOld, pbOff: pbOld, pcOff: pcOld, outOff: o1.bc, outRs: bcRs, bCol: 0, cCol: G * N }, grid(Math.ceil((2 * T * G * N) / 256)));
+  e.begin('new');
+  e.op(K.scanCkpt(N, m2, NS), { ...scan, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
+  for (let c = nC - 1; c >= 0; c--) {
+    const len = Math.min(L, (c + 1) * C) - c * C;
+    e.op(K.scanBwdChunk(N, m2, gate, lay.W, NS, lay.SL), { ...scan, ...io, dzOff: o2.dz, duOff: o2.du, ddOff: o2.dd, pbOff: pbNew, pcOff: pcNew, nBlk, aPartOff: o2.aPart, dPartOff: o2.dPart, C, nC, c, ckOff, scrOff, ghOff, first: c === nC - 1 ? 1 : 0 }, grid(B * nBlk));
+    const n = 2 * B * len * G * N;
+    e.op(K.bcReduceChunk, { n, G, N, nBlk, pbOff: pbNew, pcOff: pcNew, outOff: o2.bc, outRs: bcRs, bCol: 0, cCol: G * N, C, len, L, t0: c * C }, grid(Math.ceil(n / 256)));
+  }
+  e.alloc('P', Pv.length);
+  e.alloc('X', top);
+  e.alloc('S', sNeed);
+  e.finish();
+  try {
+    e.write('P', 0, Pv);
+    e.write('X', 0, X);
+    e.run('old');
+    e.run('new');
+    for (const [name, n] of [['du', T * Q], ['dd', T * Q], ['dz', gate ? T * Q : 0], ['bc', T * bcRs], ['aPart', B * Q * (m2 ? 1 : N)], ['dPart', B * Q]] as const) {
+      if (!n) continue;
+      const want = await e.read('X', o1[name], n), got = await e.read('X', o2[name], n);
+      let scale = 1e-12, err = 0;
+      for (let i = 0; i < n; i++) scale = Math.max(scale, Math.abs(want[i]!));
+      for (let i = 0; i < n; i++) {
+        assert.ok(Number.isFinite(got[i]!), `${name}[${i}] not finite`);
+        err = Math.max(err, Math.abs(got[i]! - want[i]!));
+      }
+      assert.ok(scale > 1e-6, `${name}: the reference is all zero, the test would prove nothing`);
+      assert.ok(err / scale <= 1e-5, `${name}: relative error ${(err / scale).toExponential(2)} (W ${lay.W}, NS ${NS}, SL ${lay.SL})`);
+    }
+  } finally {
+    e.destroy();
+  }
+}
+
+const SHAPES: (Shape & { what: string })[] = [
+  { what: 'mamba1 N16, 3 chunks, L not a multiple of C', m2: false, B: 2, L: 11, N: 16, H: 8, Pd: 1, G: 1, C: 4 },
+  { what: 'mamba1 N16, one chunk (C ≥ L)', m2: false, B: 2, L: 9, N: 16, H: 8, Pd: 1, G: 1, C: 16 },
+  { what: 'mamba1 N8, one thread per lane', m2: false, B: 3, L: 10, N: 8, H: 4, Pd: 1, G: 1, C: 3 },
+  { what: 'mamba1 N256', m2: false, B: 1, L: 7, N: 256, H: 4, Pd: 1, G: 1, C: 3 },
+  { what: 'mamba2 N64, 2 groups', m2: true, B: 2, L: 13, N: 64, H: 4, Pd: 4, G: 2, C: 5 },
+  { what: 'mamba2 N256, C = L', m2: true, B: 2, L: 6, N: 256, H: 2, Pd: 8, G: 1, C: 6 },
+  { what: 'mamba2 N512, 4 chunks', m2: true, B: 2, L: 10, N: 512, H: 2, Pd: 8, G: 1, C: 3 },
+  { what: 'mamba1 N512, 2 threads per lane (many states per thread, sliced lane sums)', m2: false, B: 1, L: 5, N: 512, H: 8, Pd: 1, G: 1, C: 2, NS: 2 },
+  { what: 'mamba2 N1024', m2: true, B: 1, L: 5, N: 1024, H: 1, Pd: 8, G: 1, C: 2 },
+];
+
+for (const s of SHAPES) {
+  test(`chunked scan backward, ${s.what}: equals the full-history kernel`, GPU, async () => {
+    await compare(s);
+  });
+}
