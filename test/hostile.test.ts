@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import { execFile, spawnSync } from 'node:child_process';
 import { tempDirs } from './helpers/tmpdir.js';
 import { synthConfig, synthTensors, writeSynthCheckpoint, type SynthSpec } from './helpers/synth-checkpoint.js';
-import { STRICT } from './helpers/requires.js';
+import { STRICT, requires } from './helpers/requires.js';
+import { cleanStaleTemporaries, writeDirAtomic, writeFileAtomic, writeFileAtomicWith } from '../src/util/atomic.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SafetensorsReader, parseHeader, writeCheckpointWeights } from '../src/checkpoint/safetensors.js';
 import { cbIdentityPair, cbRowCosPair, lookbehind, rankLayers } from '../src/analysis/scores.js';
@@ -161,4 +162,111 @@ test('train from a NaN checkpoint says the checkpoint holds non-finite values, n
   assertOneLine(r, /nan: the checkpoint holds non-finite values \(NaN or Inf\) in backbone\.layers\.1\.mixer\.D, backbone\.layers\.1\.mixer\.x_proj\.weight; training cannot start from it/);
   assert.doesNotMatch(r.stderr, /--lr/);
   assert.ok(!fs.existsSync(out));
+});
+
+/** Whether `unshare -rm` can mount a tmpfs here (a user namespace where we are root). */
+function canMountTmpfs(): boolean {
+  const d = tmp();
+  return spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=64k mimetic-probe "$1"', 'sh', d], { stdio: 'ignore' }).status === 0;
+}
+const FULL_DISK = requires(canMountTmpfs(), 'unshare -rm with tmpfs mounts (a user namespace)', 'apt-get install util-linux, and allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)');
+
+test('a full disk (ENOSPC) in init, report and the training checkpoint: one line naming the target, old outputs intact, no temporaries left', FULL_DISK, () => {
+  const dir = tmp();
+  const ckpt = path.join(dir, 'ckpt');
+  writeSynthCheckpoint(ckpt, TINY);
+  const mnt = path.join(dir, 'mnt');
+  const res = path.join(dir, 'res');
+  fs.mkdirSync(mnt);
+  fs.mkdirSync(res);
+  // Everything on the tmpfs must be checked inside the namespace: the mount goes with it.
+  const script = String.raw`
+    set -u
+    M=$1; R=$2; NODE=$3; CLI=$4; CK=$5
+    run() { name=$1; shift; "$NODE" "$CLI" "$@" >"$R/$name.out" 2>"$R/$name.err"; echo $? >"$R/$name.rc"; }
+    fill() { avail=$(df --output=avail -k "$M" | tail -1); head -c $(( (avail - $1) * 1024 )) /dev/zero >>"$M/filler" 2>/dev/null || true; }
+    mount -t tmpfs -o size=4m mimetic-full "$M" || exit 99
+    run rep1 report "$CK" --backend cpu --seq-len 8 --no-reference --out "$M/rep"
+    run train1 train --task copy --alphabet 3 --min-len 1 --max-len 2 --context 8 --n-layers 1 --d-model 32 --d-state 4 --steps 2 \
+      --eval-every 1 --eval-examples 1 --checkpoint-every 1 --keep 2 --batch-size 2 --backend cpu --quiet --out "$M/run"
+    # As if killed after step 1's checkpoint; the resumed run then finds room for its metrics but not for step 2's checkpoint.
+    rm -r "$M/run/checkpoints/step-00000002"
+    sha256sum "$M/rep/report.json" "$M/run/checkpoints/step-00000001/"* >"$R/before.sha"
+    fill 16
+    run train2 train --resume "$M/run" --backend cpu --quiet
+    fill 0
+    run init init --n-layers 1 --d-model 8 --out "$M/new"
+    run rep2 report "$CK" --backend cpu --seq-len 8 --no-reference --out "$M/rep"
+    sha256sum "$M/rep/report.json" "$M/run/checkpoints/step-00000001/"* >"$R/after.sha"
+    (cd "$M" && find . -name '*tmp*' -o -name '*.old-*' -o -name new) >"$R/left"
+  `;
+  const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, 'sh', mnt, res, process.execPath, CLI, ckpt], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const read = (f: string) => fs.readFileSync(path.join(res, f), 'utf8');
+  const run = (name: string): Run => ({ code: Number(read(`${name}.rc`)), stdout: read(`${name}.out`), stderr: read(`${name}.err`) });
+  assert.equal(run('rep1').code, 0, run('rep1').stderr);
+  assert.equal(run('train1').code, 0, run('train1').stderr);
+  const target = (p: string) => new RegExp(`^mimetic: ${path.join(mnt, p).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: no space left on the device \\(ENOSPC\\) while writing it; the partial copy was removed`);
+  assertOneLine(run('train2'), target('run/checkpoints/step-00000002'));
+  assertOneLine(run('init'), target('new'));
+  assertOneLine(run('rep2'), target('rep'));
+  assert.match(run('rep2').stderr, /and the previous version is unchanged; free some space and run again$/m);
+  assert.doesNotMatch(run('init').stderr, /previous version/);
+  assert.equal(read('after.sha'), read('before.sha'));
+  assert.equal(read('left'), '');
+});
+
+test('EDQUOT is named like ENOSPC, from a file or a folder write', async () => {
+  const dir = tmp();
+  const quota = () => Object.assign(new Error('EDQUOT: disk quota exceeded, write'), { code: 'EDQUOT' });
+  await assert.rejects(writeDirAtomic(path.join(dir, 'out'), () => { throw quota(); }),
+    (e: Error) => isUserError(e) && e.message === `${path.join(dir, 'out')}: disk quota exceeded (EDQUOT) while writing it; the partial copy was removed; free some space and run again`);
+  // From a file inside the folder being built: the folder is named, not its temporary name.
+  await assert.rejects(writeDirAtomic(path.join(dir, 'out'), (t) => writeFileAtomicWith(path.join(t, 'x'), () => { throw quota(); })),
+    (e: Error) => isUserError(e) && e.message.startsWith(`${path.join(dir, 'out')}: disk quota exceeded`));
+  fs.writeFileSync(path.join(dir, 'f'), 'old');
+  assert.throws(() => writeFileAtomicWith(path.join(dir, 'f'), () => { throw quota(); }), /f: disk quota exceeded \(EDQUOT\) while writing it; the partial copy was removed and the previous version is unchanged/);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['f']);
+  assert.equal(fs.readFileSync(path.join(dir, 'f'), 'utf8'), 'old');
+  // Other errors pass through as they are.
+  assert.throws(() => writeFileAtomicWith(path.join(dir, 'f'), () => { throw new Error('boom'); }), /^Error: boom$/);
+});
+
+/** The pid of a process that has exited. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return Number(r.stdout);
+}
+
+test('temporaries of killed writers are cleaned by the next write there: dead pids only; a moved-aside old copy comes back', async () => {
+  const dir = tmp();
+  const dead = deadPid();
+  const mk = (name: string, isDir = true) => {
+    const p = path.join(dir, name);
+    if (isDir) { fs.mkdirSync(p); fs.writeFileSync(path.join(p, 'x'), 'x'); } else fs.writeFileSync(p, 'x');
+    return name;
+  };
+  const stale = [mk(`.new.tmp-${dead}-mb1x2y-abc123`), mk(`.rep.tmp-${dead}-mb1x2y-def456`), mk(`.f.tmp-${dead}-mb1x2y-0a1b2c`, false)];
+  const kept = [
+    mk(`.new.tmp-${process.pid}-mb1x2y-abc123`), // a live writer (this process)
+    mk(`.other.tmp-${dead}-mb1x2y-abc123`), // beside another target
+    mk(`.new.tmp-notapid`),
+  ];
+  // A replace killed between its two renames: the old version is put back.
+  mk(`.rep.old-${dead}-mb1x2y-aaaaaa`);
+  cleanStaleTemporaries(path.join(dir, 'rep'));
+  assert.equal(fs.readFileSync(path.join(dir, 'rep', 'x'), 'utf8'), 'x');
+  writeFileAtomic(path.join(dir, 'f'), 'new');
+  const ckpt = path.join(dir, 'ckpt');
+  writeSynthCheckpoint(ckpt, TINY);
+  const [init, rep] = await Promise.all([
+    cli(['init', '--n-layers', '1', '--d-model', '8', '--out', path.join(dir, 'new')]),
+    cli(['report', ckpt, '--backend', 'cpu', '--seq-len', '8', '--no-reference', '--force', '--out', path.join(dir, 'rep')]),
+  ]);
+  assert.equal(init.code, 0, init.stderr);
+  assert.equal(rep.code, 0, rep.stderr);
+  const left = fs.readdirSync(dir);
+  for (const s of stale) assert.ok(!left.includes(s), `${s} left`);
+  for (const k of kept) assert.ok(left.includes(k), `${k} removed`);
+  assert.deepEqual(left.filter((n) => n.includes('.old-')), []);
 });

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
-import { tempSibling, writeFileAtomic } from '../util/atomic.js';
+import { writeFileAtomic, writeFileAtomicWith } from '../util/atomic.js';
 import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, widenHalfInPlace, f32ToBf16, f32ToF16 } from './dtypes.js';
 
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -329,9 +329,8 @@ export function writeSafetensors(file: string, tensors: WritableTensor[], opts: 
   }
   const ordered = writeOrder(tensors.map((t) => ({ name: t.name, dtype: dtypeOf(t, opts), t })));
   const header = buildHeader(ordered.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.t.shape, bytes: storedBytes(e.t, opts) })), metadata);
-  const tmp = tempSibling(file);
-  const fd = fs.openSync(tmp, 'w');
-  try {
+  // The helper every writer uses: temp + fsync + rename, and a full disk named as such.
+  writeFileAtomicWith(file, (fd) => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.byteLength));
     writeAll(fd, len);
@@ -340,14 +339,7 @@ export function writeSafetensors(file: string, tensors: WritableTensor[], opts: 
       const data = typeof e.t.data === 'function' ? e.t.data() : e.t.data;
       for (const chunk of encode(e.name, e.t.shape, data, e.dtype)) writeAll(fd, chunk);
     }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {
