@@ -270,3 +270,26 @@ test('temporaries of killed writers are cleaned by the next write there: dead pi
   for (const k of kept) assert.ok(left.includes(k), `${k} removed`);
   assert.deepEqual(left.filter((n) => n.includes('.old-')), []);
 });
+
+test('a 98 MB header of empty entries is refused before it is parsed (it took 2.3 GB); commas inside strings do not count', async () => {
+  const dir = tmp();
+  const entry = (i: number) => `"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`;
+  const parts: string[] = [];
+  for (let i = 0, len = 0; len < 98_000_000; i++) { const e = entry(i); parts.push(e); len += e.length + 1; }
+  const ckpt = path.join(dir, 'ckpt');
+  fs.mkdirSync(ckpt);
+  writeRawSafetensors(path.join(ckpt, 'model.safetensors'), `{${parts.join(',')}}`);
+  parts.length = 0;
+  fs.writeFileSync(path.join(ckpt, 'config.json'), JSON.stringify(synthConfig(TINY)));
+  // 256 MB of heap: parsing that header needs several times more.
+  assertOneLine(await cli(['inspect', ckpt], { maxOldSpaceMb: 256 }), /model\.safetensors: header holds more than 1048576 JSON values, more than 65536 tensors could need \(mimetic's limit per file\); the file is corrupt or hostile/);
+
+  // Within the value budget but past the tensor count.
+  const many = Array.from({ length: 70_000 }, (_, i) => entry(i)).join(',');
+  assert.throws(() => parseHeader('h', Buffer.from(`{${many}}`), 8, 8), /h: header lists 70000 tensors, above mimetic's limit of 65536 per file/);
+  // Commas, brackets and escaped quotes inside strings are text, not values.
+  const text = `x\\",${',[{'.repeat(1_200_000)}`;
+  const parsed = parseHeader('h', Buffer.from(`{"__metadata__":{"note":"${text}"},${entry(0)}}`), 8, 8);
+  assert.equal(parsed.metadata.note!.length, 3 + 3 * 1_200_000);
+  assert.deepEqual([...parsed.tensors.keys()], ['t0']);
+});

@@ -51,8 +51,37 @@ function checkedBytes(shape: readonly number[], elem: number): number | null {
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
+/** Tensors per file: a Mamba checkpoint has a few thousand at most, the largest Hub shards some tens of thousands. */
+export const MAX_TENSORS = 65_536;
+/** JSON values a header may hold: a tensor entry takes about 8 plus one per dimension. */
+export const MAX_HEADER_VALUES = 16 * MAX_TENSORS;
+
+/**
+ * An upper bound on the JSON values in `bytes` (each one after the first in a container follows a
+ * comma), counted without parsing: JSON.parse of a 100 MB header of empty entries takes gigabytes.
+ */
+function jsonValueBound(bytes: Uint8Array, limit: number): number {
+  let n = 1;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x2c || c === 0x7b || c === 0x5b) { // , { [
+      if (++n > limit) return n;
+    }
+  }
+  return n;
+}
+
 /** Parse and validate a header; `fileSize` bounds every offset. Exposed for the fuzz test. */
 export function parseHeader(file: string, headerBytes: Uint8Array, dataStart: number, fileSize: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  if (jsonValueBound(headerBytes, MAX_HEADER_VALUES) > MAX_HEADER_VALUES) {
+    throw new SafetensorsError(file, null, `header holds more than ${MAX_HEADER_VALUES} JSON values, more than ${MAX_TENSORS} tensors could need (mimetic's limit per file); the file is corrupt or hostile`);
+  }
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
@@ -62,6 +91,8 @@ export function parseHeader(file: string, headerBytes: Uint8Array, dataStart: nu
   if (!isPlainObject(json)) {
     throw new SafetensorsError(file, null, 'header is not a JSON object; the file is corrupt or not safetensors');
   }
+  const entries = Object.keys(json).length - ('__metadata__' in json ? 1 : 0);
+  if (entries > MAX_TENSORS) throw new SafetensorsError(file, null, `header lists ${entries} tensors, above mimetic's limit of ${MAX_TENSORS} per file; the file is corrupt or hostile`);
   const dataSize = fileSize - dataStart;
   const tensors = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
