@@ -292,4 +292,90 @@ test('a 98 MB header of empty entries is refused before it is parsed (it took 2.
   const parsed = parseHeader('h', Buffer.from(`{"__metadata__":{"note":"${text}"},${entry(0)}}`), 8, 8);
   assert.equal(parsed.metadata.note!.length, 3 + 3 * 1_200_000);
   assert.deepEqual([...parsed.tensors.keys()], ['t0']);
+  // Arrays nested past their own bound (an empty array each, which commas do not count).
+  assert.throws(() => parseHeader('h', Buffer.from(`{"a":${'['.repeat(4_200_000)}${']'.repeat(4_200_000)}}`), 8, 8), /h: header holds more than 4194304 JSON arrays/);
+});
+
+test('files that are not what they seem: links out of the folder and FIFOs are refused with one line naming the file; cache links into blobs/ are read', async () => {
+  const dir = tmp();
+  const outside = path.join(dir, 'outside');
+  writeSynthCheckpoint(outside, TINY);
+  // Valid JSON and a valid config, so only the link itself can be the reason for refusing it.
+  fs.writeFileSync(path.join(outside, 'secret.json'), JSON.stringify({ ...synthConfig(TINY), secret: 'OUTSIDE-SECRET' }));
+  const folder = (name: string, links: Record<string, string>, copy: string[] = []) => {
+    const d = path.join(dir, name);
+    fs.mkdirSync(d);
+    for (const f of copy) fs.copyFileSync(path.join(outside, f), path.join(d, f));
+    for (const [f, to] of Object.entries(links)) fs.symlinkSync(to, path.join(d, f));
+    return d;
+  };
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  const linkOut = (d: string, f: string, to: string) => new RegExp(`^mimetic: ${esc(path.join(d, f))}: is a symbolic link to ${esc(fs.realpathSync(to))}, outside the checkpoint folder; mimetic reads only files inside it \\(or in the Hugging Face cache's blobs/\\)`);
+
+  const cfgOut = folder('cfg-out', { 'config.json': path.join(outside, 'secret.json') }, ['model.safetensors']);
+  const weightsOut = folder('weights-out', { 'model.safetensors': path.join(outside, 'model.safetensors') }, ['config.json']);
+  // A folder named blobs/ that is not a cache repo's does not count.
+  fs.mkdirSync(path.join(dir, 'blobs'));
+  fs.copyFileSync(path.join(outside, 'secret.json'), path.join(dir, 'blobs', 'abc'));
+  const fakeBlobs = folder('fake-blobs', { 'config.json': path.join(dir, 'blobs', 'abc') }, ['model.safetensors']);
+  const rep = path.join(dir, 'rep');
+  const runs = await Promise.all([
+    cli(['inspect', cfgOut]),
+    cli(['report', cfgOut, '--backend', 'cpu', '--seq-len', '8', '--no-reference', '--out', rep]),
+    cli(['inspect', weightsOut]),
+    cli(['score', weightsOut, '--backend', 'cpu', '--seq-len', '8', '--no-reference']),
+    cli(['inspect', fakeBlobs]),
+  ]);
+  assertOneLine(runs[0]!, linkOut(cfgOut, 'config.json', path.join(outside, 'secret.json')));
+  assertOneLine(runs[1]!, linkOut(cfgOut, 'config.json', path.join(outside, 'secret.json')));
+  assertOneLine(runs[2]!, linkOut(weightsOut, 'model.safetensors', path.join(outside, 'model.safetensors')));
+  assertOneLine(runs[3]!, linkOut(weightsOut, 'model.safetensors', path.join(outside, 'model.safetensors')));
+  assertOneLine(runs[4]!, linkOut(fakeBlobs, 'config.json', path.join(dir, 'blobs', 'abc')));
+  for (const r of runs) assert.doesNotMatch(r.stdout + r.stderr, /OUTSIDE-SECRET/);
+  assert.ok(!fs.existsSync(rep));
+
+  // A shard of an index, linked out.
+  const sharded = path.join(dir, 'sharded');
+  fs.mkdirSync(sharded);
+  const tensors = synthTensors(TINY);
+  writeCheckpointWeights(sharded, tensors, { maxShardBytes: 2000 });
+  fs.writeFileSync(path.join(sharded, 'config.json'), JSON.stringify(synthConfig(TINY)));
+  const shard = fs.readdirSync(sharded).filter((f) => /^model-0+2-of/.test(f))[0]!;
+  fs.renameSync(path.join(sharded, shard), path.join(outside, shard));
+  fs.symlinkSync(path.join(outside, shard), path.join(sharded, shard));
+  assert.throws(() => Checkpoint.open(sharded), (e: Error) => isUserError(e) && e.message.startsWith(`${path.join(sharded, shard)}: is a symbolic link to ${path.join(outside, shard)}, outside`));
+
+  // The Hugging Face cache's layout: snapshots/<commit>/<file> -> ../../blobs/<hash>; and a link inside the folder.
+  const repo = path.join(dir, 'hub', 'models--org--tiny');
+  const snap = path.join(repo, 'snapshots', 'a'.repeat(40));
+  fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+  fs.mkdirSync(snap, { recursive: true });
+  for (const [f, blob] of [['config.json', 'c0ffee'], ['model.safetensors', 'beef00']]) {
+    fs.copyFileSync(path.join(outside, f!), path.join(repo, 'blobs', blob!));
+    fs.symlinkSync(path.join('..', '..', 'blobs', blob!), path.join(snap, f!));
+  }
+  const inner = folder('inner-link', { 'config.json': 'real-config.json' }, ['model.safetensors']);
+  fs.copyFileSync(path.join(outside, 'config.json'), path.join(inner, 'real-config.json'));
+  for (const d of [snap, inner]) {
+    const r = await cli(['inspect', d]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+
+  // FIFOs: refused without opening them (a read would block forever); a hang fails the test.
+  const fifos: [string, string][] = [];
+  for (const f of ['config.json', 'model.safetensors', 'model.safetensors.index.json']) {
+    const d = path.join(dir, `fifo-${f}`);
+    writeSynthCheckpoint(d, TINY);
+    fs.rmSync(path.join(d, f), { force: true });
+    fifos.push([d, f]);
+  }
+  const lone = path.join(dir, 'lone.safetensors');
+  const mkfifo = spawnSync('mkfifo', [...fifos.map(([d, f]) => path.join(d, f)), lone]);
+  assert.equal(mkfifo.status, 0, String(mkfifo.stderr));
+  const fifoRuns = await Promise.all([...fifos.map(([d]) => cli(['inspect', d])), cli(['inspect', lone])]);
+  fifos.forEach(([d, f], i) => assertOneLine(fifoRuns[i]!, new RegExp(`^mimetic: ${esc(path.join(d, f))}: is a FIFO \\(named pipe\\), not a regular file`)));
+  assertOneLine(fifoRuns[3]!, new RegExp(`^mimetic: ${esc(lone)}: is not a regular file or a folder`));
+  // A link to nothing (a blob deleted from the cache) is named as such, not taken for a missing config.
+  const dangling = folder('dangling', { 'config.json': path.join(dir, 'nowhere.json') }, ['model.safetensors']);
+  assert.throws(() => Checkpoint.open(dangling), /config\.json: is a symbolic link to a file that does not exist/);
 });

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
+import { openRegular } from './local-file.js';
 import { writeFileAtomic, writeFileAtomicWith } from '../util/atomic.js';
 import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, widenHalfInPlace, f32ToBf16, f32ToF16 } from './dtypes.js';
 
@@ -53,15 +54,19 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null &
 
 /** Tensors per file: a Mamba checkpoint has a few thousand at most, the largest Hub shards some tens of thousands. */
 export const MAX_TENSORS = 65_536;
-/** JSON values a header may hold: a tensor entry takes about 8 plus one per dimension. */
+/** JSON values a header may hold outside arrays' first elements: a tensor entry takes about 6 plus one per dimension. */
 export const MAX_HEADER_VALUES = 16 * MAX_TENSORS;
+/** Arrays a header may open: two per tensor, but a shape nested a few million deep must still get its own message. */
+export const MAX_HEADER_ARRAYS = 4 * MAX_HEADER_VALUES;
 
 /**
- * An upper bound on the JSON values in `bytes` (each one after the first in a container follows a
- * comma), counted without parsing: JSON.parse of a 100 MB header of empty entries takes gigabytes.
+ * Bounds on what JSON.parse would build from `bytes`, counted without parsing (a 100 MB header of
+ * empty entries takes gigabytes): values after a comma and objects, and arrays. Returns the first
+ * bound passed, or null.
  */
-function jsonValueBound(bytes: Uint8Array, limit: number): number {
-  let n = 1;
+function headerTooLarge(bytes: Uint8Array): string | null {
+  let values = 0;
+  let arrays = 0;
   let inString = false;
   for (let i = 0; i < bytes.length; i++) {
     const c = bytes[i]!;
@@ -70,18 +75,19 @@ function jsonValueBound(bytes: Uint8Array, limit: number): number {
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) {
       inString = true;
-    } else if (c === 0x2c || c === 0x7b || c === 0x5b) { // , { [
-      if (++n > limit) return n;
+    } else if (c === 0x2c || c === 0x7b) { // , {
+      if (++values > MAX_HEADER_VALUES) return `more than ${MAX_HEADER_VALUES} JSON values`;
+    } else if (c === 0x5b) { // [
+      if (++arrays > MAX_HEADER_ARRAYS) return `more than ${MAX_HEADER_ARRAYS} JSON arrays`;
     }
   }
-  return n;
+  return null;
 }
 
 /** Parse and validate a header; `fileSize` bounds every offset. Exposed for the fuzz test. */
 export function parseHeader(file: string, headerBytes: Uint8Array, dataStart: number, fileSize: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
-  if (jsonValueBound(headerBytes, MAX_HEADER_VALUES) > MAX_HEADER_VALUES) {
-    throw new SafetensorsError(file, null, `header holds more than ${MAX_HEADER_VALUES} JSON values, more than ${MAX_TENSORS} tensors could need (mimetic's limit per file); the file is corrupt or hostile`);
-  }
+  const tooLarge = headerTooLarge(headerBytes);
+  if (tooLarge) throw new SafetensorsError(file, null, `header holds ${tooLarge}, more than ${MAX_TENSORS} tensors could need (mimetic's limit per file); the file is corrupt or hostile`);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
@@ -153,16 +159,10 @@ export class SafetensorsReader {
   }
 
   static open(file: string): SafetensorsReader {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new SafetensorsError(file, null, code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a safetensors file' : `cannot open (${code ?? String(e)})`);
-    }
+    // Never blocks: a FIFO is refused, not read (local-file.ts).
+    const fd = openRegular(file, (problem) => new SafetensorsError(file, null, problem));
     try {
       const stat = fs.fstatSync(fd);
-      if (!stat.isFile()) throw new SafetensorsError(file, null, 'is not a regular file');
       const size = stat.size;
       if (size < 8) throw new SafetensorsError(file, null, `file is ${size} bytes, too short for a safetensors header; it is truncated`);
       const lenBuf = Buffer.alloc(8);
