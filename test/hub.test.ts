@@ -12,7 +12,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FakeHub, commitOf, sha256, type FakeRepo } from './helpers/fake-hub.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
-import { pull, redact, resolveToken, PullInterrupted } from '../src/checkpoint/hub.js';
+import { pull, redact, resolveToken, hubEndpoint, PullInterrupted } from '../src/checkpoint/hub.js';
 import { parseHubId, hubCacheDir, repoFolderName } from '../src/checkpoint/hub-cache.js';
 import { resolveCheckpoint } from '../src/checkpoint/resolve.js';
 import { UserError } from '../src/util/errors.js';
@@ -520,4 +520,72 @@ test('progress: a redrawn bar with bytes and speed on a TTY, plain lines otherwi
   assert.match(plain.at(-1)!, /done model\.safetensors: 2\.0 MB in .* \([\d.]+ [kMG]?B\/s\)/);
   assert.equal(formatBytes(999), '999 B');
   assert.equal(formatBytes(4_900_000_000), '4.9 GB');
+});
+
+test('HF_ENDPOINT with a user name or password in the URL is refused before any request, without printing them', async () => {
+  const mark = hub.requests.length;
+  const u = new URL(hub.url);
+  const withCreds = `http://alice:s3cr3tPass@${u.host}`;
+  const r = await runCli(['pull', 'tiny/mamba1', '--cache-dir', freshDir()], { HF_ENDPOINT: withCreds });
+  assertOneLineError(r, new RegExp(`^mimetic: HF_ENDPOINT: 'http://\\*\\*\\*@${u.host.replace(/\./g, '\\.')}' holds a user name or password; remove them from the URL and give the token with HF_TOKEN or --token$`));
+  assert.ok(!(r.stdout + r.stderr).includes('s3cr3tPass') && !(r.stdout + r.stderr).includes('alice'));
+  assert.equal(hub.requests.length, mark, 'no request reached the Hub');
+  assert.throws(() => hubEndpoint('https://hf_abcdef123456@huggingface.co/'), (e: unknown) => e instanceof UserError && !(e as Error).message.includes('hf_abcdef'));
+  assert.equal(hubEndpoint('https://huggingface.co/'), 'https://huggingface.co');
+});
+
+test('redaction removes the secret and keeps what follows it, the closing bracket included', async () => {
+  assert.equal(redact(`header (Bearer ${TOKEN}) refused`), 'header (Bearer ***) refused');
+  assert.equal(redact('header (Bearer abc.def-ghi) refused'), 'header (Bearer ***) refused');
+  assert.equal(redact('url (https://cdn/x?X-Amz-Signature=sig123) failed'), 'url (https://cdn/x?X-Amz-Signature=***) failed');
+  assert.equal(redact('[bearer zzz] {Bearer yyy} <Bearer xxx>'), '[bearer ***] {Bearer ***} <Bearer ***>');
+  // Through the CLI: the fake Hub echoes the wrong token inside brackets.
+  const wrong = await runCli(['pull', 'tiny/private-mamba', '--cache-dir', freshDir()], { HF_TOKEN: WRONG });
+  assert.equal(wrong.code, 2, wrong.stderr);
+  assert.match(wrong.stderr, /Authorization header \(Bearer \*\*\*\)/);
+});
+
+test("a failed download promises '.incomplete' only when that file exists", async () => {
+  const shard = SHARDS[1]!;
+  const data = sharded[shard]!;
+  const env = { HF_HUB_DOWNLOAD_TIMEOUT: '2' };
+  // Progress lines come first; the error is the last line, and the only mimetic: one.
+  const lastLine = (r: Run, pattern: RegExp) => {
+    assert.equal(r.code, 2, r.stderr);
+    const errs = r.stderr.trim().split('\n').filter((l) => l.startsWith('mimetic:'));
+    assert.equal(errs.length, 1, r.stderr);
+    assert.equal(errs[0], r.stderr.trim().split('\n').pop());
+    assert.match(errs[0]!, pattern);
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+  };
+  // Nothing arrives: every request for the file is answered 500.
+  const none = freshDir();
+  hub.faults = { status: { file: shard, code: 500 } };
+  let r: Run;
+  try {
+    r = await runCli(['pull', 'tiny/mamba2-sharded', '--cache-dir', none], env);
+  } finally {
+    hub.faults = {};
+  }
+  lastLine(r, new RegExp(`tiny/mamba2-sharded/${shard}: download failed after \\d+ attempts \\(HTTP 500[^)]*\\); nothing arrived; try again later$`));
+  assert.doesNotMatch(r.stderr, /incomplete/);
+  assert.ok(!walk(none).some((f) => f.endsWith('.incomplete')));
+
+  // Half arrives, then the server starts refusing: the message names the file, which holds that half.
+  // (Another shard: the fake Hub drops a file only once, and an earlier test dropped this one.)
+  const shard2 = SHARDS[2]!;
+  const data2 = sharded[shard2]!;
+  const half = freshDir();
+  const at = Math.floor(data2.length / 2);
+  const part = path.join(half, 'models--tiny--mamba2-sharded', 'blobs', `${sha256(data2)}.incomplete`);
+  hub.faults = {
+    dropOnce: { file: shard2, at, before: async () => { await waitFor(() => fileSize(part) === at); hub.faults.status = { file: shard2, code: 500 }; } },
+  };
+  try {
+    r = await runCli(['pull', 'tiny/mamba2-sharded', '--cache-dir', half], env);
+  } finally {
+    hub.faults = {};
+  }
+  lastLine(r, new RegExp(`download failed after \\d+ attempts .*; what arrived is kept in ${part.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} and the next pull resumes it$`));
+  assert.equal(fileSize(part), at);
 });

@@ -11,6 +11,7 @@ import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tenso
 import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
 import { layerName, layerPrefix } from './names.js';
+import { checkpointFile, listed, readCheckpointText } from './local-file.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 
@@ -87,6 +88,7 @@ export class Checkpoint {
     } catch {
       throw new UserError(`${p}: no such file or folder; give a checkpoint folder, a .safetensors file or a Hub id (org/name)`);
     }
+    if (!stat.isFile() && !stat.isDirectory()) throw new UserError(`${p}: is not a regular file or a folder (a FIFO, socket or device); give a checkpoint folder or a .safetensors file`);
     let dir: string;
     let weightFiles: string[];
     let weightMap: Map<string, string> | null = null;
@@ -97,17 +99,20 @@ export class Checkpoint {
     } else {
       dir = p;
       const indexPath = path.join(dir, INDEX_FILE);
-      if (fs.existsSync(indexPath)) {
-        const index = parseConfigJson(fs.readFileSync(indexPath, 'utf8'), indexPath);
+      // Every file of the folder is checked before it is read: a regular file inside it (local-file.ts).
+      if (listed(dir, INDEX_FILE)) {
+        const index = parseConfigJson(readCheckpointText(dir, INDEX_FILE), indexPath);
         const wm = index.weight_map;
         if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new UserError(`${indexPath}: no "weight_map" object; re-download the checkpoint`);
         weightMap = new Map();
         for (const [name, f] of Object.entries(wm)) weightMap.set(name, checkShardName(indexPath, f));
         weightFiles = [...new Set(weightMap.values())].sort();
         for (const f of weightFiles) {
-          if (!fs.existsSync(path.join(dir, f))) throw new UserError(`${path.join(dir, f)}: shard named in ${INDEX_FILE} is missing; re-download the checkpoint`);
+          if (!listed(dir, f)) throw new UserError(`${path.join(dir, f)}: shard named in ${INDEX_FILE} is missing; re-download the checkpoint`);
+          checkpointFile(dir, f);
         }
-      } else if (fs.existsSync(path.join(dir, 'model.safetensors'))) {
+      } else if (listed(dir, 'model.safetensors')) {
+        checkpointFile(dir, 'model.safetensors');
         weightFiles = ['model.safetensors'];
       } else {
         let entries: string[];
@@ -120,12 +125,13 @@ export class Checkpoint {
         if (any.length !== 1) {
           throw new UserError(`${dir}: no model.safetensors or ${INDEX_FILE} found${any.length ? ` (found ${any.length} .safetensors files and no index)` : ''}; mimetic reads safetensors checkpoints`);
         }
+        checkpointFile(dir, any[0]!);
         weightFiles = any;
       }
     }
     const configPath = path.join(dir, 'config.json');
     // No config.json (a lone .safetensors file): the configuration comes from the tensor shapes.
-    const raw = fs.existsSync(configPath) ? parseConfigJson(fs.readFileSync(configPath, 'utf8'), configPath) : null;
+    const raw = listed(dir, 'config.json') ? parseConfigJson(readCheckpointText(dir, 'config.json'), configPath) : null;
     const ckpt = new Checkpoint(dir, p, raw, weightFiles, weightMap);
     if (ckpt.inferred) notice(`${p}: no config.json beside it; ${ckpt.inferred}`);
     return ckpt;

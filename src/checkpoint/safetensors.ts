@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
-import { tempSibling, writeFileAtomic } from '../util/atomic.js';
+import { openRegular } from './local-file.js';
+import { writeFileAtomic, writeFileAtomicWith } from '../util/atomic.js';
 import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, widenHalfInPlace, f32ToBf16, f32ToF16 } from './dtypes.js';
 
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -51,8 +52,42 @@ function checkedBytes(shape: readonly number[], elem: number): number | null {
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
+/** Tensors per file: a Mamba checkpoint has a few thousand at most, the largest Hub shards some tens of thousands. */
+export const MAX_TENSORS = 65_536;
+/** JSON values a header may hold outside arrays' first elements: a tensor entry takes about 6 plus one per dimension. */
+export const MAX_HEADER_VALUES = 16 * MAX_TENSORS;
+/** Arrays a header may open: two per tensor, but a shape nested a few million deep must still get its own message. */
+export const MAX_HEADER_ARRAYS = 4 * MAX_HEADER_VALUES;
+
+/**
+ * Bounds on what JSON.parse would build from `bytes`, counted without parsing (a 100 MB header of
+ * empty entries takes gigabytes): values after a comma and objects, and arrays. Returns the first
+ * bound passed, or null.
+ */
+function headerTooLarge(bytes: Uint8Array): string | null {
+  let values = 0;
+  let arrays = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x2c || c === 0x7b) { // , {
+      if (++values > MAX_HEADER_VALUES) return `more than ${MAX_HEADER_VALUES} JSON values`;
+    } else if (c === 0x5b) { // [
+      if (++arrays > MAX_HEADER_ARRAYS) return `more than ${MAX_HEADER_ARRAYS} JSON arrays`;
+    }
+  }
+  return null;
+}
+
 /** Parse and validate a header; `fileSize` bounds every offset. Exposed for the fuzz test. */
 export function parseHeader(file: string, headerBytes: Uint8Array, dataStart: number, fileSize: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  const tooLarge = headerTooLarge(headerBytes);
+  if (tooLarge) throw new SafetensorsError(file, null, `header holds ${tooLarge}, more than ${MAX_TENSORS} tensors could need (mimetic's limit per file); the file is corrupt or hostile`);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
@@ -62,6 +97,8 @@ export function parseHeader(file: string, headerBytes: Uint8Array, dataStart: nu
   if (!isPlainObject(json)) {
     throw new SafetensorsError(file, null, 'header is not a JSON object; the file is corrupt or not safetensors');
   }
+  const entries = Object.keys(json).length - ('__metadata__' in json ? 1 : 0);
+  if (entries > MAX_TENSORS) throw new SafetensorsError(file, null, `header lists ${entries} tensors, above mimetic's limit of ${MAX_TENSORS} per file; the file is corrupt or hostile`);
   const dataSize = fileSize - dataStart;
   const tensors = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
@@ -122,16 +159,10 @@ export class SafetensorsReader {
   }
 
   static open(file: string): SafetensorsReader {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new SafetensorsError(file, null, code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a safetensors file' : `cannot open (${code ?? String(e)})`);
-    }
+    // Never blocks: a FIFO is refused, not read (local-file.ts).
+    const fd = openRegular(file, (problem) => new SafetensorsError(file, null, problem));
     try {
       const stat = fs.fstatSync(fd);
-      if (!stat.isFile()) throw new SafetensorsError(file, null, 'is not a regular file');
       const size = stat.size;
       if (size < 8) throw new SafetensorsError(file, null, `file is ${size} bytes, too short for a safetensors header; it is truncated`);
       const lenBuf = Buffer.alloc(8);
@@ -329,9 +360,8 @@ export function writeSafetensors(file: string, tensors: WritableTensor[], opts: 
   }
   const ordered = writeOrder(tensors.map((t) => ({ name: t.name, dtype: dtypeOf(t, opts), t })));
   const header = buildHeader(ordered.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.t.shape, bytes: storedBytes(e.t, opts) })), metadata);
-  const tmp = tempSibling(file);
-  const fd = fs.openSync(tmp, 'w');
-  try {
+  // The helper every writer uses: temp + fsync + rename, and a full disk named as such.
+  writeFileAtomicWith(file, (fd) => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.byteLength));
     writeAll(fd, len);
@@ -340,14 +370,7 @@ export function writeSafetensors(file: string, tensors: WritableTensor[], opts: 
       const data = typeof e.t.data === 'function' ? e.t.data() : e.t.data;
       for (const chunk of encode(e.name, e.t.shape, data, e.dtype)) writeAll(fd, chunk);
     }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {
