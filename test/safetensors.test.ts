@@ -372,3 +372,30 @@ test('reader reads by position: a tensor read costs its own bytes, not the file'
   assert.ok(x.data.some((v) => v !== 0));
   r.close();
 });
+
+test('BF16 and F16 tensors longer than one read piece widen exactly, into fresh and reused buffers', () => {
+  const dir = tmpDir('mimetic-widen-');
+  try {
+    // Odd and even lengths across several 2^17-value pieces, values with all bit patterns of the mantissa.
+    const lens = [(1 << 18) + 3, (1 << 18) + 2, 5];
+    const ts: WritableTensor[] = [];
+    for (const dt of ['BF16', 'F16'] as const) {
+      lens.forEach((n, k) => ts.push({ name: `${dt}.${k}`, shape: [n], dtype: dt, data: Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + k) * (1 + (i % 97))) }));
+    }
+    const file = path.join(dir, 'w.safetensors');
+    writeSafetensors(file, ts);
+    const r = SafetensorsReader.open(file);
+    try {
+      for (const t of ts) {
+        const want = Float32Array.from(t.data as Float32Array, (v) => (t.dtype === 'BF16' ? bf16ToF32(f32ToBf16(v)) : f16ToF32(f32ToF16(v))));
+        assert.deepEqual(r.readFloat32(t.name).data, want, `${t.name} fresh`);
+        const into = new Float32Array(want.length).fill(NaN);
+        assert.deepEqual(r.readFloat32Into(t.name, into), want, `${t.name} reused`);
+      }
+    } finally {
+      r.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

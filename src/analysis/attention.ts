@@ -88,76 +88,137 @@ export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: Sum
 }
 
 /**
- * Mamba-1 maps by time blocks (see SummaryOptions.impl), one batch row and (with channelBlock) one
- * block of channels at a time: the largest tensor is [L, channels, N] (or [T, T, channels, N]).
+ * Mamba-1 maps by time blocks of T steps (see SummaryOptions.impl), per batch row and block of
+ * channels, with every decay factor a product of the step factors r_t = exp(A · Δ_t) (the scan's
+ * own recurrence; one exp per step, channel and state, none per pair):
+ *   - far pairs s ≤ t0 ≤ t (t0 the block start): e(t, s) = F[t] · G[s] with F[t] = e(t, t0) and
+ *     G[s] = e(t0, s), so both sums over channels and states are matrix products. G is kept from
+ *     block to block (old rows times e(t0, t0_prev), new rows by the backward recurrence), stored
+ *     [s, channel·state] and F as [channel·state, t], so no product needs transposeB (11× slower
+ *     on wasm);
+ *   - near pairs t0 < s ≤ t inside the block: walked in plain loops, the lower triangle only.
+ * Layout of the channel·state axis: n-major (n·k + j), so a state's channels are contiguous.
  */
 function mamba1SummariesFactored(int: ScanInternals, T: number, channelBlock?: number): AttentionSummaries {
   if (!Number.isInteger(T) || T < 1) throw new Error(`timeBlock must be a positive integer, got ${T}`);
   const [Bsz, L, Din] = int.delta.shape as [number, number, number];
   const N = int.A.shape[1]!;
-  const blk = channelBlock === undefined ? Din : blockSize(channelBlock, 1);
-  const S = tf.cumsum(int.delta, 1); // [B, L, Din]
-  const attB: tf.Tensor[] = [];
-  const decB: tf.Tensor[] = [];
-  for (let b = 0; b < Bsz; b++) {
-    const rowsA: tf.Tensor[] = [];
-    const rowsD: tf.Tensor[] = [];
-    for (let t0 = 0; t0 < L; t0 += T) {
-      const Tb = Math.min(T, L - t0);
-      let ra: tf.Tensor = tf.zeros([Tb, L]);
-      let rd: tf.Tensor = tf.zeros([Tb, L]);
-      for (let d0 = 0; d0 < Din; d0 += blk) {
-        const k = Math.min(blk, Din - d0);
-        const [na, nd] = tf.tidy(() => {
-          const Sb = S.slice([b, 0, d0], [1, L, k]).reshape([L, k]);
-          const db = int.delta.slice([b, 0, d0], [1, L, k]).reshape([L, k]);
-          const Ak = int.A.slice([d0, 0], [k, N]);
-          const A3 = Ak.reshape([1, k, N]);
-          const Bb = int.B.slice([b, 0, 0], [1, L, N]).reshape([L, N]);
-          const Cb = int.C.slice([b, 0, 0], [1, L, N]).reshape([L, N]);
-          const Sblk = Sb.slice([t0, 0], [Tb, k]);
-          const Sref = Sb.slice([t0, 0], [1, k]);
-          // Far pairs s ≤ t0 ≤ t: products of two factors with exponents ≤ 0.
-          const F = tf.exp(tf.mul(tf.sub(Sblk, Sref).reshape([Tb, k, 1]), A3)); // [Tb, k, N]
-          const G = tf.exp(tf.mul(tf.sub(Sref, Sb.slice([0, 0], [t0 + 1, k])).reshape([t0 + 1, k, 1]), A3)); // [t0+1, k, N]
-          const P = tf.mul(F, Cb.slice([t0, 0], [Tb, N]).reshape([Tb, 1, N])).reshape([Tb, k * N]);
-          const Q = tf.mul(tf.mul(G, Bb.slice([0, 0], [t0 + 1, N]).reshape([t0 + 1, 1, N])), db.slice([0, 0], [t0 + 1, k]).reshape([t0 + 1, k, 1])).reshape([t0 + 1, k * N]);
-          const parts: tf.Tensor[][] = [[tf.matMul(P, Q, false, true)], [tf.matMul(F.reshape([Tb, k * N]), G.reshape([t0 + 1, k * N]), false, true)]];
-          // Near pairs t0 < s ≤ t inside the block, directly (exponent masked to 0 where s > t).
-          if (Tb > 1) {
-            const m = Tb - 1;
-            const Sn = Sb.slice([t0 + 1, 0], [m, k]);
-            const nearMask = tf.linalg.bandPart(tf.ones([Tb, Tb]), -1, 0).slice([0, 1], [Tb, m]); // [t, j]: s = t0+1+j ≤ t
-            const seg = tf.mul(tf.sub(Sblk.reshape([Tb, 1, k]), Sn.reshape([1, m, k])), nearMask.reshape([Tb, m, 1]));
-            const E = tf.exp(tf.mul(seg.reshape([Tb, m, k, 1]), Ak.reshape([1, 1, k, N]))); // [Tb, m, k, N]
-            const w = tf.mul(tf.mul(Cb.slice([t0, 0], [Tb, N]).reshape([Tb, 1, 1, N]), Bb.slice([t0 + 1, 0], [m, N]).reshape([1, m, 1, N])), db.slice([t0 + 1, 0], [m, k]).reshape([1, m, k, 1]));
-            parts[0]!.push(tf.mul(tf.sum(tf.mul(E, w), [2, 3]), nearMask));
-            parts[1]!.push(tf.mul(tf.sum(E, [2, 3]), nearMask));
+  // Four [L, channels·N] float32 buffers per channel block: at most 2^23 values each by default.
+  const blk = channelBlock === undefined ? Math.max(1, Math.min(Din, Math.floor(2 ** 23 / (L * N)))) : blockSize(channelBlock, 1);
+  const delta = int.delta.dataSync() as Float32Array, A = int.A.dataSync() as Float32Array;
+  const Bm = int.B.dataSync() as Float32Array, Cm = int.C.dataSync() as Float32Array;
+  const att = new Float64Array(Bsz * L * L), dec = new Float64Array(Bsz * L * L);
+  const Kmax = Math.min(blk, Din) * N, Tm = Math.min(T, L);
+  const R = new Float32Array(L * Kmax), BD = new Float32Array(L * Kmax); // r_s and B_s[n] Δ_s[d]
+  const G = new Float32Array(L * Kmax), Q = new Float32Array(L * Kmax); // e(t0, s) and e(t0, s) B_s Δ_s
+  const FT = new Float32Array(Kmax * Tm), PT = new Float32Array(Kmax * Tm); // e(t, t0) and e(t, t0) C_t
+  const AT = new Float32Array(Kmax);
+  const e = new Float64Array(Kmax), f = new Float64Array(Kmax); // a near column's running factor; e(t0_next, t0)
+  for (let d0 = 0; d0 < Din; d0 += blk) {
+    const k = Math.min(blk, Din - d0), K = k * N;
+    for (let n = 0; n < N; n++) for (let j = 0; j < k; j++) AT[n * k + j] = A[(d0 + j) * N + n]!;
+    for (let b = 0; b < Bsz; b++) {
+      for (let t = 0; t < L; t++) {
+        const dOff = (b * L + t) * Din + d0, bOff = (b * L + t) * N, o = t * K;
+        for (let n = 0; n < N; n++) {
+          const bn = Bm[bOff + n]!;
+          for (let j = 0; j < k; j++) {
+            const dt = delta[dOff + j]!;
+            R[o + n * k + j] = Math.exp(AT[n * k + j]! * dt);
+            BD[o + n * k + j] = bn * dt;
           }
-          if (t0 + Tb < L) for (const p of parts) p.push(tf.zeros([Tb, L - t0 - Tb]));
-          return [tf.add(ra, tf.concat(parts[0]!, 1)), tf.add(rd, tf.concat(parts[1]!, 1))];
-        });
-        ra.dispose();
-        rd.dispose();
-        ra = na!;
-        rd = nd!;
+        }
       }
-      rowsA.push(ra);
-      rowsD.push(rd);
+      let prev = -1;
+      for (let t0 = 0; t0 < L; t0 += T) {
+        const Tb = Math.min(T, L - t0);
+        // G and Q rows s ≤ t0, relative to t0.
+        if (prev >= 0) {
+          for (let s = 0; s <= prev; s++) {
+            const o = s * K;
+            for (let i = 0; i < K; i++) { G[o + i]! *= f[i]!; Q[o + i]! *= f[i]!; }
+          }
+        }
+        G.fill(1, t0 * K, (t0 + 1) * K);
+        for (let s = t0 - 1; s > prev; s--) {
+          const o = s * K, up = (s + 1) * K;
+          for (let i = 0; i < K; i++) G[o + i] = G[up + i]! * R[up + i]!;
+        }
+        for (let s = prev + 1; s <= t0; s++) {
+          const o = s * K;
+          for (let i = 0; i < K; i++) Q[o + i] = G[o + i]! * BD[o + i]!;
+        }
+        prev = t0;
+        // F and C_t F, transposed: [channel·state, t].
+        for (let n = 0; n < N; n++) {
+          for (let j = 0; j < k; j++) {
+            const i = n * k + j, o = i * Tb;
+            let v = 1;
+            for (let tt = 0; tt < Tb; tt++) {
+              if (tt > 0) v *= R[(t0 + tt) * K + i]!;
+              FT[o + tt] = v;
+              PT[o + tt] = v * Cm[(b * L + t0 + tt) * N + n]!;
+            }
+            if (t0 + Tb < L) f[i] = v * R[(t0 + Tb) * K + i]!;
+          }
+        }
+        // Far pairs: [s, t] = G Fᵀ-layout products.
+        const dT = product(G.subarray(0, (t0 + 1) * K), FT.subarray(0, K * Tb), t0 + 1, K, Tb);
+        const aT = product(Q.subarray(0, (t0 + 1) * K), PT.subarray(0, K * Tb), t0 + 1, K, Tb);
+        for (let tt = 0; tt < Tb; tt++) {
+          const row = (b * L + t0 + tt) * L;
+          for (let s = 0; s <= t0; s++) { dec[row + s]! += dT[s * Tb + tt]!; att[row + s]! += aT[s * Tb + tt]!; }
+        }
+        // Near pairs t0 < s ≤ t < t0 + Tb, walking t down the column s; on the diagonal e = 1.
+        for (let s = t0 + 1; s < t0 + Tb; s++) {
+          const so = s * K, diag = (b * L + s) * L + s, cs = (b * L + s) * N;
+          let a = 0;
+          for (let n = 0; n < N; n++) {
+            let an = 0;
+            for (let j = n * k, end = j + k; j < end; j++) { e[j] = 1; an += BD[so + j]!; }
+            a += an * Cm[cs + n]!;
+          }
+          att[diag]! += a;
+          dec[diag]! += K;
+          for (let t = s + 1; t < t0 + Tb; t++) {
+            const o = t * K, cOff = (b * L + t) * N;
+            let a = 0, ds = 0;
+            for (let n = 0; n < N; n++) {
+              let an = 0;
+              for (let j = n * k, end = j + k; j < end; j++) {
+                const v = (e[j]! *= R[o + j]!);
+                ds += v;
+                an += v * BD[so + j]!;
+              }
+              a += an * Cm[cOff + n]!;
+            }
+            att[(b * L + t) * L + s]! += a;
+            dec[(b * L + t) * L + s]! += ds;
+          }
+        }
+      }
     }
-    attB.push(tf.concat(rowsA, 0));
-    decB.push(tf.concat(rowsD, 0));
-    tf.dispose([...rowsA, ...rowsD]);
   }
-  const out = tf.tidy(() => {
-    const mask = causalMask(L);
-    return {
-      attention: tf.div(tf.stack(attB), Din) as tf.Tensor3D,
-      decay: tf.div(tf.stack(decB), Din * N) as tf.Tensor3D,
-      qk: tf.mul(tf.matMul(int.C, int.B, false, true), mask) as tf.Tensor3D,
-    };
-  });
-  tf.dispose([S, ...attB, ...decB]);
+  const qk = new Float32Array(Bsz * L * L);
+  for (let b = 0; b < Bsz; b++) {
+    for (let t = 0; t < L; t++) {
+      for (let s = 0; s <= t; s++) {
+        let v = 0;
+        for (let n = 0; n < N; n++) v += Cm[(b * L + t) * N + n]! * Bm[(b * L + s) * N + n]!;
+        qk[(b * L + t) * L + s] = v;
+      }
+    }
+  }
+  const scale = (x: Float64Array, c: number) => Float32Array.from(x, (v) => v / c);
+  return { attention: tf.tensor3d(scale(att, Din), [Bsz, L, L]), decay: tf.tensor3d(scale(dec, Din * N), [Bsz, L, L]), qk: tf.tensor3d(qk, [Bsz, L, L]) };
+}
+
+/** a [M, K] · b [K, N] as plain arrays, by the backend's matMul (XNNPACK on wasm). */
+function product(a: Float32Array, b: Float32Array, M: number, K: number, Nc: number): Float32Array {
+  const ta = tf.tensor2d(a, [M, K]), tb = tf.tensor2d(b, [K, Nc]);
+  const c = tf.matMul(ta, tb);
+  const out = c.dataSync() as Float32Array;
+  tf.dispose([ta, tb, c]);
   return out;
 }
 

@@ -94,29 +94,32 @@ export function f32ToF16(x: number): number {
  * Widen `n` half-precision values stored in the second half of `out`'s bytes ([2n, 4n) from its
  * start) to float32 in place. Front to back is safe: writing element i touches bytes [4i, 4i+4),
  * which lie before source element i+1 at 2n+2i+2 for every i < n. This saves a separate raw copy.
+ * `from`/`count` widen only elements [from, from + count) (their source already in place), so a
+ * reader can widen each piece as it arrives.
  */
-export function widenHalfInPlace(dtype: 'F16' | 'BF16', out: Float32Array): Float32Array {
+export function widenHalfInPlace(dtype: 'F16' | 'BF16', out: Float32Array, from = 0, count = out.length - from): Float32Array {
   const n = out.length;
   const buf = out.buffer, off = out.byteOffset;
+  const end = from + count;
   if (dtype === 'BF16') {
     const o32 = new Uint32Array(buf, off, n);
-    if (n % 2 === 0) {
+    let i = from;
+    if (n % 2 === 0 && from % 2 === 0) {
       // Two values per 32-bit load (the source half is 4-aligned when n is even): ~2× faster.
-      const m = n >>> 1;
-      const s32 = new Uint32Array(buf, off + 2 * n, m);
-      for (let j = 0; j < m; j++) {
+      const s32 = new Uint32Array(buf, off + 2 * n, n >>> 1);
+      for (let j = from >>> 1, m = end >>> 1; j < m; j++) {
         const w = s32[j]!;
         o32[2 * j] = w << 16;
         o32[2 * j + 1] = w & 0xffff0000;
       }
-    } else {
-      const src = new Uint16Array(buf, off + 2 * n, n);
-      for (let i = 0; i < n; i++) o32[i] = src[i]! << 16;
+      i = end - (end % 2);
     }
+    const src = new Uint16Array(buf, off + 2 * n, n);
+    for (; i < end; i++) o32[i] = src[i]! << 16;
   } else {
     const src = new Uint16Array(buf, off + 2 * n, n);
     const table = f16Table();
-    for (let i = 0; i < n; i++) out[i] = table[src[i]!]!;
+    for (let i = from; i < end; i++) out[i] = table[src[i]!]!;
   }
   return out;
 }

@@ -75,9 +75,16 @@ export async function streamCheckpoint(ckpt: Checkpoint, ids: number[][], opts: 
   }
   idsT.dispose();
   const pendingHidden: tf.Tensor3D[] = [];
+  // On wasm, each layer is read into the previous layer's buffers (no fresh allocation and page
+  // faults per layer). wasm copies a tensor's values into its heap when it is made; tfjs-cpu keeps
+  // the very array (and hands it back from data()), webgpu and tensorflow may upload it later.
+  const reuse = tf.getBackend() === 'wasm';
+  let prevLayer: ReturnType<Checkpoint['readLayer']> | undefined;
   try {
     for (let i = 0; i <= lastLayer; i++) {
-      const p = layerParamsOf(ckpt.readLayer(i), { transposeLinear: !fused });
+      const w = ckpt.readLayer(i, reuse ? { into: prevLayer } : {});
+      if (reuse) prevLayer = w;
+      const p = layerParamsOf(w, { transposeLinear: !fused });
       const want = hook !== undefined && captureSet.has(i);
       let r: BlockResult;
       try {

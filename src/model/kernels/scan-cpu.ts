@@ -183,6 +183,89 @@ function ssdForward(a: Arrays, s: SsdShape): Float32Array {
   return y;
 }
 
+/** Steps per chunk of the matmul form of the Mamba-2 forward. */
+const SSD_CHUNK = 64;
+
+/**
+ * Mamba-2 forward in its chunked matrix form (the SSD of Dao & Gu 2024), for backends whose
+ * matMul is fast (wasm's XNNPACK, tensorflow): per batch row and chunk of Q steps, with
+ * e(t, s) = exp(A_h Σ_{k=s+1..t} Δ_k) from float64 sums inside the chunk (exponents ≤ 0),
+ *   y_t   = Σ_{s ≤ t in chunk} (C_t·B_s) e(t, s) Δ_s x_s + e(t, c0−1) C_t h + D x_t,
+ *   h    ← e(end, c0−1) h + Σ_s e(end, s) Δ_s x_s B_sᵀ,
+ * as three batched products over the heads, none with a transposed operand. Same values as the
+ * recurrence (ssdForward) to float32 rounding.
+ */
+function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
+  const { Bsz, L, H, P, G, N } = s;
+  const hpg = H / G;
+  const y = new Float32Array(Bsz * L * H * P);
+  const Qm = Math.min(SSD_CHUNK, L);
+  const M = new Float32Array(H * Qm * Qm), X = new Float32Array(H * Qm * P);
+  const Cg = new Float32Array(H * Qm * N), Bw = new Float32Array(H * N * Qm);
+  const seg = new Float64Array(Qm + 1), decay = new Float64Array(H * Qm);
+  let state: tf.Tensor3D | null = null;
+  const mm = (x: Float32Array, dims: [number, number, number], w: Float32Array | tf.Tensor3D, wd: [number, number, number]) => tf.tidy(() => tf.matMul(tf.tensor3d(x.subarray(0, dims[0] * dims[1] * dims[2]), dims), w instanceof Float32Array ? tf.tensor3d(w.subarray(0, wd[0] * wd[1] * wd[2]), wd) : w)) as tf.Tensor3D;
+  try {
+    for (let b = 0; b < Bsz; b++) {
+      state?.dispose();
+      state = null; // [H, N, P]
+      for (let c0 = 0; c0 < L; c0 += Qm) {
+        const Q = Math.min(Qm, L - c0);
+        for (let hh = 0; hh < H; hh++) {
+          const grp = Math.floor(hh / hpg), Ah = a.A[hh]!;
+          // seg[i] = Σ_{k=c0..c0+i−1} Δ_k: e(t, s) = exp(A (seg[t+1] − seg[s+1])) within the chunk.
+          seg[0] = 0;
+          for (let i = 0; i < Q; i++) seg[i + 1] = seg[i]! + a.delta[(b * L + c0 + i) * H + hh]!;
+          const mo = hh * Q * Q;
+          for (let t = 0; t < Q; t++) {
+            const ct = ((b * L + c0 + t) * G + grp) * N;
+            for (let u = 0; u <= t; u++) {
+              const bs = ((b * L + c0 + u) * G + grp) * N;
+              let cb = 0;
+              for (let n = 0; n < N; n++) cb += a.C[ct + n]! * a.B[bs + n]!;
+              M[mo + t * Q + u] = cb * Math.exp(Ah * (seg[t + 1]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!;
+            }
+            for (let u = t + 1; u < Q; u++) M[mo + t * Q + u] = 0;
+            decay[hh * Q + t] = Math.exp(Ah * seg[t + 1]!); // e(t, c0 − 1)
+            for (let n = 0; n < N; n++) Cg[(hh * Q + t) * N + n] = a.C[ct + n]!;
+            const xo = ((b * L + c0 + t) * H + hh) * P;
+            for (let p = 0; p < P; p++) X[(hh * Q + t) * P + p] = a.u[xo + p]!;
+          }
+          for (let u = 0; u < Q; u++) {
+            const w = Math.exp(Ah * (seg[Q]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!; // e(end, s) Δ_s
+            const bs = ((b * L + c0 + u) * G + grp) * N;
+            for (let n = 0; n < N; n++) Bw[(hh * N + n) * Q + u] = a.B[bs + n]! * w;
+          }
+        }
+        const intra = mm(M, [H, Q, Q], X, [H, Q, P]).dataSync() as Float32Array;
+        const inter = state ? mm(Cg, [H, Q, N], state, [H, N, P]) : null;
+        const interD = inter ? (inter.dataSync() as Float32Array) : null;
+        inter?.dispose();
+        for (let hh = 0; hh < H; hh++) {
+          const Dd = a.D[hh]!;
+          for (let t = 0; t < Q; t++) {
+            const yo = ((b * L + c0 + t) * H + hh) * P, io = (hh * Q + t) * P, dt = decay[hh * Q + t]!;
+            for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (interD ? dt * interD[io + p]! : 0) + Dd * a.u[yo + p]!;
+          }
+        }
+        if (c0 + Q < L) {
+          const next = tf.tidy(() => {
+            const add = mm(Bw, [H, N, Q], X, [H, Q, P]);
+            if (!state) return add;
+            const full = tf.tensor3d(Float32Array.from({ length: H }, (_, hh) => decay[hh * Q + Q - 1]!), [H, 1, 1]);
+            return tf.add(tf.mul(state, full), add) as tf.Tensor3D;
+          });
+          state?.dispose();
+          state = next;
+        }
+      }
+    }
+  } finally {
+    state?.dispose();
+  }
+  return y;
+}
+
 /** Mamba-2 backward in blocks of head-dim rows of one head: recompute their states, then reverse. */
 function ssdBackward(a: Arrays, gy: Float32Array, s: SsdShape): Grads {
   const { Bsz, L, H, P, G, N } = s;
@@ -303,7 +386,8 @@ export const ssdScanCpu: SsdScanFn = (x, delta, A, B, C, Dskip) => {
     const ins = args.slice(0, 6) as tf.Tensor[];
     const save = args[6] as (ts: tf.Tensor[]) => void;
     save(ins);
-    const y = ssdForward(arraysOf(ins), shape);
+    // The chunked matrix form where matMul is fast; tfjs-cpu keeps the plain recurrence.
+    const y = tf.getBackend() === 'cpu' ? ssdForward(arraysOf(ins), shape) : ssdForwardChunked(arraysOf(ins), shape);
     return {
       value: tf.tensor4d(y, [Bsz, L, H, P]),
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
