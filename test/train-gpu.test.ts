@@ -109,3 +109,25 @@ test('sweep --gpus all runs each child on a listed GPU (run.json says which); a 
   assert.match(bad.stderr, new RegExp(`^mimetic: --gpus: there is no GPU ${count}; this machine has ${count} GPU`, 'm'));
   assert.ok(!fs.existsSync(path.join(dir, 'bad')));
 });
+
+test('--scan-chunk and --micro-batches are recorded in run.json and leave the losses as they were; 0 is one line', await requiresWebGPU(), () => {
+  const dir = tmp();
+  const args = ['train', '--task', 'copy', '--arch', 'mamba2', '--n-layers', '1', '--d-model', '32', '--d-state', '16', '--head-dim', '16', '--alphabet', '4',
+    '--min-len', '2', '--max-len', '4', '--context', '32', '--batch-size', '8', '--steps', '6', '--eval-every', '6', '--eval-examples', '8', '--backend', 'webgpu', '--quiet'];
+  const losses = (run: string) => fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss?: number }).filter((m) => m.loss !== undefined).map((m) => m.loss!);
+  const plain = path.join(dir, 'plain');
+  const knobs = path.join(dir, 'knobs');
+  assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
+  const r = spawnSync(process.execPath, [CLI, ...args, '--scan-chunk', '4', '--micro-batches', '2', '--out', knobs], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const rec = JSON.parse(fs.readFileSync(path.join(knobs, 'run.json'), 'utf8')) as { config: { gpuStep?: unknown } };
+  assert.deepEqual(rec.config.gpuStep, { scanChunk: 4, microBatches: 2 });
+  const a = losses(plain);
+  const b = losses(knobs);
+  assert.equal(a.length, 6);
+  a.forEach((x, i) => assert.ok(Math.abs(x - b[i]!) < 1e-5, `step ${i + 1}: ${x} vs ${b[i]}`));
+  const bad = spawnSync(process.execPath, [CLI, ...args, '--scan-chunk', '0', '--out', path.join(dir, 'bad')], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr.trim(), /^mimetic: --scan-chunk: 0 must be a positive integer/);
+  assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
+});

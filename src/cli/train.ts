@@ -16,7 +16,7 @@ import { listDocuments, prepareCorpus } from '../data/prepare.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { TokenData } from '../data/tokens.js';
 import { parseCheckpointSteps } from '../train/checkpoint-steps.js';
-import { DATA_DIR, type ModelSource, TRAIN_OPTIONS, type TrainConfig, checkNewRunDir, checkRun, checkTrainConfig, optionDefaults, overlayOptions, readRunConfig, trainDefaults } from '../train/config.js';
+import { DATA_DIR, GPU_STEP_KNOBS, type GpuStepKnobs, type ModelSource, TRAIN_OPTIONS, type TrainConfig, checkNewRunDir, checkRun, checkTrainConfig, optionDefaults, overlayOptions, readRunConfig, trainDefaults, trainOption } from '../train/config.js';
 import { type TrainResult, aScaleOfCheckpoint, fmtScores, train } from '../train/trainer.js';
 import { RUN_STATUS_ENV, writeRunStatus } from '../train/state.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
@@ -129,7 +129,15 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
     evalExamples: numOpt(o.evalExamples, '--eval-examples'), checkpointEvery: o.checkpointEvery === undefined ? d.checkpointEvery : numOpt(o.checkpointEvery, '--checkpoint-every'),
     targetAcc: o.targetAcc === undefined ? null : float('targetAcc', '--target-acc'),
     ...(o.checkpointSteps === undefined ? {} : { checkpointSteps: parseCheckpointSteps(String(o.checkpointSteps), steps) }),
+    ...gpuStepKnobs(o),
   };
+}
+
+/** --scan-chunk, --scan-threads, --micro-batches, when any is given. */
+function gpuStepKnobs(o: Opts): { gpuStep?: GpuStepKnobs } {
+  const k: GpuStepKnobs = {};
+  for (const n of GPU_STEP_KNOBS) if (o[n] !== undefined) k[n] = numOpt(o[n], trainOption(n)!.flag.split(' ')[0]!);
+  return Object.keys(k).length ? { gpuStep: k } : {};
 }
 
 /**

@@ -46,7 +46,18 @@ export interface TrainConfig {
   targetAcc: number | null;
   /** Steps whose checkpoints are kept besides the last ones (absent: none). */
   checkpointSteps?: number[];
+  /** The compiled WebGPU step's knobs (absent: its defaults); they change speed and memory, not the arithmetic beyond float rounding. */
+  gpuStep?: GpuStepKnobs;
 }
+
+export interface GpuStepKnobs {
+  scanChunk?: number;
+  scanThreads?: number;
+  microBatches?: number;
+}
+
+/** GpuStepKnobs' fields, by option name. */
+export const GPU_STEP_KNOBS = ['scanChunk', 'scanThreads', 'microBatches'] as const;
 
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -147,6 +158,10 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   opt('checkpointEvery', '--checkpoint-every <n>', 'int', ['checkpointEvery'], 'checkpoint every n steps (default steps/10)'),
   opt('checkpointSteps', '--checkpoint-steps <list|log>', 'text', ['checkpointSteps'], "also checkpoint at these steps and keep them (e.g. 100,200,500; 'log': round(2^(k/2)) and the last)"),
   opt('targetAcc', '--target-acc <x>', 'float', ['targetAcc'], 'stop once every trained setting reaches this accuracy'),
+  // The compiled WebGPU step (speed and memory).
+  opt('scanChunk', '--scan-chunk <n>', 'int', ['gpuStep.scanChunk'], 'compiled WebGPU step: time steps per scan chunk; the backward keeps one state per chunk (default 16)'),
+  opt('scanThreads', '--scan-threads <n>', 'int', ['gpuStep.scanThreads'], 'compiled WebGPU step: threads per scan lane, each holding d_state/n states (default: by d_state)'),
+  opt('microBatches', '--micro-batches <n>', 'int', ['gpuStep.microBatches'], 'compiled WebGPU step: split each batch in n, gradients summed (default: the fewest that fit the device)'),
   // The run (not its numbers).
   opt('keep', '--keep <n>', 'int', [], 'checkpoints kept', { default: '1' }),
   opt('backend', '--backend <name>', 'choice', [], `tf.js backend: ${BACKEND_HELP}`, { default: 'auto', choices: BACKENDS }),
@@ -246,6 +261,10 @@ export function checkTrainConfig(c: TrainConfig): Task {
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw new ConfigError('seed', `${c.seed} must be an integer ≥ 0`);
   if (c.checkpointSteps !== undefined && !(Array.isArray(c.checkpointSteps) && c.checkpointSteps.every((x) => Number.isSafeInteger(x) && x >= 1 && x <= c.steps))) {
     throw new ConfigError('checkpointSteps', `every step must be an integer from 1 to ${flagOf('steps')} ${c.steps}`);
+  }
+  for (const k of GPU_STEP_KNOBS) {
+    const v = c.gpuStep?.[k];
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new ConfigError(`gpuStep.${k}` as keyof TrainConfig, `${v} must be a positive integer`);
   }
   if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new ConfigError('aScale', `${c.aScale} is not one of ${A_SCALES.join(', ')}`);
   const task = makeTask(c.task);

@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import type { EvalScore, GenLengths } from '../tasks/common.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export interface HeldOut {
   loss: number;
@@ -53,9 +54,7 @@ export class MetricsWriter {
   constructor(readonly file: string, keepUpTo?: number) {
     if (keepUpTo !== undefined) {
       const kept = readMetrics(file).filter((m) => m.step <= keepUpTo);
-      const tmp = `${file}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, kept.map((m) => JSON.stringify(m) + '\n').join(''));
-      fs.renameSync(tmp, file);
+      writeFileAtomic(file, kept.map((m) => JSON.stringify(m) + '\n').join(''));
     }
     this.fd = fs.openSync(file, 'a');
   }

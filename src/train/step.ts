@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
+import type { GpuStepKnobs } from './config.js';
 import type { MambaLM } from '../model/lm.js';
 import type { Batch } from '../tasks/common.js';
 import { UserError } from '../util/errors.js';
@@ -115,7 +116,7 @@ export class CompiledWebGPUStep implements Step {
   private first: CompiledStep | undefined;
   private pending: { rec: Omit<StepRecord, 'loss' | 'gradNorm'>; cs: CompiledStep }[] = [];
 
-  constructor(private readonly model: MambaLM, private readonly params: Map<string, tf.Variable>, private readonly opt: AdamWState, readonly readEvery: number) {}
+  constructor(private readonly model: MambaLM, private readonly params: Map<string, tf.Variable>, private readonly opt: AdamWState, readonly readEvery: number, private readonly knobs: GpuStepKnobs = {}) {}
 
   get queued(): number {
     return this.pending.length;
@@ -126,9 +127,9 @@ export class CompiledWebGPUStep implements Step {
     let cs = this.shapes.get(key);
     if (!cs) {
       try {
-        cs = new CompiledStep(this.model, this.params, b.batch, b.length, this.first);
+        cs = new CompiledStep(this.model, this.params, b.batch, b.length, this.first, this.knobs);
       } catch (e) {
-        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; use a smaller --batch-size, or MIMETIC_COMPILED_STEP=0 for the tf.js path`);
+        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; shorten --context, lower --d-state, or set MIMETIC_COMPILED_STEP=0 for the tf.js path`);
       }
       cs.setDecay(this.opt);
       if (!this.first) cs.push(this.opt);
@@ -173,9 +174,9 @@ export function compiledReadEvery(env: NodeJS.ProcessEnv = process.env): number 
 }
 
 /** The compiled step on webgpu where it supports the model (and MIMETIC_COMPILED_STEP is not 0), else autodiff. */
-export function makeStep(model: MambaLM, config: MambaConfig, params: Map<string, tf.Variable>, opt: AdamWState, readEvery: number): Step {
+export function makeStep(model: MambaLM, config: MambaConfig, params: Map<string, tf.Variable>, opt: AdamWState, readEvery: number, knobs: GpuStepKnobs = {}): Step {
   const webgpu = tf.getBackend() === 'webgpu';
   const why = !webgpu ? 'not on webgpu' : process.env.MIMETIC_COMPILED_STEP === '0' ? 'MIMETIC_COMPILED_STEP=0' : compiledStepUnsupported(config, params);
-  if (!why) return new CompiledWebGPUStep(model, params, opt, readEvery);
+  if (!why) return new CompiledWebGPUStep(model, params, opt, readEvery, knobs);
   return new AutodiffStep(model, params, opt, webgpu, webgpu ? `training step: tf.js autodiff (${why})` : null);
 }

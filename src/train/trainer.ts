@@ -171,7 +171,7 @@ async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () =
   const ckpt = new Checkpointer({ runDir, cfg, taskOptions: task.options, config, model, record: start.record, rawParams, opt, keep, keepSteps, last: from?.dir });
   const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
   const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? defaultLogEvery(cfg.steps));
-  const stepper = makeStep(model, config, params, opt, readEvery);
+  const stepper = makeStep(model, config, params, opt, readEvery, cfg.gpuStep);
   const sched = { kind: cfg.schedule, lr: cfg.lr, minLr: cfg.minLr, warmup: cfg.warmup, steps: cfg.steps };
   const hp: AdamWHParams = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay, clipNorm: cfg.clipNorm };
   const t0 = Date.now();
