@@ -62,7 +62,7 @@ export interface SummaryOptions {
   /** Channels (Mamba-1) or heads (Mamba-2) per block (default: all channels for 'factored', ~64 MiB blocks otherwise). */
   channelBlock?: number;
   /**
-   * Mamba-1 only. 'factored' (default): time blocks of `timeBlock` steps; pairs with s at or before
+   * Mamba-1 only. 'factored' (default on CPU backends; 'direct' on WebGPU): time blocks of `timeBlock` steps; pairs with s at or before
    * the block start t0 use exp(A·(S_t − S_s)) = exp(A·(S_t − S_t0)) · exp(A·(S_t0 − S_s)) — both
    * exponents ≤ 0 — so the sums over channels and states become matrix products; pairs inside the
    * block are computed directly. 'direct': every exp(A·(S_t − S_s)), channel blocks at a time in tf
@@ -81,7 +81,8 @@ export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: Sum
   // WebGPU: one WGSL program per layer (kernels/attention-webgpu.ts) unless a tf-op variant is asked for.
   if (opts.impl === undefined && opts.channelBlock === undefined && fusedAvailable()) return attentionSummariesWebGPU(kind, int.delta, int.A, int.B, int.C);
   if (kind === 'mamba2') return mamba2Summaries(int, opts.channelBlock);
-  const impl = opts.impl ?? 'factored';
+  // 'factored' and 'js' read the tensors synchronously, which WebGPU in Node cannot: tf ops there.
+  const impl = opts.impl ?? (tf.getBackend() === 'webgpu' ? 'direct' : 'factored');
   if (impl === 'js') return mamba1SummariesJs(int);
   if (impl === 'direct') return mamba1Summaries(int, opts.channelBlock);
   return mamba1SummariesFactored(int, opts.timeBlock ?? 16, opts.channelBlock);
