@@ -379,3 +379,18 @@ test('files that are not what they seem: links out of the folder and FIFOs are r
   const dangling = folder('dangling', { 'config.json': path.join(dir, 'nowhere.json') }, ['model.safetensors']);
   assert.throws(() => Checkpoint.open(dangling), /config\.json: is a symbolic link to a file that does not exist/);
 });
+
+test('terminal injection: tensor names holding newlines and ANSI/OSC escapes print as one line without control characters', async () => {
+  const dir = tmp();
+  const evil = 'w\nmimetic: forged\u001b]0;owned\u0007\u001b[31m\u202e';
+  const control = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  const files = [
+    writeRawSafetensors(path.join(dir, 'dtype.safetensors'), { [evil]: { dtype: 'Q9', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)),
+    writeRawSafetensors(path.join(dir, 'short.safetensors'), { [evil]: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)),
+  ];
+  const runs = await Promise.all(files.map((f) => cli(['inspect', f])));
+  for (const r of runs) {
+    assertOneLine(r, /tensor 'w\?mimetic: forged\?\]0;owned\?\?\[31m\?': /);
+    assert.doesNotMatch(r.stderr.replace(/\n$/, ''), control, JSON.stringify(r.stderr));
+  }
+});

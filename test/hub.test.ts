@@ -589,3 +589,29 @@ test("a failed download promises '.incomplete' only when that file exists", asyn
   lastLine(r, new RegExp(`download failed after \\d+ attempts .*; what arrived is kept in ${part.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} and the next pull resumes it$`));
   assert.equal(fileSize(part), at);
 });
+
+test('a server error body cannot forge a line or reach the terminal: newlines, ANSI and OSC escapes come out as one printable line', async () => {
+  // A body built to forge a second `mimetic:` line, retitle the terminal (OSC) and clear the screen (CSI).
+  const evil = 'denied\r\nmimetic: forged line\u001b]0;owned\u0007\u001b[2J\u009b31m\u202eend';
+  const control = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  const cases: [number, string, RegExp][] = [
+    [403, JSON.stringify({ error: evil }), /^mimetic: tiny\/mamba1\/model\.safetensors: needs a token \(--token or HF_TOKEN\) \(403: denied mimetic: forged line\?\]0;owned\?\?\[2J\?31m\?end\)$/],
+    [404, evil, /^mimetic: tiny\/mamba1\/config\.json: is missing on the Hub \(404: denied mimetic: forged line\?\]0;owned\?\?\[2J\?31m\?end\)$/],
+  ];
+  for (const [code, body, re] of cases) {
+    const file = code === 403 ? 'model.safetensors' : 'config.json';
+    hub.faults = { status: { file, code, body } };
+    let r: Run;
+    try {
+      r = await runCli(['pull', 'tiny/mamba1', '--cache-dir', freshDir()]);
+    } finally {
+      hub.faults = {};
+    }
+    assert.equal(r.code, 2, r.stderr);
+    const errs = r.stderr.split('\n').filter((l) => l.includes('mimetic:'));
+    assert.equal(errs.length, 1, `one mimetic: line: ${JSON.stringify(r.stderr)}`);
+    assert.match(errs[0]!, re, JSON.stringify(errs[0]));
+    assert.doesNotMatch(r.stderr.replace(/\n/g, ''), control, JSON.stringify(r.stderr));
+    assert.doesNotMatch(r.stdout, control);
+  }
+});
