@@ -394,3 +394,19 @@ test('terminal injection: tensor names holding newlines and ANSI/OSC escapes pri
     assert.doesNotMatch(r.stderr.replace(/\n$/, ''), control, JSON.stringify(r.stderr));
   }
 });
+
+test('NaN weights in report: the layer is unranked and NaN in the table and report.json, and a warning names the tensor', async () => {
+  const dir = tmp();
+  const ck = nanCheckpoint(path.join(dir, 'nan'));
+  const out = path.join(dir, 'rep');
+  const r = await cli(['report', ck, '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference', '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^mimetic: warning: layer 1 scored NaN or Inf and is left out of the ranking: non-finite values in backbone\.layers\.1\.mixer\.D \(1 Inf\), backbone\.layers\.1\.mixer\.x_proj\.weight \(144 NaN\)/m);
+  const j = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as { scores: { layer: number; rank: number | null; mimetic: unknown; cbIdentity: unknown }[]; nonFinite: string[] };
+  assert.deepEqual(j.scores.map((s) => s.rank), [1, null]);
+  assert.equal(j.scores[1]!.mimetic, 'NaN');
+  assert.equal(j.scores[1]!.cbIdentity, 'NaN', 'not 0 from a !(x > 0) guard');
+  assert.ok(j.nonFinite.some((s) => s.startsWith('backbone.layers.1.mixer.x_proj.weight')), JSON.stringify(j.nonFinite));
+  const html = fs.readFileSync(path.join(out, 'index.html'), 'utf8');
+  assert.match(html, /<tr><td class="n">—<\/td><td><a href="layer-01\.html">layer 1<\/a><\/td>(<td class="n">NaN<\/td>){5}<\/tr>/);
+});
