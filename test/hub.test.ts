@@ -615,3 +615,30 @@ test('a server error body cannot forge a line or reach the terminal: newlines, A
     assert.doesNotMatch(r.stdout, control);
   }
 });
+
+test('--token and --revision reach the Hub from score, forward and transplant --from, not only pull', async () => {
+  const ids = path.join(freshDir(), 'ids.json');
+  fs.writeFileSync(ids, '[[1, 2, 3, 4]]');
+  const out = freshDir();
+  const cmds: [string, string[]][] = [
+    ['score', ['score', 'tiny/private-mamba', '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference', '--json']],
+    ['forward', ['forward', 'tiny/private-mamba', '--ids', ids, '--out', path.join(out, 'f.safetensors'), '--backend', 'cpu', '--no-attention']],
+    ['transplant', ['transplant', '--from', 'tiny/private-mamba', '--layers', '1', '--out', path.join(out, 't')]],
+  ];
+  for (const [name, args] of cmds) {
+    // Without a token the private repo is refused; with --token (and no HF_TOKEN) it is pulled and used.
+    assertOneLineError(await runCli([...args, '--cache-dir', freshDir()]), /private.*(--token|HF_TOKEN)/);
+    const mark = hub.requests.length;
+    const r = await runCli([...args, '--cache-dir', freshDir(), '--token', TOKEN]);
+    assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+    const reqs = hub.requests.slice(mark).filter((q) => q.server === 'hub');
+    assert.ok(reqs.length > 0 && reqs.every((q) => q.headers.authorization === `Bearer ${TOKEN}`), name);
+    assert.ok(!(r.stdout + r.stderr).includes(TOKEN), name);
+  }
+  assert.ok(fs.existsSync(path.join(out, 'f.safetensors')) && fs.existsSync(path.join(out, 't', 'config.json')));
+  // --revision is the revision asked of the Hub.
+  const rev = await runCli(['score', 'tiny/mamba2-sharded', '--revision', 'v1.0', '--cache-dir', freshDir(), '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference']);
+  assert.equal(rev.code, 0, rev.stderr);
+  const unknown = await runCli(['score', 'tiny/mamba2-sharded', '--revision', 'v9', '--cache-dir', freshDir(), '--backend', 'cpu']);
+  assertOneLineError(unknown, /v9/);
+});
