@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { summaryLine } from './helpers/summary-reporter.js';
 import { tempDirs } from './helpers/tmpdir.js';
+import { requires } from './helpers/requires.js';
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 const REPORTER = here('./helpers/summary-reporter.js');
@@ -70,4 +71,20 @@ test('make test and .ci/run share scripts/test-deps.sh, and CI runs strict', () 
   assert.match(ci, /^export MIMETIC_TEST_STRICT=1\nmake test$/m);
   const r = spawnSync('bash', ['-n', `${root}/scripts/test-deps.sh`], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
+});
+
+const HAS_DPKG = spawnSync('dpkg', ['--version'], { stdio: 'ignore' }).status === 0;
+
+test("test-deps.sh takes Debian 12's own Mesa 22.3 as no lavapipe (Dawn finds no adapter on it) and Mesa >= 23 as one", requires(HAS_DPKG, 'dpkg (Debian or Ubuntu)', 'run it on Debian or Ubuntu'), () => {
+  const root = here('../..');
+  const bin = tmp();
+  // A dpkg-query that reports the given mesa-vulkan-drivers version and libvulkan1 as installed.
+  fs.writeFileSync(`${bin}/dpkg-query`, '#!/bin/sh\ncase "$*" in *mesa-vulkan-drivers*) printf %s "$MESA";; *libvulkan1*) printf "install ok installed";; esac\n', { mode: 0o755 });
+  const probe = (mesa: string) => spawnSync('bash', ['-c', `source <(sed -n '/^have_lavapipe()/,/^}/p' "$1"); have_lavapipe`, 'x', `${root}/scripts/test-deps.sh`], {
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, MESA: mesa }, encoding: 'utf8',
+  }).status;
+  assert.notEqual(probe('22.3.6-1+deb12u1'), 0, "bookworm's own Mesa");
+  assert.equal(probe('24.2.8-1~bpo12+1'), 0, 'bookworm-backports Mesa');
+  assert.equal(probe('23.0.0-1'), 0);
+  assert.notEqual(probe(''), 0, 'not installed');
 });

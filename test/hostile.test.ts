@@ -379,3 +379,34 @@ test('files that are not what they seem: links out of the folder and FIFOs are r
   const dangling = folder('dangling', { 'config.json': path.join(dir, 'nowhere.json') }, ['model.safetensors']);
   assert.throws(() => Checkpoint.open(dangling), /config\.json: is a symbolic link to a file that does not exist/);
 });
+
+test('terminal injection: tensor names holding newlines and ANSI/OSC escapes print as one line without control characters', async () => {
+  const dir = tmp();
+  const evil = 'w\nmimetic: forged\u001b]0;owned\u0007\u001b[31m\u202e';
+  const control = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  const files = [
+    writeRawSafetensors(path.join(dir, 'dtype.safetensors'), { [evil]: { dtype: 'Q9', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)),
+    writeRawSafetensors(path.join(dir, 'short.safetensors'), { [evil]: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)),
+  ];
+  const runs = await Promise.all(files.map((f) => cli(['inspect', f])));
+  for (const r of runs) {
+    assertOneLine(r, /tensor 'w\?mimetic: forged\?\]0;owned\?\?\[31m\?': /);
+    assert.doesNotMatch(r.stderr.replace(/\n$/, ''), control, JSON.stringify(r.stderr));
+  }
+});
+
+test('NaN weights in report: the layer is unranked and NaN in the table and report.json, and a warning names the tensor', async () => {
+  const dir = tmp();
+  const ck = nanCheckpoint(path.join(dir, 'nan'));
+  const out = path.join(dir, 'rep');
+  const r = await cli(['report', ck, '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference', '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^mimetic: warning: layer 1 scored NaN or Inf and is left out of the ranking: non-finite values in backbone\.layers\.1\.mixer\.D \(1 Inf\), backbone\.layers\.1\.mixer\.x_proj\.weight \(144 NaN\)/m);
+  const j = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as { scores: { layer: number; rank: number | null; mimetic: unknown; cbIdentity: unknown }[]; nonFinite: string[] };
+  assert.deepEqual(j.scores.map((s) => s.rank), [1, null]);
+  assert.equal(j.scores[1]!.mimetic, 'NaN');
+  assert.equal(j.scores[1]!.cbIdentity, 'NaN', 'not 0 from a !(x > 0) guard');
+  assert.ok(j.nonFinite.some((s) => s.startsWith('backbone.layers.1.mixer.x_proj.weight')), JSON.stringify(j.nonFinite));
+  const html = fs.readFileSync(path.join(out, 'index.html'), 'utf8');
+  assert.match(html, /<tr><td class="n">—<\/td><td><a href="layer-01\.html">layer 1<\/a><\/td>(<td class="n">NaN<\/td>){5}<\/tr>/);
+});

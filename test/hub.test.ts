@@ -589,3 +589,56 @@ test("a failed download promises '.incomplete' only when that file exists", asyn
   lastLine(r, new RegExp(`download failed after \\d+ attempts .*; what arrived is kept in ${part.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} and the next pull resumes it$`));
   assert.equal(fileSize(part), at);
 });
+
+test('a server error body cannot forge a line or reach the terminal: newlines, ANSI and OSC escapes come out as one printable line', async () => {
+  // A body built to forge a second `mimetic:` line, retitle the terminal (OSC) and clear the screen (CSI).
+  const evil = 'denied\r\nmimetic: forged line\u001b]0;owned\u0007\u001b[2J\u009b31m\u202eend';
+  const control = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  const cases: [number, string, RegExp][] = [
+    [403, JSON.stringify({ error: evil }), /^mimetic: tiny\/mamba1\/model\.safetensors: needs a token \(--token or HF_TOKEN\) \(403: denied mimetic: forged line\?\]0;owned\?\?\[2J\?31m\?end\)$/],
+    [404, evil, /^mimetic: tiny\/mamba1\/config\.json: is missing on the Hub \(404: denied mimetic: forged line\?\]0;owned\?\?\[2J\?31m\?end\)$/],
+  ];
+  for (const [code, body, re] of cases) {
+    const file = code === 403 ? 'model.safetensors' : 'config.json';
+    hub.faults = { status: { file, code, body } };
+    let r: Run;
+    try {
+      r = await runCli(['pull', 'tiny/mamba1', '--cache-dir', freshDir()]);
+    } finally {
+      hub.faults = {};
+    }
+    assert.equal(r.code, 2, r.stderr);
+    const errs = r.stderr.split('\n').filter((l) => l.includes('mimetic:'));
+    assert.equal(errs.length, 1, `one mimetic: line: ${JSON.stringify(r.stderr)}`);
+    assert.match(errs[0]!, re, JSON.stringify(errs[0]));
+    assert.doesNotMatch(r.stderr.replace(/\n/g, ''), control, JSON.stringify(r.stderr));
+    assert.doesNotMatch(r.stdout, control);
+  }
+});
+
+test('--token and --revision reach the Hub from score, forward and transplant --from, not only pull', async () => {
+  const ids = path.join(freshDir(), 'ids.json');
+  fs.writeFileSync(ids, '[[1, 2, 3, 4]]');
+  const out = freshDir();
+  const cmds: [string, string[]][] = [
+    ['score', ['score', 'tiny/private-mamba', '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference', '--json']],
+    ['forward', ['forward', 'tiny/private-mamba', '--ids', ids, '--out', path.join(out, 'f.safetensors'), '--backend', 'cpu', '--no-attention']],
+    ['transplant', ['transplant', '--from', 'tiny/private-mamba', '--layers', '1', '--out', path.join(out, 't')]],
+  ];
+  for (const [name, args] of cmds) {
+    // Without a token the private repo is refused; with --token (and no HF_TOKEN) it is pulled and used.
+    assertOneLineError(await runCli([...args, '--cache-dir', freshDir()]), /private.*(--token|HF_TOKEN)/);
+    const mark = hub.requests.length;
+    const r = await runCli([...args, '--cache-dir', freshDir(), '--token', TOKEN]);
+    assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+    const reqs = hub.requests.slice(mark).filter((q) => q.server === 'hub');
+    assert.ok(reqs.length > 0 && reqs.every((q) => q.headers.authorization === `Bearer ${TOKEN}`), name);
+    assert.ok(!(r.stdout + r.stderr).includes(TOKEN), name);
+  }
+  assert.ok(fs.existsSync(path.join(out, 'f.safetensors')) && fs.existsSync(path.join(out, 't', 'config.json')));
+  // --revision is the revision asked of the Hub.
+  const rev = await runCli(['score', 'tiny/mamba2-sharded', '--revision', 'v1.0', '--cache-dir', freshDir(), '--backend', 'cpu', '--seq-len', '16', '--batch-size', '1', '--no-reference']);
+  assert.equal(rev.code, 0, rev.stderr);
+  const unknown = await runCli(['score', 'tiny/mamba2-sharded', '--revision', 'v9', '--cache-dir', freshDir(), '--backend', 'cpu']);
+  assertOneLineError(unknown, /v9/);
+});

@@ -40,8 +40,11 @@ export interface Faults {
   corrupt?: { file: string };
   /** Send this many bytes, then hang with the connection open (until the client goes away). */
   stall?: { file: string; at: number };
-  /** Answer requests for this file on the resolve endpoint with this status and an error body that echoes the request's Authorization header (a hostile server). */
-  status?: { file: string; code: number };
+  /**
+   * Answer requests for this file on the resolve endpoint with this status and an error body that echoes
+   * the request's Authorization header (a hostile server); `body`, when given, is sent as it is instead.
+   */
+  status?: { file: string; code: number; body?: string };
 }
 
 export interface FakeHubOptions {
@@ -203,6 +206,10 @@ export class FakeHub {
       if (!repo) return this.json(res, 404, { error: 'Repository not found' }, { 'x-error-code': 'RepoNotFound' });
       const file = decodeURIComponent(parts.slice(4).join('/'));
       if (this.faults.status?.file === file) {
+        if (this.faults.status.body !== undefined) {
+          res.writeHead(this.faults.status.code, { 'content-type': 'text/plain' });
+          return void res.end(this.faults.status.body);
+        }
         return this.json(res, this.faults.status.code, { error: `refused ${req.headers.authorization ?? 'anonymous'}` });
       }
       if (!this.authorised(req, res, repo)) return;
