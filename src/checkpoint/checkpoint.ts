@@ -20,16 +20,7 @@ export interface CheckpointFile {
   bytes: number;
 }
 
-/** Short names of a layer's tensors, relative to `backbone.layers.{i}.`. */
-export const MAMBA1_LAYER_TENSORS = [
-  'norm.weight', 'mixer.A_log', 'mixer.D', 'mixer.conv1d.weight', 'mixer.conv1d.bias', 'mixer.in_proj.weight',
-  'mixer.in_proj.bias', 'mixer.x_proj.weight', 'mixer.dt_proj.weight', 'mixer.dt_proj.bias', 'mixer.out_proj.weight', 'mixer.out_proj.bias',
-] as const;
-export const MAMBA2_LAYER_TENSORS = [
-  'norm.weight', 'mixer.A_log', 'mixer.D', 'mixer.dt_bias', 'mixer.conv1d.weight', 'mixer.conv1d.bias',
-  'mixer.in_proj.weight', 'mixer.in_proj.bias', 'mixer.norm.weight', 'mixer.out_proj.weight', 'mixer.out_proj.bias',
-] as const;
-
+/** A layer's tensors by short name (`mixer.A_log`), relative to layerPrefix(i). */
 export type LayerWeights = Record<string, Tensor>;
 
 /** Validate a shard file name from an index: a plain name inside the checkpoint folder. */
