@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { checkDimensions, hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import { writeCheckpointWeights, type Tensor } from '../checkpoint/safetensors.js';
-import { layerName } from '../checkpoint/names.js';
+import { EMBEDDING, NORM_F, layerName } from '../checkpoint/names.js';
 import type { WeightMap } from './weights.js';
 import { writeDirAtomic, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -252,11 +252,11 @@ export function initEmbedding(c: MambaConfig, o: InitOptions): Tensor {
 export function initWeights(c: MambaConfig, o: InitOptions): Weights {
   checkInitOptions(o);
   const out: Weights = new Map();
-  out.set('backbone.embeddings.weight', initEmbedding(c, o));
+  out.set(EMBEDDING, initEmbedding(c, o));
   for (let i = 0; i < c.numLayers; i++) {
     for (const [k, v] of Object.entries(initLayer(c, o, i))) out.set(layerName(i, k), v);
   }
-  out.set('backbone.norm_f.weight', t([c.hiddenSize], filled(c.hiddenSize, 1)));
+  out.set(NORM_F, t([c.hiddenSize], filled(c.hiddenSize, 1)));
   return out;
 }
 
