@@ -2,8 +2,8 @@
 # What one GPU-host session runs (after `make bundle`, with bundle/ carried): backend and adapter
 # info, the backend/webgpu/parity tests, `mimetic forward --backend webgpu` on the fixtures checked
 # against the HF goldens, and the benchmarks. Everything lands in $OUT (default ./gpu-out).
-# Training-speed and experiment calls: bench/gpu-perf4.sh (profile, parity with transformers, then
-# sweeps) and bench/gpu-sweep.sh MINUTES PARALLEL CONFIG... (sweeps alone, packed into $OUT).
+# Training-step speed: bench/train-step-gpu.ts (README "Training step"); experiment sweeps:
+# bench/gpu-sweep.sh MINUTES PARALLEL CONFIG... (packed into $OUT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -66,5 +66,13 @@ if [ -f bench/forward_torch.py ]; then
   log bench-torch
   timeout 100 python3 bench/forward_torch.py --device cuda > "$OUT/bench-torch.json" 2> "$OUT/bench-torch.err"
   echo "bench-torch rc=$?" >> "$OUT/summary.txt"
+fi
+if [ -f "$APP/dist/bench/init-parity.js" ] && [ -f bench/init_parity_torch.py ]; then
+  # transformers loads what `mimetic init` writes, and its logits match ours (README "Parity").
+  log init-parity
+  rm -rf /tmp/init-parity
+  timeout 60 $RUN --node dist/bench/init-parity.js /tmp/init-parity > "$OUT/init-parity.err" 2>&1 &&
+    timeout 60 python3 bench/init_parity_torch.py /tmp/init-parity > "$OUT/init-parity.jsonl" 2>> "$OUT/init-parity.err"
+  echo "init-parity rc=$?" >> "$OUT/summary.txt"
 fi
 log done

@@ -5,7 +5,7 @@
  *   checkpoint → model → analysis → report;   tasks → train → sweep   (ARCHITECTURE.md)
  */
 import { Checkpoint } from './checkpoint/checkpoint.js';
-import { resolveCheckpoint, type ResolveOptions } from './checkpoint/resolve.js';
+import { resolveCheckpoint, type ResolveOptions } from './hub/resolve.js';
 import { auditCheckpoint } from './analysis/audit.js';
 import { defaultProbe, type Probe } from './analysis/probe.js';
 import { referenceScores, type ReferenceScores } from './analysis/reference.js';
@@ -13,7 +13,7 @@ import type { LayerScores } from './analysis/scores.js';
 
 // Checkpoints: safetensors folders, single files, Hub ids.
 export { Checkpoint } from './checkpoint/checkpoint.js';
-export type { ResolveOptions } from './checkpoint/resolve.js';
+export type { ResolveOptions } from './hub/resolve.js';
 export type { MambaConfig, Arch } from './checkpoint/config.js';
 export type { Tensor } from './checkpoint/safetensors.js';
 

@@ -12,11 +12,11 @@ import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FakeHub, commitOf, sha256, type FakeRepo } from './helpers/fake-hub.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
-import { pull, redact, resolveToken, hubEndpoint, PullInterrupted } from '../src/checkpoint/hub.js';
-import { parseHubId, hubCacheDir, repoFolderName } from '../src/checkpoint/hub-cache.js';
-import { resolveCheckpoint } from '../src/checkpoint/resolve.js';
+import { pull, redact, resolveToken, hubEndpoint, PullInterrupted } from '../src/hub/client.js';
+import { parseHubId, hubCacheDir, repoFolderName } from '../src/hub/cache.js';
+import { resolveCheckpoint } from '../src/hub/resolve.js';
 import { UserError } from '../src/util/errors.js';
-import { Progress, formatBytes } from '../src/checkpoint/progress.js';
+import { Progress, formatBytes } from '../src/hub/progress.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');

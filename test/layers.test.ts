@@ -20,6 +20,7 @@ const needSrc = requires(ts !== undefined && fs.existsSync(path.join(ROOT, 'src'
 export const ALLOWED: Record<string, string[]> = {
   util: [],
   checkpoint: ['util'],
+  hub: ['checkpoint', 'util'],
   model: ['checkpoint', 'util'],
   analysis: ['model', 'checkpoint', 'util'],
   render: ['util'],
@@ -27,8 +28,8 @@ export const ALLOWED: Record<string, string[]> = {
   data: ['util'],
   tasks: ['data', 'util'],
   train: ['tasks', 'data', 'model', 'render', 'checkpoint', 'util'],
-  cli: ['train', 'tasks', 'data', 'report', 'render', 'analysis', 'model', 'checkpoint', 'util'],
-  '.': ['train', 'tasks', 'data', 'report', 'render', 'analysis', 'model', 'checkpoint', 'util'],
+  cli: ['train', 'tasks', 'data', 'report', 'render', 'analysis', 'model', 'hub', 'checkpoint', 'util'],
+  '.': ['train', 'tasks', 'data', 'report', 'render', 'analysis', 'model', 'hub', 'checkpoint', 'util'],
 };
 
 /** The src/ folder a path inside src/ belongs to ('.' for files directly in src/). */

@@ -10,7 +10,7 @@ import { preview } from '../util/text.js';
 import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
 import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
-import { layerName, layerPrefix } from './names.js';
+import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, parseLayerName } from './names.js';
 import { checkpointFile, listed, readCheckpointText } from './local-file.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -20,16 +20,7 @@ export interface CheckpointFile {
   bytes: number;
 }
 
-/** Short names of a layer's tensors, relative to `backbone.layers.{i}.`. */
-export const MAMBA1_LAYER_TENSORS = [
-  'norm.weight', 'mixer.A_log', 'mixer.D', 'mixer.conv1d.weight', 'mixer.conv1d.bias', 'mixer.in_proj.weight',
-  'mixer.in_proj.bias', 'mixer.x_proj.weight', 'mixer.dt_proj.weight', 'mixer.dt_proj.bias', 'mixer.out_proj.weight', 'mixer.out_proj.bias',
-] as const;
-export const MAMBA2_LAYER_TENSORS = [
-  'norm.weight', 'mixer.A_log', 'mixer.D', 'mixer.dt_bias', 'mixer.conv1d.weight', 'mixer.conv1d.bias',
-  'mixer.in_proj.weight', 'mixer.in_proj.bias', 'mixer.norm.weight', 'mixer.out_proj.weight', 'mixer.out_proj.bias',
-] as const;
-
+/** A layer's tensors by short name (`mixer.A_log`), relative to layerPrefix(i). */
 export type LayerWeights = Record<string, Tensor>;
 
 /** Validate a shard file name from an index: a plain name inside the checkpoint folder. */
@@ -178,7 +169,7 @@ export class Checkpoint {
   parameterCount(): number {
     let n = 0;
     for (const name of this.names()) {
-      if (name === 'lm_head.weight' && this.config.tiedEmbeddings) continue;
+      if (name === LM_HEAD && this.config.tiedEmbeddings) continue;
       n += this.info(name).shape.reduce((a, b) => a * b, 1);
     }
     return n;
@@ -220,16 +211,16 @@ export class Checkpoint {
   }
 
   readEmbedding(): Tensor {
-    return this.read('backbone.embeddings.weight');
+    return this.read(EMBEDDING);
   }
 
   readNormF(): Tensor {
-    return this.read('backbone.norm_f.weight');
+    return this.read(NORM_F);
   }
 
   /** The output head: `lm_head.weight`, or the embedding when tied. */
   readLmHead(): Tensor {
-    return this.has('lm_head.weight') && !this.config.tiedEmbeddings ? this.read('lm_head.weight') : this.readEmbedding();
+    return this.has(LM_HEAD) && !this.config.tiedEmbeddings ? this.read(LM_HEAD) : this.readEmbedding();
   }
 
   /** Bytes read from the weight files so far (headers included): shows what a call actually touched. */
@@ -256,11 +247,11 @@ function notice(line: string): void {
  * to transformers' defaults (resolveConfig).
  */
 function inferHints(names: string[], stored: string[]): RawConfigHints {
-  const L0 = 'backbone.layers.0.mixer.';
+  const L0 = layerName(0, 'mixer.');
   const has = (n: string) => names.includes(n);
   const layout = stored.includes('backbone.embedding.weight') ? 'state-spaces' : 'hf';
   // A stored lm_head.weight is the head (a tied copy equals the embedding anyway).
-  const tiedEmbeddings = !has('lm_head.weight');
+  const tiedEmbeddings = !has(LM_HEAD);
   if (has(L0 + 'dt_bias') && has(L0 + 'norm.weight')) return { arch: 'mamba2', layout, tiedEmbeddings };
   if (has(L0 + 'x_proj.weight') && has(L0 + 'dt_proj.weight')) return { arch: 'mamba1', layout, tiedEmbeddings };
   throw new UserError(`no config.json, and the tensor names are neither Mamba-1's (${L0}x_proj.weight, dt_proj.weight) nor Mamba-2's (${L0}dt_bias, norm.weight); give the config.json saved with the weights`);
@@ -283,7 +274,7 @@ function describeInferred(c: MambaConfig): string {
 
 /** Map the original state-spaces names onto transformers' names. */
 export function canonicalName(name: string): string {
-  if (name === 'backbone.embedding.weight') return 'backbone.embeddings.weight';
+  if (name === 'backbone.embedding.weight') return EMBEDDING;
   if (name.startsWith('model.')) return 'backbone.' + name.slice('model.'.length);
   return name;
 }
@@ -315,23 +306,23 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
     checkDimensions({ [key]: v }, dir);
     return v;
   };
-  const emb = need('backbone.embeddings.weight');
-  if (emb.length !== 2) throw shapeErr(dir, 'backbone.embeddings.weight', ['vocab', 'hidden'], emb);
+  const emb = need(EMBEDDING);
+  if (emb.length !== 2) throw shapeErr(dir, EMBEDDING, ['vocab', 'hidden'], emb);
   const vocabSize = dim('vocabSize', emb[0]!);
-  const hiddenSize = dim('hiddenSize', agree('hidden_size', h.hiddenSize, emb[1]!, 'backbone.embeddings.weight', emb));
+  const hiddenSize = dim('hiddenSize', agree('hidden_size', h.hiddenSize, emb[1]!, EMBEDDING, emb));
   // Count layers from the names; the config must agree, and no tensor may belong to a later layer.
   let numLayers = 0;
   while (info(layerName(numLayers, 'mixer.A_log'))) numLayers++;
   if (numLayers > DIM_LIMITS.numLayers) dim('numLayers', numLayers);
-  if (numLayers === 0) throw new UserError(`${dir}: no layers found (tensor 'backbone.layers.0.mixer.A_log' is missing); this is not a complete Mamba checkpoint`);
-  const maxIndex = names.reduce((m, n) => Math.max(m, Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? -1)), -1);
+  if (numLayers === 0) throw new UserError(`${dir}: no layers found (tensor '${layerName(0, 'mixer.A_log')}' is missing); this is not a complete Mamba checkpoint`);
+  const maxIndex = names.reduce((m, n) => Math.max(m, parseLayerName(n)?.layer ?? -1), -1);
   if (maxIndex >= numLayers) {
     throw new UserError(`${dir}: tensor '${layerName(numLayers, 'mixer.A_log')}' is missing but tensors exist for layer ${maxIndex}; layer ${numLayers} is missing — re-download the checkpoint`);
   }
   if (h.numLayers !== undefined && h.numLayers !== numLayers) {
     throw new UserError(`${dir}: config says ${h.numLayers} layers but the checkpoint has layers 0-${numLayers - 1}${h.numLayers > numLayers ? ` (tensor '${layerName(numLayers, 'mixer.A_log')}' is missing)` : ''}; re-download the checkpoint or fix config.json`);
   }
-  const L0 = 'backbone.layers.0.mixer.';
+  const L0 = layerName(0, 'mixer.');
   const aLog = need(L0 + 'A_log');
   const conv = need(L0 + 'conv1d.weight');
   if (conv.length !== 3 || conv[1] !== 1) throw shapeErr(dir, L0 + 'conv1d.weight', ['channels', 1, 'kernel'], conv);
@@ -348,15 +339,15 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
   flag(hf ? 'use_conv_bias' : 'ssm_cfg.conv_bias', h.useConvBias, hasConvBias, L0 + 'conv1d.bias');
   // The vocabulary may be padded (state-spaces pads to a multiple of 8 or 16), never truncated.
   if (h.vocabSize !== undefined && h.vocabSize > vocabSize) {
-    throw new UserError(`${dir}: config vocab_size = ${h.vocabSize} but tensor 'backbone.embeddings.weight' has shape [${emb.join(', ')}] (${vocabSize} rows); the checkpoint and its config.json disagree`);
+    throw new UserError(`${dir}: config vocab_size = ${h.vocabSize} but tensor '${EMBEDDING}' has shape [${emb.join(', ')}] (${vocabSize} rows); the checkpoint and its config.json disagree`);
   }
   // The head: stored lm_head.weight unless tied. Both libraries tie when the config is silent.
-  const headW = info('lm_head.weight');
+  const headW = info(LM_HEAD);
   const tieField = hf ? 'tie_word_embeddings' : 'tie_embeddings';
   if (!headW && h.tiedEmbeddings === false) {
-    throw new UserError(`${dir}: config ${tieField} = false but tensor 'lm_head.weight' is missing; re-download the checkpoint`);
+    throw new UserError(`${dir}: config ${tieField} = false but tensor '${LM_HEAD}' is missing; re-download the checkpoint`);
   }
-  if (headW && !sameShape(headW.shape, [vocabSize, hiddenSize])) throw shapeErr(dir, 'lm_head.weight', [vocabSize, hiddenSize], headW.shape);
+  if (headW && !sameShape(headW.shape, [vocabSize, hiddenSize])) throw shapeErr(dir, LM_HEAD, [vocabSize, hiddenSize], headW.shape);
   const base = {
     numLayers, hiddenSize, convKernel, vocabSize,
     configVocabSize: h.vocabSize ?? vocabSize,
@@ -434,8 +425,8 @@ function resolveConfig(h: RawConfigHints, info: InfoFn, names: string[], dir: st
       if (!t || !sameShape(t.shape, shape)) throw shapeErr(dir, name, shape, t?.shape);
     }
   }
-  const nf = info('backbone.norm_f.weight');
-  if (!nf || !sameShape(nf.shape, [hiddenSize])) throw shapeErr(dir, 'backbone.norm_f.weight', [hiddenSize], nf?.shape);
+  const nf = info(NORM_F);
+  if (!nf || !sameShape(nf.shape, [hiddenSize])) throw shapeErr(dir, NORM_F, [hiddenSize], nf?.shape);
   return cfg;
 }
 

@@ -12,8 +12,6 @@ export type DType = keyof typeof DTYPE_SIZES;
 export const DTYPE_RANK: Record<DType, number> = {
   BOOL: 0, U8: 1, I8: 2, I16: 5, F16: 7, BF16: 8, I32: 9, F32: 11, F64: 12, I64: 13,
 };
-export type FloatDType = 'F64' | 'F32' | 'F16' | 'BF16';
-export const FLOAT_DTYPES: readonly DType[] = ['F64', 'F32', 'F16', 'BF16'];
 
 export function isDType(s: unknown): s is DType {
   return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_SIZES, s);

@@ -9,14 +9,14 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { UserError } from '../util/errors.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { resolveCheckpoint } from '../hub/resolve.js';
 import { writeSafetensors, type WritableTensor } from '../checkpoint/safetensors.js';
 import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { checkIds } from '../model/mamba.js';
 import { runCheckpoint } from '../analysis/capture.js';
 import { parseIndexSpec, parseLayerSpec } from '../analysis/audit.js';
 import { layerProgress } from '../util/progress.js';
-import { formatBytes } from '../checkpoint/progress.js';
+import { formatBytes } from '../hub/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 import { addGpuOption, applyGpuOption } from './gpu-option.js';
 

@@ -5,7 +5,7 @@
  * ~/.cache/huggingface/hub).
  */
 import type { Command } from 'commander';
-import type { ResolveOptions } from '../checkpoint/resolve.js';
+import type { ResolveOptions } from '../hub/resolve.js';
 
 export interface HubCliOptions {
   revision?: string;

@@ -1,8 +1,8 @@
 /** `mimetic inspect <checkpoint> [--json]`: what a checkpoint is, read from its config and tensor shapes. */
 import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
-import { formatBytes } from '../checkpoint/progress.js';
+import { resolveCheckpoint } from '../hub/resolve.js';
+import { formatBytes } from '../hub/progress.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 
 import { printable } from '../util/text.js';

@@ -1,10 +1,10 @@
 /** `mimetic pull org/name[@revision]`: download a checkpoint into the Hugging Face cache layout. */
 import type { Command } from 'commander';
 import { UserError } from '../util/errors.js';
-import { parseHubId } from '../checkpoint/hub-cache.js';
-import { pull, withSigint, PullInterrupted } from '../checkpoint/hub.js';
-import { formatBytes } from '../checkpoint/progress.js';
-import { withRevision } from '../checkpoint/resolve.js';
+import { parseHubId } from '../hub/cache.js';
+import { pull, withSigint, PullInterrupted } from '../hub/client.js';
+import { formatBytes } from '../hub/progress.js';
+import { withRevision } from '../hub/resolve.js';
 import { addHubOptions, type HubCliOptions } from './hub-options.js';
 
 export function register(program: Command): void {

@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { resolveCheckpoint } from '../hub/resolve.js';
 import { initBackend } from '../model/backend.js';
 import { checkOutput, checkpointName, writeReport } from '../report/report.js';
 import { layerProgress } from '../util/progress.js';

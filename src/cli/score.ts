@@ -6,7 +6,7 @@ import { Option, type Command } from 'commander';
 import { UserError } from '../util/errors.js';
 import { printable } from '../util/text.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { resolveCheckpoint } from '../hub/resolve.js';
 import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { auditCheckpoint, nonFiniteWarning, parseLayerSpec } from '../analysis/audit.js';
 import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';

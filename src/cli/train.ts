@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { resolveCheckpoint } from '../hub/resolve.js';
 import { BACKENDS, type BackendName, initBackend } from '../model/backend.js';
 import { parseLengths } from '../tasks/common.js';
 import { COPY_DEFAULTS, FIRST_LETTER } from '../tasks/copy.js';

@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { type ResolveOptions, resolveCheckpoint } from '../checkpoint/resolve.js';
+import { type ResolveOptions, resolveCheckpoint } from '../hub/resolve.js';
 import { addHubOptions, hubOptionsFrom, type HubCliOptions } from './hub-options.js';
 import { UserError } from '../util/errors.js';
 import { freshConfig, initWeights, initRecord } from '../model/init.js';

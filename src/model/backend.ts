@@ -183,11 +183,6 @@ export async function webgpuAvailable(): Promise<boolean> {
   return (await probeWebGPU()).adapter !== null;
 }
 
-/** The GPU chosen with --gpu / MIMETIC_GPU for the WebGPU backend; null when none was asked for. */
-export function webgpuGpu(): GpuChoice | null {
-  return gpuChoice;
-}
-
 /**
  * Every Vulkan device Dawn would see, with GPU indices (`mimetic gpus`, `sweep --gpus all`).
  * Loads Dawn over the GPU-select layer; call it before any backend starts.

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { checkDimensions, hfConfigText, toHfConfigJson } from '../checkpoint/config.js';
 import { writeCheckpointWeights, type Tensor } from '../checkpoint/safetensors.js';
-import { layerName } from '../checkpoint/names.js';
+import { EMBEDDING, NORM_F, layerName } from '../checkpoint/names.js';
+import type { WeightMap } from './weights.js';
 import { writeDirAtomic, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
@@ -48,6 +49,7 @@ export interface InitRecord {
   seed: number;
 }
 
+/** Weights being built or edited in place (init, transplant); MambaLM and checkpoints read a WeightMap (weights.ts). */
 export type Weights = Map<string, Tensor>;
 
 export const DT_MIN = 1e-3;
@@ -250,11 +252,11 @@ export function initEmbedding(c: MambaConfig, o: InitOptions): Tensor {
 export function initWeights(c: MambaConfig, o: InitOptions): Weights {
   checkInitOptions(o);
   const out: Weights = new Map();
-  out.set('backbone.embeddings.weight', initEmbedding(c, o));
+  out.set(EMBEDDING, initEmbedding(c, o));
   for (let i = 0; i < c.numLayers; i++) {
     for (const [k, v] of Object.entries(initLayer(c, o, i))) out.set(layerName(i, k), v);
   }
-  out.set('backbone.norm_f.weight', t([c.hiddenSize], filled(c.hiddenSize, 1)));
+  out.set(NORM_F, t([c.hiddenSize], filled(c.hiddenSize, 1)));
   return out;
 }
 
@@ -265,9 +267,9 @@ export function checkOutDir(out: string, flag = '--out'): void {
   }
 }
 
-/** Write config.json + model.safetensors into `dir` (which must exist). */
-export function writeCheckpointFiles(dir: string, c: MambaConfig, weights: Weights, mimetic: Record<string, unknown>): void {
-  const tensors = [...weights].map(([name, v]) => ({ name, shape: v.shape, data: v.data }));
+/** Write config.json + model.safetensors into `dir` (which must exist), tensors in the map's order. */
+export function writeCheckpointFiles(dir: string, c: MambaConfig, weights: Weights | WeightMap, mimetic: Record<string, unknown>): void {
+  const tensors = (weights instanceof Map ? [...weights] : Object.entries(weights)).map(([name, v]) => ({ name, shape: v.shape, data: v.data }));
   writeCheckpointWeights(dir, tensors, { metadata: { format: 'pt' } });
   const cfg = toHfConfigJson(c, { torch_dtype: 'float32', mimetic });
   writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(cfg));

@@ -21,6 +21,7 @@ import type { Tensor } from '../checkpoint/safetensors.js';
 import { writeDirAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { type Weights, checkOutDir, writeCheckpointFiles } from './init.js';
+import { loadWeights } from './weights.js';
 
 export const TRANSPLANT_PARTS = ['ssm', 'mixer', 'block'] as const;
 export type TransplantPart = (typeof TRANSPLANT_PARTS)[number];
@@ -181,8 +182,7 @@ export function applyTransplant(job: TransplantJob): TransplantRecord[] {
 
 /** Load every tensor of a checkpoint as a target (HF names, checkpoint order). */
 export function targetFromCheckpoint(ck: Checkpoint): TransplantJob['target'] {
-  const weights: Weights = new Map();
-  for (const n of ck.names()) weights.set(n, ck.read(n));
+  const weights: Weights = new Map(Object.entries(loadWeights(ck)));
   const raw = ck.rawConfig;
   const mimetic = raw.mimetic && typeof raw.mimetic === 'object' && !Array.isArray(raw.mimetic) ? (raw.mimetic as Record<string, unknown>) : undefined;
   return { config: ck.config, weights, rawConfig: ck.config.layout === 'hf' ? raw : undefined, mimetic };

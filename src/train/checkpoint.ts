@@ -7,10 +7,9 @@ import * as path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { MambaConfig } from '../checkpoint/config.js';
-import type { Tensor } from '../checkpoint/safetensors.js';
-import { type Weights, freshConfig, initRecord, initWeights } from '../model/init.js';
-import { A_LOG_PARAM, aLogFromParam } from '../model/mamba.js';
+import { freshConfig, initRecord, initWeights } from '../model/init.js';
 import type { MambaLM } from '../model/lm.js';
+import { type WeightMap, loadWeights } from '../model/weights.js';
 import type { EvalScore } from '../tasks/common.js';
 import { UserError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
@@ -33,7 +32,7 @@ export function aScaleOfCheckpoint(raw: Record<string, unknown>): number | null 
 /** The weights a run starts from and the provenance its checkpoints carry on (`mimetic` in config.json). */
 export interface StartingModel {
   config: MambaConfig;
-  weights: Record<string, Tensor>;
+  weights: WeightMap;
   record: Record<string, unknown>;
 }
 
@@ -41,8 +40,7 @@ export interface StartingModel {
 export function readStartingCheckpoint(p: string): StartingModel {
   const ck = Checkpoint.open(p);
   try {
-    const w: Record<string, Tensor> = {};
-    for (const n of ck.names()) w[n] = ck.read(n);
+    const w = loadWeights(ck);
     const bad = Object.entries(w).filter(([, t]) => !t.data.every(Number.isFinite)).map(([n]) => n);
     if (bad.length) {
       throw new UserError(`${p}: the checkpoint holds non-finite values (NaN or Inf) in ${bad.slice(0, 3).join(', ')}${bad.length > 3 ? ` and ${bad.length - 3} more tensors` : ''}; training cannot start from it — re-download it or choose another checkpoint`);
@@ -67,20 +65,6 @@ export function startingModel(cfg: TrainConfig, resumeFrom: string | undefined, 
   return m;
 }
 
-/**
- * The model's weights by standard HF name (A_log restored from A_log_param), read asynchronously:
- * MambaLM.toWeights reads synchronously, which the WebGPU backend in Node cannot do.
- */
-export async function modelWeights(model: MambaLM): Promise<Weights> {
-  const out: Weights = new Map();
-  for (const [k, v] of model.variables) {
-    const data = Float32Array.from((await v.data()) as Float32Array);
-    if (k.endsWith(A_LOG_PARAM) && model.aParam) out.set(k.slice(0, -A_LOG_PARAM.length) + 'mixer.A_log', { shape: v.shape.slice(), data: aLogFromParam(data, model.aParam.c) });
-    else out.set(k, { shape: v.shape.slice(), data });
-  }
-  return out;
-}
-
 /** Writes a run's checkpoints: the model as an HF checkpoint, the optimizer, the data stream and the clock. */
 export class Checkpointer {
   /** The newest checkpoint folder (written or resumed from). */
@@ -103,7 +87,7 @@ export class Checkpointer {
     const { a } = this;
     const st: RunState = { step: s, dataRng: dataRng.getState(), adamStep: a.opt.step, trainSeconds, ...extra };
     if (lastEval) st.lastEval = { step: s, scores: Object.fromEntries(lastEval.map((e) => [e.key, e])) };
-    this.last = await saveCheckpoint({ runDir: a.runDir, config: a.config, weights: await modelWeights(a.model), mimetic: this.recordFor(s), rawParams: a.rawParams, opt: a.opt, state: st, keep: a.keep, keepSteps: a.keepSteps });
+    this.last = await saveCheckpoint({ runDir: a.runDir, config: a.config, weights: await a.model.toWeightsAsync(), mimetic: this.recordFor(s), rawParams: a.rawParams, opt: a.opt, state: st, keep: a.keep, keepSteps: a.keepSteps });
   }
 
   /** The last checkpoint relative to the run folder (for the report), or 'none'. */

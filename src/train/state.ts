@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../checkpoint/config.js';
 import { SafetensorsReader, writeSafetensors } from '../checkpoint/safetensors.js';
-import { writeCheckpointFiles, type Weights } from '../model/init.js';
+import { writeCheckpointFiles } from '../model/init.js';
+import type { WeightMap } from '../model/weights.js';
 import { writeDirAtomic, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import type { RngState } from '../util/rng.js';
@@ -33,7 +34,7 @@ const stepDir = (step: number) => `step-${String(step).padStart(8, '0')}`;
 export interface SaveArgs {
   runDir: string;
   config: MambaConfig;
-  weights: Weights;
+  weights: WeightMap;
   mimetic: Record<string, unknown>;
   /** Raw training variables to restore bit-exactly (the mimetic A parameter). */
   rawParams: Map<string, tf.Variable>;

@@ -30,7 +30,7 @@ import { type StepRecord, compiledReadEvery, makeStep } from './step.js';
 
 export { DATA_DIR, DEFAULT_LR, METRICS_FILE, RUN_FILE, type ModelSource, type TrainConfig, checkResume, checkTrainConfig, readRunConfig, trainDefaults } from './config.js';
 export { PREDICT_LOGITS_MAX, evaluate, evaluateHeldOut, fmtScores, predict, trainAccuracy } from './evaluate.js';
-export { aScaleOfCheckpoint, modelWeights } from './checkpoint.js';
+export { aScaleOfCheckpoint } from './checkpoint.js';
 export { maskedLoss } from './step.js';
 
 export interface RunOptions {

@@ -13,8 +13,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic, writeDirAtomic, tempSibling } from '../util/atomic.js';
-import { INDEX_FILE, checkShardName } from './checkpoint.js';
-import { parseConfigJson } from './config.js';
+import { INDEX_FILE, checkShardName } from '../checkpoint/checkpoint.js';
+import { parseConfigJson } from '../checkpoint/config.js';
 
 export const COMMIT_RE = /^[0-9a-f]{40}$/;
 /** Blob names: a git blob sha1 (40 hex) or an LFS sha256 (64 hex). */

@@ -1,5 +1,5 @@
 /**
- * Pull a Mamba checkpoint from the Hugging Face Hub into the shared HF cache layout (hub-cache.ts).
+ * Pull a Mamba checkpoint from the Hugging Face Hub into the shared HF cache layout (cache.ts).
  *
  * The revision is resolved to a commit and the repo listed through @huggingface/hub
  * (`modelInfo`, `listFiles`); the bytes are fetched here with HTTP Range requests because the
@@ -16,8 +16,8 @@ import { createHash } from 'node:crypto';
 import { modelInfo, listFiles, HubApiError, type ListFileEntry } from '@huggingface/hub';
 import { UserError } from '../util/errors.js';
 import { printable } from '../util/text.js';
-import { INDEX_FILE, checkShardName } from './checkpoint.js';
-import { type HubId, RepoCache, COMMIT_RE, ETAG_RE, hubCacheDir, envOffline, cachedSnapshot, shardsOfIndex } from './hub-cache.js';
+import { INDEX_FILE, checkShardName } from '../checkpoint/checkpoint.js';
+import { type HubId, RepoCache, COMMIT_RE, ETAG_RE, hubCacheDir, envOffline, cachedSnapshot, shardsOfIndex } from './cache.js';
 import { Progress, type ProgressSink, formatBytes } from './progress.js';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';

@@ -5,8 +5,8 @@
  */
 import * as fs from 'node:fs';
 import { UserError } from '../util/errors.js';
-import { type HubId, parseHubId } from './hub-cache.js';
-import { pull, withSigint } from './hub.js';
+import { type HubId, parseHubId } from './cache.js';
+import { pull, withSigint } from './client.js';
 
 export interface ResolveOptions {
   /** Cache only (also HF_HUB_OFFLINE=1). */
