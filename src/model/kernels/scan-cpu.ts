@@ -192,76 +192,79 @@ const SSD_CHUNK = 64;
  * e(t, s) = exp(A_h Σ_{k=s+1..t} Δ_k) from float64 sums inside the chunk (exponents ≤ 0),
  *   y_t   = Σ_{s ≤ t in chunk} (C_t·B_s) e(t, s) Δ_s x_s + e(t, c0−1) C_t h + D x_t,
  *   h    ← e(end, c0−1) h + Σ_s e(end, s) Δ_s x_s B_sᵀ,
- * as three batched products over the heads, none with a transposed operand. Same values as the
- * recurrence (ssdForward) to float32 rounding.
+ * as plain 2-D products per head, none with a transposed operand (wasm's batched and transposed
+ * matMuls fall back to a slow loop, ~40× slower than one 2-D product per head). C_t·B_s is
+ * computed once per group and chunk, not once per head. Same values as the recurrence
+ * (ssdForward) to float32 rounding.
  */
 function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
   const { Bsz, L, H, P, G, N } = s;
   const hpg = H / G;
   const y = new Float32Array(Bsz * L * H * P);
   const Qm = Math.min(SSD_CHUNK, L);
-  const M = new Float32Array(H * Qm * Qm), X = new Float32Array(H * Qm * P);
-  const Cg = new Float32Array(H * Qm * N), Bw = new Float32Array(H * N * Qm);
-  const seg = new Float64Array(Qm + 1), decay = new Float64Array(H * Qm);
-  let state: tf.Tensor3D | null = null;
-  const mm = (x: Float32Array, dims: [number, number, number], w: Float32Array | tf.Tensor3D, wd: [number, number, number]) => tf.tidy(() => tf.matMul(tf.tensor3d(x.subarray(0, dims[0] * dims[1] * dims[2]), dims), w instanceof Float32Array ? tf.tensor3d(w.subarray(0, wd[0] * wd[1] * wd[2]), wd) : w)) as tf.Tensor3D;
-  try {
-    for (let b = 0; b < Bsz; b++) {
-      state?.dispose();
-      state = null; // [H, N, P]
-      for (let c0 = 0; c0 < L; c0 += Qm) {
-        const Q = Math.min(Qm, L - c0);
-        for (let hh = 0; hh < H; hh++) {
-          const grp = Math.floor(hh / hpg), Ah = a.A[hh]!;
-          // seg[i] = Σ_{k=c0..c0+i−1} Δ_k: e(t, s) = exp(A (seg[t+1] − seg[s+1])) within the chunk.
-          seg[0] = 0;
-          for (let i = 0; i < Q; i++) seg[i + 1] = seg[i]! + a.delta[(b * L + c0 + i) * H + hh]!;
-          const mo = hh * Q * Q;
-          for (let t = 0; t < Q; t++) {
-            const ct = ((b * L + c0 + t) * G + grp) * N;
-            for (let u = 0; u <= t; u++) {
-              const bs = ((b * L + c0 + u) * G + grp) * N;
-              let cb = 0;
-              for (let n = 0; n < N; n++) cb += a.C[ct + n]! * a.B[bs + n]!;
-              M[mo + t * Q + u] = cb * Math.exp(Ah * (seg[t + 1]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!;
-            }
-            for (let u = t + 1; u < Q; u++) M[mo + t * Q + u] = 0;
-            decay[hh * Q + t] = Math.exp(Ah * seg[t + 1]!); // e(t, c0 − 1)
-            for (let n = 0; n < N; n++) Cg[(hh * Q + t) * N + n] = a.C[ct + n]!;
-            const xo = ((b * L + c0 + t) * H + hh) * P;
-            for (let p = 0; p < P; p++) X[(hh * Q + t) * P + p] = a.u[xo + p]!;
+  const M = new Float32Array(Qm * Qm), X = new Float32Array(H * Qm * P);
+  const Cg = new Float32Array(G * Qm * N), Bw = new Float32Array(N * Qm);
+  const CB = new Float64Array(G * Qm * Qm);
+  const seg = new Float64Array(Qm + 1), decay = new Float64Array(Qm);
+  const state = new Float32Array(H * N * P); // h of each head, [N, P]
+  const mm = (x: Float32Array, r: number, k: number, w: Float32Array, c: number): Float32Array =>
+    tf.tidy(() => tf.matMul(tf.tensor2d(x, [r, k]), tf.tensor2d(w, [k, c])).dataSync() as Float32Array);
+  for (let b = 0; b < Bsz; b++) {
+    state.fill(0);
+    for (let c0 = 0; c0 < L; c0 += Qm) {
+      const Q = Math.min(Qm, L - c0);
+      const first = c0 === 0;
+      // C_t·B_s over the chunk's lower triangle and C of the chunk, per group.
+      for (let grp = 0; grp < G; grp++) {
+        for (let t = 0; t < Q; t++) {
+          const ct = ((b * L + c0 + t) * G + grp) * N;
+          for (let u = 0; u <= t; u++) {
+            const bs = ((b * L + c0 + u) * G + grp) * N;
+            let cb = 0;
+            for (let n = 0; n < N; n++) cb += a.C[ct + n]! * a.B[bs + n]!;
+            CB[(grp * Q + t) * Q + u] = cb;
           }
+          for (let n = 0; n < N; n++) Cg[(grp * Q + t) * N + n] = a.C[ct + n]!;
+        }
+      }
+      for (let hh = 0; hh < H; hh++) {
+        const grp = Math.floor(hh / hpg), Ah = a.A[hh]!;
+        // seg[i] = Σ_{k=c0..c0+i−1} Δ_k: e(t, s) = exp(A (seg[t+1] − seg[s+1])) within the chunk.
+        seg[0] = 0;
+        for (let i = 0; i < Q; i++) seg[i + 1] = seg[i]! + a.delta[(b * L + c0 + i) * H + hh]!;
+        const Xh = X.subarray(hh * Q * P, (hh + 1) * Q * P);
+        for (let t = 0; t < Q; t++) {
+          const co = (grp * Q + t) * Q;
+          for (let u = 0; u <= t; u++) {
+            M[t * Q + u] = CB[co + u]! * Math.exp(Ah * (seg[t + 1]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!;
+          }
+          for (let u = t + 1; u < Q; u++) M[t * Q + u] = 0;
+          decay[t] = Math.exp(Ah * seg[t + 1]!); // e(t, c0 − 1)
+          const xo = ((b * L + c0 + t) * H + hh) * P;
+          for (let p = 0; p < P; p++) Xh[t * P + p] = a.u[xo + p]!;
+        }
+        const Sh = state.subarray(hh * N * P, (hh + 1) * N * P);
+        const intra = mm(M.subarray(0, Q * Q), Q, Q, Xh, P);
+        const inter = first ? null : mm(Cg.subarray(grp * Q * N, (grp + 1) * Q * N), Q, N, Sh, P);
+        const Dd = a.D[hh]!;
+        for (let t = 0; t < Q; t++) {
+          const yo = ((b * L + c0 + t) * H + hh) * P, io = t * P, dt = decay[t]!;
+          for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (inter ? dt * inter[io + p]! : 0) + Dd * a.u[yo + p]!;
+        }
+        if (c0 + Q < L) {
           for (let u = 0; u < Q; u++) {
             const w = Math.exp(Ah * (seg[Q]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!; // e(end, s) Δ_s
             const bs = ((b * L + c0 + u) * G + grp) * N;
-            for (let n = 0; n < N; n++) Bw[(hh * N + n) * Q + u] = a.B[bs + n]! * w;
+            for (let n = 0; n < N; n++) Bw[n * Q + u] = a.B[bs + n]! * w;
           }
-        }
-        const intra = mm(M, [H, Q, Q], X, [H, Q, P]).dataSync() as Float32Array;
-        const inter = state ? mm(Cg, [H, Q, N], state, [H, N, P]) : null;
-        const interD = inter ? (inter.dataSync() as Float32Array) : null;
-        inter?.dispose();
-        for (let hh = 0; hh < H; hh++) {
-          const Dd = a.D[hh]!;
-          for (let t = 0; t < Q; t++) {
-            const yo = ((b * L + c0 + t) * H + hh) * P, io = (hh * Q + t) * P, dt = decay[hh * Q + t]!;
-            for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (interD ? dt * interD[io + p]! : 0) + Dd * a.u[yo + p]!;
-          }
-        }
-        if (c0 + Q < L) {
-          const next = tf.tidy(() => {
-            const add = mm(Bw, [H, N, Q], X, [H, Q, P]);
-            if (!state) return add;
-            const full = tf.tensor3d(Float32Array.from({ length: H }, (_, hh) => decay[hh * Q + Q - 1]!), [H, 1, 1]);
-            return tf.add(tf.mul(state, full), add) as tf.Tensor3D;
-          });
-          state?.dispose();
-          state = next;
+          const add = mm(Bw.subarray(0, N * Q), N, Q, Xh, P);
+          // In float32, as tf.add(tf.mul(state, full), add) did.
+          const full = Math.fround(decay[Q - 1]!);
+          if (first) Sh.set(add);
+          else for (let i = 0; i < N * P; i++) Sh[i] = Math.fround(Sh[i]! * full) + add[i]!;
         }
       }
     }
-  } finally {
-    state?.dispose();
   }
   return y;
 }
