@@ -326,27 +326,34 @@ function mamba2Summaries(int: ScanInternals, channelBlock?: number): AttentionSu
   const rep = H / G;
   const blk = blockSize(channelBlock, L * Math.max(1, Bsz));
   const mask = causalMask(L);
-  // Per-group C_t · B_s: [B, G, L, L].
-  const qkG = tf.tidy(() => tf.mul(tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 1, 3]), false, true), mask));
+  // Per-group C_t · B_s: [B, G, L, L]. B is laid out as [B, G, N, L] so the product needs no
+  // transposed operand (wasm's transposeB path is ~10× slower).
+  const qkG = tf.tidy(() => tf.mul(tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 3, 1])), mask));
   const S = tf.tidy(() => deltaBCL(tf.cumsum(int.delta, 1)));
   const dBCL = deltaBCL(int.delta);
   let att: tf.Tensor = tf.zeros([Bsz, L, L]);
   let dec: tf.Tensor = tf.zeros([Bsz, L, L]);
-  for (let h0 = 0; h0 < H; h0 += blk) {
-    const k = Math.min(blk, H - h0);
-    const [a2, d2] = tf.tidy(() => {
-      const seg = segSums(S.slice([0, h0, 0], [Bsz, k, L]), mask);
-      const E = tf.mul(tf.exp(tf.mul(seg, int.A.slice([h0], [k]).reshape([1, k, 1, 1]))), mask); // [B, k, L, L]
-      const groups = tf.tensor1d(Array.from({ length: k }, (_, j) => Math.floor((h0 + j) / rep)), 'int32');
-      const qkH = tf.gather(qkG, groups, 1); // [B, k, L, L]
-      const dS = dBCL.slice([0, h0, 0], [Bsz, k, L]).reshape([Bsz, k, 1, L]);
-      const alpha = tf.sum(tf.mul(tf.mul(qkH, E), dS), 1);
-      return [tf.add(att, alpha), tf.add(dec, tf.sum(E, 1))];
-    });
+  // α = Σ_g qk_g ⊙ Σ_{h in g} E_h ⊙ Δ_s[h]: the heads of a group share C·B, so it multiplies their
+  // sum once (no per-head gather of C·B, which wasm runs element by element).
+  for (let g = 0; g < G; g++) {
+    let w: tf.Tensor = tf.zeros([Bsz, L, L]);
+    for (let h0 = g * rep; h0 < (g + 1) * rep; h0 += blk) {
+      const k = Math.min(blk, (g + 1) * rep - h0);
+      const [w2, d2] = tf.tidy(() => {
+        const seg = segSums(S.slice([0, h0, 0], [Bsz, k, L]), mask);
+        const E = tf.mul(tf.exp(tf.mul(seg, int.A.slice([h0], [k]).reshape([1, k, 1, 1]))), mask); // [B, k, L, L]
+        const dS = dBCL.slice([0, h0, 0], [Bsz, k, L]).reshape([Bsz, k, 1, L]);
+        return [tf.add(w, tf.sum(tf.mul(E, dS), 1)), tf.add(dec, tf.sum(E, 1))];
+      });
+      w.dispose();
+      dec.dispose();
+      w = w2;
+      dec = d2;
+    }
+    const a2 = tf.tidy(() => tf.add(att, tf.mul(qkG.slice([0, g, 0, 0], [Bsz, 1, L, L]).reshape([Bsz, L, L]), w)));
+    w.dispose();
     att.dispose();
-    dec.dispose();
     att = a2;
-    dec = d2;
   }
   const out = tf.tidy(() => ({
     attention: tf.div(att, H) as tf.Tensor3D,

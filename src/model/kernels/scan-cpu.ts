@@ -183,8 +183,27 @@ function ssdForward(a: Arrays, s: SsdShape): Float32Array {
   return y;
 }
 
+/**
+ * out[i, :] = Σ_l a[i, l] · w[l, :] for a [r, k], w [k, c] (row-major, c contiguous, so the inner
+ * loop is a run of multiply-adds over a row V8 keeps in registers), accumulated in float64;
+ * `lower`: only l ≤ i (a is lower-triangular).
+ */
+function matMulRows(a: Float32Array, r: number, k: number, w: Float32Array, c: number, out: Float32Array, acc: Float64Array, lower: boolean): void {
+  for (let i = 0; i < r; i++) {
+    acc.fill(0, 0, c);
+    const lend = lower ? Math.min(k, i + 1) : k;
+    for (let l = 0; l < lend; l++) {
+      const v = a[i * k + l]!;
+      const wo = l * c;
+      for (let j = 0; j < c; j++) acc[j] += v * w[wo + j]!;
+    }
+    const oo = i * c;
+    for (let j = 0; j < c; j++) out[oo + j] = acc[j]!;
+  }
+}
+
 /** Steps per chunk of the matmul form of the Mamba-2 forward. */
-const SSD_CHUNK = 64;
+const SSD_CHUNK = 128;
 
 /**
  * Mamba-2 forward in its chunked matrix form (the SSD of Dao & Gu 2024), for backends whose
@@ -192,10 +211,11 @@ const SSD_CHUNK = 64;
  * e(t, s) = exp(A_h Σ_{k=s+1..t} Δ_k) from float64 sums inside the chunk (exponents ≤ 0),
  *   y_t   = Σ_{s ≤ t in chunk} (C_t·B_s) e(t, s) Δ_s x_s + e(t, c0−1) C_t h + D x_t,
  *   h    ← e(end, c0−1) h + Σ_s e(end, s) Δ_s x_s B_sᵀ,
- * as plain 2-D products per head, none with a transposed operand (wasm's batched and transposed
- * matMuls fall back to a slow loop, ~40× slower than one 2-D product per head). C_t·B_s is
- * computed once per group and chunk, not once per head. Same values as the recurrence
- * (ssdForward) to float32 rounding.
+ * as products per head in JS (matMulRows): these operands are small and new at every call, where
+ * wasm's matMul costs ~1 GFLOP/s (its batched form is a slow loop, and each fresh right operand is
+ * packed anew), and the intra-chunk product skips the masked upper triangle. C_t·B_s is computed
+ * once per group and chunk, not once per head. Same values as the recurrence (ssdForward) to
+ * float32 rounding.
  */
 function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
   const { Bsz, L, H, P, G, N } = s;
@@ -207,8 +227,8 @@ function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
   const CB = new Float64Array(G * Qm * Qm);
   const seg = new Float64Array(Qm + 1), decay = new Float64Array(Qm);
   const state = new Float32Array(H * N * P); // h of each head, [N, P]
-  const mm = (x: Float32Array, r: number, k: number, w: Float32Array, c: number): Float32Array =>
-    tf.tidy(() => tf.matMul(tf.tensor2d(x, [r, k]), tf.tensor2d(w, [k, c])).dataSync() as Float32Array);
+  const intra = new Float32Array(Qm * P), inter = new Float32Array(Qm * P), add = new Float32Array(N * P);
+  const acc = new Float64Array(P);
   for (let b = 0; b < Bsz; b++) {
     state.fill(0);
     for (let c0 = 0; c0 < L; c0 += Qm) {
@@ -244,12 +264,12 @@ function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
           for (let p = 0; p < P; p++) Xh[t * P + p] = a.u[xo + p]!;
         }
         const Sh = state.subarray(hh * N * P, (hh + 1) * N * P);
-        const intra = mm(M.subarray(0, Q * Q), Q, Q, Xh, P);
-        const inter = first ? null : mm(Cg.subarray(grp * Q * N, (grp + 1) * Q * N), Q, N, Sh, P);
+        matMulRows(M, Q, Q, Xh, P, intra, acc, true);
+        if (!first) matMulRows(Cg.subarray(grp * Q * N, (grp + 1) * Q * N), Q, N, Sh, P, inter, acc, false);
         const Dd = a.D[hh]!;
         for (let t = 0; t < Q; t++) {
           const yo = ((b * L + c0 + t) * H + hh) * P, io = t * P, dt = decay[t]!;
-          for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (inter ? dt * inter[io + p]! : 0) + Dd * a.u[yo + p]!;
+          for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (first ? 0 : dt * inter[io + p]!) + Dd * a.u[yo + p]!;
         }
         if (c0 + Q < L) {
           for (let u = 0; u < Q; u++) {
@@ -257,10 +277,10 @@ function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
             const bs = ((b * L + c0 + u) * G + grp) * N;
             for (let n = 0; n < N; n++) Bw[n * Q + u] = a.B[bs + n]! * w;
           }
-          const add = mm(Bw.subarray(0, N * Q), N, Q, Xh, P);
+          matMulRows(Bw, N, Q, Xh, P, add, acc, false);
           // In float32, as tf.add(tf.mul(state, full), add) did.
           const full = Math.fround(decay[Q - 1]!);
-          if (first) Sh.set(add);
+          if (first) Sh.set(add.subarray(0, N * P));
           else for (let i = 0; i < N * P; i++) Sh[i] = Math.fround(Sh[i]! * full) + add[i]!;
         }
       }
