@@ -184,21 +184,52 @@ function ssdForward(a: Arrays, s: SsdShape): Float32Array {
 }
 
 /**
- * out[i, :] = Σ_l a[i, l] · w[l, :] for a [r, k], w [k, c] (row-major, c contiguous, so the inner
- * loop is a run of multiply-adds over a row V8 keeps in registers), accumulated in float64;
- * `lower`: only l ≤ i (a is lower-triangular).
+ * out[i, :] = Σ_l a[i, l] · w[l, :] for a [r, k], w [k, c] (row-major), accumulated in float64;
+ * `lower`: only l ≤ i (a is lower-triangular). Two rows of a and four of w per pass, so each
+ * load of w feeds two accumulators and each accumulator update takes four products (~3× the
+ * plain loop in V8). acc holds 2c floats.
  */
 function matMulRows(a: Float32Array, r: number, k: number, w: Float32Array, c: number, out: Float32Array, acc: Float64Array, lower: boolean): void {
-  for (let i = 0; i < r; i++) {
-    acc.fill(0, 0, c);
+  const acc1 = acc.subarray(c, 2 * c);
+  for (let i = 0; i < r; i += 2) {
+    const two = i + 1 < r;
+    acc.fill(0, 0, 2 * c);
+    const a0 = i * k, a1 = a0 + k;
+    // Row i takes l < lend; row i + 1 also takes l = lend when lower.
     const lend = lower ? Math.min(k, i + 1) : k;
-    for (let l = 0; l < lend; l++) {
-      const v = a[i * k + l]!;
-      const wo = l * c;
-      for (let j = 0; j < c; j++) acc[j] += v * w[wo + j]!;
+    let l = 0;
+    if (two) {
+      for (; l + 3 < lend; l += 4) {
+        const p0 = a[a0 + l]!, p1 = a[a0 + l + 1]!, p2 = a[a0 + l + 2]!, p3 = a[a0 + l + 3]!;
+        const q0 = a[a1 + l]!, q1 = a[a1 + l + 1]!, q2 = a[a1 + l + 2]!, q3 = a[a1 + l + 3]!;
+        const o0 = l * c, o1 = o0 + c, o2 = o1 + c, o3 = o2 + c;
+        for (let j = 0; j < c; j++) {
+          const w0 = w[o0 + j]!, w1 = w[o1 + j]!, w2 = w[o2 + j]!, w3 = w[o3 + j]!;
+          acc[j] += p0 * w0 + p1 * w1 + p2 * w2 + p3 * w3;
+          acc1[j] += q0 * w0 + q1 * w1 + q2 * w2 + q3 * w3;
+        }
+      }
+      for (; l < lend; l++) {
+        const p = a[a0 + l]!, q = a[a1 + l]!, wo = l * c;
+        for (let j = 0; j < c; j++) {
+          const x = w[wo + j]!;
+          acc[j] += p * x;
+          acc1[j] += q * x;
+        }
+      }
+      if (lower && lend < k) {
+        const q = a[a1 + lend]!, wo = lend * c;
+        for (let j = 0; j < c; j++) acc1[j] += q * w[wo + j]!;
+      }
+    } else {
+      for (; l < lend; l++) {
+        const p = a[a0 + l]!, wo = l * c;
+        for (let j = 0; j < c; j++) acc[j] += p * w[wo + j]!;
+      }
     }
     const oo = i * c;
     for (let j = 0; j < c; j++) out[oo + j] = acc[j]!;
+    if (two) for (let j = 0; j < c; j++) out[oo + c + j] = acc1[j]!;
   }
 }
 
@@ -228,7 +259,7 @@ function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
   const seg = new Float64Array(Qm + 1), decay = new Float64Array(Qm);
   const state = new Float32Array(H * N * P); // h of each head, [N, P]
   const intra = new Float32Array(Qm * P), inter = new Float32Array(Qm * P), add = new Float32Array(N * P);
-  const acc = new Float64Array(P);
+  const acc = new Float64Array(2 * P);
   for (let b = 0; b < Bsz; b++) {
     state.fill(0);
     for (let c0 = 0; c0 < L; c0 += Qm) {
