@@ -166,6 +166,31 @@ test('Mamba-2 with 3 groups: y_t = Σ_s α[t,s] x_s + D x_t per head reproduces 
   tf.dispose([y, alpha, xh, mixed, y2, mean, ...Object.values(int)]);
 });
 
+for (const backend of ['cpu', 'wasm'] as const) {
+  test(`Mamba-2 with 3 groups on ${backend}: the JS-loop summaries equal the per-head maps' means and the tf-op form`, async () => {
+    await initBackend(backend, { quiet: true });
+    const r = rng(6);
+    const [B, L, H, P, G, N] = [2, 11, 6, 3, 3, 4];
+    const int: ScanInternals = {
+      x: uniform(r, [B, L, H, P], -1, 1), delta: uniform(r, [B, L, H], 0.01, 1.5), A: uniform(r, [H], -3, -0.1),
+      B: uniform(r, [B, L, G, N], -1, 1), C: uniform(r, [B, L, G, N], -1, 1), D: uniform(r, [H], -1, 1),
+    };
+    const alpha = channelAttention('mamba2', int, Array.from({ length: H }, (_, i) => i)); // [B, H, L, L]
+    const mean = tf.mean(alpha, 1);
+    const js = attentionSummaries('mamba2', int); // the JS loops on cpu and wasm
+    const ops = attentionSummaries('mamba2', int, { channelBlock: 4 }); // the tf-op form
+    assert.ok(maxDiff(js.attention.dataSync(), mean.dataSync()) < 1e-6);
+    for (const k of ['attention', 'decay', 'qk'] as const) {
+      const d = maxDiff(js[k].dataSync(), ops[k].dataSync());
+      assert.ok(d < 1e-6 * Math.max(1, maxAbs(ops[k].dataSync())), `${k}: ${d}`);
+    }
+    // Above the diagonal every map is 0.
+    const a = js.attention.dataSync();
+    for (let t = 0; t < L; t++) for (let s = t + 1; s < L; s++) assert.equal(a[t * L + s], 0);
+    tf.dispose([alpha, mean, js.attention, js.decay, js.qk, ops.attention, ops.decay, ops.qk, ...Object.values(int)]);
+  });
+}
+
 test('channelAttention rejects channels out of range', async () => {
   await initBackend('cpu', { quiet: true });
   const int: ScanInternals = { x: tf.zeros([1, 3, 2]), delta: tf.ones([1, 3, 2]), A: tf.ones([2, 2]).neg(), B: tf.zeros([1, 3, 2]), C: tf.zeros([1, 3, 2]), D: tf.zeros([2]) };

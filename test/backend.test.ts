@@ -92,3 +92,14 @@ test('auto picks wasm without a hardware GPU (a software adapter is skipped), we
   // Without one: either Dawn found nothing, or only a CPU implementation.
   else assert.ok(a === null || a.software, `unexpected hardware adapter ${JSON.stringify(a)}`);
 });
+
+test('every command taking --backend says in --help that cpu is a slow reference and auto never picks it', () => {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  for (const cmd of ['score', 'report', 'forward', 'train', 'sweep']) {
+    const r = spawnSync(process.execPath, [cli, cmd, '--help'], { encoding: 'utf8', timeout: 60_000 });
+    const help = r.stdout.replace(/\s+/g, ' ');
+    if (!help.includes('--backend')) continue;
+    assert.match(help, /cpu is plain JS, a slow correctness reference/, `${cmd} --help`);
+    assert.match(help, /auto: webgpu on a GPU, else tensorflow, else wasm/, `${cmd} --help`);
+  }
+});

@@ -80,7 +80,11 @@ export interface SummaryOptions {
 export function attentionSummaries(kind: ScanKind, int: ScanInternals, opts: SummaryOptions = {}): AttentionSummaries {
   // WebGPU: one WGSL program per layer (kernels/attention-webgpu.ts) unless a tf-op variant is asked for.
   if (opts.impl === undefined && opts.channelBlock === undefined && fusedAvailable()) return attentionSummariesWebGPU(kind, int.delta, int.A, int.B, int.C);
-  if (kind === 'mamba2') return mamba2Summaries(int, opts.channelBlock);
+  if (kind === 'mamba2') {
+    // JS loops over the lower triangle on the CPU backends (they read synchronously); tf ops elsewhere.
+    const cpu = tf.getBackend() === 'wasm' || tf.getBackend() === 'cpu';
+    return cpu && opts.channelBlock === undefined && opts.impl !== 'direct' ? mamba2SummariesJs(int) : mamba2Summaries(int, opts.channelBlock);
+  }
   // 'factored' and 'js' read the tensors synchronously, which WebGPU in Node cannot: tf ops there.
   const impl = opts.impl ?? (tf.getBackend() === 'webgpu' ? 'direct' : 'factored');
   if (impl === 'js') return mamba1SummariesJs(int);
@@ -320,33 +324,103 @@ function mamba1Summaries(int: ScanInternals, channelBlock?: number): AttentionSu
   return out;
 }
 
+/**
+ * Mamba-2 maps in JS loops over the lower triangle only (the tf-op form computes and masks all
+ * L² pairs of every head): per batch row, C_t·B_s once per group, then per head
+ * e(t, s) = exp(A_h (S_t − S_s)) from float32 prefix sums, as mamba2Summaries does;
+ * α = Σ_g (C·B)_g Σ_{h in g} e_h Δ_s[h] / H, decay = Σ_h e_h / H, qk = mean over groups of C·B.
+ */
+function mamba2SummariesJs(int: ScanInternals): AttentionSummaries {
+  const [Bsz, L, H] = int.delta.shape as [number, number, number];
+  const G = int.B.shape[2]!, N = int.B.shape[3]!;
+  const rep = H / G;
+  const delta = int.delta.dataSync() as Float32Array, A = int.A.dataSync() as Float32Array;
+  const Bm = int.B.dataSync() as Float32Array, Cm = int.C.dataSync() as Float32Array;
+  const att = new Float32Array(Bsz * L * L), dec = new Float32Array(Bsz * L * L), qk = new Float32Array(Bsz * L * L);
+  const S = new Float32Array(L), cb = new Float64Array(L * L), w = new Float64Array(L * L), d = new Float64Array(L * L);
+  for (let b = 0; b < Bsz; b++) {
+    const ob = b * L * L;
+    d.fill(0);
+    const a = new Float64Array(L * L);
+    const q = new Float64Array(L * L);
+    for (let g = 0; g < G; g++) {
+      for (let t = 0; t < L; t++) {
+        const ct = ((b * L + t) * G + g) * N;
+        for (let u = 0; u <= t; u++) {
+          const bs = ((b * L + u) * G + g) * N;
+          let v = 0;
+          for (let n = 0; n < N; n++) v += Cm[ct + n]! * Bm[bs + n]!;
+          cb[t * L + u] = Math.fround(v);
+        }
+      }
+      w.fill(0);
+      for (let h = g * rep; h < (g + 1) * rep; h++) {
+        const Ah = A[h]!;
+        let acc = 0;
+        for (let t = 0; t < L; t++) S[t] = acc = Math.fround(acc + delta[(b * L + t) * H + h]!);
+        for (let t = 0; t < L; t++) {
+          const St = S[t]!, row = t * L;
+          for (let u = 0; u <= t; u++) {
+            const e = Math.fround(Math.exp(Math.fround(Ah * Math.fround(St - S[u]!))));
+            d[row + u] += e;
+            w[row + u] += e * delta[(b * L + u) * H + h]!;
+          }
+        }
+      }
+      for (let t = 0; t < L; t++) {
+        for (let u = 0; u <= t; u++) {
+          const k = t * L + u;
+          a[k] += cb[k]! * w[k]!;
+          q[k] += cb[k]!;
+        }
+      }
+    }
+    for (let t = 0; t < L; t++) {
+      for (let u = 0; u <= t; u++) {
+        const k = t * L + u;
+        att[ob + k] = a[k]! / H;
+        dec[ob + k] = d[k]! / H;
+        qk[ob + k] = q[k]! / G;
+      }
+    }
+  }
+  return { attention: tf.tensor3d(att, [Bsz, L, L]), decay: tf.tensor3d(dec, [Bsz, L, L]), qk: tf.tensor3d(qk, [Bsz, L, L]) };
+}
+
 function mamba2Summaries(int: ScanInternals, channelBlock?: number): AttentionSummaries {
   const [Bsz, L, H] = int.delta.shape as [number, number, number];
   const G = int.B.shape[2]!;
   const rep = H / G;
   const blk = blockSize(channelBlock, L * Math.max(1, Bsz));
   const mask = causalMask(L);
-  // Per-group C_t · B_s: [B, G, L, L].
-  const qkG = tf.tidy(() => tf.mul(tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 1, 3]), false, true), mask));
+  // Per-group C_t · B_s: [B, G, L, L]. B is laid out as [B, G, N, L] so the product needs no
+  // transposed operand (wasm's transposeB path is ~10× slower).
+  const qkG = tf.tidy(() => tf.mul(tf.matMul(tf.transpose(int.C, [0, 2, 1, 3]), tf.transpose(int.B, [0, 2, 3, 1])), mask));
   const S = tf.tidy(() => deltaBCL(tf.cumsum(int.delta, 1)));
   const dBCL = deltaBCL(int.delta);
   let att: tf.Tensor = tf.zeros([Bsz, L, L]);
   let dec: tf.Tensor = tf.zeros([Bsz, L, L]);
-  for (let h0 = 0; h0 < H; h0 += blk) {
-    const k = Math.min(blk, H - h0);
-    const [a2, d2] = tf.tidy(() => {
-      const seg = segSums(S.slice([0, h0, 0], [Bsz, k, L]), mask);
-      const E = tf.mul(tf.exp(tf.mul(seg, int.A.slice([h0], [k]).reshape([1, k, 1, 1]))), mask); // [B, k, L, L]
-      const groups = tf.tensor1d(Array.from({ length: k }, (_, j) => Math.floor((h0 + j) / rep)), 'int32');
-      const qkH = tf.gather(qkG, groups, 1); // [B, k, L, L]
-      const dS = dBCL.slice([0, h0, 0], [Bsz, k, L]).reshape([Bsz, k, 1, L]);
-      const alpha = tf.sum(tf.mul(tf.mul(qkH, E), dS), 1);
-      return [tf.add(att, alpha), tf.add(dec, tf.sum(E, 1))];
-    });
+  // α = Σ_g qk_g ⊙ Σ_{h in g} E_h ⊙ Δ_s[h]: the heads of a group share C·B, so it multiplies their
+  // sum once (no per-head gather of C·B, which wasm runs element by element).
+  for (let g = 0; g < G; g++) {
+    let w: tf.Tensor = tf.zeros([Bsz, L, L]);
+    for (let h0 = g * rep; h0 < (g + 1) * rep; h0 += blk) {
+      const k = Math.min(blk, (g + 1) * rep - h0);
+      const [w2, d2] = tf.tidy(() => {
+        const seg = segSums(S.slice([0, h0, 0], [Bsz, k, L]), mask);
+        const E = tf.mul(tf.exp(tf.mul(seg, int.A.slice([h0], [k]).reshape([1, k, 1, 1]))), mask); // [B, k, L, L]
+        const dS = dBCL.slice([0, h0, 0], [Bsz, k, L]).reshape([Bsz, k, 1, L]);
+        return [tf.add(w, tf.sum(tf.mul(E, dS), 1)), tf.add(dec, tf.sum(E, 1))];
+      });
+      w.dispose();
+      dec.dispose();
+      w = w2;
+      dec = d2;
+    }
+    const a2 = tf.tidy(() => tf.add(att, tf.mul(qkG.slice([0, g, 0, 0], [Bsz, 1, L, L]).reshape([Bsz, L, L]), w)));
+    w.dispose();
     att.dispose();
-    dec.dispose();
     att = a2;
-    dec = d2;
   }
   const out = tf.tidy(() => ({
     attention: tf.div(att, H) as tf.Tensor3D,

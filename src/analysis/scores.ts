@@ -49,9 +49,28 @@ export function bcWeights(config: MambaConfig, layer: LayerWeights): BCWeights {
 export function gram(W: Arr, N: number, E: number): Float64Array {
   const G = new Float64Array(N * N);
   for (let i = 0; i < N; i++) {
-    for (let j = i; j < N; j++) {
+    const io = i * E;
+    let j = i;
+    // Four rows j per pass share each load of row i; every sum keeps its own order over e,
+    // so the entries are the same to the last bit as one row at a time.
+    for (; j + 3 < N; j += 4) {
+      const o0 = j * E, o1 = o0 + E, o2 = o1 + E, o3 = o2 + E;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let e = 0; e < E; e++) {
+        const w = W[io + e]!;
+        s0 += w * W[o0 + e]!;
+        s1 += w * W[o1 + e]!;
+        s2 += w * W[o2 + e]!;
+        s3 += w * W[o3 + e]!;
+      }
+      G[i * N + j] = s0; G[j * N + i] = s0;
+      G[i * N + j + 1] = s1; G[(j + 1) * N + i] = s1;
+      G[i * N + j + 2] = s2; G[(j + 2) * N + i] = s2;
+      G[i * N + j + 3] = s3; G[(j + 3) * N + i] = s3;
+    }
+    for (; j < N; j++) {
       let s = 0;
-      for (let e = 0; e < E; e++) s += W[i * E + e]! * W[j * E + e]!;
+      for (let e = 0; e < E; e++) s += W[io + e]! * W[j * E + e]!;
       G[i * N + j] = s;
       G[j * N + i] = s;
     }

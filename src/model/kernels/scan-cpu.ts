@@ -183,85 +183,139 @@ function ssdForward(a: Arrays, s: SsdShape): Float32Array {
   return y;
 }
 
+/**
+ * out[i, :] = Σ_l a[i, l] · w[l, :] for a [r, k], w [k, c] (row-major), accumulated in float64;
+ * `lower`: only l ≤ i (a is lower-triangular). Two rows of a and four of w per pass, so each
+ * load of w feeds two accumulators and each accumulator update takes four products (~3× the
+ * plain loop in V8). acc holds 2c floats.
+ */
+function matMulRows(a: Float32Array, r: number, k: number, w: Float32Array, c: number, out: Float32Array, acc: Float64Array, lower: boolean): void {
+  const acc1 = acc.subarray(c, 2 * c);
+  for (let i = 0; i < r; i += 2) {
+    const two = i + 1 < r;
+    acc.fill(0, 0, 2 * c);
+    const a0 = i * k, a1 = a0 + k;
+    // Row i takes l < lend; row i + 1 also takes l = lend when lower.
+    const lend = lower ? Math.min(k, i + 1) : k;
+    let l = 0;
+    if (two) {
+      for (; l + 3 < lend; l += 4) {
+        const p0 = a[a0 + l]!, p1 = a[a0 + l + 1]!, p2 = a[a0 + l + 2]!, p3 = a[a0 + l + 3]!;
+        const q0 = a[a1 + l]!, q1 = a[a1 + l + 1]!, q2 = a[a1 + l + 2]!, q3 = a[a1 + l + 3]!;
+        const o0 = l * c, o1 = o0 + c, o2 = o1 + c, o3 = o2 + c;
+        for (let j = 0; j < c; j++) {
+          const w0 = w[o0 + j]!, w1 = w[o1 + j]!, w2 = w[o2 + j]!, w3 = w[o3 + j]!;
+          acc[j] += p0 * w0 + p1 * w1 + p2 * w2 + p3 * w3;
+          acc1[j] += q0 * w0 + q1 * w1 + q2 * w2 + q3 * w3;
+        }
+      }
+      for (; l < lend; l++) {
+        const p = a[a0 + l]!, q = a[a1 + l]!, wo = l * c;
+        for (let j = 0; j < c; j++) {
+          const x = w[wo + j]!;
+          acc[j] += p * x;
+          acc1[j] += q * x;
+        }
+      }
+      if (lower && lend < k) {
+        const q = a[a1 + lend]!, wo = lend * c;
+        for (let j = 0; j < c; j++) acc1[j] += q * w[wo + j]!;
+      }
+    } else {
+      for (; l < lend; l++) {
+        const p = a[a0 + l]!, wo = l * c;
+        for (let j = 0; j < c; j++) acc[j] += p * w[wo + j]!;
+      }
+    }
+    const oo = i * c;
+    for (let j = 0; j < c; j++) out[oo + j] = acc[j]!;
+    if (two) for (let j = 0; j < c; j++) out[oo + c + j] = acc1[j]!;
+  }
+}
+
 /** Steps per chunk of the matmul form of the Mamba-2 forward. */
-const SSD_CHUNK = 64;
+const SSD_CHUNK = 128;
 
 /**
- * Mamba-2 forward in its chunked matrix form (the SSD of Dao & Gu 2024), for backends whose
- * matMul is fast (wasm's XNNPACK, tensorflow): per batch row and chunk of Q steps, with
+ * Mamba-2 forward in its chunked matrix form (the SSD of Dao & Gu 2024), used on wasm and
+ * tensorflow: per batch row and chunk of Q steps, with
  * e(t, s) = exp(A_h Σ_{k=s+1..t} Δ_k) from float64 sums inside the chunk (exponents ≤ 0),
  *   y_t   = Σ_{s ≤ t in chunk} (C_t·B_s) e(t, s) Δ_s x_s + e(t, c0−1) C_t h + D x_t,
  *   h    ← e(end, c0−1) h + Σ_s e(end, s) Δ_s x_s B_sᵀ,
- * as three batched products over the heads, none with a transposed operand. Same values as the
- * recurrence (ssdForward) to float32 rounding.
+ * as products per head in JS (matMulRows): these operands are small and new at every call, where
+ * wasm's matMul costs ~1 GFLOP/s (its batched form is a slow loop, and each fresh right operand is
+ * packed anew), and the intra-chunk product skips the masked upper triangle. C_t·B_s is computed
+ * once per group and chunk, not once per head. Same values as the recurrence (ssdForward) to
+ * float32 rounding.
  */
 function ssdForwardChunked(a: Arrays, s: SsdShape): Float32Array {
   const { Bsz, L, H, P, G, N } = s;
   const hpg = H / G;
   const y = new Float32Array(Bsz * L * H * P);
   const Qm = Math.min(SSD_CHUNK, L);
-  const M = new Float32Array(H * Qm * Qm), X = new Float32Array(H * Qm * P);
-  const Cg = new Float32Array(H * Qm * N), Bw = new Float32Array(H * N * Qm);
-  const seg = new Float64Array(Qm + 1), decay = new Float64Array(H * Qm);
-  let state: tf.Tensor3D | null = null;
-  const mm = (x: Float32Array, dims: [number, number, number], w: Float32Array | tf.Tensor3D, wd: [number, number, number]) => tf.tidy(() => tf.matMul(tf.tensor3d(x.subarray(0, dims[0] * dims[1] * dims[2]), dims), w instanceof Float32Array ? tf.tensor3d(w.subarray(0, wd[0] * wd[1] * wd[2]), wd) : w)) as tf.Tensor3D;
-  try {
-    for (let b = 0; b < Bsz; b++) {
-      state?.dispose();
-      state = null; // [H, N, P]
-      for (let c0 = 0; c0 < L; c0 += Qm) {
-        const Q = Math.min(Qm, L - c0);
-        for (let hh = 0; hh < H; hh++) {
-          const grp = Math.floor(hh / hpg), Ah = a.A[hh]!;
-          // seg[i] = Σ_{k=c0..c0+i−1} Δ_k: e(t, s) = exp(A (seg[t+1] − seg[s+1])) within the chunk.
-          seg[0] = 0;
-          for (let i = 0; i < Q; i++) seg[i + 1] = seg[i]! + a.delta[(b * L + c0 + i) * H + hh]!;
-          const mo = hh * Q * Q;
-          for (let t = 0; t < Q; t++) {
-            const ct = ((b * L + c0 + t) * G + grp) * N;
-            for (let u = 0; u <= t; u++) {
-              const bs = ((b * L + c0 + u) * G + grp) * N;
-              let cb = 0;
-              for (let n = 0; n < N; n++) cb += a.C[ct + n]! * a.B[bs + n]!;
-              M[mo + t * Q + u] = cb * Math.exp(Ah * (seg[t + 1]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!;
-            }
-            for (let u = t + 1; u < Q; u++) M[mo + t * Q + u] = 0;
-            decay[hh * Q + t] = Math.exp(Ah * seg[t + 1]!); // e(t, c0 − 1)
-            for (let n = 0; n < N; n++) Cg[(hh * Q + t) * N + n] = a.C[ct + n]!;
-            const xo = ((b * L + c0 + t) * H + hh) * P;
-            for (let p = 0; p < P; p++) X[(hh * Q + t) * P + p] = a.u[xo + p]!;
+  const M = new Float32Array(Qm * Qm), X = new Float32Array(H * Qm * P);
+  const Cg = new Float32Array(G * Qm * N), Bw = new Float32Array(N * Qm);
+  const CB = new Float64Array(G * Qm * Qm);
+  const seg = new Float64Array(Qm + 1), decay = new Float64Array(Qm);
+  const state = new Float32Array(H * N * P); // h of each head, [N, P]
+  const intra = new Float32Array(Qm * P), inter = new Float32Array(Qm * P), add = new Float32Array(N * P);
+  const acc = new Float64Array(2 * P);
+  for (let b = 0; b < Bsz; b++) {
+    state.fill(0);
+    for (let c0 = 0; c0 < L; c0 += Qm) {
+      const Q = Math.min(Qm, L - c0);
+      const first = c0 === 0;
+      // C_t·B_s over the chunk's lower triangle and C of the chunk, per group.
+      for (let grp = 0; grp < G; grp++) {
+        for (let t = 0; t < Q; t++) {
+          const ct = ((b * L + c0 + t) * G + grp) * N;
+          for (let u = 0; u <= t; u++) {
+            const bs = ((b * L + c0 + u) * G + grp) * N;
+            let cb = 0;
+            for (let n = 0; n < N; n++) cb += a.C[ct + n]! * a.B[bs + n]!;
+            CB[(grp * Q + t) * Q + u] = cb;
           }
+          for (let n = 0; n < N; n++) Cg[(grp * Q + t) * N + n] = a.C[ct + n]!;
+        }
+      }
+      for (let hh = 0; hh < H; hh++) {
+        const grp = Math.floor(hh / hpg), Ah = a.A[hh]!;
+        // seg[i] = Σ_{k=c0..c0+i−1} Δ_k: e(t, s) = exp(A (seg[t+1] − seg[s+1])) within the chunk.
+        seg[0] = 0;
+        for (let i = 0; i < Q; i++) seg[i + 1] = seg[i]! + a.delta[(b * L + c0 + i) * H + hh]!;
+        const Xh = X.subarray(hh * Q * P, (hh + 1) * Q * P);
+        for (let t = 0; t < Q; t++) {
+          const co = (grp * Q + t) * Q;
+          for (let u = 0; u <= t; u++) {
+            M[t * Q + u] = CB[co + u]! * Math.exp(Ah * (seg[t + 1]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!;
+          }
+          for (let u = t + 1; u < Q; u++) M[t * Q + u] = 0;
+          decay[t] = Math.exp(Ah * seg[t + 1]!); // e(t, c0 − 1)
+          const xo = ((b * L + c0 + t) * H + hh) * P;
+          for (let p = 0; p < P; p++) Xh[t * P + p] = a.u[xo + p]!;
+        }
+        const Sh = state.subarray(hh * N * P, (hh + 1) * N * P);
+        matMulRows(M, Q, Q, Xh, P, intra, acc, true);
+        if (!first) matMulRows(Cg.subarray(grp * Q * N, (grp + 1) * Q * N), Q, N, Sh, P, inter, acc, false);
+        const Dd = a.D[hh]!;
+        for (let t = 0; t < Q; t++) {
+          const yo = ((b * L + c0 + t) * H + hh) * P, io = t * P, dt = decay[t]!;
+          for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (first ? 0 : dt * inter[io + p]!) + Dd * a.u[yo + p]!;
+        }
+        if (c0 + Q < L) {
           for (let u = 0; u < Q; u++) {
             const w = Math.exp(Ah * (seg[Q]! - seg[u + 1]!)) * a.delta[(b * L + c0 + u) * H + hh]!; // e(end, s) Δ_s
             const bs = ((b * L + c0 + u) * G + grp) * N;
-            for (let n = 0; n < N; n++) Bw[(hh * N + n) * Q + u] = a.B[bs + n]! * w;
+            for (let n = 0; n < N; n++) Bw[n * Q + u] = a.B[bs + n]! * w;
           }
-        }
-        const intra = mm(M, [H, Q, Q], X, [H, Q, P]).dataSync() as Float32Array;
-        const inter = state ? mm(Cg, [H, Q, N], state, [H, N, P]) : null;
-        const interD = inter ? (inter.dataSync() as Float32Array) : null;
-        inter?.dispose();
-        for (let hh = 0; hh < H; hh++) {
-          const Dd = a.D[hh]!;
-          for (let t = 0; t < Q; t++) {
-            const yo = ((b * L + c0 + t) * H + hh) * P, io = (hh * Q + t) * P, dt = decay[hh * Q + t]!;
-            for (let p = 0; p < P; p++) y[yo + p] = intra[io + p]! + (interD ? dt * interD[io + p]! : 0) + Dd * a.u[yo + p]!;
-          }
-        }
-        if (c0 + Q < L) {
-          const next = tf.tidy(() => {
-            const add = mm(Bw, [H, N, Q], X, [H, Q, P]);
-            if (!state) return add;
-            const full = tf.tensor3d(Float32Array.from({ length: H }, (_, hh) => decay[hh * Q + Q - 1]!), [H, 1, 1]);
-            return tf.add(tf.mul(state, full), add) as tf.Tensor3D;
-          });
-          state?.dispose();
-          state = next;
+          matMulRows(Bw, N, Q, Xh, P, add, acc, false);
+          // In float32, as tf.add(tf.mul(state, full), add) did.
+          const full = Math.fround(decay[Q - 1]!);
+          if (first) Sh.set(add.subarray(0, N * P));
+          else for (let i = 0; i < N * P; i++) Sh[i] = Math.fround(Sh[i]! * full) + add[i]!;
         }
       }
     }
-  } finally {
-    state?.dispose();
   }
   return y;
 }
@@ -386,7 +440,8 @@ export const ssdScanCpu: SsdScanFn = (x, delta, A, B, C, Dskip) => {
     const ins = args.slice(0, 6) as tf.Tensor[];
     const save = args[6] as (ts: tf.Tensor[]) => void;
     save(ins);
-    // The chunked matrix form where matMul is fast; tfjs-cpu keeps the plain recurrence.
+    // The chunked matrix form on wasm and tensorflow (about 4× less work than the recurrence at
+    // L = 128); tfjs-cpu keeps the plain recurrence.
     const y = tf.getBackend() === 'cpu' ? ssdForward(arraysOf(ins), shape) : ssdForwardChunked(arraysOf(ins), shape);
     return {
       value: tf.tensor4d(y, [Bsz, L, H, P]),
