@@ -26,7 +26,9 @@ TRANSPLANTS=${TRANSPLANTS:-runs/lm-transplants}
 BACKEND=${BACKEND:-auto}
 
 if [ -d "$SRC/checkpoints" ]; then
-  CK=$(ls -d "$SRC"/checkpoints/step-* 2>/dev/null | sort | tail -1)
+  # step-NNNNNNNN (zero-padded to 8 digits, so a lexical sort is the step order); a half-written
+  # step-*.tmp-* folder of an interrupted run is left out
+  CK=$(ls -d "$SRC"/checkpoints/step-* 2>/dev/null | grep -E '/step-[0-9]{8}$' | sort | tail -1 || true)
   [ -n "$CK" ] || { echo "lm-transplants: $SRC has no checkpoints/step-*; give a finished lm-pretrain run" >&2; exit 2; }
 else
   CK=$SRC
