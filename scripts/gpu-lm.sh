@@ -15,6 +15,10 @@
 #                                            (written last, under a time limit, so that a slow report
 #                                            cannot cost the run's results)
 #
+#   bash scripts/gpu-lm.sh series VARIANT SEED
+#     The series report alone, for a run that a pretrain call left in /tmp/sweeps on a machine still
+#     warm (when the pretrain call had no time left for it): $OUT/lm-series-VARIANT-SEED.tgz.
+#
 #   bash scripts/gpu-lm.sh transplant PIECES_DIR [MINUTES] [SWEEP_ARGS...]
 #     carry: bundle, PIECES_DIR (the ckpt/ folder above, put in the repo, e.g. .gpu/lm-pretrained)
 #     Reassembles the checkpoint into /tmp/lm-pretrained (checked against SHA256SUMS), rebuilds
@@ -24,6 +28,11 @@
 #     writes $OUT/lm-transplant.tgz (the sweep folder without checkpoints, and layers.json).
 #     Finished runs are kept in /tmp/sweeps/lm-transplant while the machine stays warm; on a fresh
 #     machine select the runs not yet done with --where and merge the folders afterwards.
+#
+# Back here: tar -xzf lm-pretrain-V-S.tgz -C DEST and tar -xzf lm-series-V-S.tgz -C DEST/lm-pretrain (the
+# experiments page, mimetic experiments-report DEST/lm-pretrain, embeds the series-* folders it finds
+# in a sweep folder); several runs' tgzs unpack into the same DEST/lm-pretrain (summary: sweep
+# experiments/lm-pretrain.json --out DEST/lm-pretrain --report-only).
 #
 # Reassembling the pieces by hand (here, after a pretrain call; FILES_AT is the run's files_at):
 #   mkdir -p .gpu/lm-pretrained && cp FILES_AT/ckpt/* .gpu/lm-pretrained/
@@ -44,7 +53,7 @@ TRANSPLANT_CONFIG=${TRANSPLANT_CONFIG:-experiments/lm-transplant.json}
 LOG="$OUT/lm-log.txt"
 say() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
 unxz() { if command -v xz >/dev/null 2>&1; then xz -dc "$1"; else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi; }
-usage() { echo "usage: bash scripts/gpu-lm.sh pretrain VARIANT SEED [MINUTES] | transplant PIECES_DIR [MINUTES] [SWEEP_ARGS...]" >&2; exit 2; }
+usage() { echo "usage: bash scripts/gpu-lm.sh pretrain VARIANT SEED [MINUTES] | series VARIANT SEED | transplant PIECES_DIR [MINUTES] [SWEEP_ARGS...]" >&2; exit 2; }
 
 mode=${1:-}; shift || true
 case $mode in
@@ -84,6 +93,14 @@ case $mode in
     else
       say "no time left for the series report (run it alone: report $RUN --steps all)"
     fi
+    ;;
+  series)
+    [ $# -ge 2 ] || usage
+    V=$1; S=$2; DIR="$SWEEPS/lm-pretrain"; RUN="$DIR/$V,seed=$S"
+    [ -d "$RUN/checkpoints" ] || { echo "gpu-lm: $RUN has no checkpoints (a fresh machine: run the pretrain entry again)" >&2; exit 2; }
+    "${MIMETIC[@]}" report "$RUN" --steps all --backend "$BACKEND" --out "$DIR/series-$V-$S" >> "$LOG" 2>&1
+    say "series report rc=$?"
+    [ -d "$DIR/series-$V-$S" ] && tar -C "$DIR" -czf "$OUT/lm-series-$V-$S.tgz" "series-$V-$S"
     ;;
   transplant)
     [ $# -ge 1 ] || usage
