@@ -21,7 +21,7 @@
 #
 #   bash scripts/gpu-lm.sh transplant PIECES_DIR [MINUTES] [SWEEP_ARGS...]
 #     carry: bundle, PIECES_DIR (the ckpt/ folder above, put in the repo, e.g. .gpu/lm-pretrained)
-#     Reassembles the checkpoint into /tmp/lm-pretrained (checked against SHA256SUMS), rebuilds
+#     Reassembles the checkpoint into /tmp/lm-pretrained (PRETRAINED; checked against SHA256SUMS), rebuilds
 #     runs/lm-transplants/ from it (deterministic: the same six checkpoints every call) and runs
 #     experiments/lm-transplant.json through scripts/lm-transplants.sh for a slice of MINUTES
 #     (default 8) with SWEEP_ARGS (e.g. --where variant=top-mixer,bottom-mixer --where seed=0);
@@ -108,7 +108,7 @@ case $mode in
     MINUTES=8
     if [ $# -ge 1 ] && [[ $1 =~ ^[0-9]+$ ]]; then MINUTES=$1; shift; fi
     [ -f "$P/config.json" ] && [ -f "$P/SHA256SUMS" ] || { echo "gpu-lm: $P has no config.json and SHA256SUMS; give the ckpt/ folder of a pretrain call" >&2; exit 2; }
-    CK=/tmp/lm-pretrained
+    CK=${PRETRAINED:-/tmp/lm-pretrained}
     rm -rf "$CK"; mkdir -p "$CK"
     cp "$P/config.json" "$P/SHA256SUMS" "$CK/"
     if ls "$P"/model.safetensors.part-* >/dev/null 2>&1; then cat "$P"/model.safetensors.part-* > "$CK/model.safetensors"; else cp "$P/model.safetensors" "$CK/"; fi
