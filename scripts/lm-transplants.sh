@@ -13,7 +13,8 @@
 # experiments/lm-transplant.json, whose variants name runs/lm-transplants/<rank>-<part>).
 #
 # Environment: MIMETIC (default `node dist/src/cli/main.js`; on the GPU host `bash bundle/run.sh`),
-# TRANSPLANTS (default runs/lm-transplants), BACKEND for the scoring (default auto).
+# TRANSPLANTS (default runs/lm-transplants), BACKEND for the scoring (default auto), NODE (default
+# node on PATH, else the bundle's: bash bundle/run.sh --shell node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: bash scripts/lm-transplants.sh PRETRAINED_RUN_OR_CHECKPOINT [CONFIG] [-- SWEEP_ARGS...]" >&2; exit 2; }
@@ -24,9 +25,16 @@ if [ $# -ge 1 ] && [ "$1" != "--" ]; then CONFIG=$1; shift; fi
 read -r -a MIMETIC <<< "${MIMETIC:-node dist/src/cli/main.js}"
 TRANSPLANTS=${TRANSPLANTS:-runs/lm-transplants}
 BACKEND=${BACKEND:-auto}
+# node for the two small JSON steps: the GPU host has none on PATH, only the bundle's (run.sh --shell)
+if [ -n "${NODE:-}" ]; then read -r -a NODE <<< "$NODE"
+elif command -v node >/dev/null 2>&1; then NODE=(node)
+elif [ -f bundle/run.sh ]; then NODE=(bash bundle/run.sh --shell node)
+else echo "lm-transplants: no node on PATH and no bundle/run.sh; set NODE" >&2; exit 2; fi
 
 if [ -d "$SRC/checkpoints" ]; then
-  CK=$(ls -d "$SRC"/checkpoints/step-* 2>/dev/null | sort | tail -1)
+  # step-NNNNNNNN (zero-padded to 8 digits, so a lexical sort is the step order); a half-written
+  # step-*.tmp-* folder of an interrupted run is left out
+  CK=$(ls -d "$SRC"/checkpoints/step-* 2>/dev/null | grep -E '/step-[0-9]{8}$' | sort | tail -1 || true)
   [ -n "$CK" ] || { echo "lm-transplants: $SRC has no checkpoints/step-*; give a finished lm-pretrain run" >&2; exit 2; }
 else
   CK=$SRC
@@ -38,7 +46,7 @@ trap 'rm -f "$SCORES"' EXIT
 "${MIMETIC[@]}" score "$CK" --json --no-reference --backend "$BACKEND" > "$SCORES"
 
 # top / middle / bottom by rank (unranked, non-finite layers are left out)
-PICK=$(node -e '
+PICK=$("${NODE[@]}" -e '
   const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   const r = s.layers.filter((l) => l.rank !== null).sort((a, b) => a.rank - b.rank);
   if (r.length < 3) { console.error(`lm-transplants: ${r.length} ranked layers; need 3 (top, middle, bottom)`); process.exit(2); }
@@ -52,7 +60,7 @@ for part in mixer ssm; do
     "${MIMETIC[@]}" transplant --from "$CK" --layers "$L" --n-layers 4 --vocab 30 --parts "$part" --init default --seed 0 --out "$TRANSPLANTS/$rank-$part" > /dev/null
   done
 done
-node -e '
+"${NODE[@]}" -e '
   const fs = require("fs");
   const [file, ck, top, middle, bottom, out] = process.argv.slice(1);
   const s = JSON.parse(fs.readFileSync(file, "utf8"));

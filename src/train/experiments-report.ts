@@ -14,7 +14,7 @@ import { GEN_THRESHOLDS } from '../tasks/common.js';
 import { writeDirAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import {
-  MEASURE_NAME, ablation, accuracyByLength, bestGroups, longestMqarKey, measuresOf, mimeticSubset, groupOptions, pointAt, positionSizes,
+  MEASURE_NAME, ablation, accuracyByLength, bestGroups, evalTaskOf, longestMqarKey, measuresOf, mimeticSubset, groupOptions, pointAt, positionSizes,
   stateSizeSeries, trainedSize,
 } from './figures.js';
 import type { GroupSummary, Stat, SweepSummary } from './sweep-report.js';
@@ -38,6 +38,23 @@ export interface SweepSection {
   figures: FigureData[];
   /** Copy: generalisation lengths of every group (all lrs). */
   gen: { group: string; label: string; lr: number | null; n: number; string: Stat; char: Stat }[];
+  /** LM: the series reports (report RUN --steps all) found in the sweep folder, their heatmaps copied in. */
+  series?: { name: string; index: string; heatmaps: number }[];
+}
+
+/** The maskOnes, cbIdentity, lookbehind and mimetic heatmaps shown per series report (the rest are linked). */
+const SERIES_HEATMAPS = ['mimetic', 'maskOnes', 'cbIdentity', 'lookbehind'];
+
+/**
+ * Series reports (`mimetic report RUN --steps all --out SWEEP/series-*`, as scripts/gpu-lm.sh writes
+ * them) inside a sweep folder: their index.html and the headline heatmaps that exist.
+ */
+export function seriesReports(dir: string): { name: string; index: string; heatmaps: string[] }[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir).filter((n) => n.startsWith('series') && fs.existsSync(path.join(dir, n, 'index.html'))).sort().map((n) => ({
+    name: n, index: path.resolve(dir, n, 'index.html'),
+    heatmaps: SERIES_HEATMAPS.map((k) => path.join(dir, n, 'img', `${k}-heatmap.png`)).filter((f) => fs.existsSync(f)),
+  }));
 }
 
 export interface ExperimentsData { version: 1; created: string; sweeps: SweepSection[]; notes: string[] }
@@ -109,11 +126,42 @@ export async function writeExperimentsReport(dirs: string[], out: string, title 
       parts.push(`<p>${e(dir)}: ${s.runs.length} runs (${seeds} seed${seeds === 1 ? '' : 's'}, ${e(steps)} steps): ${c.finished + c['target-reached']} complete, ${c.partial} partial, ${c.pending} not started, ${c.failed} failed.${s.complete ? '' : ' <b>Not complete: the numbers cover the completed runs only.</b>'}</p>`);
 
       // 1. Accuracy against evaluation length, one panel per measure.
-      const xLabel = s.task === 'copy' ? 'string length' : 'sequence length';
-      await pair(measuresOf(s.task).map((m) => ({
+      const et = evalTaskOf(s); // a language model's --eval-tasks evaluations: figures of their task
+      const xLabel = et === 'copy' ? 'string length' : 'sequence length';
+      await pair(measuresOf(et).map((m) => ({
         file: `accuracy-${m}.png`, title: `${MEASURE_NAME[m]} vs evaluation length`, xLabel, yLabel: MEASURE_NAME[m], yRange: [0, 1] as [number, number],
-        series: gs.flatMap((g) => { const a = accuracyByLength(g, s.task, m); return a ? [{ name: seriesName(g), ...a }] : []; }),
+        series: gs.flatMap((g) => { const a = accuracyByLength(g, et, m); return a ? [{ name: seriesName(g), ...a }] : []; }),
       })), `Final accuracy against evaluation length, mean ± std over seeds, each init at its best lr.${note}`);
+
+      // 1b. Language modelling: held-out bits per byte against step, and the audit across training.
+      if (s.task === 'lm') {
+        await pair([{
+          file: 'heldout-bpb.png', title: 'held-out bits per byte vs step', xLabel: 'step', yLabel: 'bits per byte', markers: true,
+          series: gs.flatMap((g) => (g.heldout ? [{ name: seriesName(g), x: g.heldout.steps, y: g.heldout.bpb.map((b) => b.mean), err: g.heldout.bpb.map((b) => b.std) }] : [])),
+        }], `Held-out bits per byte at each evaluation, mean ± std over seeds, each init at its best lr.${note}`);
+        const rows = s.groups.filter((g) => g.heldout).map((g) => {
+          const h = g.heldout!;
+          const j = h.steps.length - 1;
+          return `<tr><td>${e(g.label)}</td><td class="n">${e(fmtLr(g.lr))}</td><td class="n">${h.bpb[j]!.n}/${g.runs.length}</td><td class="n">${h.steps[0]}</td><td class="n">${fmtStat(h.bpb[0])}</td><td class="n">${h.steps[j]}</td><td class="n">${fmtStat(h.bpb[j])}</td></tr>`;
+        }).join('\n');
+        if (rows) parts.push(`<h3>Held-out bits per byte</h3><table><tr><th>init</th><th class="n">lr</th><th class="n">runs</th><th class="n">first eval step</th><th class="n">bpb</th><th class="n">last eval step</th><th class="n">bpb</th></tr>\n${rows}</table>`);
+        const series = seriesReports(dir);
+        if (series.length) {
+          sec.series = [];
+          const items: string[] = [];
+          for (const [j, r] of series.entries()) {
+            const imgs: string[] = [];
+            for (const png of r.heatmaps) {
+              const file = `${pre}series${j + 1}-${path.basename(png)}`;
+              fs.copyFileSync(png, path.join(tmp, file));
+              imgs.push(`<img src="${e(file)}" alt="${e(`${r.name}: ${path.basename(png, '.png')}`)}">`);
+            }
+            sec.series.push({ name: r.name, index: path.relative(path.resolve(out), r.index), heatmaps: imgs.length });
+            items.push(`<h4>${e(r.name)}: <a href="${e(path.relative(path.resolve(out), r.index))}">the audit across training</a></h4>${imgs.length ? `<figure><div class="row">${imgs.join('')}</div><figcaption>Depth × training-step heatmaps of the layer scores (mimetic report RUN --steps all).</figcaption></figure>` : ''}`);
+          }
+          parts.push(`<h3>The audit across training</h3>${items.join('\n')}`);
+        }
+      }
 
       // 2. Generalisation lengths (copy).
       if (s.task === 'copy') {
@@ -166,7 +214,7 @@ export async function writeExperimentsReport(dirs: string[], out: string, title 
 
       // 5. Per-position accuracy.
       const posFigs: Parameters<typeof pair>[0] = [];
-      if (s.task === 'copy') {
+      if (et === 'copy') {
         for (const n of positionSizes(s)) {
           for (const [m, field, what] of [['char', 'perPosition', 'character accuracy at each position'], ['string', 'prefix', 'strings right through each position']] as const) {
             const series = gs.flatMap((g) => { const p = pointAt(g, n)?.[field]; return p ? [{ name: seriesName(g), x: p.mean.map((_, j) => j + 1), y: p.mean, err: p.std }] : []; });

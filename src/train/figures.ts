@@ -33,6 +33,16 @@ export function accuracyByLength(g: GroupSummary, task: string, measure: Measure
   return { x: xs, y: xs.map((x) => avg(pts.get(x)!.m)), err: xs.map((x) => avg(pts.get(x)!.s)) };
 }
 
+/**
+ * The task whose figures a sweep's evaluations take: its own, or for a language model the task
+ * of its --eval-tasks evaluations (keys `copy:…`, `mqar:…`); a mix is shown as MQAR's plain accuracy.
+ */
+export function evalTaskOf(s: Pick<SweepSummary, 'task' | 'groups'>): string {
+  if (s.task !== 'lm') return s.task;
+  const keys = s.groups.flatMap((g) => Object.keys(g.final));
+  return keys.length && keys.every((k) => k.startsWith('copy:')) ? 'copy' : 'mqar';
+}
+
 /** The measures a task's figures show. */
 export function measuresOf(task: string): Measure[] {
   return task === 'copy' ? ['string', 'char'] : ['query'];

@@ -15,7 +15,7 @@ import { escapeHtml as e } from '../render/escape.js';
 import { renderBandChart, type BandSeries } from '../render/plot.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { type GenLengths, GEN_THRESHOLDS, generalisationLengths } from '../tasks/common.js';
-import { MEASURE_NAME, accuracyByLength, measuresOf } from './figures.js';
+import { MEASURE_NAME, accuracyByLength, evalTaskOf, measuresOf } from './figures.js';
 import { type MetricsLine, readMetrics } from './metrics.js';
 import { type RunSpec, type RunStatus, type SweepConfig, expandRuns, isDone, runState } from './sweep.js';
 import { DEFAULT_LR, METRICS_FILE } from './trainer.js';
@@ -40,6 +40,8 @@ export interface RunSummary {
   best: Record<string, number>;
   /** Copy: generalisation lengths of the final evaluation; null for other tasks or without one. */
   gen: GenLengths | null;
+  /** LM: held-out bits per byte at each evaluation step (up to the checkpointed step). */
+  heldout?: { step: number; bpb: number }[];
   error?: string;
 }
 
@@ -73,6 +75,21 @@ export interface GroupSummary {
   gen: { string: Stat; char: Stat } | null;
   /** Mean over settings of the final mean accuracy (the best-lr criterion); null without runs. */
   meanAccuracy: number | null;
+  /** LM: held-out bits per byte over seeds at each evaluation step that every completed run has. */
+  heldout?: HeldoutSeries;
+}
+
+/** Held-out bits per byte against step, mean ± sample std over a group's runs (rounded to 1e-4). */
+export interface HeldoutSeries { steps: number[]; bpb: Stat[] }
+
+/** The steps every run evaluated, with the mean ± std of their bits per byte there; null without runs or common steps. */
+export function heldoutSeries(runs: { step: number; bpb: number }[][]): HeldoutSeries | null {
+  if (!runs.length || runs.some((r) => !r.length)) return null;
+  const at = runs.map((r) => new Map(r.map((x) => [x.step, x.bpb])));
+  const steps = [...at[0]!.keys()].filter((st) => at.every((m) => m.has(st))).sort((a, b) => a - b);
+  if (!steps.length) return null;
+  const bpb = steps.map((st) => { const m = meanStd(at.map((x) => x.get(st)!)); return { mean: round4(m.mean), std: round4(m.std), n: m.n }; });
+  return { steps, bpb };
 }
 
 export interface SweepSummary {
@@ -124,6 +141,8 @@ function summarizeRun(sweepDir: string, r: RunSpec, task: string): { run: RunSum
     id: r.id, options: r.options, label: r.label, lr: r.lr, seed: r.seed, status: st.status, step: st.step, steps: st.steps,
     trainSeconds: st.trainSeconds, finalStep: last?.step ?? null, final, best, gen,
   };
+  const held = ms.filter((m) => m.heldout && Number.isFinite(m.heldout.bpb)).map((m) => ({ step: m.step, bpb: m.heldout!.bpb }));
+  if (held.length) run.heldout = held;
   if (st.error) run.error = st.error;
   return { run, curves };
 }
@@ -166,7 +185,11 @@ export function summarizeSweep(cfg: SweepConfig, sweepDir: string): SweepSummary
     }
     const meanAccuracy = keys.length ? keys.reduce((a, k) => a + final[k]!.mean, 0) / keys.length : null;
     const gen = task === 'copy' && done.length ? { string: meanStd(done.map((r) => r.gen!.string)), char: meanStd(done.map((r) => r.gen!.char)) } : null;
-    groups.push({ group: g, label: members[0]!.label, lr: members[0]!.lr, runs: members.map((m) => m.id), n: done.length, final, best, gen, meanAccuracy });
+    const group: GroupSummary = { group: g, label: members[0]!.label, lr: members[0]!.lr, runs: members.map((m) => m.id), n: done.length, final, best, gen, meanAccuracy };
+    const doneAll = runs.filter((r) => members.some((m) => m.id === r.id) && isDone(r.status));
+    const held = doneAll.length && doneAll.every((r) => r.heldout) ? heldoutSeries(doneAll.map((r) => r.heldout!)) : null;
+    if (held) group.heldout = held;
+    groups.push(group);
   }
   const bestLr: SweepSummary['bestLr'] = {};
   for (const g of groups) {
@@ -181,6 +204,7 @@ export function summarizeSweep(cfg: SweepConfig, sweepDir: string): SweepSummary
       'groups: runs differing only in seed; only finished (or target-reached) runs are aggregated; std is the sample standard deviation (n-1), 0 for a single run',
       'bestLr: per init, the lr whose group has the highest mean final accuracy averaged over all evaluation settings',
       ...(task === 'copy' ? [`gen (copy): the longest evaluated string length with whole-string accuracy >= ${GEN_THRESHOLDS.string} (string) and with character accuracy >= ${GEN_THRESHOLDS.char} (char) at the final evaluation; 0 when no length reaches it`] : []),
+      ...(task === 'lm' ? ['heldout (lm): held-out bits per byte at each evaluation step; per group, mean and std over the completed runs at the steps all of them evaluated, rounded to 1e-4'] : []),
       'perPosition: accuracy at each scored position of the final evaluation (copy: character i of the copied string; mqar: the i-th query); prefix (copy): fraction of strings right through character i; mean and std over seeds, rounded to 1e-4',
     ],
   };
@@ -242,10 +266,11 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
   const imgs: string[] = [];
   const figure = (file: string, alt: string, caption: string) => `<figure class="chart"><img src="${e(file)}" alt="${e(alt)}"><figcaption>${e(caption)}</figcaption></figure>`;
 
-  for (const m of measuresOf(s.task)) {
+  const et = evalTaskOf(s); // a language model's --eval-tasks evaluations: figures of their task
+  for (const m of measuresOf(et)) {
     const accSeries: BandSeries[] = [];
     for (const g of bestGroups) {
-      const a = g.n ? accuracyByLength(g, s.task, m) : null;
+      const a = g.n ? accuracyByLength(g, et, m) : null;
       if (a) accSeries.push({ name: `${g.label} (lr ${fmtLr(g.lr)})`, ...a });
     }
     if (!accSeries.length) continue;
@@ -253,7 +278,7 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
     const file = m === 'char' ? 'char-accuracy-vs-length.png' : 'accuracy-vs-length.png';
     writeFileAtomic(path.join(rep, file), await renderBandChart({
       series: accSeries, title: `Final ${MEASURE_NAME[m]} vs evaluation length (mean ± std over seeds, ${atLr})`,
-      xLabel: s.task === 'copy' ? 'string length' : 'sequence length (mean over kv-pair settings)', yLabel: MEASURE_NAME[m], yRange: [0, 1],
+      xLabel: et === 'copy' ? 'string length' : 'sequence length (mean over kv-pair settings)', yLabel: MEASURE_NAME[m], yRange: [0, 1],
     }));
     imgs.push(figure(file, `${MEASURE_NAME[m]} against evaluation length`, `One line per init${lrVaries ? ' at its best lr' : ''}; the band is ± one sample standard deviation over seeds.`));
   }
@@ -266,6 +291,11 @@ export async function writeSweepReport(cfg: SweepConfig, sweepDir: string): Prom
   if (lossSeries.length) {
     writeFileAtomic(path.join(rep, 'loss.png'), await renderBandChart({ series: lossSeries, title: `Training loss (mean over seeds, ${atLr})`, xLabel: 'step', yLabel: 'loss', markers: false }));
     imgs.push(figure('loss.png', 'training loss curves', `Mean over seeds of the training loss, moving average over ${win} step${win > 1 ? 's' : ''}.`));
+  }
+  const heldSeries: BandSeries[] = bestGroups.filter((g) => g.heldout).map((g) => ({ name: `${g.label} (lr ${fmtLr(g.lr)})`, x: g.heldout!.steps, y: g.heldout!.bpb.map((b) => b.mean), err: g.heldout!.bpb.map((b) => b.std) }));
+  if (heldSeries.length) {
+    writeFileAtomic(path.join(rep, 'heldout-bpb.png'), await renderBandChart({ series: heldSeries, title: `Held-out bits per byte (mean ± std over seeds, ${atLr})`, xLabel: 'step', yLabel: 'bits per byte' }));
+    imgs.push(figure('heldout-bpb.png', 'held-out bits per byte against step', 'One line per init; the band is ± one sample standard deviation over seeds (summary.json groups[].heldout).'));
   }
   // Per init: loss curves at every lr.
   const perInit: string[] = [];
