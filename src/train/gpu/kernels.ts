@@ -100,65 +100,114 @@ export function normBwd(gated: boolean): Kernel {
   };
 }
 
+/** A register-tiled matmul's shape: BM×BN output tile per workgroup of 256 threads, TM×TN per thread, K in steps of BK. */
+export interface MatmulTile { BM: number; BN: number; TM: number; TN: number; BK: number }
+
+/** The tiles mm() chooses from, largest first (step.ts picks the largest that still fills the GPU). */
+export const MATMUL_TILES: Record<string, MatmulTile> = {
+  '128x128': { BM: 128, BN: 128, TM: 8, TN: 8, BK: 8 },
+  '128x64': { BM: 128, BN: 64, TM: 8, TN: 4, BK: 8 },
+  '64x64': { BM: 64, BN: 64, TM: 4, TN: 4, BK: 16 },
+};
+
 /**
  * C (=, +=) A·B (+ X[add]) with A(i,k) = A[aOff + i·aRs + k·aCs], B(k,j) = B[bOff + k·bRs + j·bCs],
- * C(i,j) = C[cOff + z·zStride + i·cRs + j]. 64×64 tiles, 4×4 per thread, K in chunks of kChunk per
- * grid z (split-K: each z writes its own slice, summed by sumSlices). aFast/bFast: which index is
- * contiguous in memory, so tile loads are coalesced. flags: 1 accumulate, 2 add X[addOff + i·cRs + j].
+ * C(i,j) = C[cOff + z·zStride + i·cRs + j]. Register tiles of TM×TN per thread (in 4×4 blocks spread
+ * over the tile so that neighbouring threads read neighbouring vec4s of workgroup memory), the A and B
+ * tiles double-buffered in workgroup memory (the next K step is loaded into registers while the current
+ * one is multiplied: one barrier per step). K in chunks of kChunk per grid z (split-K: each z writes its
+ * own slice, summed by sumSlices). aRowFast / bColFast: which index is contiguous in memory, so that
+ * tile loads are coalesced. flags: 1 accumulate, 2 add X[addOff + i·cRs + j].
  */
-export function matmul(a: BufName, b: BufName, c: BufName, aRowFast: boolean, bColFast: boolean): Kernel {
+export function matmul(a: BufName, b: BufName, c: BufName, aRowFast: boolean, bColFast: boolean, tile: MatmulTile = MATMUL_TILES['64x64']!): Kernel {
+  const { BM, BN, TM, TN, BK } = tile;
+  const RG = TM / 4, CG = TN / 4, nTx = BN / TN;
+  if ((BM / TM) * nTx !== 256 || TM % 4 || TN % 4 || (BM * BK) % 256 || (BN * BK) % 256) throw new Error(`matmul: tile ${BM}x${BN}/${TM}x${TN}/${BK} does not fit 256 threads`);
+  const LA = (BM * BK) / 256, LB = (BN * BK) / 256;
+  const SA = (BK * BM) / 4, SB = (BK * BN) / 4; // vec4s per buffer
   const bufs = [...new Set<BufName>([a, b, c, 'X'])];
+  const loads = (k0: string) => {
+    const out: string[] = [];
+    for (let q = 0; q < LA; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${aRowFast ? `let r = idx % ${BM}u; let kk = idx / ${BM}u;` : `let kk = idx % ${BK}u; let r = idx / ${BK}u;`}
+        let gi = m0 + r; let gk = ${k0} + kk; ra[${q}] = 0.0;
+        if (gi < u.M && gk < kEnd) { ra[${q}] = ${a}[u.aOff + gi * u.aRs + gk * u.aCs]; } }`);
+    }
+    for (let q = 0; q < LB; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${bColFast ? `let cc = idx % ${BN}u; let kk = idx / ${BN}u;` : `let kk = idx % ${BK}u; let cc = idx / ${BK}u;`}
+        let gj = n0 + cc; let gk = ${k0} + kk; rb[${q}] = 0.0;
+        if (gj < u.N && gk < kEnd) { rb[${q}] = ${b}[u.bOff + gk * u.bRs + gj * u.bCs]; } }`);
+    }
+    return out.join('\n');
+  };
+  const stores = (p: string) => {
+    const out: string[] = [];
+    for (let q = 0; q < LA; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${aRowFast ? `let r = idx % ${BM}u; let kk = idx / ${BM}u;` : `let kk = idx % ${BK}u; let r = idx / ${BK}u;`}
+        let e = kk * ${BM}u + r; As[${p} * ${SA}u + e / 4u][e % 4u] = ra[${q}]; }`);
+    }
+    for (let q = 0; q < LB; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${bColFast ? `let cc = idx % ${BN}u; let kk = idx / ${BN}u;` : `let kk = idx % ${BK}u; let cc = idx / ${BK}u;`}
+        let e = kk * ${BN}u + cc; Bs[${p} * ${SB}u + e / 4u][e % 4u] = rb[${q}]; }`);
+    }
+    return out.join('\n');
+  };
+  const fma: string[] = [];
+  for (let g = 0; g < RG; g++) for (let i = 0; i < 4; i++) for (let h = 0; h < CG; h++) {
+    fma.push(`acc[${(g * 4 + i) * CG + h}] = acc[${(g * 4 + i) * CG + h}] + av${g}[${i}] * bv${h};`);
+  }
+  const aReads = Array.from({ length: RG }, (_, g) => `let av${g} = As[ab + ${(g * BM) / (4 * RG)}u];`).join(' ');
+  const bReads = Array.from({ length: CG }, (_, h) => `let bv${h} = Bs[bb + ${(h * BN) / (4 * CG)}u];`).join(' ');
   return {
-    key: `mm_${a}${b}${c}${+aRowFast}${+bColFast}`, bufs,
+    key: `mm_${a}${b}${c}${+aRowFast}${+bColFast}_${BM}x${BN}_${TM}x${TN}_${BK}`, bufs,
     fields: ['M', 'N', 'K', 'aOff', 'aRs', 'aCs', 'bOff', 'bRs', 'bCs', 'cOff', 'cRs', 'kChunk', 'addOff', 'flags', 'zStride'],
     body: `
-    var<workgroup> As : array<f32, 1024>;
-    var<workgroup> Bs : array<f32, 1024>;
+    var<workgroup> As : array<vec4<f32>, ${2 * SA}>;
+    var<workgroup> Bs : array<vec4<f32>, ${2 * SB}>;
     @compute @workgroup_size(256)
     fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(local_invocation_index) li : u32) {
-      let tx = li % 16u; let ty = li / 16u;
-      let m0 = w.y * 64u; let n0 = w.x * 64u;
+      let tx = li % ${nTx}u; let ty = li / ${nTx}u;
+      let m0 = w.y * ${BM}u; let n0 = w.x * ${BN}u;
       let kBeg = w.z * u.kChunk; let kEnd = min(u.K, kBeg + u.kChunk);
-      var acc : array<f32, 16>;
-      for (var q = 0u; q < 16u; q = q + 1u) { acc[q] = 0.0; }
-      for (var k0 = kBeg; k0 < kEnd; k0 = k0 + 16u) {
-        for (var q = 0u; q < 4u; q = q + 1u) {
-          let idx = li + q * 256u;
-          ${aRowFast ? 'let r = idx % 64u; let kk = idx / 64u;' : 'let kk = idx % 16u; let r = idx / 16u;'}
-          let gi = m0 + r; let gk = k0 + kk;
-          var av = 0.0;
-          if (gi < u.M && gk < kEnd) { av = ${a}[u.aOff + gi * u.aRs + gk * u.aCs]; }
-          As[kk * 64u + r] = av;
-          ${bColFast ? 'let cc = idx % 64u; let kb = idx / 64u;' : 'let kb = idx % 16u; let cc = idx / 16u;'}
-          let gj = n0 + cc; let gk2 = k0 + kb;
-          var bv = 0.0;
-          if (gj < u.N && gk2 < kEnd) { bv = ${b}[u.bOff + gk2 * u.bRs + gj * u.bCs]; }
-          Bs[kb * 64u + cc] = bv;
+      var acc : array<vec4<f32>, ${RG * 4 * CG}>;
+      for (var q = 0u; q < ${RG * 4 * CG}u; q = q + 1u) { acc[q] = vec4<f32>(0.0); }
+      var ra : array<f32, ${LA}>;
+      var rb : array<f32, ${LB}>;
+      ${loads('kBeg')}
+      ${stores('0u')}
+      workgroupBarrier();
+      var p = 0u;
+      for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${BK}u) {
+        let more = k0 + ${BK}u < kEnd;
+        if (more) {
+          ${loads(`(k0 + ${BK}u)`)}
+        }
+        for (var kk = 0u; kk < ${BK}u; kk = kk + 1u) {
+          let ab = p * ${SA}u + kk * ${BM / 4}u + ty; let bb = p * ${SB}u + kk * ${BN / 4}u + tx;
+          ${aReads} ${bReads}
+          ${fma.join(' ')}
+        }
+        if (more) {
+          ${stores('(1u - p)')}
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-          let ab = kk * 64u + ty * 4u; let bb = kk * 64u + tx * 4u;
-          let av = vec4<f32>(As[ab], As[ab + 1u], As[ab + 2u], As[ab + 3u]);
-          let bv = vec4<f32>(Bs[bb], Bs[bb + 1u], Bs[bb + 2u], Bs[bb + 3u]);
-          for (var r = 0u; r < 4u; r = r + 1u) {
-            acc[r * 4u] = acc[r * 4u] + av[r] * bv.x;
-            acc[r * 4u + 1u] = acc[r * 4u + 1u] + av[r] * bv.y;
-            acc[r * 4u + 2u] = acc[r * 4u + 2u] + av[r] * bv.z;
-            acc[r * 4u + 3u] = acc[r * 4u + 3u] + av[r] * bv.w;
-          }
-        }
-        workgroupBarrier();
+        p = 1u - p;
       }
-      for (var r = 0u; r < 4u; r = r + 1u) {
-        let gi = m0 + ty * 4u + r;
-        if (gi >= u.M) { continue; }
-        for (var cq = 0u; cq < 4u; cq = cq + 1u) {
-          let gj = n0 + tx * 4u + cq;
-          if (gj >= u.N) { continue; }
-          var v = acc[r * 4u + cq];
-          if ((u.flags & 2u) != 0u) { v = v + X[u.addOff + gi * u.cRs + gj]; }
-          let o = u.cOff + w.z * u.zStride + gi * u.cRs + gj;
-          if ((u.flags & 1u) != 0u) { ${c}[o] = ${c}[o] + v; } else { ${c}[o] = v; }
+      for (var g = 0u; g < ${RG}u; g = g + 1u) {
+        for (var r = 0u; r < 4u; r = r + 1u) {
+          let gi = m0 + g * ${BM / RG}u + ty * 4u + r;
+          if (gi >= u.M) { continue; }
+          for (var h = 0u; h < ${CG}u; h = h + 1u) {
+            let v4 = acc[(g * 4u + r) * ${CG}u + h];
+            for (var cq = 0u; cq < 4u; cq = cq + 1u) {
+              let gj = n0 + h * ${BN / CG}u + tx * 4u + cq;
+              if (gj >= u.N) { continue; }
+              var v = v4[cq];
+              if ((u.flags & 2u) != 0u) { v = v + X[u.addOff + gi * u.cRs + gj]; }
+              let o = u.cOff + w.z * u.zStride + gi * u.cRs + gj;
+              if ((u.flags & 1u) != 0u) { ${c}[o] = ${c}[o] + v; } else { ${c}[o] = v; }
+            }
+          }
         }
       }
     }`,
