@@ -22,7 +22,7 @@
  * device time of each kernel over one step (timestamp queries where the adapter has them, else each
  * dispatch timed alone), summed by kernel and by family. Every row names the adapter's features.
  *
- *   node dist/bench/train-step-gpu.js --backend webgpu --experiment [--peak 67] [--steps 10] [--quick]
+ *   node dist/bench/train-step-gpu.js --backend webgpu --experiment [--batches 32,256] [--peak 67] [--steps 10] [--quick]
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
@@ -85,7 +85,7 @@ if (process.argv.includes('--experiment')) {
   const peak = Number(arg('peak', '67'));
   const shapes: { arch: 'mamba1' | 'mamba2'; state: number }[] = [{ arch: 'mamba1', state: 16 }, ...[16, 64, 128, 256, 512].map((state) => ({ arch: 'mamba2' as const, state }))];
   const L = quick ? 12 : 220;
-  for (const b of quick ? [2, 4] : [32, 256]) {
+  for (const b of quick ? [2, 4] : arg('batches', '32,256').split(',').map(Number)) {
     for (const sh of shapes) {
       const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
       const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
