@@ -231,14 +231,8 @@ test('trainer on webgpu: the compiled step (MQAR, mixed lengths) follows the tf.
       kind: 'fresh', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 16, stateSize: 4, headDim: 8, vocabSize: 16 },
       init: { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0, seed: 1 },
     }, { steps: 12, batch: 3, lr: 5e-3, warmup: 2, aScale: 8, evalEvery: 6, evalExamples: 4, checkpointEvery: 3, seed: 2 });
-    const run = async (name: string, compiled: boolean, halt?: number, resume = false) => {
-      process.env.MIMETIC_COMPILED_STEP = compiled ? '1' : '0';
-      try {
-        return await train(cfg, { out: path.join(dir, name), progress: null, noReport: true, haltAfterStep: halt, resume });
-      } finally {
-        delete process.env.MIMETIC_COMPILED_STEP;
-      }
-    };
+    const run = async (name: string, compiled: boolean, halt?: number, resume = false) =>
+      train({ ...cfg, gpuStep: { compiledStep: compiled ? 1 : 0 } }, { out: path.join(dir, name), progress: null, noReport: true, haltAfterStep: halt, resume });
     await run('ref', false);
     await run('fast', true);
     await run('resumed', true, 7);
