@@ -429,113 +429,6 @@ function aOf(N: number, scalarA: boolean): string {
 }
 
 /**
- * Backward of scanFwd. A workgroup is W consecutive lanes of one batch row and one B/C group, NS
- * threads per lane (N/NS states each). Each thread reruns its states forward, storing them in S
- * ([t, n, q], q innermost), then runs the recurrence in reverse: dx (+ D·dy) into duOff, the per-lane
- * dΔ into ddOff, per-lane sums for A and D after the loop, and for each t the workgroup's sums over its
- * lanes of dB and dC into the partials pbOff / pcOff ([t, block, n]; bcReduce adds the blocks of a
- * group). With gate (Mamba-1), dy is dyg · silu(z), and dz = dyg · y · silu'(z) goes to dzOff.
- */
-export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number, NS = 1): Kernel {
-  const NPT = N / NS;
-  const WG = W * NS;
-  const red = NS > 1;
-  return {
-    key: `scanBwd${N}${scalarA}${gate}${W}_${NS}`, bufs: ['P', 'X', 'S'],
-    fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff', 'sOff'],
-    body: `${WGSL_ACTIVATIONS}
-    var<workgroup> sh : array<f32, ${W * N}>;
-    ${red ? `var<workgroup> part : array<f32, ${2 * WG}>;` : ''}
-    ${aOf(N, scalarA)}
-    fn blockSum(t : u32, blk : u32, li : u32, dst : u32) {
-      workgroupBarrier();
-      for (var n = li; n < ${N}u; n = n + ${WG}u) {
-        var s = 0.0;
-        for (var l = 0u; l < ${W}u; l = l + 1u) { s = s + sh[l * ${N}u + n]; }
-        X[dst + (t * u.nBlk + blk) * ${N}u + n] = s;
-      }
-      workgroupBarrier();
-    }
-    ${ENTRY(WG)} {
-      let wg = w.x + w.y * nw.x;
-      let b = wg / u.nBlk; let blk = wg - b * u.nBlk;
-      let ll = li / ${NS}u; let j = li % ${NS}u; let n0 = j * ${NPT}u;
-      let q = blk * ${W}u + ll;
-      let h = q / u.P; let g = h / u.HG;
-      let Q = u.Q;
-      var A : array<f32, ${NPT}>;
-      var s : array<f32, ${NPT}>;
-      var gh : array<f32, ${NPT}>;
-      var gA : array<f32, ${scalarA ? 1 : NPT}>;
-      for (var k = 0u; k < ${NPT}u; k = k + 1u) { A[k] = aOf(h, n0 + k); s[k] = 0.0; gh[k] = 0.0; }
-      for (var k = 0u; k < ${scalarA ? 1 : NPT}u; k = k + 1u) { gA[k] = 0.0; }
-      for (var tl = 0u; tl < u.L; tl = tl + 1u) {
-        let t = b * u.L + tl;
-        let x = X[u.xOff + t * u.xRs + q];
-        let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
-        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
-          s[k] = exp(dl * A[k]) * s[k] + dl * x * X[bc + k];
-          S[u.sOff + (t * ${N}u + n0 + k) * Q + q] = s[k];
-        }
-      }
-      let Dd = P[u.Doff + h];
-      var gD = 0.0;
-      for (var r = 0u; r < u.L; r = r + 1u) {
-        let tl = u.L - 1u - r;
-        let t = b * u.L + tl;
-        let x = X[u.xOff + t * u.xRs + q];
-        let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
-        ${gate ? `let z = X[u.zOff + t * u.zRs + q];
-        let dyg = X[u.dyOff + t * Q + q];
-        let dy = dyg * silu(z);
-        if (j == 0u) { X[u.dzOff + t * u.dzRs + q] = dyg * X[u.yOff + t * Q + q] * dsilu(z); }` : 'let dy = X[u.dyOff + t * Q + q];'}
-        gD = gD + dy * x;
-        var gu = 0.0;
-        if (j == 0u) { gu = dy * Dd; }
-        var gdt = 0.0;
-        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
-          let n = n0 + k;
-          var hp = 0.0;
-          if (tl > 0u) { hp = S[u.sOff + ((t - 1u) * ${N}u + n) * Q + q]; }
-          let gn = gh[k] + dy * X[bc + u.cCol + k];
-          let decay = exp(dl * A[k]);
-          let gdA = gn * hp * decay;
-          gA[${scalarA ? '0u' : 'k'}] = gA[${scalarA ? '0u' : 'k'}] + gdA * dl;
-          let Bn = X[bc + k];
-          gdt = gdt + gdA * A[k] + gn * Bn * x;
-          gu = gu + gn * dl * Bn;
-          gh[k] = gn * decay;
-          sh[ll * ${N}u + n] = gn * dl * x;
-        }
-        ${red ? `part[2u * li] = gdt;
-        part[2u * li + 1u] = gu;
-        workgroupBarrier();
-        if (j == 0u) {
-          for (var o = 1u; o < ${NS}u; o = o + 1u) { gdt = gdt + part[2u * (li + o)]; gu = gu + part[2u * (li + o) + 1u]; }
-        }` : ''}
-        if (j == 0u) {
-          X[u.duOff + t * u.duRs + q] = gu;
-          X[u.ddOff + t * Q + q] = gdt;
-        }
-        blockSum(t, blk, li, u.pbOff);
-        for (var k = 0u; k < ${NPT}u; k = k + 1u) { sh[ll * ${N}u + n0 + k] = dy * S[u.sOff + (t * ${N}u + n0 + k) * Q + q]; }
-        blockSum(t, blk, li, u.pcOff);
-      }
-      ${scalarA ? (red ? `part[li] = gA[0];
-      workgroupBarrier();
-      if (j == 0u) {
-        var a = 0.0;
-        for (var o = 0u; o < ${NS}u; o = o + 1u) { a = a + part[li + o]; }
-        X[u.aPartOff + b * Q + q] = a;
-      }` : 'X[u.aPartOff + b * Q + q] = gA[0];') : `for (var k = 0u; k < ${NPT}u; k = k + 1u) { X[u.aPartOff + (b * Q + q) * ${N}u + n0 + k] = gA[k]; }`}
-      if (j == 0u) { X[u.dPartOff + b * Q + q] = gD; }
-    }`,
-  };
-}
-
-/**
  * Checkpoints for the chunked scan backward (scanBwdChunk): the forward recurrence of scanFwd, same
  * threads, writing only the state at the start of each chunk of C steps into S at ckOff
  * ([b, chunk, n, q], q innermost; chunk 0's is zero). B·⌈L/C⌉·N·Q floats instead of B·L·N·Q.
@@ -604,12 +497,12 @@ export function scanSlice(N: number, W: number, NS: number, storageBytes: number
 }
 
 /**
- * Backward of scanFwd over chunk \`c\` of C steps (one dispatch per chunk, last chunk first). Threads
- * as scanBwd (W lanes of one batch row and one B/C group, NS threads per lane, N/NS states each).
+ * Backward of scanFwd over chunk \`c\` of C steps (one dispatch per chunk, last chunk first). A
+ * workgroup is W consecutive lanes of one batch row and one B/C group, NS threads per lane (N/NS states each).
  * Each thread reloads its states at the chunk's start from the checkpoints (scanCkpt), recomputes
  * the chunk's states into the scratch at scrOff ([b, step in chunk, n, q]), then runs the reverse
  * recurrence over the chunk, carrying the state gradient between chunks in S at ghOff ([b, n, q]).
- * Outputs as scanBwd: dx (+ D·dy) into duOff, per-lane dΔ into ddOff, the A and D sums (= on the
+ * Outputs: dx (+ D·dy) into duOff, per-lane dΔ into ddOff, the A and D sums (= on the
  * first dispatch, += after), and the block partials of dB, dC for the chunk's steps at pbOff / pcOff
  * ([b, step in chunk, block, n]; bcReduceChunk adds a group's blocks). Memory: B·C·N·Q scratch.
  */
@@ -763,24 +656,6 @@ export const bcReduceChunk: Kernel = {
     var s = 0.0;
     for (var j = g * per; j < (g + 1u) * per; j = j + 1u) { s = s + X[src + (row * u.nBlk + j) * u.N + n]; }
     X[u.outOff + (b * u.L + u.t0 + tc) * u.outRs + col + gn] = s;
-  }`,
-};
-
-/** dB / dC per (t, group, state): the sum of the scan's block partials of the group's blocks. */
-export const bcReduce: Kernel = {
-  key: 'bcReduce', bufs: ['X'], fields: ['n', 'G', 'N', 'nBlk', 'pbOff', 'pcOff', 'outOff', 'outRs', 'bCol', 'cCol'],
-  body: `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let GN = u.G * u.N;
-    let which = i / (u.n / 2u);
-    let rest = i - which * (u.n / 2u);
-    let t = rest / GN; let gn = rest - t * GN; let g = gn / u.N; let n = gn - g * u.N;
-    let per = u.nBlk / u.G;
-    var src = u.pbOff; var col = u.bCol;
-    if (which == 1u) { src = u.pcOff; col = u.cCol; }
-    var s = 0.0;
-    for (var j = g * per; j < (g + 1u) * per; j = j + 1u) { s = s + X[src + (t * u.nBlk + j) * u.N + n]; }
-    X[u.outOff + t * u.outRs + col + gn] = s;
   }`,
 };
 
