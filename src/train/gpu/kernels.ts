@@ -3,7 +3,7 @@
  * Mamba-1 / Mamba-2 block, cross-entropy, reductions and AdamW. Offsets and strides are element
  * indices into the engine's buffers (engine.ts); `t` is a row of the flattened [batch·L] tokens.
  */
-import { WGSL_ACTIVATIONS } from '../../model/kernels/webgpu-program.js';
+import { WGSL_ACTIVATIONS, wgslReduce } from '../../model/kernels/webgpu-program.js';
 import type { BufName, Kernel } from './engine.js';
 
 const ENTRY = (wg: number | string) => `@compute @workgroup_size(${wg})
@@ -21,19 +21,8 @@ export const gather: Kernel = {
   }`,
 };
 
-const ROWSUM = `
-var<workgroup> red : array<f32, 256>;
-fn rowSum(v : f32, li : u32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var k = 128u; k > 0u; k = k / 2u) {
-    if (li < k) { red[li] = red[li] + red[li + k]; }
-    workgroupBarrier();
-  }
-  let s = red[0];
-  workgroupBarrier();
-  return s;
-}`;
+/** The 256-thread workgroup reduction (wgSum, wgReduce) of the row kernels. */
+const REDUCE = wgslReduce(256);
 
 /**
  * RMSNorm of one row (or row group) per workgroup: out = x · rstd · w. With `gated` (Mamba-2's
@@ -43,7 +32,7 @@ export function normFwd(gated: boolean): Kernel {
   return {
     key: `normFwd${gated}`, bufs: ['P', 'X'],
     fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'gOff', 'outOff', 'outRs', 'rstdOff', 'wOff', 'eps:f'],
-    body: `${WGSL_ACTIVATIONS}${ROWSUM}
+    body: `${WGSL_ACTIVATIONS}${REDUCE}
     fn xAt(row : u32, j : u32) -> f32 {
       ${gated ? 'return X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'return X[u.xOff + row * u.xRs + j];'}
     }
@@ -53,7 +42,7 @@ export function normFwd(gated: boolean): Kernel {
       let row = rg / u.groups; let g = rg - row * u.groups; let j0 = g * u.n;
       var s = 0.0;
       for (var k = li; k < u.n; k = k + 256u) { let x = xAt(row, j0 + k); s = s + x * x; }
-      let r = inverseSqrt(rowSum(s, li) / f32(u.n) + u.eps);
+      let r = inverseSqrt(wgSum(s, li) / f32(u.n) + u.eps);
       for (var k = li; k < u.n; k = k + 256u) {
         let j = j0 + k;
         let x = xAt(row, j);
@@ -73,7 +62,7 @@ export function normBwd(gated: boolean): Kernel {
   return {
     key: `normBwd${gated}`, bufs: ['P', 'X'],
     fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'dyOff', 'dyRs', 'rstdOff', 'wOff', 'dxOff', 'dxRs', 'dzOff', 'dzRs', 'acc'],
-    body: `${WGSL_ACTIVATIONS}${ROWSUM}
+    body: `${WGSL_ACTIVATIONS}${REDUCE}
     ${ENTRY(256)} {
       let rg = w.x + w.y * nw.x;
       if (rg >= u.rows * u.groups) { return; }
@@ -85,7 +74,7 @@ export function normBwd(gated: boolean): Kernel {
         ${gated ? 'let x = X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'let x = X[u.xOff + row * u.xRs + j];'}
         s = s + X[u.dyOff + row * u.dyRs + j] * P[u.wOff + j] * x * r;
       }
-      let dot = rowSum(s, li) / f32(u.n);
+      let dot = wgSum(s, li) / f32(u.n);
       for (var k = li; k < u.n; k = k + 256u) {
         let j = j0 + k;
         let gw = X[u.dyOff + row * u.dyRs + j] * P[u.wOff + j];
@@ -665,29 +654,17 @@ export const bcReduceChunk: Kernel = {
  */
 export const crossEntropy: Kernel = {
   key: 'crossEntropy', bufs: ['X', 'I'], fields: ['rows', 'V', 'logOff', 'dOff', 'lossOff', 'tgtOff', 'maskOff', 'scaleOff'],
-  body: `
-  var<workgroup> red : array<f32, 256>;
-  fn reduce(v : f32, li : u32, isMax : bool) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k / 2u) {
-      if (li < k) { if (isMax) { red[li] = max(red[li], red[li + k]); } else { red[li] = red[li] + red[li + k]; } }
-      workgroupBarrier();
-    }
-    let s = red[0];
-    workgroupBarrier();
-    return s;
-  }
+  body: `${REDUCE}
   ${ENTRY(256)} {
     let row = w.x + w.y * nw.x;
     if (row >= u.rows) { return; }
     let base = u.logOff + row * u.V;
     var m = -3.4e38;
     for (var v = li; v < u.V; v = v + 256u) { m = max(m, X[base + v]); }
-    m = reduce(m, li, true);
+    m = wgReduce(m, li, true);
     var se = 0.0;
     for (var v = li; v < u.V; v = v + 256u) { se = se + exp(X[base + v] - m); }
-    let lse = m + log(reduce(se, li, false));
+    let lse = m + log(wgSum(se, li));
     let mask = X[u.maskOff + row];
     let tgt = u32(I[u.tgtOff + row]);
     if (li == 0u) { X[u.lossOff + row] = mask * (lse - X[base + tgt]); }
@@ -705,19 +682,14 @@ export const crossEntropy: Kernel = {
 export const sumTo: Kernel = {
   key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff', 'acc'],
   body: `
-  var<workgroup> red : array<f32, 256>;
+  ${REDUCE}
   @compute @workgroup_size(256)
   fn main(@builtin(local_invocation_index) li : u32) {
     var s = 0.0;
     for (var i = li; i < u.n; i = i + 256u) { s = s + X[u.srcOff + i]; }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k / 2u) {
-      if (li < k) { red[li] = red[li] + red[li + k]; }
-      workgroupBarrier();
-    }
+    let total = wgSum(s, li);
     if (li == 0u) {
-      var v = red[0] * X[u.scaleOff];
+      var v = total * X[u.scaleOff];
       if (u.root == 1u) { v = sqrt(v); }
       let o = u.dstOff + u32(I[u.slotOff]);
       if (u.acc == 1u) { v = v + X[o]; }
@@ -756,19 +728,14 @@ export const zeroG: Kernel = {
 export const adamSumsq: Kernel = {
   key: 'adamSumsq', bufs: ['G', 'X'], fields: ['n', 'chunk', 'partOff'],
   body: `
-  var<workgroup> red : array<f32, 256>;
+  ${REDUCE}
   ${ENTRY(256)} {
     let wg = w.x + w.y * nw.x;
     let end = min(u.n, (wg + 1u) * u.chunk);
     var s = 0.0;
     for (var i = wg * u.chunk + li; i < end; i = i + 256u) { let g = G[i]; s = s + g * g; }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k / 2u) {
-      if (li < k) { red[li] = red[li] + red[li + k]; }
-      workgroupBarrier();
-    }
-    if (li == 0u) { X[u.partOff + wg] = red[0]; }
+    let total = wgSum(s, li);
+    if (li == 0u) { X[u.partOff + wg] = total; }
   }`,
 };
 
