@@ -12,7 +12,7 @@ RUN="bash bundle/run.sh"
 log() { echo "[$(date +%T)] $*" >> "$OUT/log.txt"; }
 log start; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT/log.txt" 2>&1
 timeout 90 $RUN --test dist/test/gpu-matmul.test.js dist/test/scan-chunked.test.js > "$OUT/tests.tap" 2>&1; log "tests rc=$?"
-timeout 240 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment rc=$?"
+timeout 220 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment rc=$?"
 timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --matmul-tile 64x64 > "$OUT/experiment-tile64.jsonl" 2>> "$OUT/log.txt"; log "tile64 rc=$?"
-PYTHONUNBUFFERED=1 timeout 100 python3 bench/train-step-torch.py --device cuda --experiment --steps 5 > "$OUT/experiment-torch.jsonl" 2>> "$OUT/log.txt"; log "torch rc=$?"
+PYTHONUNBUFFERED=1 timeout 140 python3 bench/train-step-torch.py --device cuda --experiment --steps 5 > "$OUT/experiment-torch.jsonl" 2>> "$OUT/log.txt"; log "torch rc=$?"
 log done
