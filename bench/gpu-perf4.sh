@@ -11,7 +11,7 @@ START=$(date +%s)
 log start
 timeout 120 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --steps 10 --optimizers compiled --profile > "$OUT/bench.jsonl" 2>> "$OUT/log.txt"; log "profile rc=$?"
 for ns in 1 4; do
-  MIMETIC_SCAN_NS=$ns timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --steps 10 --optimizers compiled --archs mamba2 --state 64 --lengths 220 --profile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"; log "ns=$ns rc=$?"
+  timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --steps 10 --optimizers compiled --archs mamba2 --state 64 --lengths 220 --scan-threads $ns --profile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"; log "ns=$ns rc=$?"
 done
 rm -rf /tmp/ip && timeout 60 $RUN --node dist/bench/init-parity.js /tmp/ip >> "$OUT/log.txt" 2>&1 && timeout 60 python3 bench/init_parity_torch.py /tmp/ip > "$OUT/init-parity.jsonl" 2>> "$OUT/log.txt"; log "parity rc=$?"
 LEFT=$(( (START + ${BUDGET_S:-560} - $(date +%s)) / 60 ))
