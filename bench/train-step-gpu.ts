@@ -17,9 +17,12 @@
  * counted (matmuls 2·M·N·K, forward and both backward products; the scan 4 per state and step forward
  * and 12 backward, recomputation not counted), TFLOP/s, and the fraction of the fp32 peak (--peak in
  * TFLOP/s, default 67, one H200). `--quick` shrinks those shapes (1 layer, d_model 32, L 12, batch 2 and 4, N/8) to run in seconds on lavapipe.
- * `--scan-chunk C` / `--scan-threads NS`: the compiled step's scan options.
+ * `--scan-chunk C` / `--scan-threads NS`: the compiled step's scan options; `--matmul-tile 64x64|128x64|128x128`
+ * forces every matmul's tile (default: chosen per shape). `--profile` adds, per compiled step, the
+ * device time of each kernel over one step (timestamp queries where the adapter has them, else each
+ * dispatch timed alone), summed by kernel and by family. Every row names the adapter's features.
  *
- *   node dist/bench/train-step-gpu.js --backend webgpu --experiment [--peak 67] [--steps 10] [--quick]
+ *   node dist/bench/train-step-gpu.js --backend webgpu --experiment [--batches 32,256] [--peak 67] [--steps 10] [--quick]
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
@@ -44,11 +47,22 @@ const batchArg = Number(arg('batch', '32'));
 const batch = batchArg;
 const steps = Number(arg('steps', '10'));
 const scanOpts = {
+  matmulTile: process.argv.includes('--matmul-tile') ? arg('matmul-tile', '64x64') : undefined,
   scanChunk: process.argv.includes('--scan-chunk') ? Number(arg('scan-chunk', '16')) : undefined,
   scanThreads: process.argv.includes('--scan-threads') ? Number(arg('scan-threads', '1')) : undefined,
 };
 
 const sig = (x: number) => Number(x.toPrecision(4));
+
+/** The adapter's and the device's WebGPU features (subgroups, shader-f16, subgroup matrices, timestamps). */
+async function gpuFeatures(): Promise<{ adapter: string[]; device: string[] } | null> {
+  if (backend !== 'webgpu') return null;
+  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(o?: unknown): Promise<{ features: Iterable<string> } | null> } } }).navigator?.gpu;
+  const ad = gpu ? await gpu.requestAdapter({ powerPreference: 'high-performance' }) : null;
+  const dev = (tf.backend() as unknown as { device: { features: Iterable<string> } }).device;
+  return { adapter: ad ? [...ad.features].sort() : [], device: [...dev.features].sort() };
+}
+const features = await gpuFeatures();
 
 /** FLOPs of one training step as counted above (T = batch·L tokens). */
 function stepFlops(c: ReturnType<typeof freshConfig>, T: number): { matmul: number; scan: number } {
@@ -71,11 +85,11 @@ if (process.argv.includes('--experiment')) {
   const peak = Number(arg('peak', '67'));
   const shapes: { arch: 'mamba1' | 'mamba2'; state: number }[] = [{ arch: 'mamba1', state: 16 }, ...[16, 64, 128, 256, 512].map((state) => ({ arch: 'mamba2' as const, state }))];
   const L = quick ? 12 : 220;
-  for (const b of quick ? [2, 4] : [32, 256]) {
+  for (const b of quick ? [2, 4] : arg('batches', '32,256').split(',').map(Number)) {
     for (const sh of shapes) {
       const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
       const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
+      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? 'auto', arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
       try {
         const r = await timeCompiled(c, w, L, b);
         const f = stepFlops(c, b * L);
@@ -100,7 +114,7 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
   for (const L of arg('lengths', '64,256').split(',').map(Number)) {
     const c = freshConfig({ arch, numLayers: layers, hiddenSize: dModel, stateSize: state, headDim: 64, vocabSize: vocab });
     const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-    const row: Record<string, unknown> = { bench: 'train-step', backend, arch, dModel, layers, state, vocab, batch, context: L, steps };
+    const row: Record<string, unknown> = { bench: 'train-step', backend, features, arch, dModel, layers, state, vocab, batch, context: L, steps };
     const optimizers = (backend === 'webgpu' ? arg('optimizers', 'compiled,fused').split(',') : ['tf-ops']) as ('tf-ops' | 'fused' | 'compiled')[];
     for (const opt of optimizers) {
       if (opt === 'compiled') {
@@ -207,21 +221,31 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
   }
   const { loss } = await step.history(t - n, n);
   const pipelined = (performance.now() - a) / n;
-  // Where the GPU time goes: the same pipelined steps with one family of kernels left out.
-  const parts: Record<string, number> = {};
+  // Where the GPU time goes: every dispatch of one step timed on the device, by kernel and by family.
+  const prof: Record<string, unknown> = {};
   if (process.argv.includes('--profile')) {
-    const families: Record<string, string[]> = { matmul: ['mm_', 'sumSlices'], scan: ['scanFwd', 'scanBwd', 'bcReduce'], columnSums: ['colReduce', 'colFinish'], optimizer: ['adam'], rest: ['gather', 'norm', 'conv', 'delta', 'crossEntropy', 'sumTo', 'embedScatter', 'zeroG'] };
-    for (const [fam, prefixes] of Object.entries(families)) {
-      step.engine.skip = prefixes;
-      const a0 = performance.now();
-      for (let s = 0; s < n; s++) { step.setBatch(makeBatch(), t); step.step(hp, ++t); }
-      await step.history(0, 1);
-      step.engine.skip = [];
-      parts[fam] = Math.round((pipelined - (performance.now() - a0) / n) * 100) / 100;
+    step.setBatch(makeBatch(), t);
+    const p = await step.engine.profile(...Array.from({ length: step.k }, (_, i) => `step${i}`), 'adam');
+    const families: [string, RegExp][] = [['matmul', /^(mm_|sumSlices)/], ['scan', /^(scan|bcReduce)/], ['columnSums', /^col/], ['optimizer', /^(adam|zeroG)/], ['norm', /^norm/], ['conv', /^conv/], ['delta', /^delta/], ['crossEntropy', /^crossEntropy/], ['rest', /./]];
+    const byKernel = new Map<string, { n: number; ms: number }>(), byFamily = new Map<string, number>();
+    let total = 0;
+    for (const o of p.ops) {
+      const k = byKernel.get(o.key) ?? { n: 0, ms: 0 };
+      k.n += 1; k.ms += o.ms; byKernel.set(o.key, k);
+      const fam = families.find(([, re]) => re.test(o.key))![0];
+      byFamily.set(fam, (byFamily.get(fam) ?? 0) + o.ms);
+      total += o.ms;
     }
+    Object.assign(prof, {
+      profile: {
+        method: p.method, dispatches: p.ops.length, deviceMs: sig(total),
+        byFamily: Object.fromEntries([...byFamily].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, sig(v)])),
+        topKernels: [...byKernel].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12).map(([k, v]) => `${k} x${v.n} ${v.ms.toFixed(3)}ms`),
+      },
+    });
   }
   const out = {
-    ...(Object.keys(parts).length ? { msSavedWithout: parts } : {}),
+    ...prof,
     dispatchesPerStep: step.k * step.engine.count('step0') + step.engine.count('adam'),
     microBatches: step.k,
     buildMs: Math.round(buildMs),

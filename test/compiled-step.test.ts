@@ -35,6 +35,8 @@ interface Case {
   /** Scan chunk (steps per checkpoint) and batch shape, when not the defaults (16; 3×12). */
   scanChunk?: number;
   microBatches?: number;
+  /** A matmul tile for every product (step.ts picks by shape otherwise: the smallest on these sizes). */
+  matmulTile?: string;
   B?: number;
   L?: number;
 }
@@ -60,6 +62,9 @@ const CASES: Case[] = [
   // Micro-batches: 3 rows in 2 micro-batches of 2 (one padded row), gradients summed; untied and tied heads.
   { name: 'mamba1 untied head, 2 micro-batches (one padded row)', shape: { arch: 'mamba1', numLayers: 2, hiddenSize: 16, stateSize: 8, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true, microBatches: 2 },
   { name: 'mamba2 2 groups, 3 micro-batches, 2 scan chunks', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: plain, microBatches: 3, scanChunk: 7 },
+  // The larger matmul tiles (register tiles of 8×8 and 8×4) on every product of the step.
+  { name: 'mamba2 default, 128x128 matmul tiles', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain, matmulTile: '128x128' },
+  { name: 'mamba1 untied head, 128x64 matmul tiles, 2 micro-batches', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 24, stateSize: 4, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true, microBatches: 2, matmulTile: '128x64' },
   { name: 'mamba1 state 512, one scan chunk', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 512, vocabSize: 9 }, init: plain, B: 2, L: 5 },
 ];
 
@@ -119,7 +124,7 @@ for (const c of CASES) {
     const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
     const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
     const wantLoss = (await value.data())[0]!;
-    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches });
+    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile });
     try {
       step.push();
       step.setBatch(batch, 5);
@@ -226,14 +231,8 @@ test('trainer on webgpu: the compiled step (MQAR, mixed lengths) follows the tf.
       kind: 'fresh', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 16, stateSize: 4, headDim: 8, vocabSize: 16 },
       init: { init: 'mimetic', parts: ['a', 'dt', 'bc', 'conv'], aScale: 8, bcNoise: 0, seed: 1 },
     }, { steps: 12, batch: 3, lr: 5e-3, warmup: 2, aScale: 8, evalEvery: 6, evalExamples: 4, checkpointEvery: 3, seed: 2 });
-    const run = async (name: string, compiled: boolean, halt?: number, resume = false) => {
-      process.env.MIMETIC_COMPILED_STEP = compiled ? '1' : '0';
-      try {
-        return await train(cfg, { out: path.join(dir, name), progress: null, noReport: true, haltAfterStep: halt, resume });
-      } finally {
-        delete process.env.MIMETIC_COMPILED_STEP;
-      }
-    };
+    const run = async (name: string, compiled: boolean, halt?: number, resume = false) =>
+      train({ ...cfg, gpuStep: { compiledStep: compiled ? 1 : 0 } }, { out: path.join(dir, name), progress: null, noReport: true, haltAfterStep: halt, resume });
     await run('ref', false);
     await run('fast', true);
     await run('resumed', true, 7);

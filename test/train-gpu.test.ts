@@ -131,3 +131,25 @@ test('--scan-chunk and --micro-batches are recorded in run.json and leave the lo
   assert.match(bad.stderr.trim(), /^mimetic: --scan-chunk: 0 must be a positive integer/);
   assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
 });
+
+test('--read-every and --compiled-step are training options: in --help, recorded in run.json, 0 trains through autodiff; out of range is one line', await requiresWebGPU(), () => {
+  const dir = tmp();
+  const help = spawnSync(process.execPath, [CLI, 'train', '--help'], { encoding: 'utf8' });
+  assert.match(help.stdout, /--read-every <n>/);
+  assert.match(help.stdout, /--compiled-step <0\|1>/);
+  const args = ['train', '--task', 'copy', '--arch', 'mamba1', '--n-layers', '1', '--d-model', '16', '--d-state', '4', '--alphabet', '4',
+    '--min-len', '2', '--max-len', '3', '--context', '16', '--batch-size', '4', '--steps', '4', '--eval-every', '4', '--eval-examples', '4', '--backend', 'webgpu'];
+  const out = path.join(dir, 'auto');
+  const r = spawnSync(process.execPath, [CLI, ...args, '--read-every', '3', '--compiled-step', '0', '--out', out], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /training step: tf\.js autodiff \(--compiled-step 0\)/);
+  const rec = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')) as { config: { gpuStep?: unknown } };
+  assert.deepEqual(rec.config.gpuStep, { readEvery: 3, compiledStep: 0 });
+  for (const [flag, v, msg] of [['--read-every', '300', /^mimetic: --read-every: 300 must be a positive integer up to 256/], ['--compiled-step', '2', /^mimetic: --compiled-step: 2 must be 0 \(tf\.js autodiff\) or 1/]] as const) {
+    const bad = spawnSync(process.execPath, [CLI, ...args, flag, v, '--out', path.join(dir, 'bad')], { encoding: 'utf8' });
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr.trim(), msg);
+    assert.ok(!bad.stderr.trim().includes('\n'), bad.stderr);
+    assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
+  }
+});

@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { AdamWHParams, AdamWState } from './adamw.js';
+import { wgslReduce } from '../model/kernels/webgpu-program.js';
 
 // GPUBufferUsage / GPUMapMode bits (WebGPU spec values; the Node `webgpu` package has no lib types here).
 const STORAGE = 0x80, UNIFORM = 0x40, COPY_DST = 0x08, COPY_SRC = 0x04;
@@ -46,18 +47,13 @@ const SUMSQ = `${COMMON}
 @group(0) @binding(1) var<uniform> slotU : Slot;
 @group(0) @binding(2) var<storage, read_write> partials : array<f32>;
 @group(0) @binding(3) var<storage, read> g : array<f32>;
-var<workgroup> part : array<f32, ${WG}>;
+${wgslReduce(WG)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) lid : u32) {
   var s = 0.0;
   for (var i = lid; i < slotU.n; i = i + ${WG}u) { let x = g[i]; s = s + x * x; }
-  part[lid] = s;
-  workgroupBarrier();
-  for (var k = ${WG / 2}u; k > 0u; k = k / 2u) {
-    if (lid < k) { part[lid] = part[lid] + part[lid + k]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { partials[slotU.slot] = part[0]; }
+  let total = wgSum(s, lid);
+  if (lid == 0u) { partials[slotU.slot] = total; }
 }`;
 
 const UPDATE = `${COMMON}

@@ -54,10 +54,14 @@ export interface GpuStepKnobs {
   scanChunk?: number;
   scanThreads?: number;
   microBatches?: number;
+  /** Steps between loss read-backs of the compiled step (1 to its ring of 256; default 25). */
+  readEvery?: number;
+  /** 0: train through tf.js autodiff even where the compiled step supports the model (default 1). */
+  compiledStep?: number;
 }
 
 /** GpuStepKnobs' fields, by option name. */
-export const GPU_STEP_KNOBS = ['scanChunk', 'scanThreads', 'microBatches'] as const;
+export const GPU_STEP_KNOBS = ['scanChunk', 'scanThreads', 'microBatches', 'readEvery', 'compiledStep'] as const;
 
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -162,6 +166,8 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   opt('scanChunk', '--scan-chunk <n>', 'int', ['gpuStep.scanChunk'], 'compiled WebGPU step: time steps per scan chunk; the backward keeps one state per chunk (default 16)'),
   opt('scanThreads', '--scan-threads <n>', 'int', ['gpuStep.scanThreads'], 'compiled WebGPU step: threads per scan lane, each holding d_state/n states (default: by d_state)'),
   opt('microBatches', '--micro-batches <n>', 'int', ['gpuStep.microBatches'], 'compiled WebGPU step: split each batch in n, gradients summed (default: the fewest that fit the device)'),
+  opt('readEvery', '--read-every <n>', 'int', ['gpuStep.readEvery'], 'compiled WebGPU step: steps queued between loss read-backs, 1 to 256 (default 25)'),
+  opt('compiledStep', '--compiled-step <0|1>', 'int', ['gpuStep.compiledStep'], 'webgpu: 0 trains through tf.js autodiff instead of the compiled step (default 1)'),
   // The run (not its numbers).
   opt('keep', '--keep <n>', 'int', [], 'checkpoints kept', { default: '1' }),
   opt('backend', '--backend <name>', 'choice', [], `tf.js backend: ${BACKEND_HELP}`, { default: 'auto', choices: BACKENDS }),
@@ -264,7 +270,11 @@ export function checkTrainConfig(c: TrainConfig): Task {
   }
   for (const k of GPU_STEP_KNOBS) {
     const v = c.gpuStep?.[k];
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new ConfigError(`gpuStep.${k}` as keyof TrainConfig, `${v} must be a positive integer`);
+    if (k === 'compiledStep') {
+      if (v !== undefined && v !== 0 && v !== 1) throw new ConfigError(`gpuStep.${k}` as keyof TrainConfig, `${v} must be 0 (tf.js autodiff) or 1 (the compiled step)`);
+    } else if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1 && (k !== 'readEvery' || v <= 256))) {
+      throw new ConfigError(`gpuStep.${k}` as keyof TrainConfig, `${v} must be a positive integer${k === 'readEvery' ? ' up to 256 (the steps the GPU keeps)' : ''}`);
+    }
   }
   if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new ConfigError('aScale', `${c.aScale} is not one of ${A_SCALES.join(', ')}`);
   const task = makeTask(c.task);

@@ -129,7 +129,7 @@ export class CompiledWebGPUStep implements Step {
       try {
         cs = new CompiledStep(this.model, this.params, b.batch, b.length, this.first, this.knobs);
       } catch (e) {
-        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; shorten --context, lower --d-state, or set MIMETIC_COMPILED_STEP=0 for the tf.js path`);
+        throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; shorten --context, lower --d-state, or pass --compiled-step 0 for the tf.js path`);
       }
       cs.setDecay(this.opt);
       if (!this.first) cs.push(this.opt);
@@ -165,18 +165,17 @@ export class CompiledWebGPUStep implements Step {
   }
 }
 
-/** MIMETIC_READ_EVERY: steps between loss read-backs of the compiled step (a ring slot is reused after RING steps). */
-export function compiledReadEvery(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.MIMETIC_READ_EVERY ?? '25';
-  const n = Number(raw);
-  if (!(Number.isSafeInteger(n) && n >= 1 && n <= RING)) throw new UserError(`MIMETIC_READ_EVERY=${raw}: must be an integer from 1 to ${RING}`);
+/** Steps between loss read-backs of the compiled step (--read-every; a ring slot is reused after RING steps). */
+export function compiledReadEvery(knobs: GpuStepKnobs = {}): number {
+  const n = knobs.readEvery ?? 25;
+  if (!(Number.isSafeInteger(n) && n >= 1 && n <= RING)) throw new UserError(`--read-every ${n}: must be an integer from 1 to ${RING}`);
   return n;
 }
 
-/** The compiled step on webgpu where it supports the model (and MIMETIC_COMPILED_STEP is not 0), else autodiff. */
+/** The compiled step on webgpu where it supports the model (and --compiled-step is not 0), else autodiff. */
 export function makeStep(model: MambaLM, config: MambaConfig, params: Map<string, tf.Variable>, opt: AdamWState, readEvery: number, knobs: GpuStepKnobs = {}): Step {
   const webgpu = tf.getBackend() === 'webgpu';
-  const why = !webgpu ? 'not on webgpu' : process.env.MIMETIC_COMPILED_STEP === '0' ? 'MIMETIC_COMPILED_STEP=0' : compiledStepUnsupported(config, params);
+  const why = !webgpu ? 'not on webgpu' : knobs.compiledStep === 0 ? '--compiled-step 0' : compiledStepUnsupported(config, params);
   if (!why) return new CompiledWebGPUStep(model, params, opt, readEvery, knobs);
   return new AutodiffStep(model, params, opt, webgpu, webgpu ? `training step: tf.js autodiff (${why})` : null);
 }

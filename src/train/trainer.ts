@@ -122,7 +122,7 @@ function savedRunOptions(runFile: string): SavedRunOptions {
 }
 
 async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () => void): Promise<TrainResult> {
-  const readEvery = compiledReadEvery();
+  const readEvery = compiledReadEvery(cfg.gpuStep);
   const runDir = run.out;
   const runFile = path.join(runDir, RUN_FILE);
   if (run.resume) lock();

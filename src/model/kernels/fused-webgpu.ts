@@ -11,7 +11,7 @@
  * They are forward-only (no gradients): the model uses them only for inference (MixerOptions.fused).
  */
 import * as tf from '@tensorflow/tfjs';
-import { grid, WGSL_ACTIVATIONS, type Program, type Uniform, type WebGPUBackendLike } from './webgpu-program.js';
+import { grid, WGSL_ACTIVATIONS, wgslReduce, type Program, type Uniform, type WebGPUBackendLike } from './webgpu-program.js';
 
 let enabled = true;
 
@@ -81,7 +81,7 @@ export function rowNorm(x: tf.Tensor, width: number, outShape: number[], o: RowN
     size: false,
     getUserCode: () => `
       ${WGSL_ACTIVATIONS}
-      var<workgroup> part : array<f32, ${NORM_WG}>;
+      ${wgslReduce(NORM_WG)}
       fn val(r : i32, c : i32) -> f32 {
         var v = X[r * uniforms.xStride + uniforms.xOff + c];
         ${gate ? 'v = v * silu(Z[r * uniforms.zStride + uniforms.zOff + c]);' : ''}
@@ -99,13 +99,7 @@ export function rowNorm(x: tf.Tensor, width: number, outShape: number[], o: RowN
         if (r < uniforms.nRows) {
           for (var c = lid; c < uniforms.width; c = c + ${NORM_WG}) { let v = val(r, c0 + c); s = s + v * v; }
         }
-        part[lid] = s;
-        workgroupBarrier();
-        for (var k = ${NORM_WG / 2}; k > 0; k = k / 2) {
-          if (lid < k) { part[lid] = part[lid] + part[lid + k]; }
-          workgroupBarrier();
-        }
-        scale = inverseSqrt(part[0] / f32(uniforms.width) + uniforms.eps);` : ''}
+        scale = inverseSqrt(wgSum(s, u32(lid)) / f32(uniforms.width) + uniforms.eps);` : ''}
         if (r >= uniforms.nRows) { return; }
         let total = uniforms.width * uniforms.groups;
         for (var c = lid; c < uniforms.width; c = c + ${NORM_WG}) {
@@ -242,7 +236,7 @@ function convGradW(gpre: tf.Tensor3D, x: tf.Tensor3D, K: number): tf.Tensor2D {
     uniforms: 'rows : i32, seqLen : i32, chans : i32,',
     size: false,
     getUserCode: () => `
-      var<workgroup> part : array<f32, ${NORM_WG}>;
+      ${wgslReduce(NORM_WG)}
       fn main(index0 : i32) {
         let e = ${WG_INDEX};
         let c = e / ${K + 1};
@@ -259,13 +253,8 @@ function convGradW(gpre: tf.Tensor3D, x: tf.Tensor3D, K: number): tf.Tensor2D {
             }
           }
         }
-        part[lid] = s;
-        workgroupBarrier();
-        for (var m = ${NORM_WG / 2}; m > 0; m = m / 2) {
-          if (lid < m) { part[lid] = part[lid] + part[lid + m]; }
-          workgroupBarrier();
-        }
-        if (lid == 0 && c < uniforms.chans) { setOutputAtIndex(e, part[0]); }
+        let tot = wgSum(s, u32(lid));
+        if (lid == 0 && c < uniforms.chans) { setOutputAtIndex(e, tot); }
       }`,
   };
   return runProgram(program, [gpre, x], [i32(B * L), i32(L), i32(C)]) as tf.Tensor2D;

@@ -44,3 +44,27 @@ fn log1pExact(e : f32) -> f32 {
 }
 fn softplus(x : f32) -> f32 { return max(x, 0.0) + log1pExact(exp(-abs(x))); }
 `;
+
+/**
+ * The one workgroup reduction of the WGSL kernels: wgReduce(v, li, isMax) is the sum (or max) of v
+ * over the workgroup's `n` threads (a power of two), every thread getting the result; wgSum(v, li)
+ * the sum. Workgroup memory wgRed of n floats. Call it from uniform control flow (it has barriers).
+ */
+export function wgslReduce(n: number): string {
+  if (!(n >= 1 && (n & (n - 1)) === 0)) throw new Error(`wgslReduce: ${n} threads is not a power of two`);
+  return `
+var<workgroup> wgRed : array<f32, ${n}>;
+fn wgReduce(v : f32, li : u32, isMax : bool) -> f32 {
+  wgRed[li] = v;
+  workgroupBarrier();
+  for (var k = ${n / 2}u; k > 0u; k = k / 2u) {
+    if (li < k) { if (isMax) { wgRed[li] = max(wgRed[li], wgRed[li + k]); } else { wgRed[li] = wgRed[li] + wgRed[li + k]; } }
+    workgroupBarrier();
+  }
+  let s = wgRed[0];
+  workgroupBarrier();
+  return s;
+}
+fn wgSum(v : f32, li : u32) -> f32 { return wgReduce(v, li, false); }
+`;
+}

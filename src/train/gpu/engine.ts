@@ -14,7 +14,7 @@
 export type GPUDevice = any;
 export type GPUBuffer = any;
 
-export const STORAGE = 0x80, UNIFORM = 0x40, COPY_DST = 0x08, COPY_SRC = 0x04, MAP_READ = 0x01;
+export const QUERY_RESOLVE = 0x200, STORAGE = 0x80, UNIFORM = 0x40, COPY_DST = 0x08, COPY_SRC = 0x04, MAP_READ = 0x01;
 const COMPUTE = 0x4;
 
 export type BufName = 'P' | 'G' | 'X' | 'I' | 'S' | 'M' | 'V';
@@ -164,6 +164,62 @@ export class Engine {
       }
     }
     pass.end();
+  }
+
+  /**
+   * Device time of each dispatch of op lists `names`, run once: with timestamp queries (each dispatch
+   * in its own pass) where the device has them, else each dispatch submitted alone and timed on the
+   * host up to onSubmittedWorkDone (an upper bound: it includes the submit's round trip).
+   */
+  async profile(...names: string[]): Promise<{ method: string; ops: { key: string; ms: number }[] }> {
+    const ops = names.flatMap((n) => {
+      const l = this.lists.get(n);
+      if (!l) throw new Error(`no op list '${n}'`);
+      return l;
+    });
+    const dispatch = (pass: any, o: Op) => {
+      pass.setPipeline(o.pipeline);
+      pass.setBindGroup(0, this.bindGroup, [o.slot * SLOT]);
+      pass.dispatchWorkgroups(o.groups[0], o.groups[1], o.groups[2]);
+    };
+    const out: { key: string; ms: number }[] = [];
+    if (this.device.features?.has?.('timestamp-query')) {
+      const per = 2048; // a query set holds at most 4096 timestamps
+      for (let at = 0; at < ops.length; at += per) {
+        const part = ops.slice(at, at + per);
+        const qs = this.device.createQuerySet({ type: 'timestamp', count: 2 * part.length });
+        const resolve = this.device.createBuffer({ size: 16 * part.length, usage: QUERY_RESOLVE | COPY_SRC });
+        const staging = this.device.createBuffer({ size: 16 * part.length, usage: MAP_READ | COPY_DST });
+        const enc = this.device.createCommandEncoder();
+        part.forEach((o, i) => {
+          const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+          dispatch(pass, o);
+          pass.end();
+        });
+        enc.resolveQuerySet(qs, 0, 2 * part.length, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, staging, 0, 16 * part.length);
+        this.device.queue.submit([enc.finish()]);
+        await staging.mapAsync(MAP_READ);
+        const t = new BigUint64Array(staging.getMappedRange().slice(0));
+        staging.unmap();
+        part.forEach((o, i) => out.push({ key: o.key, ms: Number(t[2 * i + 1]! - t[2 * i]!) / 1e6 }));
+        staging.destroy();
+        resolve.destroy();
+        qs.destroy();
+      }
+      return { method: 'timestamp-query', ops: out };
+    }
+    for (const o of ops) {
+      const enc = this.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      dispatch(pass, o);
+      pass.end();
+      const t0 = performance.now();
+      this.device.queue.submit([enc.finish()]);
+      await this.device.queue.onSubmittedWorkDone();
+      out.push({ key: o.key, ms: performance.now() - t0 });
+    }
+    return { method: 'onSubmittedWorkDone', ops: out };
   }
 
   count(name: string): number {

@@ -3,7 +3,7 @@
  * Mamba-1 / Mamba-2 block, cross-entropy, reductions and AdamW. Offsets and strides are element
  * indices into the engine's buffers (engine.ts); `t` is a row of the flattened [batch·L] tokens.
  */
-import { WGSL_ACTIVATIONS } from '../../model/kernels/webgpu-program.js';
+import { WGSL_ACTIVATIONS, wgslReduce } from '../../model/kernels/webgpu-program.js';
 import type { BufName, Kernel } from './engine.js';
 
 const ENTRY = (wg: number | string) => `@compute @workgroup_size(${wg})
@@ -21,19 +21,8 @@ export const gather: Kernel = {
   }`,
 };
 
-const ROWSUM = `
-var<workgroup> red : array<f32, 256>;
-fn rowSum(v : f32, li : u32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var k = 128u; k > 0u; k = k / 2u) {
-    if (li < k) { red[li] = red[li] + red[li + k]; }
-    workgroupBarrier();
-  }
-  let s = red[0];
-  workgroupBarrier();
-  return s;
-}`;
+/** The 256-thread workgroup reduction (wgSum, wgReduce) of the row kernels. */
+const REDUCE = wgslReduce(256);
 
 /**
  * RMSNorm of one row (or row group) per workgroup: out = x · rstd · w. With `gated` (Mamba-2's
@@ -43,7 +32,7 @@ export function normFwd(gated: boolean): Kernel {
   return {
     key: `normFwd${gated}`, bufs: ['P', 'X'],
     fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'gOff', 'outOff', 'outRs', 'rstdOff', 'wOff', 'eps:f'],
-    body: `${WGSL_ACTIVATIONS}${ROWSUM}
+    body: `${WGSL_ACTIVATIONS}${REDUCE}
     fn xAt(row : u32, j : u32) -> f32 {
       ${gated ? 'return X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'return X[u.xOff + row * u.xRs + j];'}
     }
@@ -53,7 +42,7 @@ export function normFwd(gated: boolean): Kernel {
       let row = rg / u.groups; let g = rg - row * u.groups; let j0 = g * u.n;
       var s = 0.0;
       for (var k = li; k < u.n; k = k + 256u) { let x = xAt(row, j0 + k); s = s + x * x; }
-      let r = inverseSqrt(rowSum(s, li) / f32(u.n) + u.eps);
+      let r = inverseSqrt(wgSum(s, li) / f32(u.n) + u.eps);
       for (var k = li; k < u.n; k = k + 256u) {
         let j = j0 + k;
         let x = xAt(row, j);
@@ -73,7 +62,7 @@ export function normBwd(gated: boolean): Kernel {
   return {
     key: `normBwd${gated}`, bufs: ['P', 'X'],
     fields: ['rows', 'n', 'groups', 'xOff', 'xRs', 'zOff', 'zRs', 'dyOff', 'dyRs', 'rstdOff', 'wOff', 'dxOff', 'dxRs', 'dzOff', 'dzRs', 'acc'],
-    body: `${WGSL_ACTIVATIONS}${ROWSUM}
+    body: `${WGSL_ACTIVATIONS}${REDUCE}
     ${ENTRY(256)} {
       let rg = w.x + w.y * nw.x;
       if (rg >= u.rows * u.groups) { return; }
@@ -85,7 +74,7 @@ export function normBwd(gated: boolean): Kernel {
         ${gated ? 'let x = X[u.xOff + row * u.xRs + j] * silu(X[u.zOff + row * u.zRs + j]);' : 'let x = X[u.xOff + row * u.xRs + j];'}
         s = s + X[u.dyOff + row * u.dyRs + j] * P[u.wOff + j] * x * r;
       }
-      let dot = rowSum(s, li) / f32(u.n);
+      let dot = wgSum(s, li) / f32(u.n);
       for (var k = li; k < u.n; k = k + 256u) {
         let j = j0 + k;
         let gw = X[u.dyOff + row * u.dyRs + j] * P[u.wOff + j];
@@ -100,65 +89,114 @@ export function normBwd(gated: boolean): Kernel {
   };
 }
 
+/** A register-tiled matmul's shape: BM×BN output tile per workgroup of 256 threads, TM×TN per thread, K in steps of BK. */
+export interface MatmulTile { BM: number; BN: number; TM: number; TN: number; BK: number }
+
+/** The tiles mm() chooses from, largest first (step.ts picks the largest that still fills the GPU). */
+export const MATMUL_TILES: Record<string, MatmulTile> = {
+  '128x128': { BM: 128, BN: 128, TM: 8, TN: 8, BK: 8 },
+  '128x64': { BM: 128, BN: 64, TM: 8, TN: 4, BK: 8 },
+  '64x64': { BM: 64, BN: 64, TM: 4, TN: 4, BK: 16 },
+};
+
 /**
  * C (=, +=) A·B (+ X[add]) with A(i,k) = A[aOff + i·aRs + k·aCs], B(k,j) = B[bOff + k·bRs + j·bCs],
- * C(i,j) = C[cOff + z·zStride + i·cRs + j]. 64×64 tiles, 4×4 per thread, K in chunks of kChunk per
- * grid z (split-K: each z writes its own slice, summed by sumSlices). aFast/bFast: which index is
- * contiguous in memory, so tile loads are coalesced. flags: 1 accumulate, 2 add X[addOff + i·cRs + j].
+ * C(i,j) = C[cOff + z·zStride + i·cRs + j]. Register tiles of TM×TN per thread (in 4×4 blocks spread
+ * over the tile so that neighbouring threads read neighbouring vec4s of workgroup memory), the A and B
+ * tiles double-buffered in workgroup memory (the next K step is loaded into registers while the current
+ * one is multiplied: one barrier per step). K in chunks of kChunk per grid z (split-K: each z writes its
+ * own slice, summed by sumSlices). aRowFast / bColFast: which index is contiguous in memory, so that
+ * tile loads are coalesced. flags: 1 accumulate, 2 add X[addOff + i·cRs + j].
  */
-export function matmul(a: BufName, b: BufName, c: BufName, aRowFast: boolean, bColFast: boolean): Kernel {
+export function matmul(a: BufName, b: BufName, c: BufName, aRowFast: boolean, bColFast: boolean, tile: MatmulTile = MATMUL_TILES['64x64']!): Kernel {
+  const { BM, BN, TM, TN, BK } = tile;
+  const RG = TM / 4, CG = TN / 4, nTx = BN / TN;
+  if ((BM / TM) * nTx !== 256 || TM % 4 || TN % 4 || (BM * BK) % 256 || (BN * BK) % 256) throw new Error(`matmul: tile ${BM}x${BN}/${TM}x${TN}/${BK} does not fit 256 threads`);
+  const LA = (BM * BK) / 256, LB = (BN * BK) / 256;
+  const SA = (BK * BM) / 4, SB = (BK * BN) / 4; // vec4s per buffer
   const bufs = [...new Set<BufName>([a, b, c, 'X'])];
+  const loads = (k0: string) => {
+    const out: string[] = [];
+    for (let q = 0; q < LA; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${aRowFast ? `let r = idx % ${BM}u; let kk = idx / ${BM}u;` : `let kk = idx % ${BK}u; let r = idx / ${BK}u;`}
+        let gi = m0 + r; let gk = ${k0} + kk; ra[${q}] = 0.0;
+        if (gi < u.M && gk < kEnd) { ra[${q}] = ${a}[u.aOff + gi * u.aRs + gk * u.aCs]; } }`);
+    }
+    for (let q = 0; q < LB; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${bColFast ? `let cc = idx % ${BN}u; let kk = idx / ${BN}u;` : `let kk = idx % ${BK}u; let cc = idx / ${BK}u;`}
+        let gj = n0 + cc; let gk = ${k0} + kk; rb[${q}] = 0.0;
+        if (gj < u.N && gk < kEnd) { rb[${q}] = ${b}[u.bOff + gk * u.bRs + gj * u.bCs]; } }`);
+    }
+    return out.join('\n');
+  };
+  const stores = (p: string) => {
+    const out: string[] = [];
+    for (let q = 0; q < LA; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${aRowFast ? `let r = idx % ${BM}u; let kk = idx / ${BM}u;` : `let kk = idx % ${BK}u; let r = idx / ${BK}u;`}
+        let e = kk * ${BM}u + r; As[${p} * ${SA}u + e / 4u][e % 4u] = ra[${q}]; }`);
+    }
+    for (let q = 0; q < LB; q++) {
+      out.push(`{ let idx = li + ${q * 256}u; ${bColFast ? `let cc = idx % ${BN}u; let kk = idx / ${BN}u;` : `let kk = idx % ${BK}u; let cc = idx / ${BK}u;`}
+        let e = kk * ${BN}u + cc; Bs[${p} * ${SB}u + e / 4u][e % 4u] = rb[${q}]; }`);
+    }
+    return out.join('\n');
+  };
+  const fma: string[] = [];
+  for (let g = 0; g < RG; g++) for (let i = 0; i < 4; i++) for (let h = 0; h < CG; h++) {
+    fma.push(`acc[${(g * 4 + i) * CG + h}] = acc[${(g * 4 + i) * CG + h}] + av${g}[${i}] * bv${h};`);
+  }
+  const aReads = Array.from({ length: RG }, (_, g) => `let av${g} = As[ab + ${(g * BM) / (4 * RG)}u];`).join(' ');
+  const bReads = Array.from({ length: CG }, (_, h) => `let bv${h} = Bs[bb + ${(h * BN) / (4 * CG)}u];`).join(' ');
   return {
-    key: `mm_${a}${b}${c}${+aRowFast}${+bColFast}`, bufs,
+    key: `mm_${a}${b}${c}${+aRowFast}${+bColFast}_${BM}x${BN}_${TM}x${TN}_${BK}`, bufs,
     fields: ['M', 'N', 'K', 'aOff', 'aRs', 'aCs', 'bOff', 'bRs', 'bCs', 'cOff', 'cRs', 'kChunk', 'addOff', 'flags', 'zStride'],
     body: `
-    var<workgroup> As : array<f32, 1024>;
-    var<workgroup> Bs : array<f32, 1024>;
+    var<workgroup> As : array<vec4<f32>, ${2 * SA}>;
+    var<workgroup> Bs : array<vec4<f32>, ${2 * SB}>;
     @compute @workgroup_size(256)
     fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(local_invocation_index) li : u32) {
-      let tx = li % 16u; let ty = li / 16u;
-      let m0 = w.y * 64u; let n0 = w.x * 64u;
+      let tx = li % ${nTx}u; let ty = li / ${nTx}u;
+      let m0 = w.y * ${BM}u; let n0 = w.x * ${BN}u;
       let kBeg = w.z * u.kChunk; let kEnd = min(u.K, kBeg + u.kChunk);
-      var acc : array<f32, 16>;
-      for (var q = 0u; q < 16u; q = q + 1u) { acc[q] = 0.0; }
-      for (var k0 = kBeg; k0 < kEnd; k0 = k0 + 16u) {
-        for (var q = 0u; q < 4u; q = q + 1u) {
-          let idx = li + q * 256u;
-          ${aRowFast ? 'let r = idx % 64u; let kk = idx / 64u;' : 'let kk = idx % 16u; let r = idx / 16u;'}
-          let gi = m0 + r; let gk = k0 + kk;
-          var av = 0.0;
-          if (gi < u.M && gk < kEnd) { av = ${a}[u.aOff + gi * u.aRs + gk * u.aCs]; }
-          As[kk * 64u + r] = av;
-          ${bColFast ? 'let cc = idx % 64u; let kb = idx / 64u;' : 'let kb = idx % 16u; let cc = idx / 16u;'}
-          let gj = n0 + cc; let gk2 = k0 + kb;
-          var bv = 0.0;
-          if (gj < u.N && gk2 < kEnd) { bv = ${b}[u.bOff + gk2 * u.bRs + gj * u.bCs]; }
-          Bs[kb * 64u + cc] = bv;
+      var acc : array<vec4<f32>, ${RG * 4 * CG}>;
+      for (var q = 0u; q < ${RG * 4 * CG}u; q = q + 1u) { acc[q] = vec4<f32>(0.0); }
+      var ra : array<f32, ${LA}>;
+      var rb : array<f32, ${LB}>;
+      ${loads('kBeg')}
+      ${stores('0u')}
+      workgroupBarrier();
+      var p = 0u;
+      for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${BK}u) {
+        let more = k0 + ${BK}u < kEnd;
+        if (more) {
+          ${loads(`(k0 + ${BK}u)`)}
+        }
+        for (var kk = 0u; kk < ${BK}u; kk = kk + 1u) {
+          let ab = p * ${SA}u + kk * ${BM / 4}u + ty; let bb = p * ${SB}u + kk * ${BN / 4}u + tx;
+          ${aReads} ${bReads}
+          ${fma.join(' ')}
+        }
+        if (more) {
+          ${stores('(1u - p)')}
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-          let ab = kk * 64u + ty * 4u; let bb = kk * 64u + tx * 4u;
-          let av = vec4<f32>(As[ab], As[ab + 1u], As[ab + 2u], As[ab + 3u]);
-          let bv = vec4<f32>(Bs[bb], Bs[bb + 1u], Bs[bb + 2u], Bs[bb + 3u]);
-          for (var r = 0u; r < 4u; r = r + 1u) {
-            acc[r * 4u] = acc[r * 4u] + av[r] * bv.x;
-            acc[r * 4u + 1u] = acc[r * 4u + 1u] + av[r] * bv.y;
-            acc[r * 4u + 2u] = acc[r * 4u + 2u] + av[r] * bv.z;
-            acc[r * 4u + 3u] = acc[r * 4u + 3u] + av[r] * bv.w;
-          }
-        }
-        workgroupBarrier();
+        p = 1u - p;
       }
-      for (var r = 0u; r < 4u; r = r + 1u) {
-        let gi = m0 + ty * 4u + r;
-        if (gi >= u.M) { continue; }
-        for (var cq = 0u; cq < 4u; cq = cq + 1u) {
-          let gj = n0 + tx * 4u + cq;
-          if (gj >= u.N) { continue; }
-          var v = acc[r * 4u + cq];
-          if ((u.flags & 2u) != 0u) { v = v + X[u.addOff + gi * u.cRs + gj]; }
-          let o = u.cOff + w.z * u.zStride + gi * u.cRs + gj;
-          if ((u.flags & 1u) != 0u) { ${c}[o] = ${c}[o] + v; } else { ${c}[o] = v; }
+      for (var g = 0u; g < ${RG}u; g = g + 1u) {
+        for (var r = 0u; r < 4u; r = r + 1u) {
+          let gi = m0 + g * ${BM / RG}u + ty * 4u + r;
+          if (gi >= u.M) { continue; }
+          for (var h = 0u; h < ${CG}u; h = h + 1u) {
+            let v4 = acc[(g * 4u + r) * ${CG}u + h];
+            for (var cq = 0u; cq < 4u; cq = cq + 1u) {
+              let gj = n0 + h * ${BN / CG}u + tx * 4u + cq;
+              if (gj >= u.N) { continue; }
+              var v = v4[cq];
+              if ((u.flags & 2u) != 0u) { v = v + X[u.addOff + gi * u.cRs + gj]; }
+              let o = u.cOff + w.z * u.zStride + gi * u.cRs + gj;
+              if ((u.flags & 1u) != 0u) { ${c}[o] = ${c}[o] + v; } else { ${c}[o] = v; }
+            }
+          }
         }
       }
     }`,
@@ -380,113 +418,6 @@ function aOf(N: number, scalarA: boolean): string {
 }
 
 /**
- * Backward of scanFwd. A workgroup is W consecutive lanes of one batch row and one B/C group, NS
- * threads per lane (N/NS states each). Each thread reruns its states forward, storing them in S
- * ([t, n, q], q innermost), then runs the recurrence in reverse: dx (+ D·dy) into duOff, the per-lane
- * dΔ into ddOff, per-lane sums for A and D after the loop, and for each t the workgroup's sums over its
- * lanes of dB and dC into the partials pbOff / pcOff ([t, block, n]; bcReduce adds the blocks of a
- * group). With gate (Mamba-1), dy is dyg · silu(z), and dz = dyg · y · silu'(z) goes to dzOff.
- */
-export function scanBwd(N: number, scalarA: boolean, gate: boolean, W: number, NS = 1): Kernel {
-  const NPT = N / NS;
-  const WG = W * NS;
-  const red = NS > 1;
-  return {
-    key: `scanBwd${N}${scalarA}${gate}${W}_${NS}`, bufs: ['P', 'X', 'S'],
-    fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff', 'sOff'],
-    body: `${WGSL_ACTIVATIONS}
-    var<workgroup> sh : array<f32, ${W * N}>;
-    ${red ? `var<workgroup> part : array<f32, ${2 * WG}>;` : ''}
-    ${aOf(N, scalarA)}
-    fn blockSum(t : u32, blk : u32, li : u32, dst : u32) {
-      workgroupBarrier();
-      for (var n = li; n < ${N}u; n = n + ${WG}u) {
-        var s = 0.0;
-        for (var l = 0u; l < ${W}u; l = l + 1u) { s = s + sh[l * ${N}u + n]; }
-        X[dst + (t * u.nBlk + blk) * ${N}u + n] = s;
-      }
-      workgroupBarrier();
-    }
-    ${ENTRY(WG)} {
-      let wg = w.x + w.y * nw.x;
-      let b = wg / u.nBlk; let blk = wg - b * u.nBlk;
-      let ll = li / ${NS}u; let j = li % ${NS}u; let n0 = j * ${NPT}u;
-      let q = blk * ${W}u + ll;
-      let h = q / u.P; let g = h / u.HG;
-      let Q = u.Q;
-      var A : array<f32, ${NPT}>;
-      var s : array<f32, ${NPT}>;
-      var gh : array<f32, ${NPT}>;
-      var gA : array<f32, ${scalarA ? 1 : NPT}>;
-      for (var k = 0u; k < ${NPT}u; k = k + 1u) { A[k] = aOf(h, n0 + k); s[k] = 0.0; gh[k] = 0.0; }
-      for (var k = 0u; k < ${scalarA ? 1 : NPT}u; k = k + 1u) { gA[k] = 0.0; }
-      for (var tl = 0u; tl < u.L; tl = tl + 1u) {
-        let t = b * u.L + tl;
-        let x = X[u.xOff + t * u.xRs + q];
-        let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
-        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
-          s[k] = exp(dl * A[k]) * s[k] + dl * x * X[bc + k];
-          S[u.sOff + (t * ${N}u + n0 + k) * Q + q] = s[k];
-        }
-      }
-      let Dd = P[u.Doff + h];
-      var gD = 0.0;
-      for (var r = 0u; r < u.L; r = r + 1u) {
-        let tl = u.L - 1u - r;
-        let t = b * u.L + tl;
-        let x = X[u.xOff + t * u.xRs + q];
-        let dl = X[u.dOff + t * u.dRs + h];
-        let bc = u.bcOff + t * u.bcRs + g * ${N}u + n0;
-        ${gate ? `let z = X[u.zOff + t * u.zRs + q];
-        let dyg = X[u.dyOff + t * Q + q];
-        let dy = dyg * silu(z);
-        if (j == 0u) { X[u.dzOff + t * u.dzRs + q] = dyg * X[u.yOff + t * Q + q] * dsilu(z); }` : 'let dy = X[u.dyOff + t * Q + q];'}
-        gD = gD + dy * x;
-        var gu = 0.0;
-        if (j == 0u) { gu = dy * Dd; }
-        var gdt = 0.0;
-        for (var k = 0u; k < ${NPT}u; k = k + 1u) {
-          let n = n0 + k;
-          var hp = 0.0;
-          if (tl > 0u) { hp = S[u.sOff + ((t - 1u) * ${N}u + n) * Q + q]; }
-          let gn = gh[k] + dy * X[bc + u.cCol + k];
-          let decay = exp(dl * A[k]);
-          let gdA = gn * hp * decay;
-          gA[${scalarA ? '0u' : 'k'}] = gA[${scalarA ? '0u' : 'k'}] + gdA * dl;
-          let Bn = X[bc + k];
-          gdt = gdt + gdA * A[k] + gn * Bn * x;
-          gu = gu + gn * dl * Bn;
-          gh[k] = gn * decay;
-          sh[ll * ${N}u + n] = gn * dl * x;
-        }
-        ${red ? `part[2u * li] = gdt;
-        part[2u * li + 1u] = gu;
-        workgroupBarrier();
-        if (j == 0u) {
-          for (var o = 1u; o < ${NS}u; o = o + 1u) { gdt = gdt + part[2u * (li + o)]; gu = gu + part[2u * (li + o) + 1u]; }
-        }` : ''}
-        if (j == 0u) {
-          X[u.duOff + t * u.duRs + q] = gu;
-          X[u.ddOff + t * Q + q] = gdt;
-        }
-        blockSum(t, blk, li, u.pbOff);
-        for (var k = 0u; k < ${NPT}u; k = k + 1u) { sh[ll * ${N}u + n0 + k] = dy * S[u.sOff + (t * ${N}u + n0 + k) * Q + q]; }
-        blockSum(t, blk, li, u.pcOff);
-      }
-      ${scalarA ? (red ? `part[li] = gA[0];
-      workgroupBarrier();
-      if (j == 0u) {
-        var a = 0.0;
-        for (var o = 0u; o < ${NS}u; o = o + 1u) { a = a + part[li + o]; }
-        X[u.aPartOff + b * Q + q] = a;
-      }` : 'X[u.aPartOff + b * Q + q] = gA[0];') : `for (var k = 0u; k < ${NPT}u; k = k + 1u) { X[u.aPartOff + (b * Q + q) * ${N}u + n0 + k] = gA[k]; }`}
-      if (j == 0u) { X[u.dPartOff + b * Q + q] = gD; }
-    }`,
-  };
-}
-
-/**
  * Checkpoints for the chunked scan backward (scanBwdChunk): the forward recurrence of scanFwd, same
  * threads, writing only the state at the start of each chunk of C steps into S at ckOff
  * ([b, chunk, n, q], q innermost; chunk 0's is zero). B·⌈L/C⌉·N·Q floats instead of B·L·N·Q.
@@ -555,12 +486,12 @@ export function scanSlice(N: number, W: number, NS: number, storageBytes: number
 }
 
 /**
- * Backward of scanFwd over chunk \`c\` of C steps (one dispatch per chunk, last chunk first). Threads
- * as scanBwd (W lanes of one batch row and one B/C group, NS threads per lane, N/NS states each).
+ * Backward of scanFwd over chunk \`c\` of C steps (one dispatch per chunk, last chunk first). A
+ * workgroup is W consecutive lanes of one batch row and one B/C group, NS threads per lane (N/NS states each).
  * Each thread reloads its states at the chunk's start from the checkpoints (scanCkpt), recomputes
  * the chunk's states into the scratch at scrOff ([b, step in chunk, n, q]), then runs the reverse
  * recurrence over the chunk, carrying the state gradient between chunks in S at ghOff ([b, n, q]).
- * Outputs as scanBwd: dx (+ D·dy) into duOff, per-lane dΔ into ddOff, the A and D sums (= on the
+ * Outputs: dx (+ D·dy) into duOff, per-lane dΔ into ddOff, the A and D sums (= on the
  * first dispatch, += after), and the block partials of dB, dC for the chunk's steps at pbOff / pcOff
  * ([b, step in chunk, block, n]; bcReduceChunk adds a group's blocks). Memory: B·C·N·Q scratch.
  */
@@ -717,53 +648,23 @@ export const bcReduceChunk: Kernel = {
   }`,
 };
 
-/** dB / dC per (t, group, state): the sum of the scan's block partials of the group's blocks. */
-export const bcReduce: Kernel = {
-  key: 'bcReduce', bufs: ['X'], fields: ['n', 'G', 'N', 'nBlk', 'pbOff', 'pcOff', 'outOff', 'outRs', 'bCol', 'cCol'],
-  body: `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let GN = u.G * u.N;
-    let which = i / (u.n / 2u);
-    let rest = i - which * (u.n / 2u);
-    let t = rest / GN; let gn = rest - t * GN; let g = gn / u.N; let n = gn - g * u.N;
-    let per = u.nBlk / u.G;
-    var src = u.pbOff; var col = u.bCol;
-    if (which == 1u) { src = u.pcOff; col = u.cCol; }
-    var s = 0.0;
-    for (var j = g * per; j < (g + 1u) * per; j = j + 1u) { s = s + X[src + (t * u.nBlk + j) * u.N + n]; }
-    X[u.outOff + t * u.outRs + col + gn] = s;
-  }`,
-};
-
 /**
  * Masked cross-entropy per row (one workgroup each): loss[t] = mask·(lse − logit[target]) and
  * dlogits = mask · scale · (softmax − onehot), scale = 1 / max(Σ mask, 1) (X[scaleOff]).
  */
 export const crossEntropy: Kernel = {
   key: 'crossEntropy', bufs: ['X', 'I'], fields: ['rows', 'V', 'logOff', 'dOff', 'lossOff', 'tgtOff', 'maskOff', 'scaleOff'],
-  body: `
-  var<workgroup> red : array<f32, 256>;
-  fn reduce(v : f32, li : u32, isMax : bool) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k / 2u) {
-      if (li < k) { if (isMax) { red[li] = max(red[li], red[li + k]); } else { red[li] = red[li] + red[li + k]; } }
-      workgroupBarrier();
-    }
-    let s = red[0];
-    workgroupBarrier();
-    return s;
-  }
+  body: `${REDUCE}
   ${ENTRY(256)} {
     let row = w.x + w.y * nw.x;
     if (row >= u.rows) { return; }
     let base = u.logOff + row * u.V;
     var m = -3.4e38;
     for (var v = li; v < u.V; v = v + 256u) { m = max(m, X[base + v]); }
-    m = reduce(m, li, true);
+    m = wgReduce(m, li, true);
     var se = 0.0;
     for (var v = li; v < u.V; v = v + 256u) { se = se + exp(X[base + v] - m); }
-    let lse = m + log(reduce(se, li, false));
+    let lse = m + log(wgSum(se, li));
     let mask = X[u.maskOff + row];
     let tgt = u32(I[u.tgtOff + row]);
     if (li == 0u) { X[u.lossOff + row] = mask * (lse - X[base + tgt]); }
@@ -781,19 +682,14 @@ export const crossEntropy: Kernel = {
 export const sumTo: Kernel = {
   key: 'sumTo', bufs: ['X', 'I'], fields: ['n', 'srcOff', 'dstOff', 'slotOff', 'scaleOff', 'root', 'copyOff', 'acc'],
   body: `
-  var<workgroup> red : array<f32, 256>;
+  ${REDUCE}
   @compute @workgroup_size(256)
   fn main(@builtin(local_invocation_index) li : u32) {
     var s = 0.0;
     for (var i = li; i < u.n; i = i + 256u) { s = s + X[u.srcOff + i]; }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k / 2u) {
-      if (li < k) { red[li] = red[li] + red[li + k]; }
-      workgroupBarrier();
-    }
+    let total = wgSum(s, li);
     if (li == 0u) {
-      var v = red[0] * X[u.scaleOff];
+      var v = total * X[u.scaleOff];
       if (u.root == 1u) { v = sqrt(v); }
       let o = u.dstOff + u32(I[u.slotOff]);
       if (u.acc == 1u) { v = v + X[o]; }
@@ -832,19 +728,14 @@ export const zeroG: Kernel = {
 export const adamSumsq: Kernel = {
   key: 'adamSumsq', bufs: ['G', 'X'], fields: ['n', 'chunk', 'partOff'],
   body: `
-  var<workgroup> red : array<f32, 256>;
+  ${REDUCE}
   ${ENTRY(256)} {
     let wg = w.x + w.y * nw.x;
     let end = min(u.n, (wg + 1u) * u.chunk);
     var s = 0.0;
     for (var i = wg * u.chunk + li; i < end; i = i + 256u) { let g = G[i]; s = s + g * g; }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k / 2u) {
-      if (li < k) { red[li] = red[li] + red[li + k]; }
-      workgroupBarrier();
-    }
-    if (li == 0u) { X[u.partOff + wg] = red[0]; }
+    let total = wgSum(s, li);
+    if (li == 0u) { X[u.partOff + wg] = total; }
   }`,
 };
 

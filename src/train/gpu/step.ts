@@ -65,11 +65,16 @@ export interface CompiledStepOptions {
    * so batch × length may exceed one storage binding. Default: the fewest whose buffers fit.
    */
   microBatches?: number;
+  /** Every matmul's tile (a key of kernels.ts's MATMUL_TILES; default: chosen per shape). */
+  matmulTile?: string;
   /** A cap on the device's storage-binding size in bytes (tests of the micro-batch split). */
   bindingBytes?: number;
 }
 
 type Region = number;
+
+/** Workgroups a matmul should make at least (about two per SM of an H200's 132) before a smaller tile is chosen. */
+const FILL_TILES = 264;
 
 /** Buffers over the binding limit (the constructor then tries more micro-batches). */
 class TooBig extends Error {}
@@ -153,9 +158,25 @@ export class CompiledStep {
     this.sNeed = Math.max(this.sNeed, n);
   }
 
+  /**
+   * The matmul tile for an M×N output: the matmulTile option, else the largest of kernels.ts's
+   * MATMUL_TILES that still makes FILL_TILES workgroups, so small outputs keep the GPU busy.
+   */
+  private tileFor(M: number, N: number): K.MatmulTile {
+    const names = Object.keys(K.MATMUL_TILES);
+    const want = this.options.matmulTile;
+    if (want !== undefined) {
+      if (!names.includes(want)) throw new UserError(`compiled step: matmul tile ${want} is not one of ${names.join(', ')}`);
+      return K.MATMUL_TILES[want]!;
+    }
+    const all = names.map((n) => K.MATMUL_TILES[n]!);
+    return all.find((t) => Math.ceil(M / t.BM) * Math.ceil(N / t.BN) >= FILL_TILES) ?? all[all.length - 1]!;
+  }
+
   /** C (+)= A·B with views; weight gradients (long K, few output tiles) are split over K into S. */
   private mm(a: View, b: View, c: { buf: BufName; off: number; rs: number }, M: number, N: number, Kd: number, opts: { acc?: boolean; addOff?: number } = {}): void {
-    const tiles = Math.ceil(M / 64) * Math.ceil(N / 64);
+    const tile = this.tileFor(M, N);
+    const tiles = Math.ceil(M / tile.BM) * Math.ceil(N / tile.BN);
     let splits = 1;
     if (tiles < 128 && Kd >= 1024) splits = Math.min(Math.ceil(Kd / 256), Math.ceil(256 / tiles));
     const kChunk = Math.ceil(Kd / splits / 16) * 16;
@@ -163,15 +184,15 @@ export class CompiledStep {
     const acc = opts.acc || (c.buf === 'G' && this.gAcc);
     const flags = (acc ? 1 : 0) | (opts.addOff !== undefined ? 2 : 0);
     const base = { M, N, K: Kd, aOff: a.off, aRs: a.rs, aCs: a.cs, bOff: b.off, bRs: b.rs, bCs: b.cs, kChunk, addOff: opts.addOff ?? 0 };
-    const groups: [number, number, number] = [Math.ceil(N / 64), Math.ceil(M / 64), splits];
+    const groups: [number, number, number] = [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), splits];
     const aRowFast = a.rs === 1, bColFast = b.cs === 1;
     if (splits === 1) {
-      this.engine.op(K.matmul(a.buf, b.buf, c.buf, aRowFast, bColFast), { ...base, cOff: c.off, cRs: c.rs, flags, zStride: 0 }, groups);
+      this.engine.op(K.matmul(a.buf, b.buf, c.buf, aRowFast, bColFast, tile), { ...base, cOff: c.off, cRs: c.rs, flags, zStride: 0 }, groups);
       return;
     }
     if (opts.addOff !== undefined) throw new Error('split-K with an added term');
     this.needS(splits * M * N);
-    this.engine.op(K.matmul(a.buf, b.buf, 'S', aRowFast, bColFast), { ...base, cOff: 0, cRs: N, flags: 0, zStride: M * N }, groups);
+    this.engine.op(K.matmul(a.buf, b.buf, 'S', aRowFast, bColFast, tile), { ...base, cOff: 0, cRs: N, flags: 0, zStride: M * N }, groups);
     this.engine.op(K.sumSlices(c.buf), { n: M * N, slices: splits, srcOff: 0, dstOff: c.off, rows: M, dstRs: c.rs, cols: N, acc: acc ? 1 : 0 }, grid(Math.ceil((M * N) / 256)));
   }
 
