@@ -187,18 +187,34 @@ static Instance instances[MAX_OBJECTS];
 static Device devices[MAX_OBJECTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Per-object tables (instances, devices): find, store in a free slot, forget; all under `lock`. */
+#define TABLE_FIND(table, k, found)                                                      \
+  do {                                                                                   \
+    pthread_mutex_lock(&lock);                                                           \
+    for (int i_ = 0; i_ < MAX_OBJECTS && !(found); i_++) if ((table)[i_].key == (k)) (found) = &(table)[i_]; \
+    pthread_mutex_unlock(&lock);                                                         \
+  } while (0)
+#define TABLE_STORE(table, obj, ok)                                                      \
+  do {                                                                                   \
+    pthread_mutex_lock(&lock);                                                           \
+    for (int i_ = 0; i_ < MAX_OBJECTS && !(ok); i_++) if (!(table)[i_].key) { (table)[i_] = (obj); (ok) = 1; } \
+    pthread_mutex_unlock(&lock);                                                         \
+  } while (0)
+#define TABLE_FORGET(entry)                                                              \
+  do {                                                                                   \
+    pthread_mutex_lock(&lock);                                                           \
+    memset((entry), 0, sizeof *(entry));                                                 \
+    pthread_mutex_unlock(&lock);                                                         \
+  } while (0)
+
 static Instance *find_instance(void *k) {
   Instance *found = NULL;
-  pthread_mutex_lock(&lock);
-  for (int i = 0; i < MAX_OBJECTS && !found; i++) if (instances[i].key == k) found = &instances[i];
-  pthread_mutex_unlock(&lock);
+  TABLE_FIND(instances, k, found);
   return found;
 }
 static Device *find_device(void *k) {
   Device *found = NULL;
-  pthread_mutex_lock(&lock);
-  for (int i = 0; i < MAX_OBJECTS && !found; i++) if (devices[i].key == k) found = &devices[i];
-  pthread_mutex_unlock(&lock);
+  TABLE_FIND(devices, k, found);
   return found;
 }
 
@@ -383,12 +399,9 @@ static VKAPI_ATTR VkResult VKAPI_CALL CreateInstance(const VkInstanceCreateInfo 
   };
   uint32_t api = info->pApplicationInfo ? info->pApplicationInfo->apiVersion : 0;
   if (api >= VK_API_VERSION_1_1) inst.props2 = (PFN_vkGetPhysicalDeviceProperties2)gipa(*instance, "vkGetPhysicalDeviceProperties2");
-  pthread_mutex_lock(&lock);
-  int slot = -1;
-  for (int i = 0; i < MAX_OBJECTS && slot < 0; i++) if (!instances[i].key) slot = i;
-  if (slot >= 0) instances[slot] = inst;
-  pthread_mutex_unlock(&lock);
-  if (slot < 0) {
+  int stored = 0;
+  TABLE_STORE(instances, inst, stored);
+  if (!stored) {
     inst.destroy(*instance, alloc);
     return VK_ERROR_OUT_OF_HOST_MEMORY;
   }
@@ -400,9 +413,7 @@ static VKAPI_ATTR void VKAPI_CALL DestroyInstance(VkInstance instance, const voi
   Instance *inst = find_instance(key(instance));
   if (!inst) return;
   PFN_vkDestroyInstance destroy = inst->destroy;
-  pthread_mutex_lock(&lock);
-  memset(inst, 0, sizeof *inst);
-  pthread_mutex_unlock(&lock);
+  TABLE_FORGET(inst);
   destroy(instance, alloc);
 }
 
@@ -420,12 +431,9 @@ static VKAPI_ATTR VkResult VKAPI_CALL CreateDevice(VkPhysicalDevice pd, const vo
   VkResult r = create(pd, info_v, alloc, device);
   if (r != VK_SUCCESS) return r;
   Device dev = {.key = key(*device), .gdpa = gdpa, .destroy = (PFN_vkDestroyDevice)gdpa(*device, "vkDestroyDevice")};
-  pthread_mutex_lock(&lock);
-  int slot = -1;
-  for (int i = 0; i < MAX_OBJECTS && slot < 0; i++) if (!devices[i].key) slot = i;
-  if (slot >= 0) devices[slot] = dev;
-  pthread_mutex_unlock(&lock);
-  if (slot < 0) {
+  int stored = 0;
+  TABLE_STORE(devices, dev, stored);
+  if (!stored) {
     dev.destroy(*device, alloc);
     return VK_ERROR_OUT_OF_HOST_MEMORY;
   }
@@ -437,9 +445,7 @@ static VKAPI_ATTR void VKAPI_CALL DestroyDevice(VkDevice device, const void *all
   Device *dev = find_device(key(device));
   if (!dev) return;
   PFN_vkDestroyDevice destroy = dev->destroy;
-  pthread_mutex_lock(&lock);
-  memset(dev, 0, sizeof *dev);
-  pthread_mutex_unlock(&lock);
+  TABLE_FORGET(dev);
   destroy(device, alloc);
 }
 

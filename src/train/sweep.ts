@@ -26,7 +26,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { preview, printable } from '../util/text.js';
 import { METRICS_FILE, RUN_FILE, type TrainConfig, trainOption, trainOptionNames } from './config.js';
-import { type LockHolder, lockHolder, takeLock } from './lock.js';
+import { type LockHolder, lockHolder, pidAlive, takeLock } from './lock.js';
 import { RUN_STATUS_ENV, listCheckpoints, readRunState, readRunStatus } from './state.js';
 import { readMetrics } from './metrics.js';
 
@@ -358,15 +358,6 @@ export interface SweepOutcome {
   launched: number;
   /** True when stopped by the slice timer or a signal with work left. */
   stopped: boolean;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function cmdlineOf(pid: number): string {
