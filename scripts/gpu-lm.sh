@@ -61,7 +61,8 @@ case $mode in
     [ $# -ge 2 ] || usage
     V=$1; S=$2; MINUTES=${3:-8}
     START=$(date +%s)
-    if [ ! -f .gpu/lm-corpus/meta.json ]; then
+    # The corpus the default config names (a shrunk PRETRAIN_CONFIG brings its own data).
+    if [ "$PRETRAIN_CONFIG" = experiments/lm-pretrain.json ] && [ ! -f .gpu/lm-corpus/meta.json ]; then
       [ -f .gpu/lm-corpus.tar.xz ] || { echo "gpu-lm: .gpu/lm-corpus.tar.xz is missing; make it with bash scripts/prepare-corpus.sh and carry it" >&2; exit 2; }
       unxz .gpu/lm-corpus.tar.xz | tar -x -C .gpu || { echo "gpu-lm: could not unpack .gpu/lm-corpus.tar.xz" >&2; exit 2; }
       say "corpus unpacked: $(du -sb .gpu/lm-corpus | cut -f1) bytes"

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { tempDirs } from './helpers/tmpdir.js';
+import { tinyCorpus } from './helpers/tiny-corpus.js';
 
 const tmp = tempDirs('mimetic-gpu-lm-');
 const main = path.resolve('dist/src/cli/main.js');
@@ -12,11 +13,7 @@ const readJson = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')) as Record
 
 test('gpu-lm.sh pretrain: the run, its series report and its last checkpoint in pieces; transplant: from the pieces reassembled, a bad piece refused', () => {
   const dir = tmp();
-  const txt = path.join(dir, 'txt');
-  fs.mkdirSync(txt);
-  for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(txt, `d${i}.txt`), `document ${i}: call me Ishmael. `.repeat(20));
-  const corpus = path.join(dir, 'corpus');
-  assert.equal(spawnSync(process.execPath, [main, 'data', 'prepare', txt, '--out', corpus, '--held-out', '0.4', '--quiet'], { encoding: 'utf8' }).status, 0);
+  const corpus = tinyCorpus(dir);
   const pre = readJson('experiments/lm-pretrain.json');
   const tiny = { dModel: 32, dState: 8, headDim: 16 };
   fs.writeFileSync(path.join(dir, 'pre.json'), JSON.stringify({ ...pre, base: { ...pre.base, ...tiny, data: corpus, nLayers: 3, context: 32, steps: 6, batchSize: 2, warmup: 0, evalEvery: 3, evalExamples: 2, evalLengths: [6], checkpointEvery: 3 } }));

@@ -9,6 +9,7 @@ import { readRunConfig, train } from '../src/train/trainer.js';
 import { listCheckpoints } from '../src/train/state.js';
 import { initBackend } from '../src/model/backend.js';
 import { tempDirs } from './helpers/tmpdir.js';
+import { tinyCorpus } from './helpers/tiny-corpus.js';
 import { requiresWebGPU } from './helpers/requires.js';
 import { Command } from 'commander';
 import { register as registerTrain } from '../src/cli/train.js';
@@ -91,11 +92,7 @@ test('experiments/lm-pretrain.json and lm-transplant.json parse; 1-step tiny ver
   assert.deepEqual([...new Set(trRuns.map((r) => r.variant))], ['top-mixer', 'middle-mixer', 'bottom-mixer', 'top-ssm', 'middle-ssm', 'bottom-ssm', 'scratch-default', 'scratch-mimetic']);
 
   const dir = tmp();
-  const txt = path.join(dir, 'txt');
-  fs.mkdirSync(txt);
-  for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(txt, `d${i}.txt`), `document ${i}: call me Ishmael. `.repeat(20));
-  const corpus = path.join(dir, 'corpus');
-  assert.equal(spawnSync(process.execPath, [main, 'data', 'prepare', txt, '--out', corpus, '--held-out', '0.4', '--quiet'], { encoding: 'utf8' }).status, 0);
+  const corpus = tinyCorpus(dir);
   const tiny = { dModel: 32, dState: 8, headDim: 16 };
   // pretraining, cut to 1 step of a 3-layer d32 model (3 layers: top, middle and bottom differ)
   const preTiny = { ...pre, base: { ...pre.base, ...tiny, data: corpus, nLayers: 3, context: 32, steps: 1, batchSize: 2, warmup: 0, evalEvery: 1, evalExamples: 2, evalLengths: [6] } };
