@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { MambaConfig } from '../../checkpoint/config.js';
 import { A_LOG_PARAM } from '../../model/mamba.js';
 import type { MambaLM } from '../../model/lm.js';
-import { EMBEDDING, LM_HEAD, NORM_F } from '../../model/weights.js';
+import { EMBEDDING, LM_HEAD, NORM_F, layerName } from '../../model/weights.js';
 import type { Batch } from '../../tasks/common.js';
 import type { AdamWHParams, AdamWState } from '../adamw.js';
 import { grid } from '../../model/kernels/webgpu-program.js';
@@ -240,7 +240,7 @@ export class CompiledStep {
     const aMode = aParam ? 1 : 0;
     const kA = aParam ? aParam.c : 0;
     const eps = c.layerNormEpsilon;
-    const lp = (i: number, s: string) => `backbone.layers.${i}.${s}`;
+    const lp = layerName;
     const aName = (i: number) => lp(i, aParam ? A_LOG_PARAM : 'mixer.A_log');
     const tied = !this.has(LM_HEAD);
     const head = tied ? EMBEDDING : LM_HEAD;
