@@ -17,8 +17,8 @@
  * counted (matmuls 2·M·N·K, forward and both backward products; the scan 4 per state and step forward
  * and 12 backward, recomputation not counted), TFLOP/s, and the fraction of the fp32 peak (--peak in
  * TFLOP/s, default 67, one H200). `--quick` shrinks those shapes (1 layer, d_model 32, L 12, batch 2 and 4, N/8) to run in seconds on lavapipe.
- * `--scan-chunk C` / `--scan-threads NS`: the compiled step's scan options; `--matmul-tile 64x64|128x64|128x128`
- * forces every matmul's tile (default: chosen per shape). `--profile` adds, per compiled step, the
+ * `--scan-chunk C` / `--scan-threads NS`: the compiled step's scan options; `--matmul-tile 64x64|128x64|128x128|fill`
+ * forces every matmul's tile (default 64x64; fill: the largest that still fills the GPU). `--profile` adds, per compiled step, the
  * device time of each kernel over one step (timestamp queries where the adapter has them, else each
  * dispatch timed alone), summed by kernel and by family. Every row names the adapter's features.
  *
@@ -89,7 +89,7 @@ if (process.argv.includes('--experiment')) {
     for (const sh of shapes) {
       const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
       const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? 'auto', arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
+      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
       try {
         const r = await timeCompiled(c, w, L, b);
         const f = stepFlops(c, b * L);

@@ -92,7 +92,7 @@ export function normBwd(gated: boolean): Kernel {
 /** A register-tiled matmul's shape: BM×BN output tile per workgroup of 256 threads, TM×TN per thread, K in steps of BK. */
 export interface MatmulTile { BM: number; BN: number; TM: number; TN: number; BK: number }
 
-/** The tiles mm() chooses from, largest first (step.ts picks the largest that still fills the GPU). */
+/** The tiles mm() can use, largest first (step.ts: 64x64 by default, or the largest that still fills the GPU). */
 export const MATMUL_TILES: Record<string, MatmulTile> = {
   '128x128': { BM: 128, BN: 128, TM: 8, TN: 8, BK: 8 },
   '128x64': { BM: 128, BN: 64, TM: 8, TN: 4, BK: 8 },

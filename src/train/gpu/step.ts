@@ -65,7 +65,11 @@ export interface CompiledStepOptions {
    * so batch × length may exceed one storage binding. Default: the fewest whose buffers fit.
    */
   microBatches?: number;
-  /** Every matmul's tile (a key of kernels.ts's MATMUL_TILES; default: chosen per shape). */
+  /**
+   * Every matmul's tile: a key of kernels.ts's MATMUL_TILES, or 'fill' for the largest that still
+   * makes FILL_TILES workgroups. Default 64x64: on the H200 (2026-12-03) 'fill' was 1.2-1.6x slower
+   * at every experiment shape (README, training step).
+   */
   matmulTile?: string;
   /** A cap on the device's storage-binding size in bytes (tests of the micro-batch split). */
   bindingBytes?: number;
@@ -75,6 +79,8 @@ type Region = number;
 
 /** Workgroups a matmul should make at least (about two per SM of an H200's 132) before a smaller tile is chosen. */
 const FILL_TILES = 264;
+/** The tile every matmul uses unless matmulTile says otherwise (the fastest measured; see matmulTile). */
+const DEFAULT_TILE = '64x64';
 
 /** Buffers over the binding limit (the constructor then tries more micro-batches). */
 class TooBig extends Error {}
@@ -159,18 +165,18 @@ export class CompiledStep {
   }
 
   /**
-   * The matmul tile for an M×N output: the matmulTile option, else the largest of kernels.ts's
-   * MATMUL_TILES that still makes FILL_TILES workgroups, so small outputs keep the GPU busy.
+   * The matmul tile for an M×N output: the matmulTile option (DEFAULT_TILE), or with 'fill' the
+   * largest of kernels.ts's MATMUL_TILES that still makes FILL_TILES workgroups.
    */
   private tileFor(M: number, N: number): K.MatmulTile {
     const names = Object.keys(K.MATMUL_TILES);
-    const want = this.options.matmulTile;
-    if (want !== undefined) {
-      if (!names.includes(want)) throw new UserError(`compiled step: matmul tile ${want} is not one of ${names.join(', ')}`);
-      return K.MATMUL_TILES[want]!;
+    const want = this.options.matmulTile ?? DEFAULT_TILE;
+    if (want === 'fill') {
+      const all = names.map((n) => K.MATMUL_TILES[n]!);
+      return all.find((t) => Math.ceil(M / t.BM) * Math.ceil(N / t.BN) >= FILL_TILES) ?? all[all.length - 1]!;
     }
-    const all = names.map((n) => K.MATMUL_TILES[n]!);
-    return all.find((t) => Math.ceil(M / t.BM) * Math.ceil(N / t.BN) >= FILL_TILES) ?? all[all.length - 1]!;
+    if (!names.includes(want)) throw new UserError(`compiled step: matmul tile ${want} is not one of ${names.join(', ')}, fill`);
+    return K.MATMUL_TILES[want]!;
   }
 
   /** C (+)= A·B with views; weight gradients (long K, few output tiles) are split over K into S. */
