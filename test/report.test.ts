@@ -103,6 +103,21 @@ test('a small map is enlarged by whole pixels; causal maps grey out s > t; diver
   assert.deepEqual(colorOf({ kind: 'diverging', absMax: 1 }, 0), [247, 247, 247]);
 });
 
+test('column labels replace the index ticks (the series heatmaps label checkpoints by step) and must match the columns', async () => {
+  const data = new Float32Array(4 * 6).map((_, i) => i);
+  const base = { data, rows: 4, cols: 6, kind: 'sequential' as const, title: 't', xLabel: 'x', yLabel: 'y', maxPx: 120 };
+  const plain = await renderHeatmap(base);
+  const labelled = await renderHeatmap({ ...base, colLabels: ['1', '2', '4', '8', '16', '4000'] });
+  assert.equal(labelled.width, plain.width);
+  // Same map pixels, different tick text below it.
+  const a = await pixels(plain.png), b = await pixels(labelled.png);
+  assert.deepEqual(b.at(62 + 5, 30 + 5), a.at(62 + 5, 30 + 5));
+  let differ = 0;
+  for (let y = 30 + 4 * 30 + 6; y < a.height; y++) for (let x = 0; x < a.width; x++) if (a.at(x, y).join() !== b.at(x, y).join()) differ++;
+  assert.ok(differ > 20, `tick text changed (${differ} pixels)`);
+  await assert.rejects(renderHeatmap({ ...base, colLabels: ['1', '2'] }), /2 column labels for 6 columns/);
+});
+
 test('histograms and line charts', async () => {
   const h = histogram([1, 2, 2, 3, 3, 3, NaN], 3);
   assert.deepEqual(h.counts, [1, 2, 3]);

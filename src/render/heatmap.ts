@@ -57,6 +57,8 @@ export interface HeatmapSpec {
   title: string;
   xLabel: string;
   yLabel: string;
+  /** Tick text per column (e.g. the training step of each checkpoint); default the column index. */
+  colLabels?: string[];
   /** Largest side of the map itself, in pixels. */
   maxPx?: number;
 }
@@ -99,6 +101,7 @@ export function scaleFor(spec: Pick<HeatmapSpec, 'kind' | 'range' | 'clipQuantil
 export async function renderHeatmap(spec: HeatmapSpec): Promise<RenderedHeatmap> {
   const { rows, cols } = spec;
   if (spec.data.length !== rows * cols) throw new Error(`heatmap '${spec.title}': ${spec.data.length} values for ${rows}×${cols}`);
+  if (spec.colLabels && spec.colLabels.length !== cols) throw new Error(`heatmap '${spec.title}': ${spec.colLabels.length} column labels for ${cols} columns`);
   const maxPx = spec.maxPx ?? 256;
   const fr = fitAxis(rows, maxPx), fc = fitAxis(cols, maxPx);
   const valid = spec.causal ? (r: number, c: number) => c <= r : undefined;
@@ -122,7 +125,7 @@ export async function renderHeatmap(spec: HeatmapSpec): Promise<RenderedHeatmap>
   for (const i of idxTicks(cols)) {
     const x = left + ((i + 0.5) / cols) * mapW;
     cv.fillRect(x, top + mapH + 1, 1, 4, AXIS);
-    cv.text(x, top + mapH + 17, String(i), { size: 11, anchor: 'middle' });
+    cv.text(x, top + mapH + 17, spec.colLabels?.[i] ?? String(i), { size: 11, anchor: 'middle' });
   }
   for (const i of idxTicks(rows)) {
     const y = top + ((i + 0.5) / rows) * mapH;

@@ -243,7 +243,7 @@ export async function writeSeriesReport(r: SeriesResult, o: { out: string; force
       const m = matrices[s];
       if (m.every((row) => row.every((v) => v === null))) continue;
       const data = Float32Array.from(m.flat().map((v) => (v === null ? NaN : v)));
-      const hm = await renderHeatmap({ data, rows: r.layers.length, cols: steps.length, kind: 'sequential', title: `${LABELS[s]}: layer × checkpoint`, xLabel: 'checkpoint (in step order)', yLabel: 'layer', maxPx: 320 });
+      const hm = await renderHeatmap({ data, rows: r.layers.length, cols: steps.length, kind: 'sequential', title: `${LABELS[s]}: layer × checkpoint`, xLabel: 'training step (one column per kept checkpoint)', colLabels: steps.map(String), yLabel: 'layer', maxPx: 320 });
       fs.writeFileSync(path.join(dir, images[s].heatmap), hm.png);
       const series: Series[] = r.layers.map((l, li) => ({ name: `layer ${l}`, values: m[li]!, color: seriesColor(li) }));
       if (r.reference) {
