@@ -148,10 +148,11 @@ const SHAPES: (Shape & { what: string })[] = [
   { what: 'mamba2 N512, 4 chunks', m2: true, B: 2, L: 10, N: 512, H: 2, Pd: 8, G: 1, C: 3 },
   { what: 'mamba1 N512, 2 threads per lane (many states per thread, sliced lane sums)', m2: false, B: 1, L: 5, N: 512, H: 8, Pd: 1, G: 1, C: 2, NS: 2 },
   { what: 'mamba2 N1024', m2: true, B: 1, L: 5, N: 1024, H: 1, Pd: 8, G: 1, C: 2 },
-  // The lane-fastest thread layout: W lanes of 64 down to 4 per workgroup, sliced lane sums (N 512).
+  // The lane-fastest thread layout: 4 to 64 lanes per workgroup (more or fewer than a warp), sliced lane sums (N 512).
   { what: 'lane-fastest, mamba1 N16, 4 threads per lane, 3 chunks, L not a multiple of C', m2: false, B: 2, L: 11, N: 16, H: 8, Pd: 1, G: 1, C: 4, NS: 4, layout: 'lane-fastest' },
   { what: 'lane-fastest, mamba1 N256', m2: false, B: 1, L: 7, N: 256, H: 4, Pd: 1, G: 1, C: 3, layout: 'lane-fastest' },
   { what: 'lane-fastest, mamba2 N64, 2 groups', m2: true, B: 2, L: 13, N: 64, H: 4, Pd: 4, G: 2, C: 5, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba2 N64, 64 lanes per workgroup', m2: true, B: 1, L: 6, N: 64, H: 4, Pd: 16, G: 1, C: 4, layout: 'lane-fastest' },
   { what: 'lane-fastest, mamba2 N256, 16 lanes per workgroup', m2: true, B: 2, L: 7, N: 256, H: 2, Pd: 8, G: 1, C: 3, layout: 'lane-fastest' },
   { what: 'lane-fastest, mamba2 N512, 4 chunks', m2: true, B: 2, L: 10, N: 512, H: 2, Pd: 8, G: 1, C: 3, layout: 'lane-fastest' },
   { what: 'lane-fastest, mamba1 N512, 2 threads per lane (sliced lane sums)', m2: false, B: 1, L: 5, N: 512, H: 8, Pd: 1, G: 1, C: 2, NS: 2, layout: 'lane-fastest' },
