@@ -17,7 +17,8 @@
  * counted (matmuls 2·M·N·K, forward and both backward products; the scan 4 per state and step forward
  * and 12 backward, recomputation not counted), TFLOP/s, and the fraction of the fp32 peak (--peak in
  * TFLOP/s, default 67, one H200). `--quick` shrinks those shapes (1 layer, d_model 32, L 12, batch 2 and 4, N/8) to run in seconds on lavapipe.
- * `--scan-chunk C` / `--scan-threads NS`: the compiled step's scan options; `--matmul-tile 64x64|128x64|128x128|fill`
+ * `--scan-chunk C` / `--scan-threads NS` / `--scan-layout state-fastest|lane-fastest`: the compiled step's scan options
+ * (the layout is recorded in every row); `--matmul-tile 64x64|128x64|128x128|fill`
  * forces every matmul's tile (default 64x64; fill: the largest that still fills the GPU). `--profile` adds, per compiled step, the
  * device time of each kernel over one step (timestamp queries where the adapter has them, else each
  * dispatch timed alone), summed by kernel and by family. Every row names the adapter's features.
@@ -32,6 +33,7 @@ import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '
 import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
 import { maskedLoss } from '../src/train/trainer.js';
 import { CompiledStep } from '../src/train/gpu/step.js';
+import { SCAN_THREAD_LAYOUTS, type ScanThreadLayout } from '../src/train/gpu/kernels.js';
 import type { Batch } from '../src/tasks/common.js';
 
 const arg = (name: string, def: string): string => {
@@ -50,7 +52,9 @@ const scanOpts = {
   matmulTile: process.argv.includes('--matmul-tile') ? arg('matmul-tile', '64x64') : undefined,
   scanChunk: process.argv.includes('--scan-chunk') ? Number(arg('scan-chunk', '16')) : undefined,
   scanThreads: process.argv.includes('--scan-threads') ? Number(arg('scan-threads', '1')) : undefined,
+  scanLayout: arg('scan-layout', 'state-fastest') as ScanThreadLayout,
 };
+if (!SCAN_THREAD_LAYOUTS.includes(scanOpts.scanLayout)) throw new Error(`--scan-layout ${scanOpts.scanLayout}: not one of ${SCAN_THREAD_LAYOUTS.join(', ')}`);
 
 const sig = (x: number) => Number(x.toPrecision(4));
 
@@ -89,7 +93,7 @@ if (process.argv.includes('--experiment')) {
     for (const sh of shapes) {
       const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
       const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
+      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', scanLayout: scanOpts.scanLayout, arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
       try {
         const r = await timeCompiled(c, w, L, b);
         const f = stepFlops(c, b * L);
@@ -114,7 +118,7 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
   for (const L of arg('lengths', '64,256').split(',').map(Number)) {
     const c = freshConfig({ arch, numLayers: layers, hiddenSize: dModel, stateSize: state, headDim: 64, vocabSize: vocab });
     const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-    const row: Record<string, unknown> = { bench: 'train-step', backend, features, arch, dModel, layers, state, vocab, batch, context: L, steps };
+    const row: Record<string, unknown> = { bench: 'train-step', backend, features, scanLayout: scanOpts.scanLayout, arch, dModel, layers, state, vocab, batch, context: L, steps };
     const optimizers = (backend === 'webgpu' ? arg('optimizers', 'compiled,fused').split(',') : ['tf-ops']) as ('tf-ops' | 'fused' | 'compiled')[];
     for (const opt of optimizers) {
       if (opt === 'compiled') {

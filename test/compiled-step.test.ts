@@ -13,6 +13,7 @@ import type { MambaConfig } from '../src/checkpoint/config.js';
 import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } from '../src/train/adamw.js';
 import { maskedLoss } from '../src/train/trainer.js';
 import { CompiledStep } from '../src/train/gpu/step.js';
+import type { ScanThreadLayout } from '../src/train/gpu/kernels.js';
 import type { Batch } from '../src/tasks/common.js';
 import { mulberry32 } from '../src/util/rng.js';
 import { requiresWebGPU } from './helpers/requires.js';
@@ -37,6 +38,8 @@ interface Case {
   microBatches?: number;
   /** A matmul tile for every product (step.ts picks by shape otherwise: the smallest on these sizes). */
   matmulTile?: string;
+  /** The scan's thread layout (default state-fastest). */
+  scanLayout?: ScanThreadLayout;
   B?: number;
   L?: number;
 }
@@ -66,6 +69,9 @@ const CASES: Case[] = [
   { name: 'mamba2 default, 128x128 matmul tiles', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain, matmulTile: '128x128' },
   { name: 'mamba1 untied head, 128x64 matmul tiles, 2 micro-batches', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 24, stateSize: 4, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true, microBatches: 2, matmulTile: '128x64' },
   { name: 'mamba1 state 512, one scan chunk', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 512, vocabSize: 9 }, init: plain, B: 2, L: 5 },
+  // The lane-fastest scan threads (consecutive threads on consecutive lanes).
+  { name: 'mamba1 state 256, lane-fastest scan threads, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7, scanLayout: 'lane-fastest' },
+  { name: 'mamba2 state 512, 2 groups, lane-fastest scan threads, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6, scanLayout: 'lane-fastest' },
 ];
 
 function randomBatch(seed: number, batch: number, length: number, vocab: number): Batch {
@@ -124,7 +130,7 @@ for (const c of CASES) {
     const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
     const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
     const wantLoss = (await value.data())[0]!;
-    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile });
+    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile, scanLayout: c.scanLayout });
     try {
       step.push();
       step.setBatch(batch, 5);

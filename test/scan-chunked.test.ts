@@ -3,7 +3,9 @@
  * chunk starts) in chunks of C against the same kernels in one chunk of L steps (every state of the
  * sequence recomputed from the initial one: the path held to tf.js autodiff by compiled-step.test.ts's
  * one-chunk cases), alone, on random inputs: Mamba-1 (per-state A, gate) and Mamba-2 (per-head A,
- * groups), N 16..1024, several chunks, L not a multiple of C, C ≥ L.
+ * groups), N 16..1024, several chunks, L not a multiple of C, C ≥ L. The lane-fastest thread layout
+ * the same way, and its forward (scanFwd), checkpoints and chunked backward also bit for bit against
+ * the default state-fastest layout's (the same sums in the same order).
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,12 +22,15 @@ before(async () => {
   if (!GPU.skip) await initBackend('webgpu');
 });
 
-interface Shape { m2: boolean; B: number; L: number; N: number; H: number; Pd: number; G: number; C: number; NS?: number }
+interface Shape { m2: boolean; B: number; L: number; N: number; H: number; Pd: number; G: number; C: number; NS?: number; layout?: K.ScanThreadLayout }
 
 async function compare(sh: Shape): Promise<void> {
   const { m2, B, L, N, H, Pd, G, C } = sh;
   const Q = H * Pd, T = B * L;
   const NS = sh.NS ?? K.defaultScanThreads(N);
+  const layout = sh.layout ?? 'state-fastest';
+  // The lane-fastest layout is also run beside the default one, which must give the same bits.
+  const against = layout === 'state-fastest' ? null : 'state-fastest';
   const rnd = mulberry32(1000 + N + L + C + (m2 ? 7 : 0));
   const r = (lo: number, hi: number) => lo + (hi - lo) * rnd();
   const device = (tf.backend() as unknown as { device: unknown }).device;
@@ -42,36 +47,54 @@ async function compare(sh: Shape): Promise<void> {
   const xOff = reg(T * Q), dOff = reg(T * H), bcRs = 2 * G * N, bcOff = reg(T * bcRs), dyOff = reg(T * Q), zOff = reg(T * Q), yOff = reg(T * Q);
   const nIn = top;
   const storage = Number((device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
-  const lay = K.scanLayout(N, Q / G, NS, storage);
+  const lay = K.scanLayout(N, Q / G, NS, storage, layout);
   if (typeof lay === 'string') throw new Error(lay);
+  const layRef = against ? K.scanLayout(N, Q / G, NS, storage, against) : lay;
+  if (typeof layRef === 'string') throw new Error(layRef);
+  assert.equal(layRef.W, lay.W, 'both layouts must make blocks of the same lanes for the same partial sums');
   const nBlk = Q / lay.W;
   const nC = Math.ceil(L / C);
   const outs = () => ({ du: reg(T * Q), dd: reg(T * Q), dz: reg(T * Q), bc: reg(T * bcRs), aPart: reg(B * Q * (m2 ? 1 : N)), dPart: reg(B * Q) });
-  const o1 = outs(), o2 = outs();
+  const o1 = outs(), o2 = outs(), o3 = outs();
   const pbOne = reg(B * L * nBlk * N), pcOne = reg(B * L * nBlk * N);
   const pbNew = reg(B * C * nBlk * N), pcNew = reg(B * C * nBlk * N);
+  // The forward's y and gated y of each layout.
+  const fwd = [{ y: reg(T * Q), yg: reg(T * Q) }, { y: reg(T * Q), yg: reg(T * Q) }] as const;
   const X = new Float32Array(top);
   for (let i = 0; i < nIn; i++) X[i] = r(-1, 1);
   for (let i = 0; i < T * H; i++) X[dOff + i] = r(0.01, 0.6);
   // S: the reference's checkpoint, scratch and carried gradient (one chunk of L), then the chunked path's.
   const ck1 = 0, scr1 = ck1 + B * N * Q, gh1 = scr1 + B * L * N * Q;
   const ckOff = gh1 + B * N * Q, scrOff = ckOff + B * nC * N * Q, ghOff = scrOff + B * C * N * Q;
-  const sNeed = ghOff + B * N * Q;
+  const ckNeed = B * nC * N * Q;
+  const sNeed = ghOff + B * N * Q + (against ? ckNeed : 0);
 
   const scan = { lanes: B * Q, Q, L, P: m2 ? Pd : 1, HG: H / G, xOff, xRs: Q, dOff, dRs: H, bcOff, bcRs, cCol: G * N, aOff, aMode: 0, Doff, k: 0 };
   const gate = !m2;
   const io = { dyOff, zOff: gate ? zOff : 0, zRs: gate ? Q : 0, yOff: gate ? yOff : 0, dzRs: gate ? Q : 0, duRs: Q };
   e.begin('old');
-  e.op(K.scanCkpt(N, m2, NS), { ...scan, C: L, nC: 1, ckOff: ck1 }, grid(Math.ceil((B * Q * NS) / 64)));
-  e.op(K.scanBwdChunk(N, m2, gate, lay.W, NS, lay.SL), { ...scan, ...io, dzOff: o1.dz, duOff: o1.du, ddOff: o1.dd, pbOff: pbOne, pcOff: pcOne, nBlk, aPartOff: o1.aPart, dPartOff: o1.dPart, C: L, nC: 1, c: 0, ckOff: ck1, scrOff: scr1, ghOff: gh1, first: 1 }, grid(B * nBlk));
+  e.op(K.scanCkpt(N, m2, NS, layout), { ...scan, C: L, nC: 1, ckOff: ck1 }, grid(Math.ceil((B * Q * NS) / 64)));
+  e.op(K.scanBwdChunk(N, m2, gate, lay.W, NS, lay.SL, layout), { ...scan, ...io, dzOff: o1.dz, duOff: o1.du, ddOff: o1.dd, pbOff: pbOne, pcOff: pcOne, nBlk, aPartOff: o1.aPart, dPartOff: o1.dPart, C: L, nC: 1, c: 0, ckOff: ck1, scrOff: scr1, ghOff: gh1, first: 1 }, grid(B * nBlk));
   e.op(K.bcReduceChunk, { n: 2 * T * G * N, G, N, nBlk, pbOff: pbOne, pcOff: pcOne, outOff: o1.bc, outRs: bcRs, bCol: 0, cCol: G * N, C: L, len: L, L, t0: 0 }, grid(Math.ceil((2 * T * G * N) / 256)));
-  e.begin('new');
-  e.op(K.scanCkpt(N, m2, NS), { ...scan, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
-  for (let c = nC - 1; c >= 0; c--) {
-    const len = Math.min(L, (c + 1) * C) - c * C;
-    e.op(K.scanBwdChunk(N, m2, gate, lay.W, NS, lay.SL), { ...scan, ...io, dzOff: o2.dz, duOff: o2.du, ddOff: o2.dd, pbOff: pbNew, pcOff: pcNew, nBlk, aPartOff: o2.aPart, dPartOff: o2.dPart, C, nC, c, ckOff, scrOff, ghOff, first: c === nC - 1 ? 1 : 0 }, grid(B * nBlk));
-    const n = 2 * B * len * G * N;
-    e.op(K.bcReduceChunk, { n, G, N, nBlk, pbOff: pbNew, pcOff: pcNew, outOff: o2.bc, outRs: bcRs, bCol: 0, cCol: G * N, C, len, L, t0: c * C }, grid(Math.ceil(n / 256)));
+  // The chunked path of a layout, its checkpoints left at ckAt.
+  const chunked = (name: string, order: K.ScanThreadLayout, W: number, SL: number, o: ReturnType<typeof outs>, ckAt: number) => {
+    e.begin(name);
+    e.op(K.scanCkpt(N, m2, NS, order), { ...scan, C, nC, ckOff: ckAt }, grid(Math.ceil((B * Q * NS) / 64)));
+    for (let c = nC - 1; c >= 0; c--) {
+      const len = Math.min(L, (c + 1) * C) - c * C;
+      e.op(K.scanBwdChunk(N, m2, gate, W, NS, SL, order), { ...scan, ...io, dzOff: o.dz, duOff: o.du, ddOff: o.dd, pbOff: pbNew, pcOff: pcNew, nBlk, aPartOff: o.aPart, dPartOff: o.dPart, C, nC, c, ckOff: ckAt, scrOff, ghOff, first: c === nC - 1 ? 1 : 0 }, grid(B * nBlk));
+      const n = 2 * B * len * G * N;
+      e.op(K.bcReduceChunk, { n, G, N, nBlk, pbOff: pbNew, pcOff: pcNew, outOff: o.bc, outRs: bcRs, bCol: 0, cCol: G * N, C, len, L, t0: c * C }, grid(Math.ceil(n / 256)));
+    }
+  };
+  chunked('new', layout, lay.W, lay.SL, o2, ckOff);
+  const fwdOf = (order: K.ScanThreadLayout, f: { y: number; yg: number }) =>
+    e.op(K.scanFwd(N, m2, gate, NS, order), { ...scan, yOff: f.y, ygOff: f.yg, zOff: gate ? zOff : 0, zRs: gate ? Q : 0 }, grid(Math.ceil((B * Q * NS) / 64)));
+  if (against) {
+    chunked('ref', against, layRef.W, layRef.SL, o3, sNeed - ckNeed);
+    e.begin('fwd');
+    fwdOf(layout, fwd[0]);
+    fwdOf(against, fwd[1]);
   }
   e.alloc('P', Pv.length);
   e.alloc('X', top);
@@ -82,6 +105,22 @@ async function compare(sh: Shape): Promise<void> {
     e.write('X', 0, X);
     e.run('old');
     e.run('new');
+    if (against) {
+      e.run('ref');
+      e.run('fwd');
+      // Bit for bit: the forward, the checkpoints, and every output of the chunked backward.
+      const same = async (what: string, buf: 'X' | 'S', a: number, b: number, n: number) => {
+        const x = await e.read(buf, a, n), y = await e.read(buf, b, n);
+        const i = x.findIndex((v, k) => !Object.is(v, y[k]));
+        assert.equal(i, -1, `${what}[${i}]: ${x[i]} (${layout}) vs ${y[i]} (${against})`);
+      };
+      await same('y', 'X', fwd[0].y, fwd[1].y, T * Q);
+      if (gate) await same('gated y', 'X', fwd[0].yg, fwd[1].yg, T * Q);
+      await same('checkpoints', 'S', ckOff, sNeed - ckNeed, ckNeed);
+      for (const [name, n] of [['du', T * Q], ['dd', T * Q], ['dz', gate ? T * Q : 0], ['bc', T * bcRs], ['aPart', B * Q * (m2 ? 1 : N)], ['dPart', B * Q]] as const) {
+        if (n) await same(name, 'X', o2[name], o3[name], n);
+      }
+    }
     for (const [name, n] of [['du', T * Q], ['dd', T * Q], ['dz', gate ? T * Q : 0], ['bc', T * bcRs], ['aPart', B * Q * (m2 ? 1 : N)], ['dPart', B * Q]] as const) {
       if (!n) continue;
       const want = await e.read('X', o1[name], n), got = await e.read('X', o2[name], n);
@@ -109,6 +148,14 @@ const SHAPES: (Shape & { what: string })[] = [
   { what: 'mamba2 N512, 4 chunks', m2: true, B: 2, L: 10, N: 512, H: 2, Pd: 8, G: 1, C: 3 },
   { what: 'mamba1 N512, 2 threads per lane (many states per thread, sliced lane sums)', m2: false, B: 1, L: 5, N: 512, H: 8, Pd: 1, G: 1, C: 2, NS: 2 },
   { what: 'mamba2 N1024', m2: true, B: 1, L: 5, N: 1024, H: 1, Pd: 8, G: 1, C: 2 },
+  // The lane-fastest thread layout: 4 to 64 lanes per workgroup (more or fewer than a warp), sliced lane sums (N 512).
+  { what: 'lane-fastest, mamba1 N16, 4 threads per lane, 3 chunks, L not a multiple of C', m2: false, B: 2, L: 11, N: 16, H: 8, Pd: 1, G: 1, C: 4, NS: 4, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba1 N256', m2: false, B: 1, L: 7, N: 256, H: 4, Pd: 1, G: 1, C: 3, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba2 N64, 2 groups', m2: true, B: 2, L: 13, N: 64, H: 4, Pd: 4, G: 2, C: 5, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba2 N64, 64 lanes per workgroup', m2: true, B: 1, L: 6, N: 64, H: 4, Pd: 16, G: 1, C: 4, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba2 N256, 16 lanes per workgroup', m2: true, B: 2, L: 7, N: 256, H: 2, Pd: 8, G: 1, C: 3, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba2 N512, 4 chunks', m2: true, B: 2, L: 10, N: 512, H: 2, Pd: 8, G: 1, C: 3, layout: 'lane-fastest' },
+  { what: 'lane-fastest, mamba1 N512, 2 threads per lane (sliced lane sums)', m2: false, B: 1, L: 5, N: 512, H: 8, Pd: 1, G: 1, C: 2, NS: 2, layout: 'lane-fastest' },
 ];
 
 for (const s of SHAPES) {

@@ -132,6 +132,27 @@ test('--scan-chunk and --micro-batches are recorded in run.json and leave the lo
   assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
 });
 
+test('--scan-layout lane-fastest is recorded in run.json and gives the same losses bit for bit; an unknown layout is one line', await requiresWebGPU(), () => {
+  const dir = tmp();
+  // d_state 64: 4 threads per scan lane, so the two layouts map the threads differently.
+  const args = ['train', '--task', 'copy', '--arch', 'mamba2', '--n-layers', '1', '--d-model', '32', '--d-state', '64', '--head-dim', '16', '--alphabet', '4',
+    '--min-len', '2', '--max-len', '4', '--context', '32', '--batch-size', '8', '--steps', '4', '--eval-every', '4', '--eval-examples', '8', '--backend', 'webgpu', '--quiet'];
+  const losses = (run: string) => fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss?: number }).filter((m) => m.loss !== undefined).map((m) => m.loss!);
+  const plain = path.join(dir, 'plain');
+  const lane = path.join(dir, 'lane');
+  assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
+  const r = spawnSync(process.execPath, [CLI, ...args, '--scan-layout', 'lane-fastest', '--out', lane], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const rec = JSON.parse(fs.readFileSync(path.join(lane, 'run.json'), 'utf8')) as { config: { gpuStep?: unknown } };
+  assert.deepEqual(rec.config.gpuStep, { scanLayout: 'lane-fastest' });
+  assert.equal(losses(plain).length, 4);
+  assert.deepEqual(losses(lane), losses(plain));
+  const bad = spawnSync(process.execPath, [CLI, ...args, '--scan-layout', 'diagonal', '--out', path.join(dir, 'bad')], { encoding: 'utf8' });
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr.trim(), /^mimetic: --scan-layout: 'diagonal' is not one of state-fastest, lane-fastest$/);
+  assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
+});
+
 test('--read-every and --compiled-step are training options: in --help, recorded in run.json, 0 trains through autodiff; out of range is one line', await requiresWebGPU(), () => {
   const dir = tmp();
   const help = spawnSync(process.execPath, [CLI, 'train', '--help'], { encoding: 'utf8' });

@@ -14,6 +14,7 @@ import { MQAR_DEFAULTS } from '../tasks/mqar.js';
 import { EVAL_TASKS } from '../tasks/lm.js';
 import { UserError } from '../util/errors.js';
 import { ADAMW_DEFAULTS } from './adamw.js';
+import { SCAN_THREAD_LAYOUTS, type ScanThreadLayout } from './gpu/kernels.js';
 import { LOG_LINES } from './metrics.js';
 import { SCHEDULES, type ScheduleKind } from './schedule.js';
 
@@ -53,6 +54,8 @@ export interface TrainConfig {
 export interface GpuStepKnobs {
   scanChunk?: number;
   scanThreads?: number;
+  /** How the scan's threads map to (lane, state slice): gpu/kernels.ts's ScanThreadLayout (default state-fastest). */
+  scanLayout?: ScanThreadLayout;
   microBatches?: number;
   /** Steps between loss read-backs of the compiled step (1 to its ring of 256; default 25). */
   readEvery?: number;
@@ -60,7 +63,7 @@ export interface GpuStepKnobs {
   compiledStep?: number;
 }
 
-/** GpuStepKnobs' fields, by option name. */
+/** GpuStepKnobs' numeric fields, by option name (scanLayout is a choice). */
 export const GPU_STEP_KNOBS = ['scanChunk', 'scanThreads', 'microBatches', 'readEvery', 'compiledStep'] as const;
 
 export const RUN_FILE = 'run.json';
@@ -165,6 +168,7 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   // The compiled WebGPU step (speed and memory).
   opt('scanChunk', '--scan-chunk <n>', 'int', ['gpuStep.scanChunk'], 'compiled WebGPU step: time steps per scan chunk; the backward keeps one state per chunk (default 16)'),
   opt('scanThreads', '--scan-threads <n>', 'int', ['gpuStep.scanThreads'], 'compiled WebGPU step: threads per scan lane, each holding d_state/n states (default: by d_state)'),
+  opt('scanLayout', '--scan-layout <layout>', 'choice', ['gpuStep.scanLayout'], "compiled WebGPU step: the scan's threads, state-fastest (a lane's states on neighbouring threads, the default) or lane-fastest (neighbouring lanes)", { choices: SCAN_THREAD_LAYOUTS }),
   opt('microBatches', '--micro-batches <n>', 'int', ['gpuStep.microBatches'], 'compiled WebGPU step: split each batch in n, gradients summed (default: the fewest that fit the device)'),
   opt('readEvery', '--read-every <n>', 'int', ['gpuStep.readEvery'], 'compiled WebGPU step: steps queued between loss read-backs, 1 to 256 (default 25)'),
   opt('compiledStep', '--compiled-step <0|1>', 'int', ['gpuStep.compiledStep'], 'webgpu: 0 trains through tf.js autodiff instead of the compiled step (default 1)'),
@@ -276,6 +280,8 @@ export function checkTrainConfig(c: TrainConfig): Task {
       throw new ConfigError(`gpuStep.${k}` as keyof TrainConfig, `${v} must be a positive integer${k === 'readEvery' ? ' up to 256 (the steps the GPU keeps)' : ''}`);
     }
   }
+  const layout = c.gpuStep?.scanLayout;
+  if (layout !== undefined && !SCAN_THREAD_LAYOUTS.includes(layout)) throw new ConfigError('gpuStep.scanLayout', `'${String(layout)}' is not one of ${SCAN_THREAD_LAYOUTS.join(', ')}`);
   if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new ConfigError('aScale', `${c.aScale} is not one of ${A_SCALES.join(', ')}`);
   const task = makeTask(c.task);
   if (task.name === 'lm' && c.targetAcc !== null) throw new ConfigError('targetAcc', 'the lm task trains no accuracy setting; drop --target-acc');

@@ -356,25 +356,64 @@ export const deltaBwd: Kernel = {
 };
 
 /**
+ * How a scan workgroup's threads are laid over (lane, state slice). 'state-fastest': consecutive
+ * threads are the NS slices of one lane. 'lane-fastest': consecutive threads are consecutive lanes
+ * of one slice, so the per-state reads and writes of the [.., n, q] buffers (q innermost) are
+ * coalesced. Both give the same results: the reductions over slices and lanes add in the same order.
+ */
+export type ScanThreadLayout = 'state-fastest' | 'lane-fastest';
+export const SCAN_THREAD_LAYOUTS: readonly ScanThreadLayout[] = ['state-fastest', 'lane-fastest'];
+
+/**
+ * The index mapping of `layout` for workgroups of W lanes × NS slices: `decl` declares the thread's
+ * lane in the workgroup `ll` and its slice `j` (from li); `thread(l, s)` is the thread index of
+ * lane l, slice s (where its partial sums sit in `part`); `sh(l, n)` the slot of lane l, state n
+ * (of a slice of SL) in scanBwdChunk's lane sums, `shSize` their f32s.
+ */
+function scanThreads(layout: ScanThreadLayout, W: number, NS: number, SL = 0): { decl: string; thread: (l: string, s: string) => string; sh: (l: string, n: string) => string; shSize: number } {
+  if (layout === 'state-fastest') {
+    return {
+      decl: `let ll = li / ${NS}u; let j = li % ${NS}u;`,
+      thread: (l, s) => `((${l}) * ${NS}u + ${s})`,
+      sh: (l, n) => `((${l}) * ${SL}u + ${n})`,
+      shSize: W * SL,
+    };
+  }
+  // Lane sums state-major with an odd row stride: a warp's reads (consecutive states) fall in
+  // distinct banks, and so do its writes (consecutive lanes) for W ≥ 16 (2-way conflicts at W 8).
+  return {
+    decl: `let ll = li % ${W}u; let j = li / ${W}u;`,
+    thread: (l, s) => `((${s}) * ${W}u + ${l})`,
+    sh: (l, n) => `((${n}) * ${W + 1}u + ${l})`,
+    shSize: (W + 1) * SL,
+  };
+}
+
+/** Kernel-key suffix of a non-default thread layout. */
+const layoutKey = (layout: ScanThreadLayout) => (layout === 'state-fastest' ? '' : '_lane');
+
+/**
  * The selective scan, NS threads per lane (batch b, lane q of Q = heads·headDim; Mamba-1: Q = channels,
  * head dim 1), each with N/NS of the lane's states in registers (more threads and fewer registers for
  * large N; the partial sums of y meet in workgroup memory). Lane q reads x[t, q], Δ[t, q / P], B/C of
  * group (q / P) / (H / G), A = −exp(A_log) (aMode 0) or −exp(−k·A_log_param) (aMode 1), per state
  * (Mamba-1) or per head. y = C·h + D·x into yOff; with gate (Mamba-1) also y·silu(z) into ygOff.
+ * `layout`: how the threads map to (lane, slice) (ScanThreadLayout).
  */
-export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1): Kernel {
+export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1, layout: ScanThreadLayout = 'state-fastest'): Kernel {
   const NPT = N / NS;
   const LW = 64 / NS;
+  const th = scanThreads(layout, LW, NS);
   return {
-    key: `scanFwd${N}${scalarA}${gate}${NS}`, bufs: ['P', 'X'],
+    key: `scanFwd${N}${scalarA}${gate}${NS}${layoutKey(layout)}`, bufs: ['P', 'X'],
     fields: [...SCAN_FIELDS, 'yOff', 'ygOff', 'zOff', 'zRs'],
     body: `${WGSL_ACTIVATIONS}
     var<workgroup> part : array<f32, 64>;
     ${aOf(N, scalarA)}
     ${ENTRY(64)} {
       let wg = w.x + w.y * nw.x;
-      let lane = wg * ${LW}u + li / ${NS}u;
-      let j = li % ${NS}u;
+      ${th.decl}
+      let lane = wg * ${LW}u + ll;
       let valid = lane < u.lanes;
       let ln = min(lane, u.lanes - 1u);
       let b = ln / u.Q; let q = ln - b * u.Q;
@@ -395,7 +434,7 @@ export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1): Ker
         }
         ${NS > 1 ? `part[li] = y;
         workgroupBarrier();
-        if (j == 0u) { for (var r = 1u; r < ${NS}u; r = r + 1u) { y = y + part[li + r]; } }
+        if (j == 0u) { for (var r = 1u; r < ${NS}u; r = r + 1u) { y = y + part[${th.thread('ll', 'r')}]; } }
         workgroupBarrier();` : ''}
         if (valid && j == 0u) {
           y = y + Dd * x;
@@ -422,18 +461,20 @@ function aOf(N: number, scalarA: boolean): string {
  * threads, writing only the state at the start of each chunk of C steps into S at ckOff
  * ([b, chunk, n, q], q innermost; chunk 0's is zero). B·⌈L/C⌉·N·Q floats instead of B·L·N·Q.
  */
-export function scanCkpt(N: number, scalarA: boolean, NS = 1): Kernel {
+export function scanCkpt(N: number, scalarA: boolean, NS = 1, layout: ScanThreadLayout = 'state-fastest'): Kernel {
   const NPT = N / NS;
   const LW = 64 / NS;
+  const th = scanThreads(layout, LW, NS);
   return {
-    key: `scanCkpt${N}${scalarA}${NS}`, bufs: ['P', 'X', 'S'],
+    key: `scanCkpt${N}${scalarA}${NS}${layoutKey(layout)}`, bufs: ['P', 'X', 'S'],
     fields: [...SCAN_FIELDS, 'C', 'nC', 'ckOff'],
     body: `${aOf(N, scalarA)}
     ${ENTRY(64)} {
       let wg = w.x + w.y * nw.x;
-      let lane = wg * ${LW}u + li / ${NS}u;
+      ${th.decl}
+      let lane = wg * ${LW}u + ll;
       if (lane >= u.lanes) { return; }
-      let j = li % ${NS}u; let n0 = j * ${NPT}u;
+      let n0 = j * ${NPT}u;
       let b = lane / u.Q; let q = lane - b * u.Q;
       let h = q / u.P; let g = h / u.HG;
       var s : array<f32, ${NPT}>;
@@ -459,29 +500,33 @@ export function defaultScanThreads(N: number): number {
   return N >= 32 && N % 16 === 0 ? Math.min(32, N / 16) : 1;
 }
 
+/** f32s per state in scanBwdChunk's lane sums: one per lane, and a pad in the lane-fastest layout (scanThreads). */
+const laneSumStride = (W: number, layout: ScanThreadLayout) => (layout === 'lane-fastest' ? W + 1 : W);
+
 /**
  * Threads of scanBwdChunk: NS per lane, W lanes (a power of two ≤ 64 dividing the lanes of a B/C
  * group, W·NS ≤ 256), lane sums SL states at a time. Null with the reason when NS does not fit.
  */
-export function scanLayout(N: number, lanesPerGroup: number, NS: number, storageBytes: number): { W: number; SL: number } | string {
+export function scanLayout(N: number, lanesPerGroup: number, NS: number, storageBytes: number, layout: ScanThreadLayout = 'state-fastest'): { W: number; SL: number } | string {
   if (!(Number.isInteger(NS) && NS >= 1 && NS <= 64 && N % NS === 0 && 64 % NS === 0)) return `scan threads per lane ${NS} must divide both the state size ${N} and 64`;
   let W = 64;
   while (W > 1 && lanesPerGroup % W !== 0) W /= 2;
-  while (W > 1 && (W * NS > 256 || W * (N / NS) > Math.floor(storageBytes / 4) - 2 * W * NS)) W /= 2;
-  if (W * NS > 256 || (N / NS) + 2 * NS > Math.floor(storageBytes / 4)) return `scan threads per lane ${NS}: ${N / NS} states per thread exceed the workgroup memory`;
-  return { W, SL: scanSlice(N, W, NS, storageBytes) };
+  while (W > 1 && (W * NS > 256 || laneSumStride(W, layout) * (N / NS) > Math.floor(storageBytes / 4) - 2 * W * NS)) W /= 2;
+  if (W * NS > 256 || laneSumStride(1, layout) * (N / NS) + 2 * NS > Math.floor(storageBytes / 4)) return `scan threads per lane ${NS}: ${N / NS} states per thread exceed the workgroup memory`;
+  return { W, SL: scanSlice(N, W, NS, storageBytes, layout) };
 }
 
 /**
  * Workgroup-memory budget (f32s) of scanBwdChunk's lane sums: the states are summed over the W lanes
  * SL at a time (SL = NPT·m, m | NS), so W does not shrink as N grows.
  */
-export function scanSlice(N: number, W: number, NS: number, storageBytes: number): number {
+export function scanSlice(N: number, W: number, NS: number, storageBytes: number, layout: ScanThreadLayout = 'state-fastest'): number {
   const budget = Math.floor(storageBytes / 4) - 2 * W * NS;
   const NPT = N / NS;
+  const stride = laneSumStride(W, layout);
   let m = NS;
-  while (m > 1 && (NS % m !== 0 || W * NPT * m > budget)) m--;
-  if (W * NPT * m > budget) throw new Error(`scan: ${W} lanes × ${NPT} states exceed the workgroup memory`);
+  while (m > 1 && (NS % m !== 0 || stride * NPT * m > budget)) m--;
+  if (stride * NPT * m > budget) throw new Error(`scan: ${W} lanes × ${NPT} states exceed the workgroup memory`);
   return NPT * m;
 }
 
@@ -494,37 +539,40 @@ export function scanSlice(N: number, W: number, NS: number, storageBytes: number
  * Outputs: dx (+ D·dy) into duOff, per-lane dΔ into ddOff, the A and D sums (= on the
  * first dispatch, += after), and the block partials of dB, dC for the chunk's steps at pbOff / pcOff
  * ([b, step in chunk, block, n]; bcReduceChunk adds a group's blocks). Memory: B·C·N·Q scratch.
+ * `layout`: how the threads map to (lane, slice) (ScanThreadLayout; W, SL from scanLayout with it).
  */
-export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: number, NS: number, SL: number): Kernel {
+export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: number, NS: number, SL: number, layout: ScanThreadLayout = 'state-fastest'): Kernel {
   const NPT = N / NS;
   const WG = W * NS;
   const red = NS > 1;
   const NSL = N / SL;
+  const th = scanThreads(layout, W, NS, SL);
   const sliceSum = (dst: string) => `
         for (var r = 0u; r < ${NSL}u; r = r + 1u) {
           workgroupBarrier();
           if (n0 >= r * ${SL}u && n0 < (r + 1u) * ${SL}u) {
-            for (var k = 0u; k < ${NPT}u; k = k + 1u) { sh[ll * ${SL}u + n0 - r * ${SL}u + k] = tmp[k]; }
+            for (var k = 0u; k < ${NPT}u; k = k + 1u) { sh[${th.sh('ll', `n0 - r * ${SL}u + k`)}] = tmp[k]; }
           }
           workgroupBarrier();
           for (var n = li; n < ${SL}u; n = n + ${WG}u) {
             var sm = 0.0;
-            for (var l = 0u; l < ${W}u; l = l + 1u) { sm = sm + sh[l * ${SL}u + n]; }
+            for (var l = 0u; l < ${W}u; l = l + 1u) { sm = sm + sh[${th.sh('l', 'n')}]; }
             X[${dst} + (row * u.nBlk + blk) * ${N}u + r * ${SL}u + n] = sm;
           }
         }`;
   return {
-    key: `scanBwdChunk${N}${scalarA}${gate}${W}_${NS}_${SL}`, bufs: ['P', 'X', 'S'],
+    key: `scanBwdChunk${N}${scalarA}${gate}${W}_${NS}_${SL}${layoutKey(layout)}`, bufs: ['P', 'X', 'S'],
     fields: [...SCAN_FIELDS, 'dyOff', 'zOff', 'zRs', 'yOff', 'dzOff', 'dzRs', 'duOff', 'duRs', 'ddOff', 'pbOff', 'pcOff', 'nBlk', 'aPartOff', 'dPartOff',
       'C', 'nC', 'c', 'ckOff', 'scrOff', 'ghOff', 'first'],
     body: `${WGSL_ACTIVATIONS}
-    var<workgroup> sh : array<f32, ${W * SL}>;
+    var<workgroup> sh : array<f32, ${th.shSize}>;
     ${red ? `var<workgroup> part : array<f32, ${2 * WG}>;` : ''}
     ${aOf(N, scalarA)}
     ${ENTRY(WG)} {
       let wg = w.x + w.y * nw.x;
       let b = wg / u.nBlk; let blk = wg - b * u.nBlk;
-      let ll = li / ${NS}u; let j = li % ${NS}u; let n0 = j * ${NPT}u;
+      ${th.decl}
+      let n0 = j * ${NPT}u;
       let q = blk * ${W}u + ll;
       let h = q / u.P; let g = h / u.HG;
       let Q = u.Q;
@@ -591,7 +639,7 @@ export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: numb
         part[2u * li + 1u] = gu;
         workgroupBarrier();
         if (j == 0u) {
-          for (var o = 1u; o < ${NS}u; o = o + 1u) { gdt = gdt + part[2u * (li + o)]; gu = gu + part[2u * (li + o) + 1u]; }
+          for (var o = 1u; o < ${NS}u; o = o + 1u) { gdt = gdt + part[2u * ${th.thread('ll', 'o')}]; gu = gu + part[2u * ${th.thread('ll', 'o')} + 1u]; }
         }` : ''}
         if (j == 0u) {
           X[u.duOff + t * u.duRs + q] = gu;
@@ -608,7 +656,7 @@ export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: numb
       workgroupBarrier();
       if (j == 0u) {
         var a = 0.0;
-        for (var o = 0u; o < ${NS}u; o = o + 1u) { a = a + part[li + o]; }
+        for (var o = 0u; o < ${NS}u; o = o + 1u) { a = a + part[${th.thread('ll', 'o')}]; }
         let ao = u.aPartOff + b * Q + q;
         if (u.first == 1u) { X[ao] = a; } else { X[ao] = X[ao] + a; }
       }` : `let ao = u.aPartOff + b * Q + q;

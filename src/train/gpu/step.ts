@@ -61,6 +61,11 @@ export interface CompiledStepOptions {
   /** Threads per scan lane, each holding d_state / scanThreads states (default kernels.ts's defaultScanThreads). */
   scanThreads?: number;
   /**
+   * How the scan's threads map to (lane, state slice), kernels.ts's ScanThreadLayout. Default
+   * 'state-fastest' until 'lane-fastest' (coalesced state reads and writes) is measured on the GPU.
+   */
+  scanLayout?: K.ScanThreadLayout;
+  /**
    * Micro-batches per step: the batch is split (padded with masked rows) and the gradients summed,
    * so batch × length may exceed one storage binding. Default: the fewest whose buffers fit.
    */
@@ -230,8 +235,10 @@ export class CompiledStep {
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
     const NS = this.options.scanThreads ?? K.defaultScanThreads(N);
+    const threadLayout = this.options.scanLayout ?? 'state-fastest';
+    if (!K.SCAN_THREAD_LAYOUTS.includes(threadLayout)) throw new UserError(`compiled step: scan layout ${String(threadLayout)} is not one of ${K.SCAN_THREAD_LAYOUTS.join(', ')}`);
     const storage = Number((this.engine.device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
-    const lay = K.scanLayout(N, Q / G, NS, storage);
+    const lay = K.scanLayout(N, Q / G, NS, storage, threadLayout);
     if (typeof lay === 'string') throw new UserError(`compiled step: ${lay}; change the scan threads option`);
     const { W, SL } = lay;
     const nBlk = Q / W;
@@ -316,14 +323,14 @@ export class CompiledStep {
       if (m2) {
         const dtCol = E + convDim;
         e.op(K.deltaFwd, { n: T * H, C: H, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), outOff: DELTA[l]!, lo, hi: hiF }, elem(T * H));
-        e.op(K.scanFwd(N, true, false, NS), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q * NS) / 64)));
+        e.op(K.scanFwd(N, true, false, NS, threadLayout), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q * NS) / 64)));
         e.op(K.normFwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, gOff: GPRE[l]!, outOff: YN[l]!, outRs: E, rstdOff: RSTDG[l]!, wOff: this.p(lp(l, 'mixer.norm.weight')), eps }, grid(T * G));
         this.mm(X(YN[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
       } else {
         this.mm(X(U[l]!, E), Pw(lp(l, 'mixer.x_proj.weight'), 1, E), Xo(DBC[l]!, bcW), T, bcW, E);
         this.mm(X(DBC[l]!, bcW), Pw(lp(l, 'mixer.dt_proj.weight'), 1, R), Xo(DTP[l]!, E), T, E, R);
         e.op(K.deltaFwd, { n: T * E, C: E, xOff: DTP[l]!, xRs: E, biasOff: this.p(lp(l, 'mixer.dt_proj.bias')), outOff: DELTA[l]!, lo: 0, hi: BIG }, elem(T * E));
-        e.op(K.scanFwd(N, false, true, NS), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, yOff: Y[l]!, ygOff: YG[l]!, zOff: XZ[l]! + E, zRs: Win }, grid(Math.ceil((B * Q * NS) / 64)));
+        e.op(K.scanFwd(N, false, true, NS, threadLayout), { ...scan, xRs: E, bcOff: DBC[l]! + R, bcRs: bcW, cCol: N, yOff: Y[l]!, ygOff: YG[l]!, zOff: XZ[l]! + E, zRs: Win }, grid(Math.ceil((B * Q * NS) / 64)));
         this.mm(X(YG[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
       }
     }
@@ -347,10 +354,10 @@ export class CompiledStep {
       const ckOff = 0, scrOff = B * nC * N * Q, ghOff = scrOff + B * C * N * Q;
       this.needS(ghOff + B * N * Q);
       const chunked = (gate: boolean, io: Record<string, number>, out: { off: number; rs: number; bCol: number; cCol: number }, GG: number) => {
-        e.op(K.scanCkpt(N, m2, NS), { ...scan, xRs: io.xRs ?? scan.xRs, bcOff: io.bcOff!, bcRs: io.bcRs!, cCol: io.cCol!, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
+        e.op(K.scanCkpt(N, m2, NS, threadLayout), { ...scan, xRs: io.xRs ?? scan.xRs, bcOff: io.bcOff!, bcRs: io.bcRs!, cCol: io.cCol!, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
         for (let ci = nC - 1; ci >= 0; ci--) {
           const len = Math.min(L, (ci + 1) * C) - ci * C;
-          e.op(K.scanBwdChunk(N, m2, gate, W, NS, SL), { ...scan, ...bwd, ...io, C, nC, c: ci, ckOff, scrOff, ghOff, first: ci === nC - 1 ? 1 : 0 }, grid(B * nBlk));
+          e.op(K.scanBwdChunk(N, m2, gate, W, NS, SL, threadLayout), { ...scan, ...bwd, ...io, C, nC, c: ci, ckOff, scrOff, ghOff, first: ci === nC - 1 ? 1 : 0 }, grid(B * nBlk));
           const n = 2 * B * len * GG * N;
           e.op(K.bcReduceChunk, { n, G: GG, N, nBlk, pbOff: PB, pcOff: PC, outOff: out.off, outRs: out.rs, bCol: out.bCol, cCol: out.cCol, C, len, L, t0: ci * C }, elem(n));
         }
