@@ -8,7 +8,8 @@ import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
 import { openRegular } from './local-file.js';
 import { writeFileAtomic, writeFileAtomicWith } from '../util/atomic.js';
-import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, widenHalfInPlace, f32ToBf16, f32ToF16 } from './dtypes.js';
+import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, f32ToBf16, f32ToF16 } from './dtypes.js';
+import { HALF_PIECE, halfSource, widenHalfSource } from './widen.js';
 
 export const MAX_HEADER_BYTES = 100_000_000;
 
@@ -230,13 +231,12 @@ export class SafetensorsReader {
     if (t.dtype === 'F32') {
       readFully(this.path, fd, new Uint8Array(out.buffer, out.byteOffset, 4 * n), t.begin);
     } else if (t.dtype === 'F16' || t.dtype === 'BF16') {
-      // Read and widen a piece at a time, so the widening finds its source still in cache. Each
-      // piece goes to its place in the second half of `out` (as for one whole read); the outputs
-      // widened so far end at 4·i ≤ 2n + 2·i, before any later piece's bytes.
-      for (let i = 0; i < n; i += WIDEN_PIECE) {
-        const m = Math.min(WIDEN_PIECE, n - i);
-        readFully(this.path, fd, new Uint8Array(out.buffer, out.byteOffset + 2 * n + 2 * i, 2 * m), t.begin + 2 * i);
-        widenHalfInPlace(t.dtype, out, i, m);
+      // Each piece is read straight into the widener's memory and widened while it is in cache.
+      const source = halfSource();
+      for (let i = 0; i < n; i += HALF_PIECE) {
+        const m = Math.min(HALF_PIECE, n - i);
+        readFully(this.path, fd, source.subarray(0, 2 * m), t.begin + 2 * i);
+        widenHalfSource(t.dtype, m, out, i);
       }
     } else {
       const raw = this.read(name);
@@ -252,9 +252,6 @@ export class SafetensorsReader {
     this.fd = null;
   }
 }
-
-/** Half-precision values read and widened per piece (256 KiB of source: stays in L2). */
-const WIDEN_PIECE = 1 << 17;
 
 /** Largest single read: Node rejects lengths past 2 GiB, so big tensors are read in pieces. */
 const READ_CHUNK = 1 << 30;
