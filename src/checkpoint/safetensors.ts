@@ -213,7 +213,7 @@ export class SafetensorsReader {
     return { dtype: t.dtype, shape: t.shape.slice(), data: viewAs(t.dtype, this.readBytes(name)) };
   }
 
-  /** The tensor as float32 (integers and bools by value). Half types are widened in their own buffer. */
+  /** The tensor as float32 (integers and bools by value). Half types are widened a piece at a time (widen.ts). */
   readFloat32(name: string): Tensor<Float32Array> {
     const t = this.info(name);
     return { shape: t.shape.slice(), data: this.readFloat32Into(name, new Float32Array((t.end - t.begin) / DTYPE_SIZES[t.dtype])) };
