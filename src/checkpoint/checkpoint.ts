@@ -12,6 +12,7 @@ import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, par
 import type { DType } from './dtypes.js';
 import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, parseLayerName } from './names.js';
 import { checkpointFile, listed, readCheckpointText } from './local-file.js';
+import { halfReader, transferable } from './half-worker.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 
@@ -183,22 +184,49 @@ export class Checkpoint {
    * The tensors of layer i alone, keyed by short name (`mixer.A_log`, `norm.weight`, …), as float32.
    * `into`: a previous result whose buffers are overwritten where sizes match (for streaming over
    * layers: no fresh memory, so no page faults and no garbage); it must not be used afterwards.
+   * Its largest half-precision tensors may be read on a second thread (half-worker.ts): their
+   * arrays then come back as new views of the same memory, and the old views are detached.
    */
   readLayer(i: number, opts: { into?: LayerWeights } = {}): LayerWeights {
     if (!Number.isInteger(i) || i < 0 || i >= this.config.numLayers) {
       throw new UserError(`layer ${i} is out of range: the model has layers 0-${this.config.numLayers - 1}`);
     }
-    const out: LayerWeights = {};
     const prefix = this.layerPrefix(i);
-    for (const name of this.names()) {
-      if (!name.startsWith(prefix)) continue;
+    const tensors = this.names().filter((name) => name.startsWith(prefix)).map((name) => {
       const short = name.slice(prefix.length);
-      const old = opts.into?.[short];
       const t = this.info(name);
-      out[short] = old && old.data.length === numel(t.shape)
-        ? { shape: t.shape.slice(), data: this.readers.get(t.file)!.readFloat32Into(this.where.get(name)![1], old.data) }
-        : this.read(name);
+      const old = opts.into?.[short];
+      return { name, short, t, reader: this.readers.get(t.file)!, inner: this.where.get(name)![1], into: old && old.data.length === numel(t.shape) ? old.data : undefined };
+    });
+    const data = new Map<string, Float32Array>();
+    // The largest half-precision tensors go to the helper thread, each to whichever side has fewer
+    // bytes so far (this thread starts with the rest).
+    const helper = tensors.some((x) => offloadable(x.t, x.into)) ? halfReader() : null;
+    const offloaded: typeof tensors = [];
+    if (helper) {
+      const candidates = tensors.filter((x) => offloadable(x.t, x.into)).sort((a, b) => (b.t.end - b.t.begin) - (a.t.end - a.t.begin));
+      let here = tensors.reduce((n, x) => n + x.t.end - x.t.begin, 0) - candidates.reduce((n, x) => n + x.t.end - x.t.begin, 0);
+      let there = 0;
+      for (const x of candidates) {
+        if (there <= here) { offloaded.push(x); there += x.t.end - x.t.begin; } else here += x.t.end - x.t.begin;
+      }
     }
+    const wait = offloaded.length ? helper!.read(offloaded.map((x) => ({ ...x.reader.halfRead(x.inner)!, into: x.into }))) : null;
+    try {
+      for (const x of tensors) {
+        if (wait && offloaded.includes(x)) continue;
+        data.set(x.short, x.into ? x.reader.readFloat32Into(x.inner, x.into) : x.reader.readFloat32(x.inner).data);
+      }
+    } finally {
+      // Taken even when a read here failed, so the next request does not receive this reply.
+      wait?.().forEach((d, k) => {
+        const x = offloaded[k]!;
+        data.set(x.short, d);
+        x.reader.bytesRead += x.t.end - x.t.begin;
+      });
+    }
+    const out: LayerWeights = {};
+    for (const x of tensors) out[x.short] = { shape: x.t.shape.slice(), data: data.get(x.short)! };
     return out;
   }
 
@@ -233,6 +261,14 @@ export class Checkpoint {
   close(): void {
     for (const r of this.readers.values()) r.close();
   }
+}
+
+/** Half-precision tensors from this size (stored bytes) up are worth a round trip to the helper thread. */
+const OFFLOAD_MIN_BYTES = 1 << 22;
+
+/** Whether a tensor may be read by the helper thread: half precision, large, and a transferable buffer to reuse (or none). */
+function offloadable(t: TensorInfo, into: Float32Array | undefined): boolean {
+  return (t.dtype === 'BF16' || t.dtype === 'F16') && t.end - t.begin >= OFFLOAD_MIN_BYTES && (!into || transferable(into));
 }
 
 /** Checkpoint.open says on stderr what it inferred (stdout stays clean for --json). */

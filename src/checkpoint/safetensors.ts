@@ -231,13 +231,7 @@ export class SafetensorsReader {
     if (t.dtype === 'F32') {
       readFully(this.path, fd, new Uint8Array(out.buffer, out.byteOffset, 4 * n), t.begin);
     } else if (t.dtype === 'F16' || t.dtype === 'BF16') {
-      // Each piece is read straight into the widener's memory and widened while it is in cache.
-      const source = halfSource();
-      for (let i = 0; i < n; i += HALF_PIECE) {
-        const m = Math.min(HALF_PIECE, n - i);
-        readFully(this.path, fd, source.subarray(0, 2 * m), t.begin + 2 * i);
-        widenHalfSource(t.dtype, m, out, i);
-      }
+      readHalfInto(this.path, fd, t.dtype, t.begin, out);
     } else {
       const raw = this.read(name);
       out.set(toFloat32(raw.dtype, raw.data));
@@ -247,10 +241,38 @@ export class SafetensorsReader {
     return out;
   }
 
+  /** What another thread needs to read a half-precision tensor itself (readHalfInto); null for other dtypes. */
+  halfRead(name: string): HalfRead | null {
+    const t = this.info(name);
+    if (t.dtype !== 'F16' && t.dtype !== 'BF16') return null;
+    return { file: this.path, tensor: name, fd: this.fdOrThrow(), dtype: t.dtype, begin: t.begin, count: (t.end - t.begin) / 2 };
+  }
+
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
   }
+}
+
+/** A half-precision tensor's place in an open file. */
+export interface HalfRead {
+  file: string;
+  tensor: string;
+  fd: number;
+  dtype: 'F16' | 'BF16';
+  begin: number;
+  count: number;
+}
+
+/** Read `out.length` half values at byte `begin` of `fd` and widen them into `out`, a piece at a time: each piece is read straight into the widener's memory and widened while it is in cache. */
+export function readHalfInto(file: string, fd: number, dtype: 'F16' | 'BF16', begin: number, out: Float32Array): Float32Array {
+  const source = halfSource();
+  for (let i = 0; i < out.length; i += HALF_PIECE) {
+    const m = Math.min(HALF_PIECE, out.length - i);
+    readFully(file, fd, source.subarray(0, 2 * m), begin + 2 * i);
+    widenHalfSource(dtype, m, out, i);
+  }
+  return out;
 }
 
 /** Largest single read: Node rejects lengths past 2 GiB, so big tensors are read in pieces. */
