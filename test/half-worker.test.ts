@@ -33,7 +33,7 @@ test('helper thread: BF16 and F16 reads (every bit pattern, odd lengths) into fr
     writeSafetensors(file, tensors, { metadata: null });
     const r = SafetensorsReader.open(file);
     try {
-      const reads = tensors.map((t) => r.halfRead(t.name)!);
+      const reads = tensors.map((t) => ({ ...r.halfRead(t.name)!, length: t.data.length }));
       const fresh = helper.read(reads)!();
       const given = tensors.map((t) => new Float32Array(t.data.length).fill(NaN));
       const reused = helper.read(reads.map((x, k) => ({ ...x, into: given[k] })))!();
@@ -43,11 +43,16 @@ test('helper thread: BF16 and F16 reads (every bit pattern, odd lengths) into fr
         assertBitsEqual(reused[k]!, want, `${t.name} transferred`);
         assert.equal(given[k]!.length, 0, 'the given array was transferred away');
       });
+      // Only the first `count` values: the rest of the array is left as it was.
+      const b = reads[1]!;
+      const part = helper.read([{ ...b, count: b.count - 1001, into: new Float32Array(b.length).fill(-3) }])!()[0]!;
+      assertBitsEqual(part.subarray(0, b.count - 1001), referenceBits('BF16', tensors[1]!.data.subarray(0, b.count - 1001)), 'b, first part');
+      assert.ok(part.subarray(b.count - 1001).every((v) => v === -3));
       // Cut the file after its header was read: the helper's read reaches its end.
       fs.truncateSync(file, r.info('c').begin + 10);
-      const wait = helper.read([r.halfRead('c')!])!;
+      const wait = helper.read([reads[2]!])!;
       assert.throws(wait, (e: unknown) => e instanceof SafetensorsError && e.message.startsWith(file) && /truncated while being read/.test(e.message));
-      assertBitsEqual(helper.read([r.halfRead('b')!])!()[0]!, referenceBits('BF16', tensors[1]!.data), 'b after the failure');
+      assertBitsEqual(helper.read([reads[1]!])!()[0]!, referenceBits('BF16', tensors[1]!.data), 'b after the failure');
     } finally {
       r.close();
     }
@@ -56,7 +61,7 @@ test('helper thread: BF16 and F16 reads (every bit pattern, odd lengths) into fr
   }
 });
 
-test('readLayer: large half tensors go to the helper thread, fresh and reused, with the values of a plain read; a truncated layer fails and the next read is right', async () => {
+test('readLayer: large half tensors go to the helper thread (the largest one split with this thread), fresh and reused, with the values of a plain read; a truncated layer fails and the next read is right', async () => {
   await readyHelper();
   for (const dtype of ['BF16', 'F16'] as const) {
     const dir = tmpDir('half-worker-layer');

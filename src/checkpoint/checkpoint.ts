@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
-import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
+import { SafetensorsReader, SafetensorsError, numel, readHalfInto, type TensorInfo, type Tensor } from './safetensors.js';
 import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
 import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, parseLayerName } from './names.js';
@@ -40,6 +40,8 @@ export class Checkpoint {
   private readonly readers = new Map<string, SafetensorsReader>();
   /** HF name → [file name, name inside the file]. */
   private readonly where = new Map<string, [string, string]>();
+  /** This thread's share of a tensor the helper thread reads the rest of (readLayer). */
+  private tailScratch = new Float32Array(0);
 
   /** Without config.json: what was inferred from the tensor shapes, in words (null when config.json was read). */
   readonly inferred: string | null = null;
@@ -199,32 +201,47 @@ export class Checkpoint {
       return { name, short, t, reader: this.readers.get(t.file)!, inner: this.where.get(name)![1], into: old && old.data.length === numel(t.shape) ? old.data : undefined };
     });
     const data = new Map<string, Float32Array>();
+    const bytes = (x: { t: TensorInfo }) => x.t.end - x.t.begin;
     // The largest half-precision tensors go to the helper thread, each to whichever side has fewer
-    // bytes so far (this thread starts with the rest).
+    // bytes so far (this thread starts with the rest). If the helper still has more, this thread
+    // also takes the tail of its largest tensor, read into a scratch and copied in on return.
     const helper = tensors.some((x) => offloadable(x.t, x.into)) ? halfReader() : null;
     const offloaded: typeof tensors = [];
+    let tail = 0;
     if (helper) {
-      const candidates = tensors.filter((x) => offloadable(x.t, x.into)).sort((a, b) => (b.t.end - b.t.begin) - (a.t.end - a.t.begin));
-      let here = tensors.reduce((n, x) => n + x.t.end - x.t.begin, 0) - candidates.reduce((n, x) => n + x.t.end - x.t.begin, 0);
+      const candidates = tensors.filter((x) => offloadable(x.t, x.into)).sort((a, b) => bytes(b) - bytes(a));
+      let here = tensors.reduce((n, x) => n + bytes(x), 0) - candidates.reduce((n, x) => n + bytes(x), 0);
       let there = 0;
       for (const x of candidates) {
-        if (there <= here) { offloaded.push(x); there += x.t.end - x.t.begin; } else here += x.t.end - x.t.begin;
+        if (there <= here) { offloaded.push(x); there += bytes(x); } else here += bytes(x);
       }
+      // Moving v values evens the sides when 2v bytes leave the helper and cost 2v(1 + TAIL_COPY_COST) here.
+      if (offloaded.length) tail = Math.min(Math.floor((there - here) / (2 * (2 + TAIL_COPY_COST))), offloaded[0]!.t.end - offloaded[0]!.t.begin);
+      if (2 * tail < OFFLOAD_MIN_BYTES / 4) tail = 0;
     }
-    const wait = offloaded.length ? helper!.read(offloaded.map((x) => ({ ...x.reader.halfRead(x.inner)!, into: x.into }))) : null;
+    const reads = offloaded.map((x, k) => {
+      const r = x.reader.halfRead(x.inner)!;
+      return { ...r, length: r.count, count: r.count - (k === 0 ? tail : 0), into: x.into };
+    });
+    const wait = reads.length ? helper!.read(reads) : null;
+    if (!wait) tail = 0;
+    if (tail > this.tailScratch.length) this.tailScratch = new Float32Array(tail);
+    const tailValues = this.tailScratch.subarray(0, tail);
     try {
       for (const x of tensors) {
         if (wait && offloaded.includes(x)) continue;
         data.set(x.short, x.into ? x.reader.readFloat32Into(x.inner, x.into) : x.reader.readFloat32(x.inner).data);
       }
+      if (tail) readHalfInto(reads[0]!.file, reads[0]!.fd, reads[0]!.dtype, reads[0]!.begin + 2 * reads[0]!.count, tailValues);
     } finally {
       // Taken even when a read here failed, so the next request does not receive this reply.
       wait?.().forEach((d, k) => {
         const x = offloaded[k]!;
         data.set(x.short, d);
-        x.reader.bytesRead += x.t.end - x.t.begin;
+        x.reader.bytesRead += bytes(x);
       });
     }
+    if (tail) data.get(offloaded[0]!.short)!.set(tailValues, reads[0]!.count);
     const out: LayerWeights = {};
     for (const x of tensors) out[x.short] = { shape: x.t.shape.slice(), data: data.get(x.short)! };
     return out;
@@ -265,6 +282,12 @@ export class Checkpoint {
 
 /** Half-precision tensors from this size (stored bytes) up are worth a round trip to the helper thread. */
 const OFFLOAD_MIN_BYTES = 1 << 22;
+
+/**
+ * What copying a value of the tail into place costs here, relative to reading and widening it:
+ * a memcpy of float32 takes about half of the whole read (bench/read.ts, 2 cores).
+ */
+const TAIL_COPY_COST = 0.5;
 
 /** Whether a tensor may be read by the helper thread: half precision, large, and a transferable buffer to reuse (or none). */
 function offloadable(t: TensorInfo, into: Float32Array | undefined): boolean {

@@ -16,7 +16,9 @@ const READY = 0, REPLIES = 1;
 /** With no reply for this long, the thread is taken for dead (a read takes milliseconds). */
 const REPLY_TIMEOUT_MS = 120_000;
 
-interface Request { reads: (HalfRead & { buffer: ArrayBuffer | null })[] }
+/** A read of the first `count` values into an array of `length` (the rest is the caller's), given or fresh. */
+export type HelperRead = HalfRead & { length: number; into?: Float32Array };
+interface Request { reads: (HalfRead & { length: number; buffer: ArrayBuffer | null })[] }
 interface Reply { buffers: ArrayBuffer[]; error: { tensor: string; file: string; problem: string; safetensors: boolean } | null }
 
 function serve(port: MessagePort, counters: Int32Array): void {
@@ -24,11 +26,11 @@ function serve(port: MessagePort, counters: Int32Array): void {
     const buffers: ArrayBuffer[] = [];
     let error: Reply['error'] = null;
     for (const r of reads) {
-      const out = r.buffer ? new Float32Array(r.buffer) : new Float32Array(r.count);
+      const out = r.buffer ? new Float32Array(r.buffer) : new Float32Array(r.length);
       buffers.push(out.buffer as ArrayBuffer);
       if (error) continue;
       try {
-        readHalfInto(r.file, r.fd, r.dtype, r.begin, out);
+        readHalfInto(r.file, r.fd, r.dtype, r.begin, out.subarray(0, r.count));
       } catch (e) {
         const safetensors = e instanceof SafetensorsError;
         error = { tensor: r.tensor, file: r.file, problem: safetensors ? e.problem : String((e as Error).message ?? e), safetensors };
@@ -52,7 +54,7 @@ let helperFailed = false;
  * The helper thread if it is up; the first call starts it and returns null (its start takes tens
  * of milliseconds, which the caller spends reading alone). Unref'd: it never keeps a process alive.
  */
-export function halfReader(): { read: (reads: (HalfRead & { into?: Float32Array })[]) => (() => Float32Array[]) | null } | null {
+export function halfReader(): { read: (reads: HelperRead[]) => (() => Float32Array[]) | null } | null {
   if (helperFailed) return null;
   if (!helper) {
     const { port1, port2 } = new MessageChannel();
@@ -75,7 +77,7 @@ export function halfReader(): { read: (reads: (HalfRead & { into?: Float32Array 
  * wait for them, or null when they could not be sent. The given arrays are detached once sent:
  * use the returned ones.
  */
-function start(h: Helper, reads: (HalfRead & { into?: Float32Array })[]): (() => Float32Array[]) | null {
+function start(h: Helper, reads: HelperRead[]): (() => Float32Array[]) | null {
   const request: Request = { reads: reads.map(({ into, ...r }) => ({ ...r, buffer: into ? (into.buffer as ArrayBuffer) : null })) };
   try {
     h.port.postMessage(request, request.reads.flatMap((r) => (r.buffer ? [r.buffer] : [])));
