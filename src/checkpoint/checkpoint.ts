@@ -201,24 +201,9 @@ export class Checkpoint {
       return { name, short, t, reader: this.readers.get(t.file)!, inner: this.where.get(name)![1], into: old && old.data.length === numel(t.shape) ? old.data : undefined };
     });
     const data = new Map<string, Float32Array>();
-    const bytes = (x: { t: TensorInfo }) => x.t.end - x.t.begin;
-    // The largest half-precision tensors go to the helper thread, each to whichever side has fewer
-    // bytes so far (this thread starts with the rest). If the helper still has more, this thread
-    // also takes the tail of its largest tensor, read into a scratch and copied in on return.
     const helper = tensors.some((x) => offloadable(x.t, x.into)) ? halfReader() : null;
-    const offloaded: typeof tensors = [];
-    let tail = 0;
-    if (helper) {
-      const candidates = tensors.filter((x) => offloadable(x.t, x.into)).sort((a, b) => bytes(b) - bytes(a));
-      let here = tensors.reduce((n, x) => n + bytes(x), 0) - candidates.reduce((n, x) => n + bytes(x), 0);
-      let there = 0;
-      for (const x of candidates) {
-        if (there <= here) { offloaded.push(x); there += bytes(x); } else here += bytes(x);
-      }
-      // Moving v values evens the sides when 2v bytes leave the helper and cost 2v(1 + TAIL_COPY_COST) here.
-      if (offloaded.length) tail = Math.min(Math.floor((there - here) / (2 * (2 + TAIL_COPY_COST))), offloaded[0]!.t.end - offloaded[0]!.t.begin);
-      if (2 * tail < OFFLOAD_MIN_BYTES / 4) tail = 0;
-    }
+    const { offloaded, tail: planned } = helper ? splitForHelper(tensors) : { offloaded: [], tail: 0 };
+    let tail = planned;
     const reads = offloaded.map((x, k) => {
       const r = x.reader.halfRead(x.inner)!;
       return { ...r, length: r.count, count: r.count - (k === 0 ? tail : 0), into: x.into };
@@ -238,7 +223,7 @@ export class Checkpoint {
       wait?.().forEach((d, k) => {
         const x = offloaded[k]!;
         data.set(x.short, d);
-        x.reader.bytesRead += bytes(x);
+        x.reader.bytesRead += x.t.end - x.t.begin;
       });
     }
     if (tail) data.get(offloaded[0]!.short)!.set(tailValues, reads[0]!.count);
@@ -282,6 +267,32 @@ export class Checkpoint {
 
 /** Half-precision tensors from this size (stored bytes) up are worth a round trip to the helper thread. */
 const OFFLOAD_MIN_BYTES = 1 << 22;
+
+/**
+ * Which of a layer's tensors the helper thread reads: the largest offloadable ones, each to
+ * whichever side has fewer bytes so far (this thread starts with the rest). If the helper still
+ * has more, this thread also takes `tail` values from the end of the first, read into a scratch and
+ * copied in on return.
+ */
+function splitForHelper<T extends { t: TensorInfo; into: Float32Array | undefined }>(tensors: T[]): { offloaded: T[]; tail: number } {
+  const bytes = (x: T) => x.t.end - x.t.begin;
+  const candidates = tensors.filter((x) => offloadable(x.t, x.into)).sort((a, b) => bytes(b) - bytes(a));
+  let here = tensors.reduce((n, x) => n + bytes(x), 0) - candidates.reduce((n, x) => n + bytes(x), 0);
+  let there = 0;
+  const offloaded: T[] = [];
+  for (const x of candidates) {
+    if (there <= here) {
+      offloaded.push(x);
+      there += bytes(x);
+    } else {
+      here += bytes(x);
+    }
+  }
+  if (!offloaded.length) return { offloaded, tail: 0 };
+  // Moving v values evens the sides when 2v bytes leave the helper and cost 2v(1 + TAIL_COPY_COST) here.
+  const tail = Math.min(Math.floor((there - here) / (2 * (2 + TAIL_COPY_COST))), bytes(offloaded[0]!) / 2);
+  return { offloaded, tail: 2 * tail >= OFFLOAD_MIN_BYTES / 4 ? tail : 0 };
+}
 
 /**
  * What copying a value of the tail into place costs here, relative to reading and widening it:
