@@ -86,6 +86,7 @@ function main(): void {
   const given = arg('--dir');
   const dir = given ?? fs.mkdtempSync(path.join(os.tmpdir(), 'mimetic-bench-read-'));
   try {
+    const loadStart = os.loadavg();
     const tWrite0 = Date.now();
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
       const self = fileURLToPath(import.meta.url);
@@ -157,6 +158,8 @@ function main(): void {
       checksum,
       node: process.version,
       cpus: os.cpus().length,
+      // Other jobs share the 2 cores: the 1-minute load average around the run says how much.
+      loadAverage1m: { start: loadStart[0], end: os.loadavg()[0] },
     };
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   } finally {

@@ -7,11 +7,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
-import { SafetensorsReader, SafetensorsError, numel, type TensorInfo, type Tensor } from './safetensors.js';
+import { SafetensorsReader, SafetensorsError, numel, readHalfInto, type TensorInfo, type Tensor } from './safetensors.js';
 import { type MambaConfig, type RawConfigHints, DIM_LIMITS, checkDimensions, parseConfigJson, readConfigHints } from './config.js';
 import type { DType } from './dtypes.js';
 import { EMBEDDING, LM_HEAD, NORM_F, layerName, layerPrefix, parseLayerName } from './names.js';
 import { checkpointFile, listed, readCheckpointText } from './local-file.js';
+import { halfReader, transferable } from './half-worker.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 
@@ -39,6 +40,8 @@ export class Checkpoint {
   private readonly readers = new Map<string, SafetensorsReader>();
   /** HF name → [file name, name inside the file]. */
   private readonly where = new Map<string, [string, string]>();
+  /** This thread's share of a tensor the helper thread reads the rest of (readLayer). */
+  private tailScratch = new Float32Array(0);
 
   /** Without config.json: what was inferred from the tensor shapes, in words (null when config.json was read). */
   readonly inferred: string | null = null;
@@ -183,22 +186,49 @@ export class Checkpoint {
    * The tensors of layer i alone, keyed by short name (`mixer.A_log`, `norm.weight`, …), as float32.
    * `into`: a previous result whose buffers are overwritten where sizes match (for streaming over
    * layers: no fresh memory, so no page faults and no garbage); it must not be used afterwards.
+   * Its largest half-precision tensors may be read on a second thread (half-worker.ts): their
+   * arrays then come back as new views of the same memory, and the old views are detached.
    */
   readLayer(i: number, opts: { into?: LayerWeights } = {}): LayerWeights {
     if (!Number.isInteger(i) || i < 0 || i >= this.config.numLayers) {
       throw new UserError(`layer ${i} is out of range: the model has layers 0-${this.config.numLayers - 1}`);
     }
-    const out: LayerWeights = {};
     const prefix = this.layerPrefix(i);
-    for (const name of this.names()) {
-      if (!name.startsWith(prefix)) continue;
+    const tensors = this.names().filter((name) => name.startsWith(prefix)).map((name) => {
       const short = name.slice(prefix.length);
-      const old = opts.into?.[short];
       const t = this.info(name);
-      out[short] = old && old.data.length === numel(t.shape)
-        ? { shape: t.shape.slice(), data: this.readers.get(t.file)!.readFloat32Into(this.where.get(name)![1], old.data) }
-        : this.read(name);
+      const old = opts.into?.[short];
+      return { name, short, t, reader: this.readers.get(t.file)!, inner: this.where.get(name)![1], into: old && old.data.length === numel(t.shape) ? old.data : undefined };
+    });
+    const data = new Map<string, Float32Array>();
+    const helper = tensors.some((x) => offloadable(x.t, x.into)) ? halfReader() : null;
+    const { offloaded, tail: planned } = helper ? splitForHelper(tensors) : { offloaded: [], tail: 0 };
+    let tail = planned;
+    const reads = offloaded.map((x, k) => {
+      const r = x.reader.halfRead(x.inner)!;
+      return { ...r, length: r.count, count: r.count - (k === 0 ? tail : 0), into: x.into };
+    });
+    const wait = reads.length ? helper!.read(reads) : null;
+    if (!wait) tail = 0;
+    if (tail > this.tailScratch.length) this.tailScratch = new Float32Array(tail);
+    const tailValues = this.tailScratch.subarray(0, tail);
+    try {
+      for (const x of tensors) {
+        if (wait && offloaded.includes(x)) continue;
+        data.set(x.short, x.into ? x.reader.readFloat32Into(x.inner, x.into) : x.reader.readFloat32(x.inner).data);
+      }
+      if (tail) readHalfInto(reads[0]!.file, reads[0]!.fd, reads[0]!.dtype, reads[0]!.begin + 2 * reads[0]!.count, tailValues);
+    } finally {
+      // Taken even when a read here failed, so the next request does not receive this reply.
+      wait?.().forEach((d, k) => {
+        const x = offloaded[k]!;
+        data.set(x.short, d);
+        x.reader.bytesRead += x.t.end - x.t.begin;
+      });
     }
+    if (tail) data.get(offloaded[0]!.short)!.set(tailValues, reads[0]!.count);
+    const out: LayerWeights = {};
+    for (const x of tensors) out[x.short] = { shape: x.t.shape.slice(), data: data.get(x.short)! };
     return out;
   }
 
@@ -233,6 +263,46 @@ export class Checkpoint {
   close(): void {
     for (const r of this.readers.values()) r.close();
   }
+}
+
+/** Half-precision tensors from this size (stored bytes) up are worth a round trip to the helper thread. */
+const OFFLOAD_MIN_BYTES = 1 << 22;
+
+/**
+ * Which of a layer's tensors the helper thread reads: the largest offloadable ones, each to
+ * whichever side has fewer bytes so far (this thread starts with the rest). If the helper still
+ * has more, this thread also takes `tail` values from the end of the first, read into a scratch and
+ * copied in on return.
+ */
+function splitForHelper<T extends { t: TensorInfo; into: Float32Array | undefined }>(tensors: T[]): { offloaded: T[]; tail: number } {
+  const bytes = (x: T) => x.t.end - x.t.begin;
+  const candidates = tensors.filter((x) => offloadable(x.t, x.into)).sort((a, b) => bytes(b) - bytes(a));
+  let here = tensors.reduce((n, x) => n + bytes(x), 0) - candidates.reduce((n, x) => n + bytes(x), 0);
+  let there = 0;
+  const offloaded: T[] = [];
+  for (const x of candidates) {
+    if (there <= here) {
+      offloaded.push(x);
+      there += bytes(x);
+    } else {
+      here += bytes(x);
+    }
+  }
+  if (!offloaded.length) return { offloaded, tail: 0 };
+  // Moving v values evens the sides when 2v bytes leave the helper and cost 2v(1 + TAIL_COPY_COST) here.
+  const tail = Math.min(Math.floor((there - here) / (2 * (2 + TAIL_COPY_COST))), bytes(offloaded[0]!) / 2);
+  return { offloaded, tail: 2 * tail >= OFFLOAD_MIN_BYTES / 4 ? tail : 0 };
+}
+
+/**
+ * What copying a value of the tail into place costs here, relative to reading and widening it:
+ * a memcpy of float32 takes about half of the whole read (bench/read.ts, 2 cores).
+ */
+const TAIL_COPY_COST = 0.5;
+
+/** Whether a tensor may be read by the helper thread: half precision, large, and a transferable buffer to reuse (or none). */
+function offloadable(t: TensorInfo, into: Float32Array | undefined): boolean {
+  return (t.dtype === 'BF16' || t.dtype === 'F16') && t.end - t.begin >= OFFLOAD_MIN_BYTES && (!into || transferable(into));
 }
 
 /** Checkpoint.open says on stderr what it inferred (stdout stays clean for --json). */

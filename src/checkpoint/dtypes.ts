@@ -1,4 +1,6 @@
 /** safetensors dtypes and their conversions to float32. */
+import { widenHalf } from './widen.js';
+
 export const DTYPE_SIZES = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
 } as const;
@@ -88,62 +90,12 @@ export function f32ToF16(x: number): number {
   return sign | h;
 }
 
-/**
- * Widen `n` half-precision values stored in the second half of `out`'s bytes ([2n, 4n) from its
- * start) to float32 in place. Front to back is safe: writing element i touches bytes [4i, 4i+4),
- * which lie before source element i+1 at 2n+2i+2 for every i < n. This saves a separate raw copy.
- * `from`/`count` widen only elements [from, from + count) (their source already in place), so a
- * reader can widen each piece as it arrives.
- */
-export function widenHalfInPlace(dtype: 'F16' | 'BF16', out: Float32Array, from = 0, count = out.length - from): Float32Array {
-  const n = out.length;
-  const buf = out.buffer, off = out.byteOffset;
-  const end = from + count;
-  if (dtype === 'BF16') {
-    const o32 = new Uint32Array(buf, off, n);
-    let i = from;
-    if (n % 2 === 0 && from % 2 === 0) {
-      // Two values per 32-bit load (the source half is 4-aligned when n is even): ~2× faster.
-      const s32 = new Uint32Array(buf, off + 2 * n, n >>> 1);
-      for (let j = from >>> 1, m = end >>> 1; j < m; j++) {
-        const w = s32[j]!;
-        o32[2 * j] = w << 16;
-        o32[2 * j + 1] = w & 0xffff0000;
-      }
-      i = end - (end % 2);
-    }
-    const src = new Uint16Array(buf, off + 2 * n, n);
-    for (; i < end; i++) o32[i] = src[i]! << 16;
-  } else {
-    const src = new Uint16Array(buf, off + 2 * n, n);
-    const table = f16Table();
-    for (let i = from; i < end; i++) out[i] = table[src[i]!]!;
-  }
-  return out;
-}
-
-let F16_TABLE: Float32Array | null = null;
-/** All 65536 half values as float32, built once (256 KB): a lookup beats decoding bit fields. */
-function f16Table(): Float32Array {
-  if (!F16_TABLE) {
-    F16_TABLE = new Float32Array(65536);
-    for (let h = 0; h < 65536; h++) F16_TABLE[h] = f16ToF32(h);
-  }
-  return F16_TABLE;
-}
-
 /** Decode any dtype's raw values to float32 (integers and bools by value). */
 export function toFloat32(dtype: DType, raw: RawArray): Float32Array {
   if (dtype === 'F32') return raw as Float32Array;
   const out = new Float32Array(raw.length);
-  if (dtype === 'BF16') {
-    const src = raw as Uint16Array;
-    const o32 = new Uint32Array(out.buffer);
-    for (let i = 0; i < src.length; i++) o32[i] = src[i]! << 16;
-  } else if (dtype === 'F16') {
-    const src = raw as Uint16Array;
-    const table = f16Table();
-    for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
+  if (dtype === 'BF16' || dtype === 'F16') {
+    widenHalf(dtype, raw as Uint16Array, out);
   } else if (dtype === 'I64') {
     const src = raw as BigInt64Array;
     for (let i = 0; i < src.length; i++) out[i] = Number(src[i]!);

@@ -8,7 +8,8 @@ import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
 import { openRegular } from './local-file.js';
 import { writeFileAtomic, writeFileAtomicWith } from '../util/atomic.js';
-import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, widenHalfInPlace, f32ToBf16, f32ToF16 } from './dtypes.js';
+import { DTYPE_SIZES, DTYPE_RANK, type DType, type RawArray, isDType, viewAs, toFloat32, f32ToBf16, f32ToF16 } from './dtypes.js';
+import { HALF_PIECE, halfSource, widenHalfSource } from './widen.js';
 
 export const MAX_HEADER_BYTES = 100_000_000;
 
@@ -212,7 +213,7 @@ export class SafetensorsReader {
     return { dtype: t.dtype, shape: t.shape.slice(), data: viewAs(t.dtype, this.readBytes(name)) };
   }
 
-  /** The tensor as float32 (integers and bools by value). Half types are widened in their own buffer. */
+  /** The tensor as float32 (integers and bools by value). Half types are widened a piece at a time (widen.ts). */
   readFloat32(name: string): Tensor<Float32Array> {
     const t = this.info(name);
     return { shape: t.shape.slice(), data: this.readFloat32Into(name, new Float32Array((t.end - t.begin) / DTYPE_SIZES[t.dtype])) };
@@ -230,14 +231,7 @@ export class SafetensorsReader {
     if (t.dtype === 'F32') {
       readFully(this.path, fd, new Uint8Array(out.buffer, out.byteOffset, 4 * n), t.begin);
     } else if (t.dtype === 'F16' || t.dtype === 'BF16') {
-      // Read and widen a piece at a time, so the widening finds its source still in cache. Each
-      // piece goes to its place in the second half of `out` (as for one whole read); the outputs
-      // widened so far end at 4·i ≤ 2n + 2·i, before any later piece's bytes.
-      for (let i = 0; i < n; i += WIDEN_PIECE) {
-        const m = Math.min(WIDEN_PIECE, n - i);
-        readFully(this.path, fd, new Uint8Array(out.buffer, out.byteOffset + 2 * n + 2 * i, 2 * m), t.begin + 2 * i);
-        widenHalfInPlace(t.dtype, out, i, m);
-      }
+      readHalfInto(this.path, fd, t.dtype, t.begin, out);
     } else {
       const raw = this.read(name);
       out.set(toFloat32(raw.dtype, raw.data));
@@ -247,14 +241,39 @@ export class SafetensorsReader {
     return out;
   }
 
+  /** What another thread needs to read a half-precision tensor itself (readHalfInto); null for other dtypes. */
+  halfRead(name: string): HalfRead | null {
+    const t = this.info(name);
+    if (t.dtype !== 'F16' && t.dtype !== 'BF16') return null;
+    return { file: this.path, tensor: name, fd: this.fdOrThrow(), dtype: t.dtype, begin: t.begin, count: (t.end - t.begin) / 2 };
+  }
+
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
   }
 }
 
-/** Half-precision values read and widened per piece (256 KiB of source: stays in L2). */
-const WIDEN_PIECE = 1 << 17;
+/** A half-precision tensor's place in an open file. */
+export interface HalfRead {
+  file: string;
+  tensor: string;
+  fd: number;
+  dtype: 'F16' | 'BF16';
+  begin: number;
+  count: number;
+}
+
+/** Read `out.length` half values at byte `begin` of `fd` and widen them into `out`, a piece at a time: each piece is read straight into the widener's memory and widened while it is in cache. */
+export function readHalfInto(file: string, fd: number, dtype: 'F16' | 'BF16', begin: number, out: Float32Array): Float32Array {
+  const source = halfSource();
+  for (let i = 0; i < out.length; i += HALF_PIECE) {
+    const m = Math.min(HALF_PIECE, out.length - i);
+    readFully(file, fd, source.subarray(0, 2 * m), begin + 2 * i);
+    widenHalfSource(dtype, m, out, i);
+  }
+  return out;
+}
 
 /** Largest single read: Node rejects lengths past 2 GiB, so big tensors are read in pieces. */
 const READ_CHUNK = 1 << 30;
