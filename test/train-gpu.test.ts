@@ -110,11 +110,15 @@ test('sweep --gpus all runs each child on a listed GPU (run.json says which); a 
   assert.ok(!fs.existsSync(path.join(dir, 'bad')));
 });
 
+/** A tiny Mamba-2 copy run on webgpu (d_state N, `steps` steps, one evaluation at the end). */
+const tinyMamba2Args = (N: number, steps: number) => ['train', '--task', 'copy', '--arch', 'mamba2', '--n-layers', '1', '--d-model', '32', '--d-state', String(N), '--head-dim', '16', '--alphabet', '4',
+  '--min-len', '2', '--max-len', '4', '--context', '32', '--batch-size', '8', '--steps', String(steps), '--eval-every', String(steps), '--eval-examples', '8', '--backend', 'webgpu', '--quiet'];
+/** The training losses of a run folder's metrics.jsonl, in step order. */
+const losses = (run: string) => fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss?: number }).filter((m) => m.loss !== undefined).map((m) => m.loss!);
+
 test('--scan-chunk and --micro-batches are recorded in run.json and leave the losses as they were; 0 is one line', await requiresWebGPU(), () => {
   const dir = tmp();
-  const args = ['train', '--task', 'copy', '--arch', 'mamba2', '--n-layers', '1', '--d-model', '32', '--d-state', '16', '--head-dim', '16', '--alphabet', '4',
-    '--min-len', '2', '--max-len', '4', '--context', '32', '--batch-size', '8', '--steps', '6', '--eval-every', '6', '--eval-examples', '8', '--backend', 'webgpu', '--quiet'];
-  const losses = (run: string) => fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss?: number }).filter((m) => m.loss !== undefined).map((m) => m.loss!);
+  const args = tinyMamba2Args(16, 6);
   const plain = path.join(dir, 'plain');
   const knobs = path.join(dir, 'knobs');
   assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
@@ -135,9 +139,7 @@ test('--scan-chunk and --micro-batches are recorded in run.json and leave the lo
 test('--scan-layout lane-fastest is recorded in run.json and gives the same losses bit for bit; an unknown layout is one line', await requiresWebGPU(), () => {
   const dir = tmp();
   // d_state 64: 4 threads per scan lane, so the two layouts map the threads differently.
-  const args = ['train', '--task', 'copy', '--arch', 'mamba2', '--n-layers', '1', '--d-model', '32', '--d-state', '64', '--head-dim', '16', '--alphabet', '4',
-    '--min-len', '2', '--max-len', '4', '--context', '32', '--batch-size', '8', '--steps', '4', '--eval-every', '4', '--eval-examples', '8', '--backend', 'webgpu', '--quiet'];
-  const losses = (run: string) => fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss?: number }).filter((m) => m.loss !== undefined).map((m) => m.loss!);
+  const args = tinyMamba2Args(64, 4);
   const plain = path.join(dir, 'plain');
   const lane = path.join(dir, 'lane');
   assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
