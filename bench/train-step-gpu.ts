@@ -33,7 +33,7 @@ import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '
 import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
 import { maskedLoss } from '../src/train/trainer.js';
 import { CompiledStep } from '../src/train/gpu/step.js';
-import { SCAN_THREAD_LAYOUTS, type ScanThreadLayout } from '../src/train/gpu/kernels.js';
+import { DEFAULT_SCAN_LAYOUT, SCAN_THREAD_LAYOUTS, type ScanThreadLayout } from '../src/train/gpu/kernels.js';
 import type { Batch } from '../src/tasks/common.js';
 
 const arg = (name: string, def: string): string => {
@@ -52,7 +52,7 @@ const scanOpts = {
   matmulTile: process.argv.includes('--matmul-tile') ? arg('matmul-tile', '64x64') : undefined,
   scanChunk: process.argv.includes('--scan-chunk') ? Number(arg('scan-chunk', '16')) : undefined,
   scanThreads: process.argv.includes('--scan-threads') ? Number(arg('scan-threads', '1')) : undefined,
-  scanLayout: arg('scan-layout', 'state-fastest') as ScanThreadLayout,
+  scanLayout: arg('scan-layout', DEFAULT_SCAN_LAYOUT) as ScanThreadLayout,
 };
 if (!SCAN_THREAD_LAYOUTS.includes(scanOpts.scanLayout)) throw new Error(`--scan-layout ${scanOpts.scanLayout}: not one of ${SCAN_THREAD_LAYOUTS.join(', ')}`);
 

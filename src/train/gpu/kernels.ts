@@ -363,6 +363,8 @@ export const deltaBwd: Kernel = {
  */
 export type ScanThreadLayout = 'state-fastest' | 'lane-fastest';
 export const SCAN_THREAD_LAYOUTS: readonly ScanThreadLayout[] = ['state-fastest', 'lane-fastest'];
+/** The layout used unless one is asked for: 'lane-fastest' is not yet measured on a GPU. */
+export const DEFAULT_SCAN_LAYOUT: ScanThreadLayout = 'state-fastest';
 
 /**
  * The index mapping of `layout` for workgroups of W lanes × NS slices: `decl` declares the thread's
@@ -400,7 +402,7 @@ const layoutKey = (layout: ScanThreadLayout) => (layout === 'state-fastest' ? ''
  * (Mamba-1) or per head. y = C·h + D·x into yOff; with gate (Mamba-1) also y·silu(z) into ygOff.
  * `layout`: how the threads map to (lane, slice) (ScanThreadLayout).
  */
-export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1, layout: ScanThreadLayout = 'state-fastest'): Kernel {
+export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1, layout: ScanThreadLayout = DEFAULT_SCAN_LAYOUT): Kernel {
   const NPT = N / NS;
   const LW = 64 / NS;
   const th = scanThreads(layout, LW, NS);
@@ -461,7 +463,7 @@ function aOf(N: number, scalarA: boolean): string {
  * threads, writing only the state at the start of each chunk of C steps into S at ckOff
  * ([b, chunk, n, q], q innermost; chunk 0's is zero). B·⌈L/C⌉·N·Q floats instead of B·L·N·Q.
  */
-export function scanCkpt(N: number, scalarA: boolean, NS = 1, layout: ScanThreadLayout = 'state-fastest'): Kernel {
+export function scanCkpt(N: number, scalarA: boolean, NS = 1, layout: ScanThreadLayout = DEFAULT_SCAN_LAYOUT): Kernel {
   const NPT = N / NS;
   const LW = 64 / NS;
   const th = scanThreads(layout, LW, NS);
@@ -507,7 +509,7 @@ const laneSumStride = (W: number, layout: ScanThreadLayout) => (layout === 'lane
  * Threads of scanBwdChunk: NS per lane, W lanes (a power of two ≤ 64 dividing the lanes of a B/C
  * group, W·NS ≤ 256), lane sums SL states at a time. Null with the reason when NS does not fit.
  */
-export function scanLayout(N: number, lanesPerGroup: number, NS: number, storageBytes: number, layout: ScanThreadLayout = 'state-fastest'): { W: number; SL: number } | string {
+export function scanLayout(N: number, lanesPerGroup: number, NS: number, storageBytes: number, layout: ScanThreadLayout = DEFAULT_SCAN_LAYOUT): { W: number; SL: number } | string {
   if (!(Number.isInteger(NS) && NS >= 1 && NS <= 64 && N % NS === 0 && 64 % NS === 0)) return `scan threads per lane ${NS} must divide both the state size ${N} and 64`;
   let W = 64;
   while (W > 1 && lanesPerGroup % W !== 0) W /= 2;
@@ -520,7 +522,7 @@ export function scanLayout(N: number, lanesPerGroup: number, NS: number, storage
  * Workgroup-memory budget (f32s) of scanBwdChunk's lane sums: the states are summed over the W lanes
  * SL at a time (SL = NPT·m, m | NS), so W does not shrink as N grows.
  */
-export function scanSlice(N: number, W: number, NS: number, storageBytes: number, layout: ScanThreadLayout = 'state-fastest'): number {
+export function scanSlice(N: number, W: number, NS: number, storageBytes: number, layout: ScanThreadLayout = DEFAULT_SCAN_LAYOUT): number {
   const budget = Math.floor(storageBytes / 4) - 2 * W * NS;
   const NPT = N / NS;
   const stride = laneSumStride(W, layout);
@@ -541,7 +543,7 @@ export function scanSlice(N: number, W: number, NS: number, storageBytes: number
  * ([b, step in chunk, block, n]; bcReduceChunk adds a group's blocks). Memory: B·C·N·Q scratch.
  * `layout`: how the threads map to (lane, slice) (ScanThreadLayout; W, SL from scanLayout with it).
  */
-export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: number, NS: number, SL: number, layout: ScanThreadLayout = 'state-fastest'): Kernel {
+export function scanBwdChunk(N: number, scalarA: boolean, gate: boolean, W: number, NS: number, SL: number, layout: ScanThreadLayout = DEFAULT_SCAN_LAYOUT): Kernel {
   const NPT = N / NS;
   const WG = W * NS;
   const red = NS > 1;

@@ -235,7 +235,7 @@ export class CompiledStep {
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
     const NS = this.options.scanThreads ?? K.defaultScanThreads(N);
-    const threadLayout = this.options.scanLayout ?? 'state-fastest';
+    const threadLayout = this.options.scanLayout ?? K.DEFAULT_SCAN_LAYOUT;
     if (!K.SCAN_THREAD_LAYOUTS.includes(threadLayout)) throw new UserError(`compiled step: scan layout ${String(threadLayout)} is not one of ${K.SCAN_THREAD_LAYOUTS.join(', ')}`);
     const storage = Number((this.engine.device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
     const lay = K.scanLayout(N, Q / G, NS, storage, threadLayout);
