@@ -38,7 +38,7 @@ interface Case {
   microBatches?: number;
   /** A matmul tile for every product (step.ts picks by shape otherwise: the smallest on these sizes). */
   matmulTile?: string;
-  /** The scan's thread layout (default state-fastest). */
+  /** The scan's thread layout (default lane-fastest). */
   scanLayout?: ScanThreadLayout;
   B?: number;
   L?: number;
@@ -69,9 +69,9 @@ const CASES: Case[] = [
   { name: 'mamba2 default, 128x128 matmul tiles', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain, matmulTile: '128x128' },
   { name: 'mamba1 untied head, 128x64 matmul tiles, 2 micro-batches', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 24, stateSize: 4, vocabSize: 11, convKernel: 3 }, init: mimetic, aScale: 8, untied: true, microBatches: 2, matmulTile: '128x64' },
   { name: 'mamba1 state 512, one scan chunk', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 512, vocabSize: 9 }, init: plain, B: 2, L: 5 },
-  // The lane-fastest scan threads (consecutive threads on consecutive lanes).
-  { name: 'mamba1 state 256, lane-fastest scan threads, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7, scanLayout: 'lane-fastest' },
-  { name: 'mamba2 state 512, 2 groups, lane-fastest scan threads, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6, scanLayout: 'lane-fastest' },
+  // The state-fastest scan threads (a lane's state slices on consecutive threads; lane-fastest is the default).
+  { name: 'mamba1 state 256, state-fastest scan threads, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7, scanLayout: 'state-fastest' },
+  { name: 'mamba2 state 512, 2 groups, state-fastest scan threads, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6, scanLayout: 'state-fastest' },
 ];
 
 function randomBatch(seed: number, batch: number, length: number, vocab: number): Batch {

@@ -136,19 +136,19 @@ test('--scan-chunk and --micro-batches are recorded in run.json and leave the lo
   assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
 });
 
-test('--scan-layout lane-fastest is recorded in run.json and gives the same losses bit for bit; an unknown layout is one line', await requiresWebGPU(), () => {
+test('--scan-layout state-fastest is recorded in run.json and gives the same losses bit for bit; an unknown layout is one line', await requiresWebGPU(), () => {
   const dir = tmp();
   // d_state 64: 4 threads per scan lane, so the two layouts map the threads differently.
   const args = tinyMamba2Args(64, 4);
   const plain = path.join(dir, 'plain');
-  const lane = path.join(dir, 'lane');
+  const other = path.join(dir, 'state-fastest');
   assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
-  const r = spawnSync(process.execPath, [CLI, ...args, '--scan-layout', 'lane-fastest', '--out', lane], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...args, '--scan-layout', 'state-fastest', '--out', other], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  const rec = JSON.parse(fs.readFileSync(path.join(lane, 'run.json'), 'utf8')) as { config: { gpuStep?: unknown } };
-  assert.deepEqual(rec.config.gpuStep, { scanLayout: 'lane-fastest' });
+  const rec = JSON.parse(fs.readFileSync(path.join(other, 'run.json'), 'utf8')) as { config: { gpuStep?: unknown } };
+  assert.deepEqual(rec.config.gpuStep, { scanLayout: 'state-fastest' });
   assert.equal(losses(plain).length, 4);
-  assert.deepEqual(losses(lane), losses(plain));
+  assert.deepEqual(losses(other), losses(plain));
   const bad = spawnSync(process.execPath, [CLI, ...args, '--scan-layout', 'diagonal', '--out', path.join(dir, 'bad')], { encoding: 'utf8' });
   assert.equal(bad.status, 2, bad.stderr);
   assert.match(bad.stderr.trim(), /^mimetic: --scan-layout: 'diagonal' is not one of state-fastest, lane-fastest$/);

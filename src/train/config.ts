@@ -54,7 +54,7 @@ export interface TrainConfig {
 export interface GpuStepKnobs {
   scanChunk?: number;
   scanThreads?: number;
-  /** How the scan's threads map to (lane, state slice): gpu/kernels.ts's ScanThreadLayout (default state-fastest). */
+  /** How the scan's threads map to (lane, state slice): gpu/kernels.ts's ScanThreadLayout (default lane-fastest). */
   scanLayout?: ScanThreadLayout;
   microBatches?: number;
   /** Steps between loss read-backs of the compiled step (1 to its ring of 256; default 25). */
@@ -168,7 +168,7 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   // The compiled WebGPU step (speed and memory).
   opt('scanChunk', '--scan-chunk <n>', 'int', ['gpuStep.scanChunk'], 'compiled WebGPU step: time steps per scan chunk; the backward keeps one state per chunk (default 16)'),
   opt('scanThreads', '--scan-threads <n>', 'int', ['gpuStep.scanThreads'], 'compiled WebGPU step: threads per scan lane, each holding d_state/n states (default: by d_state)'),
-  opt('scanLayout', '--scan-layout <layout>', 'choice', ['gpuStep.scanLayout'], "compiled WebGPU step: the scan's threads, state-fastest (a lane's states on neighbouring threads, the default) or lane-fastest (neighbouring lanes)", { choices: SCAN_THREAD_LAYOUTS }),
+  opt('scanLayout', '--scan-layout <layout>', 'choice', ['gpuStep.scanLayout'], "compiled WebGPU step: the scan's threads, lane-fastest (neighbouring lanes on neighbouring threads, the default) or state-fastest (a lane's states on neighbouring threads)", { choices: SCAN_THREAD_LAYOUTS }),
   opt('microBatches', '--micro-batches <n>', 'int', ['gpuStep.microBatches'], 'compiled WebGPU step: split each batch in n, gradients summed (default: the fewest that fit the device)'),
   opt('readEvery', '--read-every <n>', 'int', ['gpuStep.readEvery'], 'compiled WebGPU step: steps queued between loss read-backs, 1 to 256 (default 25)'),
   opt('compiledStep', '--compiled-step <0|1>', 'int', ['gpuStep.compiledStep'], 'webgpu: 0 trains through tf.js autodiff instead of the compiled step (default 1)'),

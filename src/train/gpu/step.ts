@@ -61,8 +61,8 @@ export interface CompiledStepOptions {
   /** Threads per scan lane, each holding d_state / scanThreads states (default kernels.ts's defaultScanThreads). */
   scanThreads?: number;
   /**
-   * How the scan's threads map to (lane, state slice), kernels.ts's ScanThreadLayout. Default
-   * 'state-fastest' until 'lane-fastest' (coalesced state reads and writes) is measured on the GPU.
+   * How the scan's threads map to (lane, state slice), kernels.ts's ScanThreadLayout (default
+   * DEFAULT_SCAN_LAYOUT, lane-fastest: coalesced state reads and writes).
    */
   scanLayout?: K.ScanThreadLayout;
   /**
