@@ -27,6 +27,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/model/backend.js';
+import { DAWN_TOGGLES_ENV } from '../src/model/gpu-select.js';
 import { freshConfig, initWeights } from '../src/model/init.js';
 import { MambaLM } from '../src/model/lm.js';
 import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '../src/train/adamw.js';
@@ -58,13 +59,13 @@ if (!SCAN_THREAD_LAYOUTS.includes(scanOpts.scanLayout)) throw new Error(`--scan-
 
 const sig = (x: number) => Number(x.toPrecision(4));
 
-/** The adapter's and the device's WebGPU features (subgroups, shader-f16, subgroup matrices, timestamps). */
-async function gpuFeatures(): Promise<{ adapter: string[]; device: string[] } | null> {
+/** The adapter's and the device's WebGPU features (subgroups, shader-f16, subgroup matrices, timestamps), and the Dawn toggles asked for. */
+async function gpuFeatures(): Promise<{ adapter: string[]; device: string[]; dawnToggles: string } | null> {
   if (backend !== 'webgpu') return null;
   const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(o?: unknown): Promise<{ features: Iterable<string> } | null> } } }).navigator?.gpu;
   const ad = gpu ? await gpu.requestAdapter({ powerPreference: 'high-performance' }) : null;
   const dev = (tf.backend() as unknown as { device: { features: Iterable<string> } }).device;
-  return { adapter: ad ? [...ad.features].sort() : [], device: [...dev.features].sort() };
+  return { adapter: ad ? [...ad.features].sort() : [], device: [...dev.features].sort(), dawnToggles: process.env[DAWN_TOGGLES_ENV] ?? '' };
 }
 const features = await gpuFeatures();
 

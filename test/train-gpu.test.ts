@@ -155,6 +155,24 @@ test('--scan-layout state-fastest is recorded in run.json and gives the same los
   assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
 });
 
+test('MIMETIC_DAWN_TOGGLES (no index clamping, no zeroed workgroup memory) gives the same losses bit for bit; a malformed list is one line', await requiresWebGPU(), () => {
+  const dir = tmp();
+  // d_state 64: the scan backward's lane sums use workgroup memory, which a kernel must not read unwritten.
+  const args = tinyMamba2Args(64, 4);
+  const plain = path.join(dir, 'plain');
+  const fast = path.join(dir, 'toggles');
+  assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
+  const env = { ...process.env, MIMETIC_DAWN_TOGGLES: 'disable_robustness,disable_workgroup_init' };
+  const r = spawnSync(process.execPath, [CLI, ...args, '--out', fast], { encoding: 'utf8', env });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(losses(plain).length, 4);
+  assert.deepEqual(losses(fast), losses(plain));
+  const bad = spawnSync(process.execPath, [CLI, ...args, '--out', path.join(dir, 'bad')], { encoding: 'utf8', env: { ...process.env, MIMETIC_DAWN_TOGGLES: 'disable robustness' } });
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr.trim(), /^mimetic: MIMETIC_DAWN_TOGGLES: 'disable robustness' is not a comma-separated list of Dawn toggle names/);
+  assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
+});
+
 test('--read-every and --compiled-step are training options: in --help, recorded in run.json, 0 trains through autodiff; out of range is one line', await requiresWebGPU(), () => {
   const dir = tmp();
   const help = spawnSync(process.execPath, [CLI, 'train', '--help'], { encoding: 'utf8' });

@@ -83,13 +83,23 @@ export function requestedGpu(env: NodeJS.ProcessEnv = process.env): number | nul
   return parseGpuIndex(v, GPU_ENV);
 }
 
+/** Dawn toggles to turn on, comma-separated (bench/gpu-train-step.sh's A/B of the shader safety passes). */
+export const DAWN_TOGGLES_ENV = 'MIMETIC_DAWN_TOGGLES';
+
 /**
  * Flags for the webgpu package's `create(flags)`: `adapter=<name>` when MIMETIC_GPU_ADAPTER is
- * set (GPUs with different names), else none.
+ * set (GPUs with different names), and `enable-dawn-features=<toggles>` when MIMETIC_DAWN_TOGGLES
+ * is (e.g. disable_robustness,disable_workgroup_init: no index clamping, no zeroed workgroup memory).
  */
 export function dawnCreateFlags(env: NodeJS.ProcessEnv = process.env): string[] {
   const name = env[GPU_ADAPTER_ENV];
-  return name ? [`adapter=${name}`] : [];
+  const flags = name ? [`adapter=${name}`] : [];
+  const toggles = env[DAWN_TOGGLES_ENV];
+  if (toggles) {
+    if (!/^[a-z0-9_]+(,[a-z0-9_]+)*$/.test(toggles)) throw new UserError(`${DAWN_TOGGLES_ENV}: '${printable(toggles)}' is not a comma-separated list of Dawn toggle names (e.g. disable_robustness,disable_workgroup_init)`);
+    flags.push(`enable-dawn-features=${toggles}`);
+  }
+  return flags;
 }
 
 /** The folder holding the built layer and its manifest, or null when it was not built. */
