@@ -17,7 +17,8 @@
  * counted (matmuls 2·M·N·K, forward and both backward products; the scan 4 per state and step forward
  * and 12 backward, recomputation not counted), TFLOP/s, and the fraction of the fp32 peak (--peak in
  * TFLOP/s, default 67, one H200). `--quick` shrinks those shapes (1 layer, d_model 32, L 12, batch 2 and 4, N/8) to run in seconds on lavapipe.
- * `--scan-chunk C` / `--scan-threads NS` / `--scan-layout state-fastest|lane-fastest`: the compiled step's scan options
+ * `--shapes m1:16,m2:64` runs only those shapes; `--scan-chunk C` and `--scan-threads NS` (with --experiment, each may be a
+ * list: every combination per shape, recorded in each row) / `--scan-layout state-fastest|lane-fastest`: the compiled step's scan options
  * (the layout is recorded in every row); `--matmul-tile 64x64|128x64|128x128|fill`
  * forces every matmul's tile (default 64x64; fill: the largest that still fills the GPU). `--profile` adds, per compiled step, the
  * device time of each kernel over one step (timestamp queries where the adapter has them, else each
@@ -58,6 +59,10 @@ const scanOpts = {
 if (!SCAN_THREAD_LAYOUTS.includes(scanOpts.scanLayout)) throw new Error(`--scan-layout ${scanOpts.scanLayout}: not one of ${SCAN_THREAD_LAYOUTS.join(', ')}`);
 
 const sig = (x: number) => Number(x.toPrecision(4));
+function die(msg: string): never {
+  process.stderr.write(`train-step-gpu: ${msg}\n`);
+  process.exit(2);
+}
 
 /** The adapter's and the device's WebGPU features (subgroups, shader-f16, subgroup matrices, timestamps), and the Dawn toggles asked for. */
 async function gpuFeatures(): Promise<{ adapter: string[]; device: string[]; dawnToggles: string } | null> {
@@ -88,13 +93,20 @@ function stepFlops(c: ReturnType<typeof freshConfig>, T: number): { matmul: numb
 if (process.argv.includes('--experiment')) {
   const quick = process.argv.includes('--quick');
   const peak = Number(arg('peak', '67'));
-  const shapes: { arch: 'mamba1' | 'mamba2'; state: number }[] = [{ arch: 'mamba1', state: 16 }, ...[16, 64, 128, 256, 512].map((state) => ({ arch: 'mamba2' as const, state }))];
+  const allShapes: { arch: 'mamba1' | 'mamba2'; state: number }[] = [{ arch: 'mamba1', state: 16 }, ...[16, 64, 128, 256, 512].map((state) => ({ arch: 'mamba2' as const, state }))];
+  // --shapes m1:16,m2:64 picks some; --scan-threads / --scan-chunk may be lists (a grid of scan options per shape).
+  const shapes = process.argv.includes('--shapes')
+    ? arg('shapes', '').split(',').map((t) => allShapes.find((sh) => `${sh.arch === 'mamba1' ? 'm1' : 'm2'}:${sh.state}` === t) ?? die(`--shapes: ${t} is not one of ${allShapes.map((sh) => `${sh.arch === 'mamba1' ? 'm1' : 'm2'}:${sh.state}`).join(', ')}`))
+    : allShapes;
+  const list = (name: string): (number | undefined)[] => (process.argv.includes(`--${name}`) ? arg(name, '').split(',').map(Number) : [undefined]);
   const L = quick ? 12 : 220;
   for (const b of quick ? [2, 4] : arg('batches', '32,256').split(',').map(Number)) {
-    for (const sh of shapes) {
+    for (const sh of shapes) for (const scanThreads of list('scan-threads')) for (const scanChunk of list('scan-chunk')) {
+      if (scanThreads !== undefined && (quick ? Math.max(2, sh.state / 8) : sh.state) % scanThreads !== 0) continue;
+      Object.assign(scanOpts, { scanThreads, scanChunk });
       const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
       const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', scanLayout: scanOpts.scanLayout, arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
+      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', scanLayout: scanOpts.scanLayout, scanThreads: scanThreads ?? 'default', scanChunk: scanChunk ?? 'default', arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
       try {
         const r = await timeCompiled(c, w, L, b);
         const f = stepFlops(c, b * L);
