@@ -14,6 +14,7 @@ import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } fro
 import { maskedLoss } from '../src/train/trainer.js';
 import { CompiledStep } from '../src/train/gpu/step.js';
 import type { ScanThreadLayout } from '../src/train/gpu/kernels.js';
+import type { ScanForm } from '../src/train/gpu/step.js';
 import type { Batch } from '../src/tasks/common.js';
 import { mulberry32 } from '../src/util/rng.js';
 import { requiresWebGPU } from './helpers/requires.js';
@@ -40,6 +41,9 @@ interface Case {
   matmulTile?: string;
   /** The scan's thread layout (default state-fastest). */
   scanLayout?: ScanThreadLayout;
+  /** The Mamba-2 scan's form (default recurrent) and the SSD chunk (default 64). */
+  scanForm?: ScanForm;
+  ssdChunk?: number;
   B?: number;
   L?: number;
 }
@@ -72,6 +76,14 @@ const CASES: Case[] = [
   // The lane-fastest scan threads (consecutive threads on consecutive lanes).
   { name: 'mamba1 state 256, lane-fastest scan threads, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7, scanLayout: 'lane-fastest' },
   { name: 'mamba2 state 512, 2 groups, lane-fastest scan threads, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6, scanLayout: 'lane-fastest' },
+  // The chunked SSD form of the Mamba-2 scan (ssd.ts): d_state 16 / 64 / 512, one chunk and several with L not a multiple of the chunk, 1 and 2 groups, both A parameterisations.
+  { name: 'ssd, mamba2 default (one chunk of 12)', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain, scanForm: 'ssd' },
+  { name: 'ssd, mamba2 state 16, 2 groups, A_log_param, 3 chunks of 5 over L 12', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8, scanForm: 'ssd', ssdChunk: 5 },
+  { name: 'ssd, mamba2 state 64, 4 chunks of 3 over L 12 (decay 1 step in 3)', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 64, headDim: 8, vocabSize: 13 }, init: plain, scanForm: 'ssd', ssdChunk: 3 },
+  { name: 'ssd, mamba2 state 64, 2 groups, A_log_param, 2 chunks of 7 over L 12', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 64, headDim: 16, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8, scanForm: 'ssd', ssdChunk: 7 },
+  { name: 'ssd, mamba2 state 512, one chunk', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, init: plain, B: 2, L: 6, scanForm: 'ssd' },
+  { name: 'ssd, mamba2 state 512, 2 groups, A_log_param, 2 chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, B: 2, L: 6, scanForm: 'ssd', ssdChunk: 4 },
+  { name: 'ssd, mamba2 2 groups, 3 micro-batches, 2 chunks of 7', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: plain, microBatches: 3, scanForm: 'ssd', ssdChunk: 7 },
 ];
 
 function randomBatch(seed: number, batch: number, length: number, vocab: number): Batch {
@@ -130,7 +142,7 @@ for (const c of CASES) {
     const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
     const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
     const wantLoss = (await value.data())[0]!;
-    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile, scanLayout: c.scanLayout });
+    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile, scanLayout: c.scanLayout, scanForm: c.scanForm, ssdChunk: c.ssdChunk });
     try {
       step.push();
       step.setBatch(batch, 5);

@@ -1,0 +1,326 @@
+/**
+ * The chunked SSD (state-space duality) form of the Mamba-2 selective scan, forward and backward
+ * (Dao & Gu 2024; mamba_ssm's ssd_combined), for the compiled step (step.ts, --scan-form ssd).
+ * Per batch b, head h (group g = h / (H/G)) and chunk of CL steps, with a_t = Δ_t·A and
+ * xd_s = Δ_s·x_s, the recurrence s_t = exp(a_t) s_{t−1} + Δ_t B_t x_t, y_t = C_t·s_t + D x_t is
+ *   y_t = Σ_{s≤t} exp(a_{s+1} + … + a_t) (C_t·B_s) xd_s + exp(a_{t0} + … + a_t) C_tᵀ h_c + D x_t,
+ *   S_c = Σ_s exp(a_{s+1} + … + a_end) B_s xd_sᵀ,  h_{c+1} = exp(a_{t0} + … + a_end) h_c + S_c,
+ * so the per-step state (N×P per head) is only ever formed at chunk starts. Exponents are sums of a
+ * over the steps between, summed in loops rather than as differences of cumulative sums (no
+ * cancellation when the decay is large). Threads are plain elementwise grids: correctness first,
+ * not yet tuned on a GPU.
+ *
+ * Scratch in S (offsets from ssdScratch): CB [b, g, chunk, i, j] = C_i·B_j; DEC [b, h, chunk] the
+ * chunk's Σ a; HS [b, chunk, h, n, p] the state at each chunk start; DS the gradient of S_c (= of
+ * h_{c+1}); LM [b, h, chunk, i, j] = exp(a_{j+1..i}) Σ_p dy_i xd_j; R1, R2 [t, q] per-lane terms of
+ * the exponents' gradients; DAC [b, h, chunk] the chunk's dA.
+ */
+import { wgslReduce } from '../../model/kernels/webgpu-program.js';
+import type { Kernel } from './engine.js';
+import { ENTRY, LINEAR, SCAN_FIELDS, aOf } from './kernels.js';
+
+/** Default steps per SSD chunk (as mamba_ssm's kernels use on the GPU). */
+export const DEFAULT_SSD_CHUNK = 64;
+/** Longest chunk: the dcum kernel gives one thread of a 256-thread workgroup to each step. */
+export const MAX_SSD_CHUNK = 256;
+
+/** Uniforms shared by every SSD kernel (SCAN_FIELDS, then the SSD's shape and regions). */
+export const SSD_FIELDS = [...SCAN_FIELDS, 'n', 'B', 'H', 'G', 'N', 'CL', 'nC', 'rev', 'passOff',
+  'cbOff', 'decOff', 'hsOff', 'dsOff', 'lmOff', 'r1Off', 'r2Off', 'dacOff',
+  'yOff', 'dyOff', 'duOff', 'duRs', 'dbcOff', 'dbcRs', 'dbCol', 'dcCol', 'ddOff', 'aPartOff', 'dPartOff'];
+
+/** Region offsets in S and the f32s they need, for B sequences of L steps. */
+export function ssdScratch(d: { B: number; L: number; H: number; G: number; N: number; P: number; CL: number }): { offs: Record<string, number>; total: number; nC: number } {
+  const nC = Math.ceil(d.L / d.CL);
+  const sizes: [string, number][] = [
+    ['cbOff', d.B * d.G * nC * d.CL * d.CL], ['decOff', d.B * d.H * nC], ['hsOff', d.B * nC * d.H * d.N * d.P], ['dsOff', d.B * nC * d.H * d.N * d.P],
+    ['lmOff', d.B * d.H * nC * d.CL * d.CL], ['r1Off', d.B * d.L * d.H * d.P], ['r2Off', d.B * d.L * d.H * d.P], ['dacOff', d.B * d.H * nC],
+  ];
+  const offs: Record<string, number> = {};
+  let top = 0;
+  for (const [k, n] of sizes) { offs[k] = top; top += Math.ceil(n / 4) * 4; }
+  return { offs, total: top, nC };
+}
+
+/** Index helpers and input reads (x, Δ, a, B, C, dy) of every SSD kernel. */
+const PRE = `${aOf(0, true)}
+  fn xAt(t : u32, q : u32) -> f32 { return X[u.xOff + t * u.xRs + q]; }
+  fn dlAt(t : u32, h : u32) -> f32 { return X[u.dOff + t * u.dRs + h]; }
+  fn aAt(t : u32, h : u32, A : f32) -> f32 { return dlAt(t, h) * A; }
+  fn bAt(t : u32, g : u32, n : u32) -> f32 { return X[u.bcOff + t * u.bcRs + g * u.N + n]; }
+  fn cAt(t : u32, g : u32, n : u32) -> f32 { return X[u.bcOff + t * u.bcRs + u.cCol + g * u.N + n]; }
+  fn dyAt(t : u32, q : u32) -> f32 { return X[u.dyOff + t * u.Q + q]; }
+  fn cEnd(c : u32) -> u32 { return min(u.L, (c + 1u) * u.CL); }
+  fn st(b : u32, c : u32, h : u32, n : u32, p : u32) -> u32 { return (((b * u.nC + c) * u.H + h) * u.N + n) * u.P + p; }
+  fn cbi(b : u32, g : u32, c : u32, i : u32, j : u32) -> u32 { return (((b * u.G + g) * u.nC + c) * u.CL + i) * u.CL + j; }
+  fn lmi(b : u32, h : u32, c : u32, i : u32, j : u32) -> u32 { return (((b * u.H + h) * u.nC + c) * u.CL + i) * u.CL + j; }
+  fn hci(b : u32, h : u32, c : u32) -> u32 { return (b * u.H + h) * u.nC + c; }`;
+
+const kernel = (key: string, body: string): Kernel => ({ key, bufs: ['P', 'X', 'S'], fields: SSD_FIELDS, body: `${PRE}\n${body}` });
+
+/** CB[b, g, c, i, j] = C_{t0+i}·B_{t0+j} for j ≤ i within the chunk, else 0. Thread per entry. */
+export const ssdCB = kernel('ssdCB', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
+    let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
+    let t0 = c * u.CL;
+    var s = 0.0;
+    if (j <= ii && t0 + ii < cEnd(c)) {
+      let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
+      for (var n = 0u; n < u.N; n = n + 1u) { s = s + cAt(ti, g, n) * bAt(tj, g, n); }
+    }
+    S[u.cbOff + i] = s;
+  }`);
+
+/** S_c[n, p] into HS (thread per (b, c, h, n, p)), and the chunk's Σ a into DEC. */
+export const ssdStates = kernel('ssdStates', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
+    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
+    let g = h / u.HG; let q = h * u.P + p; let A = aOf(h, 0u);
+    let t0 = c * u.CL;
+    var seg = 0.0; var acc = 0.0;
+    for (var s = cEnd(c); s > t0; s = s - 1u) {
+      let t = b * u.L + s - 1u;
+      let dl = dlAt(t, h);
+      acc = acc + exp(seg) * bAt(t, g, n) * dl * xAt(t, q);
+      seg = seg + dl * A;
+    }
+    S[u.hsOff + i] = acc;
+    if (n == 0u && p == 0u) { S[u.decOff + hci(b, h, c)] = seg; }
+  }`);
+
+/**
+ * The pass over chunks, elementwise over (b, h, n, p), in place at passOff. Forward (rev 0): S_c →
+ * h_c, h_{c+1} = exp(Σa_c) h_c + S_c. Backward (rev 1): U_c → dS_c = dh_{c+1}, dh_c = exp(Σa_c) dh_{c+1} + U_c.
+ */
+export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
+    let h = r % u.H; let b = r / u.H;
+    var v = 0.0;
+    for (var k = 0u; k < u.nC; k = k + 1u) {
+      var c = k;
+      if (u.rev == 1u) { c = u.nC - 1u - k; }
+      let o = u.passOff + st(b, c, h, n, p);
+      let s = S[o];
+      S[o] = v;
+      v = exp(S[u.decOff + hci(b, h, c)]) * v + s;
+    }
+  }`);
+
+/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, q). */
+export const ssdOut = kernel('ssdOut', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let q = i % u.Q; let t = i / u.Q; let b = t / u.L; let tl = t - b * u.L;
+    let h = q / u.P; let p = q - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
+    let c = tl / u.CL; let t0 = c * u.CL;
+    var seg = 0.0; var y = 0.0;
+    for (var s = tl + 1u; s > t0; s = s - 1u) {
+      let ts = b * u.L + s - 1u;
+      let dl = dlAt(ts, h);
+      y = y + exp(seg) * S[u.cbOff + cbi(b, g, c, tl - t0, s - 1u - t0)] * dl * xAt(ts, q);
+      seg = seg + dl * A;
+    }
+    var hy = 0.0;
+    for (var n = 0u; n < u.N; n = n + 1u) { hy = hy + cAt(t, g, n) * S[u.hsOff + st(b, c, h, n, p)]; }
+    X[u.yOff + t * u.Q + q] = y + exp(seg) * hy + P[u.Doff + h] * xAt(t, q);
+  }`);
+
+/** U_c[n, p] = Σ_t exp(a_{t0..t}) C_t[n] dy_t[p] into DS (thread per (b, c, h, n, p)): the chunk's own part of dh_c. */
+export const ssdDLocal = kernel('ssdDLocal', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
+    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
+    let g = h / u.HG; let q = h * u.P + p; let A = aOf(h, 0u);
+    var seg = 0.0; var acc = 0.0;
+    for (var s = c * u.CL; s < cEnd(c); s = s + 1u) {
+      let t = b * u.L + s;
+      seg = seg + aAt(t, h, A);
+      acc = acc + exp(seg) * cAt(t, g, n) * dyAt(t, q);
+    }
+    S[u.dsOff + i] = acc;
+  }`);
+
+/** LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0. */
+export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
+    let c = r % u.nC; r = r / u.nC; let h = r % u.H; let b = r / u.H;
+    let t0 = c * u.CL; let A = aOf(h, 0u);
+    var v = 0.0;
+    if (j <= ii && t0 + ii < cEnd(c)) {
+      let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
+      let dl = dlAt(tj, h);
+      for (var p = 0u; p < u.P; p = p + 1u) { let q = h * u.P + p; v = v + dyAt(ti, q) * dl * xAt(tj, q); }
+      var seg = 0.0;
+      for (var k = tj + 1u; k <= ti; k = k + 1u) { seg = seg + aAt(k, h, A); }
+      v = v * exp(seg);
+    }
+    S[u.lmOff + i] = v;
+  }`);
+
+/**
+ * Per (s, q): dxd_s = Σ_{t≥s} decay·CB_ts dy_t + exp(a_{s+1..end}) Σ_n B_s[n] dS_c[n, p]; dx (+ D·dy)
+ * into DU, the lane's dΔ part dxd·x into DD (=), and the lane terms R1 = exp(a_{t0..s}) dy_s (C_sᵀ h_c)
+ * and R2 = xd_s exp(a_{s+1..end}) (B_sᵀ dS_c) of the exponents' gradient.
+ */
+export const ssdDx = kernel('ssdDx', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let q = i % u.Q; let t = i / u.Q; let b = t / u.L; let tl = t - b * u.L;
+    let h = q / u.P; let p = q - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
+    let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
+    var seg = 0.0; var dxd = 0.0;
+    for (var s = tl; s < t1; s = s + 1u) {
+      let ts = b * u.L + s;
+      if (s > tl) { seg = seg + aAt(ts, h, A); }
+      dxd = dxd + exp(seg) * S[u.cbOff + cbi(b, g, c, s - t0, tl - t0)] * dyAt(ts, q);
+    }
+    var bd = 0.0; var ch = 0.0;
+    for (var n = 0u; n < u.N; n = n + 1u) {
+      bd = bd + bAt(t, g, n) * S[u.dsOff + st(b, c, h, n, p)];
+      ch = ch + cAt(t, g, n) * S[u.hsOff + st(b, c, h, n, p)];
+    }
+    let e2 = exp(seg) * bd;
+    dxd = dxd + e2;
+    var cum = 0.0;
+    for (var s = t0; s <= tl; s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); }
+    let dl = dlAt(t, h); let x = xAt(t, q); let dy = dyAt(t, q);
+    S[u.r1Off + i] = exp(cum) * ch * dy;
+    S[u.r2Off + i] = dl * x * e2;
+    X[u.duOff + t * u.duRs + q] = dl * dxd + P[u.Doff + h] * dy;
+    X[u.ddOff + i] = dxd * x;
+  }`);
+
+/**
+ * dB_s[n] and dC_t[n] per (t, g, n), summed over the group's heads: the intra terms from LM, the
+ * inter terms exp(·) Σ_p dS_c[n, p] xd_s[p] and exp(·) Σ_p h_c[n, p] dy_t[p]. Written at
+ * X[dbcOff + t·dbcRs + dbCol / dcCol + g·N + n].
+ */
+export const ssdDBC = kernel('ssdDBC', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let n = i % u.N; var r = i / u.N; let g = r % u.G; let t = r / u.G;
+    let b = t / u.L; let tl = t - b * u.L;
+    let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
+    var dB = 0.0; var dC = 0.0;
+    for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
+      let h = g * u.HG + hh; let A = aOf(h, 0u);
+      for (var s = t0; s <= tl; s = s + 1u) { dC = dC + S[u.lmOff + lmi(b, h, c, tl - t0, s - t0)] * bAt(b * u.L + s, g, n); }
+      for (var s = tl; s < t1; s = s + 1u) { dB = dB + S[u.lmOff + lmi(b, h, c, s - t0, tl - t0)] * cAt(b * u.L + s, g, n); }
+      var cum = 0.0;
+      for (var s = t0; s <= tl; s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); }
+      var rest = 0.0;
+      for (var s = tl + 1u; s < t1; s = s + 1u) { rest = rest + aAt(b * u.L + s, h, A); }
+      var hd = 0.0; var sx = 0.0;
+      for (var p = 0u; p < u.P; p = p + 1u) {
+        let q = h * u.P + p;
+        hd = hd + S[u.hsOff + st(b, c, h, n, p)] * dyAt(t, q);
+        sx = sx + S[u.dsOff + st(b, c, h, n, p)] * xAt(t, q);
+      }
+      dC = dC + exp(cum) * hd;
+      dB = dB + exp(rest) * dlAt(t, h) * sx;
+    }
+    let o = u.dbcOff + t * u.dbcRs + g * u.N + n;
+    X[o + u.dbCol] = dB;
+    X[o + u.dcCol] = dC;
+  }`);
+
+/**
+ * The exponents' gradient, one workgroup per (b, h, chunk): dcum_i (the gradient w.r.t. a_{t0} + … + a_i)
+ * = Σ_{s<i} w_is − Σ_{t>i} w_ti (w = LM ∘ CB) + Σ_p (R1 − R2)[i], and at the chunk's end
+ * + Σ dS_c ∘ h_{c+1} (h_{c+1} is of degree one in exp(Σa_c)). Then da = reverse cumsum of dcum:
+ * A·da into DD's lane 0 of the head (+=), Σ Δ·da (the chunk's dA) into DAC.
+ */
+export const ssdDcum: Kernel = kernel('ssdDcum', `${wgslReduce(256)}
+  var<workgroup> dc : array<f32, ${MAX_SSD_CHUNK}>;
+  ${ENTRY(256)} {
+    let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let c = wg % u.nC; let r = wg / u.nC; let h = r % u.H; let b = r / u.H;
+    let g = h / u.HG; let t0 = c * u.CL; let len = cEnd(c) - t0;
+    var e = 0.0;
+    if (c + 1u < u.nC) {
+      let d0 = u.dsOff + st(b, c, h, 0u, 0u); let h1 = u.hsOff + st(b, c + 1u, h, 0u, 0u);
+      for (var k = li; k < u.N * u.P; k = k + 256u) { e = e + S[d0 + k] * S[h1 + k]; }
+    }
+    e = wgSum(e, li);
+    if (li < len) {
+      var v = 0.0;
+      for (var s = 0u; s < li; s = s + 1u) { v = v + S[u.lmOff + lmi(b, h, c, li, s)] * S[u.cbOff + cbi(b, g, c, li, s)]; }
+      for (var s = li + 1u; s < len; s = s + 1u) { v = v - S[u.lmOff + lmi(b, h, c, s, li)] * S[u.cbOff + cbi(b, g, c, s, li)]; }
+      let t = b * u.L + t0 + li;
+      for (var p = 0u; p < u.P; p = p + 1u) { let o = t * u.Q + h * u.P + p; v = v + S[u.r1Off + o] - S[u.r2Off + o]; }
+      if (li + 1u == len) { v = v + e; }
+      dc[li] = v;
+    }
+    workgroupBarrier();
+    if (li == 0u) {
+      let A = aOf(h, 0u);
+      var da = 0.0; var dA = 0.0;
+      for (var k = len; k > 0u; k = k - 1u) {
+        da = da + dc[k - 1u];
+        let t = b * u.L + t0 + k - 1u;
+        let o = u.ddOff + t * u.Q + h * u.P;
+        X[o] = X[o] + A * da;
+        dA = dA + dlAt(t, h) * da;
+      }
+      S[u.dacOff + hci(b, h, c)] = dA;
+    }
+  }`);
+
+/** Per lane (b, q): the D sum Σ_t dy·x into dPart, and the head's dA (Σ over chunks) into aPart at lane 0 of the head (0 elsewhere). */
+export const ssdLaneSums = kernel('ssdLaneSums', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let b = i / u.Q; let q = i - b * u.Q; let h = q / u.P;
+    var d = 0.0;
+    for (var s = 0u; s < u.L; s = s + 1u) { let t = b * u.L + s; d = d + dyAt(t, q) * xAt(t, q); }
+    X[u.dPartOff + i] = d;
+    var a = 0.0;
+    if (q == h * u.P) { for (var c = 0u; c < u.nC; c = c + 1u) { a = a + S[u.dacOff + hci(b, h, c)]; } }
+    X[u.aPartOff + i] = a;
+  }`);
+
+type Op = (k: Kernel, fields: Record<string, number>, groups: [number, number, number]) => void;
+type Grid = (n: number) => [number, number, number];
+
+/** Shape and regions of one SSD scan (SCAN_FIELDS' values plus ssdScratch's offsets, B, H, G, N, CL, nC). */
+export type SsdFields = Record<string, number>;
+
+/** Every field at 0 (the forward leaves the backward's regions unset, and the reverse). */
+const ZERO: SsdFields = Object.fromEntries(SSD_FIELDS.map((k) => [k.replace(/:f$/, ''), 0]));
+
+/** Dispatches recomputing the chunk states: CB, S_c, and the pass to h_c. */
+function states(op: Op, f: SsdFields, grid: Grid): void {
+  const { B, G, H, N, P, CL, nC } = f as Record<string, number>;
+  const n1 = B! * G! * nC! * CL! * CL!, n2 = B! * nC! * H! * N! * P!, n3 = B! * H! * N! * P!;
+  op(ssdCB, { ...f, n: n1 }, grid(Math.ceil(n1 / 256)));
+  op(ssdStates, { ...f, n: n2 }, grid(Math.ceil(n2 / 256)));
+  op(ssdPass, { ...f, n: n3, rev: 0, passOff: f.hsOff! }, grid(Math.ceil(n3 / 256)));
+}
+
+/** The forward: y (= C·state + D·x) at yOff, [t, q] rows of Q. Four dispatches. */
+export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
+  const f = { ...ZERO, ...given };
+  states(op, f, grid);
+  const n = f.B! * f.L! * f.Q!;
+  op(ssdOut, { ...f, n }, grid(Math.ceil(n / 256)));
+}
+
+/**
+ * The backward from dy at dyOff: dx + D·dy into duOff (row stride duRs), dB / dC into dbcOff, per-lane
+ * dΔ into ddOff ([t, q]: a head's lanes sum to its dΔ), per-lane A and D sums into aPartOff / dPartOff
+ * ([b, q]: summed over a head's lanes). Recomputes the forward's states; ten dispatches.
+ */
+export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
+  const f = { ...ZERO, ...given };
+  states(op, f, grid);
+  const { B, G, H, N, P, CL, nC, L, Q } = f as Record<string, number>;
+  const nS = B! * nC! * H! * N! * P!, nH = B! * H! * N! * P!, nLM = B! * H! * nC! * CL! * CL!, nT = B! * L! * Q!, nBC = B! * L! * G! * N!;
+  op(ssdDLocal, { ...f, n: nS }, grid(Math.ceil(nS / 256)));
+  op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
+  op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
+  op(ssdDx, { ...f, n: nT }, grid(Math.ceil(nT / 256)));
+  op(ssdDBC, { ...f, n: nBC }, grid(Math.ceil(nBC / 256)));
+  op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
+  op(ssdLaneSums, { ...f, n: B! * Q! }, grid(Math.ceil((B! * Q!) / 256)));
+}
