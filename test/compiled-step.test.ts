@@ -270,3 +270,52 @@ test('trainer on webgpu: the compiled step (MQAR, mixed lengths) follows the tf.
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("compiled step: scan form 'ssd' follows 'recurrent' over four AdamW steps (losses, gradient norms, parameters), at d_state 64 over 3 chunks and 2 groups", GPU, async () => {
+  const c: Case = { name: 'ssd vs recurrent', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 64, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8 };
+  const hp: AdamWHParams = { lr: 1e-2, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, clipNorm: 1 };
+  const B = 3, L = 14;
+  const models = [makeModel(c), makeModel(c)];
+  const params = models.map(sortedParams);
+  const states = params.map((p) => createAdamWState(p));
+  const steps = [
+    new CompiledStep(models[0]!, params[0]!, B, L, undefined, { scanForm: 'recurrent' }),
+    new CompiledStep(models[1]!, params[1]!, B, L, undefined, { scanForm: 'ssd', ssdChunk: 5 }),
+  ];
+  try {
+    steps.forEach((s, i) => { s.setDecay(states[i]!); s.push(states[i]!); });
+    for (let t = 1; t <= 4; t++) {
+      const batch = randomBatch(200 + t, B, L, c.shape.vocabSize);
+      for (const s of steps) { s.setBatch(batch, t); s.step(hp, t); }
+    }
+    const [rec, ssd] = [await steps[0]!.history(1, 4), await steps[1]!.history(1, 4)];
+    rec.loss.forEach((l, i) => assert.ok(Math.abs(ssd.loss[i]! - l) <= 1e-5 * Math.abs(l), `step ${i + 1}: loss ${ssd.loss[i]} (ssd) vs ${l}`));
+    rec.gradNorm.forEach((g, i) => assert.ok(Math.abs(ssd.gradNorm[i]! - g) <= 1e-4 * g, `step ${i + 1}: ‖g‖ ${ssd.gradNorm[i]} (ssd) vs ${g}`));
+    for (const k of params[0]!.keys()) {
+      const e = relErr(await steps[1]!.gradient(k), await steps[0]!.gradient(k));
+      assert.ok(e < 2e-4, `last gradient of ${k}: relative error ${e.toExponential(2)}`);
+    }
+    steps.forEach((s, i) => s.pull(states[i]!));
+    for (const [k, v] of params[0]!) {
+      const e = relErr((await params[1]!.get(k)!.data()) as Float32Array, (await v.data()) as Float32Array);
+      assert.ok(e < 5e-4, `${k} after 4 steps: relative error ${e.toExponential(2)}`);
+    }
+  } finally {
+    steps.forEach((s) => s.dispose());
+    states.forEach(disposeAdamWState);
+    models.forEach((m) => m.dispose());
+  }
+});
+
+test("compiled step: scan form 'ssd' on Mamba-1, an unknown form or an SSD chunk out of range is one UserError line", GPU, async () => {
+  const m1 = makeModel(CASES[0]!), m2 = makeModel(CASES[2]!);
+  try {
+    const oneLine = (re: RegExp) => (e: Error) => e.name === 'UserError' && re.test(e.message) && !e.message.includes('\n');
+    assert.throws(() => new CompiledStep(m1, sortedParams(m1), 2, 8, undefined, { scanForm: 'ssd' }), oneLine(/scan form ssd needs Mamba-2/));
+    assert.throws(() => new CompiledStep(m2, sortedParams(m2), 2, 8, undefined, { scanForm: 'diagonal' as ScanForm }), oneLine(/scan form diagonal is not one of recurrent, ssd/));
+    assert.throws(() => new CompiledStep(m2, sortedParams(m2), 2, 300, undefined, { scanForm: 'ssd', ssdChunk: 257 }), oneLine(/ssd chunk 257 must be a whole number of steps from 1 to 256/));
+  } finally {
+    m1.dispose();
+    m2.dispose();
+  }
+});
