@@ -367,6 +367,15 @@ export const SCAN_THREAD_LAYOUTS: readonly ScanThreadLayout[] = ['state-fastest'
 export const DEFAULT_SCAN_LAYOUT: ScanThreadLayout = 'state-fastest';
 
 /**
+ * The Mamba-2 scan's form in the compiled step: 'recurrent' (scanFwd / scanBwdChunk here) or 'ssd'
+ * (ssd.ts, the chunked state-space-duality form). Mamba-1 (A per state) has only the recurrent one.
+ */
+export type ScanForm = 'recurrent' | 'ssd';
+export const SCAN_FORMS: readonly ScanForm[] = ['recurrent', 'ssd'];
+/** The form used unless one is asked for: 'ssd' is not yet measured on the GPU. */
+export const DEFAULT_SCAN_FORM: ScanForm = 'recurrent';
+
+/**
  * The index mapping of `layout` for workgroups of W lanes × NS slices: `decl` declares the thread's
  * lane in the workgroup `ll` and its slice `j` (from li); `thread(l, s)` is the thread index of
  * lane l, slice s (where its partial sums sit in `part`); `sh(l, n)` the slot of lane l, state n

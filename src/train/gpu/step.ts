@@ -71,7 +71,7 @@ export interface CompiledStepOptions {
    * (ssd.ts: the chunked state-space-duality form, small matmuls per chunk, states only at chunk
    * starts). Not yet measured on the GPU. Mamba-1 has only the recurrent form.
    */
-  scanForm?: ScanForm;
+  scanForm?: K.ScanForm;
   /** Steps per SSD chunk (scanForm 'ssd'; default ssd.ts's DEFAULT_SSD_CHUNK, 64; at most MAX_SSD_CHUNK). */
   ssdChunk?: number;
   /**
@@ -90,12 +90,6 @@ export interface CompiledStepOptions {
 }
 
 type Region = number;
-
-/** The forms of the Mamba-2 scan (CompiledStepOptions.scanForm). */
-export type ScanForm = 'recurrent' | 'ssd';
-export const SCAN_FORMS: readonly ScanForm[] = ['recurrent', 'ssd'];
-/** The form used unless one is asked for: 'ssd' is not yet measured on the GPU. */
-export const DEFAULT_SCAN_FORM: ScanForm = 'recurrent';
 
 /** Workgroups a matmul should make at least (about two per SM of an H200's 132) before a smaller tile is chosen. */
 const FILL_TILES = 264;
@@ -249,8 +243,8 @@ export class CompiledStep {
     const convDim = m2 ? E + 2 * G * N : E;
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
-    const form = this.options.scanForm ?? DEFAULT_SCAN_FORM;
-    if (!SCAN_FORMS.includes(form)) throw new UserError(`compiled step: scan form ${String(form)} is not one of ${SCAN_FORMS.join(', ')}`);
+    const form = this.options.scanForm ?? K.DEFAULT_SCAN_FORM;
+    if (!K.SCAN_FORMS.includes(form)) throw new UserError(`compiled step: scan form ${String(form)} is not one of ${K.SCAN_FORMS.join(', ')}`);
     if (form === 'ssd' && !m2) throw new UserError('compiled step: scan form ssd needs Mamba-2 (a scalar A per head); use scan form recurrent for Mamba-1');
     const ssd = form === 'ssd';
     const CLs = Math.min(L, this.options.ssdChunk ?? SSD.DEFAULT_SSD_CHUNK);
