@@ -283,6 +283,14 @@ test("compiled step: scan form 'ssd' follows 'recurrent' over four AdamW steps (
   ];
   try {
     steps.forEach((s, i) => { s.setDecay(states[i]!); s.push(states[i]!); });
+    // The scan's output y of every layer, before any update: the same to float rounding.
+    const first = randomBatch(199, B, L, c.shape.vocabSize);
+    for (const s of steps) { s.setBatch(first, 0); s.forwardBackward(); }
+    for (let l = 0; l < c.shape.numLayers; l++) {
+      const n = B * L * 2 * c.shape.hiddenSize;
+      const e = relErr(await steps[1]!.region(`Y${l}`, n), await steps[0]!.region(`Y${l}`, n));
+      assert.ok(e < 2e-6, `layer ${l}: scan output y, relative error ${e.toExponential(2)}`);
+    }
     for (let t = 1; t <= 4; t++) {
       const batch = randomBatch(200 + t, B, L, c.shape.vocabSize);
       for (const s of steps) { s.setBatch(batch, t); s.step(hp, t); }
