@@ -12,8 +12,9 @@
  *
  * Scratch in S (offsets from ssdScratch): CB [b, g, chunk, i, j] = C_i·B_j; DEC [b, h, chunk] the
  * chunk's Σ a; HS [b, chunk, h, n, p] the state at each chunk start; DS the gradient of S_c (= of
- * h_{c+1}); LM [b, h, chunk, i, j] = exp(a_{j+1..i}) Σ_p dy_i xd_j; R1, R2 [t, q] per-lane terms of
- * the exponents' gradients; DAC [b, h, chunk] the chunk's dA.
+ * h_{c+1}); LM [b, h, chunk, i, j] = exp(a_{j+1..i}) Σ_p dy_i xd_j, LMG its sum over a group's heads;
+ * CUM, REST [b, h, step] = a_{t0..t}, a_{t+1..end} within the chunk; R1, R2 [t, q] per-lane terms
+ * of the exponents' gradients; DAC [b, h, chunk] the chunk's dA.
  */
 import { wgslReduce } from '../../model/kernels/webgpu-program.js';
 import type { Kernel } from './engine.js';
@@ -26,7 +27,7 @@ export const MAX_SSD_CHUNK = 256;
 
 /** Uniforms shared by every SSD kernel (SCAN_FIELDS, then the SSD's shape and regions). */
 export const SSD_FIELDS = [...SCAN_FIELDS, 'n', 'B', 'H', 'G', 'N', 'CL', 'nC', 'rev', 'passOff',
-  'cbOff', 'decOff', 'hsOff', 'dsOff', 'lmOff', 'r1Off', 'r2Off', 'dacOff',
+  'cbOff', 'decOff', 'hsOff', 'dsOff', 'lmOff', 'lmgOff', 'cumOff', 'restOff', 'r1Off', 'r2Off', 'dacOff',
   'yOff', 'dyOff', 'duOff', 'duRs', 'dbcOff', 'dbcRs', 'dbCol', 'dcCol', 'ddOff', 'aPartOff', 'dPartOff'];
 
 /** Region offsets in S and the f32s they need, for B sequences of L steps. */
@@ -34,7 +35,7 @@ export function ssdScratch(d: { B: number; L: number; H: number; G: number; N: n
   const nC = Math.ceil(d.L / d.CL);
   const sizes: [string, number][] = [
     ['cbOff', d.B * d.G * nC * d.CL * d.CL], ['decOff', d.B * d.H * nC], ['hsOff', d.B * nC * d.H * d.N * d.P], ['dsOff', d.B * nC * d.H * d.N * d.P],
-    ['lmOff', d.B * d.H * nC * d.CL * d.CL], ['r1Off', d.B * d.L * d.H * d.P], ['r2Off', d.B * d.L * d.H * d.P], ['dacOff', d.B * d.H * nC],
+    ['lmOff', d.B * d.H * nC * d.CL * d.CL], ['lmgOff', d.B * d.G * nC * d.CL * d.CL], ['cumOff', d.B * d.H * d.L], ['restOff', d.B * d.H * d.L], ['r1Off', d.B * d.L * d.H * d.P], ['r2Off', d.B * d.L * d.H * d.P], ['dacOff', d.B * d.H * nC],
   ];
   const offs: Record<string, number> = {};
   let top = 0;
@@ -54,7 +55,8 @@ const PRE = `${aOf(0, true)}
   fn st(b : u32, c : u32, h : u32, n : u32, p : u32) -> u32 { return (((b * u.nC + c) * u.H + h) * u.N + n) * u.P + p; }
   fn cbi(b : u32, g : u32, c : u32, i : u32, j : u32) -> u32 { return (((b * u.G + g) * u.nC + c) * u.CL + i) * u.CL + j; }
   fn lmi(b : u32, h : u32, c : u32, i : u32, j : u32) -> u32 { return (((b * u.H + h) * u.nC + c) * u.CL + i) * u.CL + j; }
-  fn hci(b : u32, h : u32, c : u32) -> u32 { return (b * u.H + h) * u.nC + c; }`;
+  fn hci(b : u32, h : u32, c : u32) -> u32 { return (b * u.H + h) * u.nC + c; }
+  fn bht(b : u32, h : u32, tl : u32) -> u32 { return (b * u.H + h) * u.L + tl; }`;
 
 const kernel = (key: string, body: string): Kernel => ({ key, bufs: ['P', 'X', 'S'], fields: SSD_FIELDS, body: `${PRE}\n${body}` });
 
@@ -80,14 +82,20 @@ export const ssdStates = kernel('ssdStates', `${ENTRY(256)} { ${LINEAR(256)}
     let g = h / u.HG; let q = h * u.P + p; let A = aOf(h, 0u);
     let t0 = c * u.CL;
     var seg = 0.0; var acc = 0.0;
+    let one = n == 0u && p == 0u; // also writes the chunk's exponents of (b, h)
     for (var s = cEnd(c); s > t0; s = s - 1u) {
       let t = b * u.L + s - 1u;
       let dl = dlAt(t, h);
       acc = acc + exp(seg) * bAt(t, g, n) * dl * xAt(t, q);
+      if (one) { S[u.restOff + bht(b, h, s - 1u)] = seg; }
       seg = seg + dl * A;
     }
     S[u.hsOff + i] = acc;
-    if (n == 0u && p == 0u) { S[u.decOff + hci(b, h, c)] = seg; }
+    if (one) {
+      S[u.decOff + hci(b, h, c)] = seg;
+      var cum = 0.0;
+      for (var s = t0; s < cEnd(c); s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); S[u.cumOff + bht(b, h, s)] = cum; }
+    }
   }`);
 
 /**
@@ -142,22 +150,29 @@ export const ssdDLocal = kernel('ssdDLocal', `${ENTRY(256)} { ${LINEAR(256)}
     S[u.dsOff + i] = acc;
   }`);
 
-/** LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0. */
+/** LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0, thread per (b, g, c, i, j) over the group's heads; their sum into LMG. */
 export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
     let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
-    let c = r % u.nC; r = r / u.nC; let h = r % u.H; let b = r / u.H;
-    let t0 = c * u.CL; let A = aOf(h, 0u);
-    var v = 0.0;
-    if (j <= ii && t0 + ii < cEnd(c)) {
-      let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
-      let dl = dlAt(tj, h);
-      for (var p = 0u; p < u.P; p = p + 1u) { let q = h * u.P + p; v = v + dyAt(ti, q) * dl * xAt(tj, q); }
-      var seg = 0.0;
-      for (var k = tj + 1u; k <= ti; k = k + 1u) { seg = seg + aAt(k, h, A); }
-      v = v * exp(seg);
+    let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
+    let t0 = c * u.CL;
+    let valid = j <= ii && t0 + ii < cEnd(c);
+    let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
+    var sum = 0.0;
+    for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
+      let h = g * u.HG + hh; let A = aOf(h, 0u);
+      var v = 0.0;
+      if (valid) {
+        let dl = dlAt(tj, h);
+        for (var p = 0u; p < u.P; p = p + 1u) { let q = h * u.P + p; v = v + dyAt(ti, q) * dl * xAt(tj, q); }
+        var seg = 0.0;
+        for (var k = tj + 1u; k <= ti; k = k + 1u) { seg = seg + aAt(k, h, A); }
+        v = v * exp(seg);
+      }
+      S[u.lmOff + lmi(b, h, c, ii, j)] = v;
+      sum = sum + v;
     }
-    S[u.lmOff + i] = v;
+    S[u.lmgOff + i] = sum;
   }`);
 
 /**
@@ -183,10 +198,8 @@ export const ssdDx = kernel('ssdDx', `${ENTRY(256)} { ${LINEAR(256)}
     }
     let e2 = exp(seg) * bd;
     dxd = dxd + e2;
-    var cum = 0.0;
-    for (var s = t0; s <= tl; s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); }
     let dl = dlAt(t, h); let x = xAt(t, q); let dy = dyAt(t, q);
-    S[u.r1Off + i] = exp(cum) * ch * dy;
+    S[u.r1Off + i] = exp(S[u.cumOff + bht(b, h, tl)]) * ch * dy;
     S[u.r2Off + i] = dl * x * e2;
     X[u.duOff + t * u.duRs + q] = dl * dxd + P[u.Doff + h] * dy;
     X[u.ddOff + i] = dxd * x;
@@ -203,14 +216,13 @@ export const ssdDBC = kernel('ssdDBC', `${ENTRY(256)} { ${LINEAR(256)}
     let b = t / u.L; let tl = t - b * u.L;
     let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
     var dB = 0.0; var dC = 0.0;
+    // Intra terms over the group's summed LM (LMG has CB's layout).
+    for (var s = t0; s <= tl; s = s + 1u) { dC = dC + S[u.lmgOff + cbi(b, g, c, tl - t0, s - t0)] * bAt(b * u.L + s, g, n); }
+    for (var s = tl; s < t1; s = s + 1u) { dB = dB + S[u.lmgOff + cbi(b, g, c, s - t0, tl - t0)] * cAt(b * u.L + s, g, n); }
     for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
-      let h = g * u.HG + hh; let A = aOf(h, 0u);
-      for (var s = t0; s <= tl; s = s + 1u) { dC = dC + S[u.lmOff + lmi(b, h, c, tl - t0, s - t0)] * bAt(b * u.L + s, g, n); }
-      for (var s = tl; s < t1; s = s + 1u) { dB = dB + S[u.lmOff + lmi(b, h, c, s - t0, tl - t0)] * cAt(b * u.L + s, g, n); }
-      var cum = 0.0;
-      for (var s = t0; s <= tl; s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); }
-      var rest = 0.0;
-      for (var s = tl + 1u; s < t1; s = s + 1u) { rest = rest + aAt(b * u.L + s, h, A); }
+      let h = g * u.HG + hh;
+      let cum = S[u.cumOff + bht(b, h, tl)];
+      let rest = S[u.restOff + bht(b, h, tl)];
       var hd = 0.0; var sx = 0.0;
       for (var p = 0u; p < u.P; p = p + 1u) {
         let q = h * u.P + p;
@@ -315,7 +327,7 @@ export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
   const { B, G, H, N, P, CL, nC, L, Q } = f as Record<string, number>;
-  const nS = B! * nC! * H! * N! * P!, nH = B! * H! * N! * P!, nLM = B! * H! * nC! * CL! * CL!, nT = B! * L! * Q!, nBC = B! * L! * G! * N!;
+  const nS = B! * nC! * H! * N! * P!, nH = B! * H! * N! * P!, nLM = B! * G! * nC! * CL! * CL!, nT = B! * L! * Q!, nBC = B! * L! * G! * N!;
   op(ssdDLocal, { ...f, n: nS }, grid(Math.ceil(nS / 256)));
   op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
   op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
