@@ -248,6 +248,9 @@ const SSD_SHAPES: (SsdShape & { what: string })[] = [
   { what: 'N512, 2 groups, 4 chunks of 3 over L 10', B: 2, L: 10, N: 512, H: 4, Pd: 8, G: 2, CL: 3, aMode: 0 },
   { what: 'N512, one chunk, A_log_param', B: 1, L: 7, N: 512, H: 2, Pd: 16, G: 1, CL: 64, aMode: 1 },
   { what: 'N1024, 2 chunks of 4 over L 5', B: 1, L: 5, N: 1024, H: 1, Pd: 8, G: 1, CL: 4, aMode: 0 },
+  // State and head dims not multiples of 4: the 2×2 and 1×1 register tiles of the chunk-state kernels.
+  { what: 'N6, head dim 6, 3 chunks of 4 over L 9', B: 2, L: 9, N: 6, H: 2, Pd: 6, G: 1, CL: 4, aMode: 0 },
+  { what: 'N5, head dim 3, 2 groups, 3 chunks of 3 over L 8, A_log_param', B: 2, L: 8, N: 5, H: 4, Pd: 3, G: 2, CL: 3, aMode: 1 },
 ];
 
 for (const s of SSD_SHAPES) {

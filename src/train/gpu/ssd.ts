@@ -74,29 +74,56 @@ export const ssdCB = kernel('ssdCB', `${ENTRY(256)} { ${LINEAR(256)}
     S[u.cbOff + i] = s;
   }`);
 
-/** S_c[n, p] into HS (thread per (b, c, h, n, p)), and the chunk's Σ a into DEC. */
-export const ssdStates = kernel('ssdStates', `${ENTRY(256)} { ${LINEAR(256)}
+/** The largest register tile (4, 2 or 1) dividing d: a thread of ssdStates / ssdDLocal holds TN×TP outputs. */
+export const tileOf = (d: number) => (d % 4 === 0 ? 4 : d % 2 === 0 ? 2 : 1);
+
+/**
+ * The outer-product sum Σ_s w_s u_s[n] v_s[p] of one chunk per thread tile of TN states × TP head
+ * lanes (thread per (b, c, h, n-tile, p-tile)): each step's TN + TP loads feed TN·TP products.
+ * `head` decodes the thread, `step` sets w, bv[k], xv[m] for step t, `tail` writes acc.
+ */
+function tiled(TN: number, TP: number, loop: string, step: string, tail: string): string {
+  return `${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
-    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
+    let nPB = u.P / ${TP}u; let nNB = u.N / ${TN}u;
+    let pk = i % nPB; var r = i / nPB; let nk = r % nNB; r = r / nNB;
     let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
-    let g = h / u.HG; let q = h * u.P + p; let A = aOf(h, 0u);
+    let g = h / u.HG; let A = aOf(h, 0u); let n0 = nk * ${TN}u; let p0 = pk * ${TP}u; let q0 = h * u.P + p0;
     let t0 = c * u.CL;
-    var seg = 0.0; var acc = 0.0;
-    let one = n == 0u && p == 0u; // also writes the chunk's exponents of (b, h)
-    for (var s = cEnd(c); s > t0; s = s - 1u) {
-      let t = b * u.L + s - 1u;
-      let dl = dlAt(t, h);
-      acc = acc + exp(seg) * bAt(t, g, n) * dl * xAt(t, q);
-      if (one) { S[u.restOff + bht(b, h, s - 1u)] = seg; }
-      seg = seg + dl * A;
+    var seg = 0.0;
+    var acc : array<f32, ${TN * TP}>;
+    var bv : array<f32, ${TN}>;
+    var xv : array<f32, ${TP}>;
+    for (var k = 0u; k < ${TN * TP}u; k = k + 1u) { acc[k] = 0.0; }
+    let one = nk == 0u && pk == 0u;
+    ${loop} {
+      ${step}
+      for (var k = 0u; k < ${TN}u; k = k + 1u) {
+        let wb = w * bv[k];
+        for (var m = 0u; m < ${TP}u; m = m + 1u) { acc[k * ${TP}u + m] = acc[k * ${TP}u + m] + wb * xv[m]; }
+      }
     }
-    S[u.hsOff + i] = acc;
+    ${tail}
+  }`;
+}
+
+/** S_c[n, p] into HS, and (one thread per (b, c, h)) the chunk's Σ a into DEC, its exponents into CUM and REST. */
+export function ssdStates(TN: number, TP: number): Kernel {
+  return kernel(`ssdStates${TN}x${TP}`, tiled(TN, TP, 'for (var s = cEnd(c); s > t0; s = s - 1u)', `let t = b * u.L + s - 1u;
+      let dl = dlAt(t, h);
+      let w = exp(seg) * dl;
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { bv[k] = bAt(t, g, n0 + k); }
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { xv[m] = xAt(t, q0 + m); }
+      if (one) { S[u.restOff + bht(b, h, s - 1u)] = seg; }
+      seg = seg + dl * A;`, `for (var k = 0u; k < ${TN}u; k = k + 1u) {
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.hsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
+    }
     if (one) {
       S[u.decOff + hci(b, h, c)] = seg;
       var cum = 0.0;
       for (var s = t0; s < cEnd(c); s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); S[u.cumOff + bht(b, h, s)] = cum; }
-    }
-  }`);
+    }`));
+}
 
 /**
  * The pass over chunks, elementwise over (b, h, n, p), in place at passOff. Forward (rev 0): S_c →
@@ -135,20 +162,16 @@ export const ssdOut = kernel('ssdOut', `${ENTRY(256)} { ${LINEAR(256)}
     X[u.yOff + t * u.Q + q] = y + exp(seg) * hy + P[u.Doff + h] * xAt(t, q);
   }`);
 
-/** U_c[n, p] = Σ_t exp(a_{t0..t}) C_t[n] dy_t[p] into DS (thread per (b, c, h, n, p)): the chunk's own part of dh_c. */
-export const ssdDLocal = kernel('ssdDLocal', `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
-    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
-    let g = h / u.HG; let q = h * u.P + p; let A = aOf(h, 0u);
-    var seg = 0.0; var acc = 0.0;
-    for (var s = c * u.CL; s < cEnd(c); s = s + 1u) {
-      let t = b * u.L + s;
+/** U_c[n, p] = Σ_t exp(a_{t0..t}) C_t[n] dy_t[p] into DS: the chunk's own part of dh_c. */
+export function ssdDLocal(TN: number, TP: number): Kernel {
+  return kernel(`ssdDLocal${TN}x${TP}`, tiled(TN, TP, 'for (var s = t0; s < cEnd(c); s = s + 1u)', `let t = b * u.L + s;
       seg = seg + aAt(t, h, A);
-      acc = acc + exp(seg) * cAt(t, g, n) * dyAt(t, q);
-    }
-    S[u.dsOff + i] = acc;
-  }`);
+      let w = exp(seg);
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { bv[k] = cAt(t, g, n0 + k); }
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { xv[m] = dyAt(t, q0 + m); }`, `for (var k = 0u; k < ${TN}u; k = k + 1u) {
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.dsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
+    }`));
+}
 
 /** LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0, thread per (b, g, c, i, j) over the group's heads; their sum into LMG. */
 export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
@@ -304,9 +327,10 @@ const ZERO: SsdFields = Object.fromEntries(SSD_FIELDS.map((k) => [k.replace(/:f$
 /** Dispatches recomputing the chunk states: CB, S_c, and the pass to h_c. */
 function states(op: Op, f: SsdFields, grid: Grid): void {
   const { B, G, H, N, P, CL, nC } = f as Record<string, number>;
-  const n1 = B! * G! * nC! * CL! * CL!, n2 = B! * nC! * H! * N! * P!, n3 = B! * H! * N! * P!;
+  const TN = tileOf(N!), TP = tileOf(P!);
+  const n1 = B! * G! * nC! * CL! * CL!, n2 = (B! * nC! * H! * N! * P!) / (TN * TP), n3 = B! * H! * N! * P!;
   op(ssdCB, { ...f, n: n1 }, grid(Math.ceil(n1 / 256)));
-  op(ssdStates, { ...f, n: n2 }, grid(Math.ceil(n2 / 256)));
+  op(ssdStates(TN, TP), { ...f, n: n2 }, grid(Math.ceil(n2 / 256)));
   op(ssdPass, { ...f, n: n3, rev: 0, passOff: f.hsOff! }, grid(Math.ceil(n3 / 256)));
 }
 
@@ -328,7 +352,7 @@ export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   states(op, f, grid);
   const { B, G, H, N, P, CL, nC, L, Q } = f as Record<string, number>;
   const nS = B! * nC! * H! * N! * P!, nH = B! * H! * N! * P!, nLM = B! * G! * nC! * CL! * CL!, nT = B! * L! * Q!, nBC = B! * L! * G! * N!;
-  op(ssdDLocal, { ...f, n: nS }, grid(Math.ceil(nS / 256)));
+  op(ssdDLocal(tileOf(N!), tileOf(P!)), { ...f, n: nS / (tileOf(N!) * tileOf(P!)) }, grid(Math.ceil(nS / (tileOf(N!) * tileOf(P!)) / 256)));
   op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
   op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
   op(ssdDx, { ...f, n: nT }, grid(Math.ceil(nT / 256)));
