@@ -144,23 +144,33 @@ export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
     }
   }`);
 
-/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, q). */
-export const ssdOut = kernel('ssdOut', `${ENTRY(256)} { ${LINEAR(256)}
+/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, TP lanes of a head). */
+export function ssdOut(TP: number): Kernel {
+  return kernel(`ssdOut${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
-    let q = i % u.Q; let t = i / u.Q; let b = t / u.L; let tl = t - b * u.L;
-    let h = q / u.P; let p = q - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
+    let nQB = u.Q / ${TP}u;
+    let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
+    let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
     let c = tl / u.CL; let t0 = c * u.CL;
-    var seg = 0.0; var y = 0.0;
+    var seg = 0.0;
+    var y : array<f32, ${TP}>;
+    var hy : array<f32, ${TP}>;
+    for (var m = 0u; m < ${TP}u; m = m + 1u) { y[m] = 0.0; hy[m] = 0.0; }
     for (var s = tl + 1u; s > t0; s = s - 1u) {
       let ts = b * u.L + s - 1u;
       let dl = dlAt(ts, h);
-      y = y + exp(seg) * S[u.cbOff + cbi(b, g, c, tl - t0, s - 1u - t0)] * dl * xAt(ts, q);
+      let w = exp(seg) * S[u.cbOff + cbi(b, g, c, tl - t0, s - 1u - t0)] * dl;
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { y[m] = y[m] + w * xAt(ts, q0 + m); }
       seg = seg + dl * A;
     }
-    var hy = 0.0;
-    for (var n = 0u; n < u.N; n = n + 1u) { hy = hy + cAt(t, g, n) * S[u.hsOff + st(b, c, h, n, p)]; }
-    X[u.yOff + t * u.Q + q] = y + exp(seg) * hy + P[u.Doff + h] * xAt(t, q);
+    for (var n = 0u; n < u.N; n = n + 1u) {
+      let cn = cAt(t, g, n); let o = u.hsOff + st(b, c, h, n, p0);
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { hy[m] = hy[m] + cn * S[o + m]; }
+    }
+    let e = exp(seg); let Dd = P[u.Doff + h];
+    for (var m = 0u; m < ${TP}u; m = m + 1u) { X[u.yOff + t * u.Q + q0 + m] = y[m] + e * hy[m] + Dd * xAt(t, q0 + m); }
   }`);
+}
 
 /** U_c[n, p] = Σ_t exp(a_{t0..t}) C_t[n] dy_t[p] into DS: the chunk's own part of dh_c. */
 export function ssdDLocal(TN: number, TP: number): Kernel {
@@ -199,34 +209,46 @@ export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
   }`);
 
 /**
- * Per (s, q): dxd_s = Σ_{t≥s} decay·CB_ts dy_t + exp(a_{s+1..end}) Σ_n B_s[n] dS_c[n, p]; dx (+ D·dy)
+ * Per (s, TP lanes q of a head): dxd_s = Σ_{t≥s} decay·CB_ts dy_t + exp(a_{s+1..end}) Σ_n B_s[n] dS_c[n, p]; dx (+ D·dy)
  * into DU, the lane's dΔ part dxd·x into DD (=), and the lane terms R1 = exp(a_{t0..s}) dy_s (C_sᵀ h_c)
  * and R2 = xd_s exp(a_{s+1..end}) (B_sᵀ dS_c) of the exponents' gradient.
  */
-export const ssdDx = kernel('ssdDx', `${ENTRY(256)} { ${LINEAR(256)}
+export function ssdDx(TP: number): Kernel {
+  return kernel(`ssdDx${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
-    let q = i % u.Q; let t = i / u.Q; let b = t / u.L; let tl = t - b * u.L;
-    let h = q / u.P; let p = q - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
+    let nQB = u.Q / ${TP}u;
+    let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
+    let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
     let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
-    var seg = 0.0; var dxd = 0.0;
+    var seg = 0.0;
+    var dxd : array<f32, ${TP}>;
+    var bd : array<f32, ${TP}>;
+    var ch : array<f32, ${TP}>;
+    for (var m = 0u; m < ${TP}u; m = m + 1u) { dxd[m] = 0.0; bd[m] = 0.0; ch[m] = 0.0; }
     for (var s = tl; s < t1; s = s + 1u) {
       let ts = b * u.L + s;
       if (s > tl) { seg = seg + aAt(ts, h, A); }
-      dxd = dxd + exp(seg) * S[u.cbOff + cbi(b, g, c, s - t0, tl - t0)] * dyAt(ts, q);
+      let w = exp(seg) * S[u.cbOff + cbi(b, g, c, s - t0, tl - t0)];
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { dxd[m] = dxd[m] + w * dyAt(ts, q0 + m); }
     }
-    var bd = 0.0; var ch = 0.0;
     for (var n = 0u; n < u.N; n = n + 1u) {
-      bd = bd + bAt(t, g, n) * S[u.dsOff + st(b, c, h, n, p)];
-      ch = ch + cAt(t, g, n) * S[u.hsOff + st(b, c, h, n, p)];
+      let bn = bAt(t, g, n); let cn = cAt(t, g, n); let o = st(b, c, h, n, p0);
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { bd[m] = bd[m] + bn * S[u.dsOff + o + m]; ch[m] = ch[m] + cn * S[u.hsOff + o + m]; }
     }
-    let e2 = exp(seg) * bd;
-    dxd = dxd + e2;
-    let dl = dlAt(t, h); let x = xAt(t, q); let dy = dyAt(t, q);
-    S[u.r1Off + i] = exp(S[u.cumOff + bht(b, h, tl)]) * ch * dy;
-    S[u.r2Off + i] = dl * x * e2;
-    X[u.duOff + t * u.duRs + q] = dl * dxd + P[u.Doff + h] * dy;
-    X[u.ddOff + i] = dxd * x;
+    let es = exp(seg); let ec = exp(S[u.cumOff + bht(b, h, tl)]);
+    let dl = dlAt(t, h); let Dd = P[u.Doff + h];
+    for (var m = 0u; m < ${TP}u; m = m + 1u) {
+      let q = q0 + m; let o = t * u.Q + q;
+      let x = xAt(t, q); let dy = dyAt(t, q);
+      let e2 = es * bd[m];
+      let d = dxd[m] + e2;
+      S[u.r1Off + o] = ec * ch[m] * dy;
+      S[u.r2Off + o] = dl * x * e2;
+      X[u.duOff + t * u.duRs + q] = dl * d + Dd * dy;
+      X[u.ddOff + o] = d * x;
+    }
   }`);
+}
 
 /**
  * dB_s[n] and dC_t[n] per (t, g, n), summed over the group's heads: the intra terms from LM, the
@@ -338,8 +360,8 @@ function states(op: Op, f: SsdFields, grid: Grid): void {
 export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
-  const n = f.B! * f.L! * f.Q!;
-  op(ssdOut, { ...f, n }, grid(Math.ceil(n / 256)));
+  const TP = tileOf(f.P!), n = (f.B! * f.L! * f.Q!) / TP;
+  op(ssdOut(TP), { ...f, n }, grid(Math.ceil(n / 256)));
 }
 
 /**
@@ -355,7 +377,7 @@ export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   op(ssdDLocal(tileOf(N!), tileOf(P!)), { ...f, n: nS / (tileOf(N!) * tileOf(P!)) }, grid(Math.ceil(nS / (tileOf(N!) * tileOf(P!)) / 256)));
   op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
   op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
-  op(ssdDx, { ...f, n: nT }, grid(Math.ceil(nT / 256)));
+  op(ssdDx(tileOf(P!)), { ...f, n: nT / tileOf(P!) }, grid(Math.ceil(nT / tileOf(P!) / 256)));
   op(ssdDBC, { ...f, n: nBC }, grid(Math.ceil(nBC / 256)));
   op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
   op(ssdLaneSums, { ...f, n: B! * Q! }, grid(Math.ceil((B! * Q!) / 256)));
