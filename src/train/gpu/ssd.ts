@@ -251,36 +251,51 @@ export function ssdDx(TP: number): Kernel {
 }
 
 /**
- * dB_s[n] and dC_t[n] per (t, g, n), summed over the group's heads: the intra terms from LM, the
+ * dB_s[n] and dC_t[n] per (t, g, TN states), summed over the group's heads: the intra terms from LM, the
  * inter terms exp(·) Σ_p dS_c[n, p] xd_s[p] and exp(·) Σ_p h_c[n, p] dy_t[p]. Written at
  * X[dbcOff + t·dbcRs + dbCol / dcCol + g·N + n].
  */
-export const ssdDBC = kernel('ssdDBC', `${ENTRY(256)} { ${LINEAR(256)}
+export function ssdDBC(TN: number): Kernel {
+  return kernel(`ssdDBC${TN}`, `${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
-    let n = i % u.N; var r = i / u.N; let g = r % u.G; let t = r / u.G;
+    let nNB = u.N / ${TN}u;
+    let n0 = (i % nNB) * ${TN}u; let r = i / nNB; let g = r % u.G; let t = r / u.G;
     let b = t / u.L; let tl = t - b * u.L;
     let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
-    var dB = 0.0; var dC = 0.0;
+    var dB : array<f32, ${TN}>;
+    var dC : array<f32, ${TN}>;
+    for (var k = 0u; k < ${TN}u; k = k + 1u) { dB[k] = 0.0; dC[k] = 0.0; }
     // Intra terms over the group's summed LM (LMG has CB's layout).
-    for (var s = t0; s <= tl; s = s + 1u) { dC = dC + S[u.lmgOff + cbi(b, g, c, tl - t0, s - t0)] * bAt(b * u.L + s, g, n); }
-    for (var s = tl; s < t1; s = s + 1u) { dB = dB + S[u.lmgOff + cbi(b, g, c, s - t0, tl - t0)] * cAt(b * u.L + s, g, n); }
+    for (var s = t0; s <= tl; s = s + 1u) {
+      let w = S[u.lmgOff + cbi(b, g, c, tl - t0, s - t0)];
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { dC[k] = dC[k] + w * bAt(b * u.L + s, g, n0 + k); }
+    }
+    for (var s = tl; s < t1; s = s + 1u) {
+      let w = S[u.lmgOff + cbi(b, g, c, s - t0, tl - t0)];
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { dB[k] = dB[k] + w * cAt(b * u.L + s, g, n0 + k); }
+    }
     for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
       let h = g * u.HG + hh;
-      let cum = S[u.cumOff + bht(b, h, tl)];
-      let rest = S[u.restOff + bht(b, h, tl)];
-      var hd = 0.0; var sx = 0.0;
+      let ec = exp(S[u.cumOff + bht(b, h, tl)]);
+      let er = exp(S[u.restOff + bht(b, h, tl)]) * dlAt(t, h);
+      var hd : array<f32, ${TN}>;
+      var sx : array<f32, ${TN}>;
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { hd[k] = 0.0; sx[k] = 0.0; }
       for (var p = 0u; p < u.P; p = p + 1u) {
         let q = h * u.P + p;
-        hd = hd + S[u.hsOff + st(b, c, h, n, p)] * dyAt(t, q);
-        sx = sx + S[u.dsOff + st(b, c, h, n, p)] * xAt(t, q);
+        let dy = dyAt(t, q); let x = xAt(t, q);
+        for (var k = 0u; k < ${TN}u; k = k + 1u) {
+          let o = st(b, c, h, n0 + k, p);
+          hd[k] = hd[k] + S[u.hsOff + o] * dy;
+          sx[k] = sx[k] + S[u.dsOff + o] * x;
+        }
       }
-      dC = dC + exp(cum) * hd;
-      dB = dB + exp(rest) * dlAt(t, h) * sx;
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { dC[k] = dC[k] + ec * hd[k]; dB[k] = dB[k] + er * sx[k]; }
     }
-    let o = u.dbcOff + t * u.dbcRs + g * u.N + n;
-    X[o + u.dbCol] = dB;
-    X[o + u.dcCol] = dC;
+    let o = u.dbcOff + t * u.dbcRs + g * u.N + n0;
+    for (var k = 0u; k < ${TN}u; k = k + 1u) { X[o + u.dbCol + k] = dB[k]; X[o + u.dcCol + k] = dC[k]; }
   }`);
+}
 
 /**
  * The exponents' gradient, one workgroup per (b, h, chunk): dcum_i (the gradient w.r.t. a_{t0} + … + a_i)
@@ -378,7 +393,7 @@ export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
   op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
   op(ssdDx(tileOf(P!)), { ...f, n: nT / tileOf(P!) }, grid(Math.ceil(nT / tileOf(P!) / 256)));
-  op(ssdDBC, { ...f, n: nBC }, grid(Math.ceil(nBC / 256)));
+  op(ssdDBC(tileOf(N!)), { ...f, n: nBC / tileOf(N!) }, grid(Math.ceil(nBC / tileOf(N!) / 256)));
   op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
   op(ssdLaneSums, { ...f, n: B! * Q! }, grid(Math.ceil((B! * Q!) / 256)));
 }
