@@ -314,7 +314,7 @@ test("compiled step: scan form 'ssd' follows 'recurrent' over four AdamW steps (
   }
 });
 
-test("compiled step: scan form 'ssd' on Mamba-1, an unknown form or an SSD chunk out of range is one UserError line", GPU, async () => {
+test("compiled step: scan form 'ssd' on Mamba-1, an unknown form or an SSD chunk out of range is one user-error line", GPU, async () => {
   const m1 = makeModel(CASES[0]!), m2 = makeModel(CASES[2]!);
   try {
     const oneLine = (re: RegExp) => (e: Error) => e.name === 'UserError' && re.test(e.message) && !e.message.includes('\n');

@@ -7,8 +7,9 @@
  *   S_c = Σ_s exp(a_{s+1} + … + a_end) B_s xd_sᵀ,  h_{c+1} = exp(a_{t0} + … + a_end) h_c + S_c,
  * so the per-step state (N×P per head) is only ever formed at chunk starts. Exponents are sums of a
  * over the steps between, summed in loops rather than as differences of cumulative sums (no
- * cancellation when the decay is large). Threads are plain elementwise grids: correctness first,
- * not yet tuned on a GPU.
+ * cancellation when the decay is large). Threads are elementwise grids with small register tiles
+ * (up to 4×4 outputs each), nothing staged in workgroup memory yet: correctness first, not yet
+ * measured or tuned on a GPU.
  *
  * Scratch in S (offsets from ssdScratch): CB [b, g, chunk, i, j] = C_i·B_j; DEC [b, h, chunk] the
  * chunk's Σ a; HS [b, chunk, h, n, p] the state at each chunk start; DS the gradient of S_c (= of
@@ -80,7 +81,7 @@ export const tileOf = (d: number) => (d % 4 === 0 ? 4 : d % 2 === 0 ? 2 : 1);
 /**
  * The outer-product sum Σ_s w_s u_s[n] v_s[p] of one chunk per thread tile of TN states × TP head
  * lanes (thread per (b, c, h, n-tile, p-tile)): each step's TN + TP loads feed TN·TP products.
- * `head` decodes the thread, `step` sets w, bv[k], xv[m] for step t, `tail` writes acc.
+ * `loop` is the loop over the chunk's steps, `step` sets w, bv[k], xv[m] for one, `tail` writes acc.
  */
 function tiled(TN: number, TP: number, loop: string, step: string, tail: string): string {
   return `${ENTRY(256)} { ${LINEAR(256)}
