@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One GPU-host call for issue 10's training-step figures (≤ 9 minutes on one H200): the kernel tests on
+# One GPU-host call for issue 10's training-step figures (≤ 10 minutes on one H200): the kernel tests on
 # the NVIDIA driver, then bench/train-step-gpu.ts --experiment (every shape at batch 32 and 256, with
 # the per-kernel profile and the adapter's features), the batch-32 shapes again with the lane-fastest
 # scan threads (--scan-layout lane-fastest: the scan layout A/B) and with the per-shape larger tiles
-# (--matmul-tile fill: the tile A/B; 64×64, the default, won on 2026-12-03), and the PyTorch reference
-# path on the same shapes. JSONL into $OUT. The timeouts add up to 530 s.
+# (--matmul-tile fill: the tile A/B; 64×64, the default, won on 2026-12-03) and with the chunked SSD
+# scan (--scan-form ssd, with the per-kernel profile: the scan form A/B), and the PyTorch reference
+# path on the same shapes. JSONL into $OUT. The timeouts add up to 590 s.
 #
 #   bash bench/gpu-train-step.sh        (with the bundle carried: bundle/run.sh runs node)
 set -uo pipefail
@@ -16,6 +17,7 @@ log start; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 
 timeout 90 $RUN --test dist/test/gpu-matmul.test.js dist/test/scan-chunked.test.js > "$OUT/tests.tap" 2>&1; log "tests rc=$?"
 timeout 200 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment rc=$?"
 timeout 70 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --scan-layout lane-fastest > "$OUT/experiment-scan-lane.jsonl" 2>> "$OUT/log.txt"; log "scan-lane rc=$?"
+timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --scan-form ssd --profile > "$OUT/experiment-ssd.jsonl" 2>> "$OUT/log.txt"; log "ssd rc=$?"
 timeout 50 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --matmul-tile fill > "$OUT/experiment-fill.jsonl" 2>> "$OUT/log.txt"; log "fill rc=$?"
 PYTHONUNBUFFERED=1 timeout 120 python3 bench/train-step-torch.py --device cuda --experiment --steps 5 > "$OUT/experiment-torch.jsonl" 2>> "$OUT/log.txt"; log "torch rc=$?"
 log done
