@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One GPU-host call for issue 10's training-step figures (≤ 9 minutes on one H200): the kernel tests on
+# One GPU-host call for issue 10's training-step figures (≤ 10 minutes on one H200): the kernel tests on
 # the NVIDIA driver, then bench/train-step-gpu.ts --experiment (every shape at batch 32 and 256, with
-# the per-kernel profile and the adapter's features), the batch-32 shapes again with the state-fastest
-# scan threads (--scan-layout state-fastest: the scan layout A/B; lane-fastest, the default, won on 2026-12-03) and with
-# Dawn's shader safety passes off (MIMETIC_DAWN_TOGGLES: no index clamping, no zeroed workgroup memory), and the PyTorch
-# reference path on the same shapes. JSONL into $OUT. The timeouts add up to 540 s.
+# the per-kernel profile and the adapter's features), the batch-32 shapes again with the chunked SSD
+# scan (--scan-form ssd, with the per-kernel profile: the scan form A/B) and with Dawn's shader safety
+# passes off (MIMETIC_DAWN_TOGGLES: no index clamping, no zeroed workgroup memory), and the PyTorch
+# reference path on the same shapes. The layout and tile A/Bs are decided (lane-fastest and 64×64,
+# 2026-12-03). JSONL into $OUT. The timeouts add up to 530 s.
 #
 #   bash bench/gpu-train-step.sh        (with the bundle carried: bundle/run.sh runs node)
 set -uo pipefail
@@ -15,7 +16,7 @@ log() { echo "[$(date +%T)] $*" >> "$OUT/log.txt"; }
 log start; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT/log.txt" 2>&1
 timeout 90 $RUN --test dist/test/gpu-matmul.test.js dist/test/scan-chunked.test.js > "$OUT/tests.tap" 2>&1; log "tests rc=$?"
 timeout 200 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment rc=$?"
-timeout 70 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --scan-layout state-fastest > "$OUT/experiment-scan-state.jsonl" 2>> "$OUT/log.txt"; log "scan-state rc=$?"
+timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --scan-form ssd --profile > "$OUT/experiment-ssd.jsonl" 2>> "$OUT/log.txt"; log "ssd rc=$?"
 MIMETIC_DAWN_TOGGLES=disable_robustness,disable_workgroup_init timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 > "$OUT/experiment-toggles.jsonl" 2>> "$OUT/log.txt"; log "toggles rc=$?"
 PYTHONUNBUFFERED=1 timeout 120 python3 bench/train-step-torch.py --device cuda --experiment --steps 5 > "$OUT/experiment-torch.jsonl" 2>> "$OUT/log.txt"; log "torch rc=$?"
 log done

@@ -15,11 +15,12 @@
  * `--experiment` times the compiled step only, at issue 10's shapes (4 layers, d_model 256, L 220,
  * batch 32 and 256: Mamba-1 N16; Mamba-2 head dim 64, N 16, 64, 128, 256, 512), each with the FLOPs
  * counted (matmuls 2·M·N·K, forward and both backward products; the scan 4 per state and step forward
- * and 12 backward, recomputation not counted), TFLOP/s, and the fraction of the fp32 peak (--peak in
+ * and 12 backward, recomputation not counted; the recurrence's count for the SSD form too, so its TFLOP/s compare like for like), TFLOP/s, and the fraction of the fp32 peak (--peak in
  * TFLOP/s, default 67, one H200). `--quick` shrinks those shapes (1 layer, d_model 32, L 12, batch 2 and 4, N/8) to run in seconds on lavapipe.
  * `--shapes m1:16,m2:64` runs only those shapes; `--scan-chunk C` and `--scan-threads NS` (with --experiment, each may be a
  * list: every combination per shape, recorded in each row) / `--scan-layout state-fastest|lane-fastest`: the compiled step's scan options
- * (the layout is recorded in every row); `--matmul-tile 64x64|128x64|128x128|fill`
+ * (the layout is recorded in every row); `--scan-form recurrent|ssd` [`--ssd-chunk Q`]: the Mamba-2 scan's form (ssd: the
+ * chunked state-space-duality form, gpu/ssd.ts; recorded in every row, Mamba-1 rows always recurrent); `--matmul-tile 64x64|128x64|128x128|fill`
  * forces every matmul's tile (default 64x64; fill: the largest that still fills the GPU). `--profile` adds, per compiled step, the
  * device time of each kernel over one step (timestamp queries where the adapter has them, else each
  * dispatch timed alone), summed by kernel and by family. Every row names the adapter's features.
@@ -35,7 +36,7 @@ import { ADAMW_DEFAULTS, adamwStep, createAdamWState, disposeAdamWState } from '
 import { adamwStepWebGPU } from '../src/train/adamw-webgpu.js';
 import { maskedLoss } from '../src/train/trainer.js';
 import { CompiledStep } from '../src/train/gpu/step.js';
-import { DEFAULT_SCAN_LAYOUT, SCAN_THREAD_LAYOUTS, type ScanThreadLayout } from '../src/train/gpu/kernels.js';
+import { DEFAULT_SCAN_FORM, DEFAULT_SCAN_LAYOUT, SCAN_FORMS, SCAN_THREAD_LAYOUTS, type ScanForm, type ScanThreadLayout } from '../src/train/gpu/kernels.js';
 import type { Batch } from '../src/tasks/common.js';
 
 const arg = (name: string, def: string): string => {
@@ -55,7 +56,10 @@ const scanOpts = {
   scanChunk: process.argv.includes('--scan-chunk') ? Number(arg('scan-chunk', '16')) : undefined,
   scanThreads: process.argv.includes('--scan-threads') ? Number(arg('scan-threads', '1')) : undefined,
   scanLayout: arg('scan-layout', DEFAULT_SCAN_LAYOUT) as ScanThreadLayout,
+  scanForm: arg('scan-form', DEFAULT_SCAN_FORM) as ScanForm,
+  ssdChunk: process.argv.includes('--ssd-chunk') ? Number(arg('ssd-chunk', '64')) : undefined,
 };
+if (!SCAN_FORMS.includes(scanOpts.scanForm)) throw new Error(`--scan-form ${scanOpts.scanForm}: not one of ${SCAN_FORMS.join(', ')}`);
 if (!SCAN_THREAD_LAYOUTS.includes(scanOpts.scanLayout)) throw new Error(`--scan-layout ${scanOpts.scanLayout}: not one of ${SCAN_THREAD_LAYOUTS.join(', ')}`);
 
 const sig = (x: number) => Number(x.toPrecision(4));
@@ -106,7 +110,7 @@ if (process.argv.includes('--experiment')) {
       Object.assign(scanOpts, { scanThreads, scanChunk });
       const c = freshConfig({ arch: sh.arch, numLayers: quick ? 1 : 4, hiddenSize: quick ? 32 : 256, stateSize: quick ? Math.max(2, sh.state / 8) : sh.state, headDim: quick ? 16 : 64, vocabSize: vocab });
       const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', scanLayout: scanOpts.scanLayout, scanThreads: scanThreads ?? 'default', scanChunk: scanChunk ?? 'default', arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
+      const row: Record<string, unknown> = { bench: 'train-step-experiment', backend, features, matmulTile: scanOpts.matmulTile ?? '64x64', scanLayout: scanOpts.scanLayout, scanThreads: scanThreads ?? 'default', scanChunk: scanChunk ?? 'default', scanForm: sh.arch === 'mamba2' ? scanOpts.scanForm : 'recurrent', ssdChunk: scanOpts.ssdChunk ?? 64, arch: sh.arch, dModel: c.hiddenSize, layers: c.numLayers, state: c.stateSize, vocab, batch: b, context: L, steps };
       try {
         const r = await timeCompiled(c, w, L, b);
         const f = stepFlops(c, b * L);
@@ -131,7 +135,7 @@ for (const arch of arg('archs', 'mamba1,mamba2').split(',') as ('mamba1' | 'mamb
   for (const L of arg('lengths', '64,256').split(',').map(Number)) {
     const c = freshConfig({ arch, numLayers: layers, hiddenSize: dModel, stateSize: state, headDim: 64, vocabSize: vocab });
     const w = initWeights(c, { init: 'default', parts: [], aScale: 1, bcNoise: 0, seed: 0 });
-    const row: Record<string, unknown> = { bench: 'train-step', backend, features, scanLayout: scanOpts.scanLayout, arch, dModel, layers, state, vocab, batch, context: L, steps };
+    const row: Record<string, unknown> = { bench: 'train-step', backend, features, scanLayout: scanOpts.scanLayout, scanForm: arch === 'mamba2' ? scanOpts.scanForm : 'recurrent', ssdChunk: scanOpts.ssdChunk ?? 64, arch, dModel, layers, state, vocab, batch, context: L, steps };
     const optimizers = (backend === 'webgpu' ? arg('optimizers', 'compiled,fused').split(',') : ['tf-ops']) as ('tf-ops' | 'fused' | 'compiled')[];
     for (const opt of optimizers) {
       if (opt === 'compiled') {
@@ -209,7 +213,8 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
   const st = createAdamWState(params);
   const hp = { ...ADAMW_DEFAULTS, lr: 1e-3 };
   const t0 = performance.now();
-  const step = new CompiledStep(lm, params, batch, L, undefined, scanOpts);
+  // --scan-form applies to Mamba-2 (Mamba-1 has only the recurrent scan).
+  const step = new CompiledStep(lm, params, batch, L, undefined, { ...scanOpts, scanForm: c.arch === 'mamba2' ? scanOpts.scanForm : 'recurrent' });
   step.setDecay(st);
   step.push(st);
   const buildMs = performance.now() - t0;
@@ -243,7 +248,7 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
   if (process.argv.includes('--profile')) {
     step.setBatch(makeBatch(), t);
     const p = await step.engine.profile(...Array.from({ length: step.k }, (_, i) => `step${i}`), 'adam');
-    const families: [string, RegExp][] = [['matmul', /^(mm_|sumSlices)/], ['scan', /^(scan|bcReduce)/], ['columnSums', /^col/], ['optimizer', /^(adam|zeroG)/], ['norm', /^norm/], ['conv', /^conv/], ['delta', /^delta/], ['crossEntropy', /^crossEntropy/], ['rest', /./]];
+    const families: [string, RegExp][] = [['matmul', /^(mm_|sumSlices)/], ['scan', /^(scan|bcReduce|ssd)/], ['columnSums', /^col/], ['optimizer', /^(adam|zeroG)/], ['norm', /^norm/], ['conv', /^conv/], ['delta', /^delta/], ['crossEntropy', /^crossEntropy/], ['rest', /./]];
     const byKernel = new Map<string, { n: number; ms: number }>(), byFamily = new Map<string, number>();
     let total = 0;
     for (const o of p.ops) {

@@ -13,7 +13,7 @@ import type { MambaConfig } from '../src/checkpoint/config.js';
 import { adamwStep, createAdamWState, disposeAdamWState, type AdamWHParams } from '../src/train/adamw.js';
 import { maskedLoss } from '../src/train/trainer.js';
 import { CompiledStep } from '../src/train/gpu/step.js';
-import type { ScanThreadLayout } from '../src/train/gpu/kernels.js';
+import type { ScanForm, ScanThreadLayout } from '../src/train/gpu/kernels.js';
 import type { Batch } from '../src/tasks/common.js';
 import { mulberry32 } from '../src/util/rng.js';
 import { requiresWebGPU } from './helpers/requires.js';
@@ -40,6 +40,9 @@ interface Case {
   matmulTile?: string;
   /** The scan's thread layout (default lane-fastest). */
   scanLayout?: ScanThreadLayout;
+  /** The Mamba-2 scan's form (default recurrent) and the SSD chunk (default 64). */
+  scanForm?: ScanForm;
+  ssdChunk?: number;
   B?: number;
   L?: number;
 }
@@ -72,6 +75,14 @@ const CASES: Case[] = [
   // The state-fastest scan threads (a lane's state slices on consecutive threads; lane-fastest is the default).
   { name: 'mamba1 state 256, state-fastest scan threads, 2 scan chunks of 4 over L 7', shape: { arch: 'mamba1', numLayers: 1, hiddenSize: 8, stateSize: 256, vocabSize: 9 }, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 7, scanLayout: 'state-fastest' },
   { name: 'mamba2 state 512, 2 groups, state-fastest scan threads, 2 scan chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, scanChunk: 4, B: 2, L: 6, scanLayout: 'state-fastest' },
+  // The chunked SSD form of the Mamba-2 scan (ssd.ts): d_state 16 / 64 / 512, one chunk and several with L not a multiple of the chunk, 1 and 2 groups, both A parameterisations.
+  { name: 'ssd, mamba2 default (one chunk of 12)', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 8, headDim: 16, vocabSize: 19 }, init: plain, scanForm: 'ssd' },
+  { name: 'ssd, mamba2 state 16, 2 groups, A_log_param, 3 chunks of 5 over L 12', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8, scanForm: 'ssd', ssdChunk: 5 },
+  { name: 'ssd, mamba2 state 64, 4 chunks of 3 over L 12 (decay 1 step in 3)', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 64, headDim: 8, vocabSize: 13 }, init: plain, scanForm: 'ssd', ssdChunk: 3 },
+  { name: 'ssd, mamba2 state 64, 2 groups, A_log_param, 2 chunks of 7 over L 12', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 64, headDim: 16, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8, scanForm: 'ssd', ssdChunk: 7 },
+  { name: 'ssd, mamba2 state 512, one chunk', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, init: plain, B: 2, L: 6, scanForm: 'ssd' },
+  { name: 'ssd, mamba2 state 512, 2 groups, A_log_param, 2 chunks of 4 over L 6', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 16, stateSize: 512, headDim: 8, vocabSize: 9 }, groups: 2, init: mimetic, aScale: 8, B: 2, L: 6, scanForm: 'ssd', ssdChunk: 4 },
+  { name: 'ssd, mamba2 2 groups, 3 micro-batches, 2 chunks of 7', shape: { arch: 'mamba2', numLayers: 1, hiddenSize: 32, stateSize: 16, headDim: 8, vocabSize: 13 }, groups: 2, init: plain, microBatches: 3, scanForm: 'ssd', ssdChunk: 7 },
 ];
 
 function randomBatch(seed: number, batch: number, length: number, vocab: number): Batch {
@@ -130,7 +141,7 @@ for (const c of CASES) {
     const ids = tf.tensor2d(batch.ids, [B, L], 'int32'), tg = tf.tensor1d(batch.targets, 'int32'), mk = tf.tensor1d(batch.mask);
     const { value, grads } = tf.variableGrads(() => maskedLoss(model.logits(ids), tg, mk), [...params.values()]);
     const wantLoss = (await value.data())[0]!;
-    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile, scanLayout: c.scanLayout });
+    const step = new CompiledStep(model, params, B, L, undefined, { scanChunk: c.scanChunk, microBatches: c.microBatches, matmulTile: c.matmulTile, scanLayout: c.scanLayout, scanForm: c.scanForm, ssdChunk: c.ssdChunk });
     try {
       step.push();
       step.setBatch(batch, 5);
@@ -256,5 +267,62 @@ test('trainer on webgpu: the compiled step (MQAR, mixed lengths) follows the tf.
     assert.deepEqual(resumed.map((m) => [m.step, m.loss, m.gradNorm]), fast.map((m) => [m.step, m.loss, m.gradNorm]));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("compiled step: scan form 'ssd' follows 'recurrent' over four AdamW steps (losses, gradient norms, parameters), at d_state 64 over 3 chunks and 2 groups", GPU, async () => {
+  const c: Case = { name: 'ssd vs recurrent', shape: { arch: 'mamba2', numLayers: 2, hiddenSize: 32, stateSize: 64, headDim: 8, vocabSize: 13 }, groups: 2, init: mimetic, aScale: 8 };
+  const hp: AdamWHParams = { lr: 1e-2, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, clipNorm: 1 };
+  const B = 3, L = 14;
+  const models = [makeModel(c), makeModel(c)];
+  const params = models.map(sortedParams);
+  const states = params.map((p) => createAdamWState(p));
+  const steps = [
+    new CompiledStep(models[0]!, params[0]!, B, L, undefined, { scanForm: 'recurrent' }),
+    new CompiledStep(models[1]!, params[1]!, B, L, undefined, { scanForm: 'ssd', ssdChunk: 5 }),
+  ];
+  try {
+    steps.forEach((s, i) => { s.setDecay(states[i]!); s.push(states[i]!); });
+    // The scan's output y of every layer, before any update: the same to float rounding.
+    const first = randomBatch(199, B, L, c.shape.vocabSize);
+    for (const s of steps) { s.setBatch(first, 0); s.forwardBackward(); }
+    for (let l = 0; l < c.shape.numLayers; l++) {
+      const n = B * L * 2 * c.shape.hiddenSize;
+      const e = relErr(await steps[1]!.region(`Y${l}`, n), await steps[0]!.region(`Y${l}`, n));
+      assert.ok(e < 2e-6, `layer ${l}: scan output y, relative error ${e.toExponential(2)}`);
+    }
+    for (let t = 1; t <= 4; t++) {
+      const batch = randomBatch(200 + t, B, L, c.shape.vocabSize);
+      for (const s of steps) { s.setBatch(batch, t); s.step(hp, t); }
+    }
+    const [rec, ssd] = [await steps[0]!.history(1, 4), await steps[1]!.history(1, 4)];
+    rec.loss.forEach((l, i) => assert.ok(Math.abs(ssd.loss[i]! - l) <= 1e-5 * Math.abs(l), `step ${i + 1}: loss ${ssd.loss[i]} (ssd) vs ${l}`));
+    rec.gradNorm.forEach((g, i) => assert.ok(Math.abs(ssd.gradNorm[i]! - g) <= 1e-4 * g, `step ${i + 1}: ‖g‖ ${ssd.gradNorm[i]} (ssd) vs ${g}`));
+    for (const k of params[0]!.keys()) {
+      const e = relErr(await steps[1]!.gradient(k), await steps[0]!.gradient(k));
+      assert.ok(e < 2e-4, `last gradient of ${k}: relative error ${e.toExponential(2)}`);
+    }
+    steps.forEach((s, i) => s.pull(states[i]!));
+    for (const [k, v] of params[0]!) {
+      const e = relErr((await params[1]!.get(k)!.data()) as Float32Array, (await v.data()) as Float32Array);
+      assert.ok(e < 5e-4, `${k} after 4 steps: relative error ${e.toExponential(2)}`);
+    }
+  } finally {
+    steps.forEach((s) => s.dispose());
+    states.forEach(disposeAdamWState);
+    models.forEach((m) => m.dispose());
+  }
+});
+
+test("compiled step: scan form 'ssd' on Mamba-1, an unknown form or an SSD chunk out of range is one user-error line", GPU, async () => {
+  const m1 = makeModel(CASES[0]!), m2 = makeModel(CASES[2]!);
+  try {
+    const oneLine = (re: RegExp) => (e: Error) => e.name === 'UserError' && re.test(e.message) && !e.message.includes('\n');
+    assert.throws(() => new CompiledStep(m1, sortedParams(m1), 2, 8, undefined, { scanForm: 'ssd' }), oneLine(/scan form ssd needs Mamba-2/));
+    assert.throws(() => new CompiledStep(m2, sortedParams(m2), 2, 8, undefined, { scanForm: 'diagonal' as ScanForm }), oneLine(/scan form diagonal is not one of recurrent, ssd/));
+    assert.throws(() => new CompiledStep(m2, sortedParams(m2), 2, 300, undefined, { scanForm: 'ssd', ssdChunk: 257 }), oneLine(/ssd chunk 257 must be a whole number of steps from 1 to 256/));
+  } finally {
+    m1.dispose();
+    m2.dispose();
   }
 });

@@ -5,7 +5,9 @@
  * one-chunk cases), alone, on random inputs: Mamba-1 (per-state A, gate) and Mamba-2 (per-head A,
  * groups), N 16..1024, several chunks, L not a multiple of C, C ≥ L. The lane-fastest thread layout
  * the same way, and its forward (scanFwd), checkpoints and chunked backward also bit for bit against
- * the default state-fastest layout's (the same sums in the same order).
+ * the default state-fastest layout's (the same sums in the same order). The chunked SSD form of the
+ * Mamba-2 scan (ssd.ts) against the recurrent kernels in one chunk: y, dx, dB, dC, the D sums lane by
+ * lane, dΔ and the A sums head by head (the SSD puts a head's exponent terms in its first lane).
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +16,7 @@ import { initBackend } from '../src/model/backend.js';
 import { grid } from '../src/model/kernels/webgpu-program.js';
 import { Engine } from '../src/train/gpu/engine.js';
 import * as K from '../src/train/gpu/kernels.js';
+import * as SSD from '../src/train/gpu/ssd.js';
 import { mulberry32 } from '../src/util/rng.js';
 import { requiresWebGPU } from './helpers/requires.js';
 
@@ -161,5 +164,97 @@ const SHAPES: (Shape & { what: string })[] = [
 for (const s of SHAPES) {
   test(`chunked scan backward, ${s.what}: equals one chunk of L`, GPU, async () => {
     await compare(s);
+  });
+}
+
+interface SsdShape { B: number; L: number; N: number; H: number; Pd: number; G: number; CL: number; aMode: 0 | 1 }
+
+/** One Mamba-2 scan through the recurrent kernels (one chunk of L) and through ssd.ts; every output compared. */
+async function compareSsd(sh: SsdShape): Promise<void> {
+  const { B, L, N, H, Pd, G, CL, aMode } = sh;
+  const Q = H * Pd, T = B * L;
+  const rnd = mulberry32(77 + N + L + CL + 13 * aMode);
+  const r = (lo: number, hi: number) => lo + (hi - lo) * rnd();
+  const device = (tf.backend() as unknown as { device: unknown }).device;
+  const e = new Engine(device);
+  const aOff = 0, Doff = H;
+  const Pv = new Float32Array(2 * H);
+  // aMode 1 is mimetic init's A = −exp(−k·A_log_param), k 2 here.
+  for (let i = 0; i < H; i++) Pv[i] = aMode === 0 ? r(-0.7, 1.4) : r(-0.6, 0.8);
+  for (let i = 0; i < H; i++) Pv[Doff + i] = r(-1, 1);
+  let top = 0;
+  const reg = (n: number) => { const at = top; top += n; return at; };
+  const xOff = reg(T * Q), dOff = reg(T * H), bcRs = 2 * G * N, bcOff = reg(T * bcRs), dyOff = reg(T * Q);
+  const nIn = top;
+  const storage = Number((device as { limits: Record<string, number> }).limits.maxComputeWorkgroupStorageSize ?? 16384);
+  const NS = K.defaultScanThreads(N);
+  const lay = K.scanLayout(N, Q / G, NS, storage);
+  if (typeof lay === 'string') throw new Error(lay);
+  const nBlk = Q / lay.W;
+  const outs = () => ({ y: reg(T * Q), du: reg(T * Q), dd: reg(T * Q), bc: reg(T * bcRs), aPart: reg(B * Q), dPart: reg(B * Q) });
+  const ref = outs(), got = outs();
+  const pb = reg(T * nBlk * N), pc = reg(T * nBlk * N);
+  const X = new Float32Array(top);
+  for (let i = 0; i < nIn; i++) X[i] = r(-1, 1);
+  for (let i = 0; i < T * H; i++) X[dOff + i] = r(0.01, 0.6);
+  const ck = 0, scr = B * N * Q, gh = scr + T * N * Q, ssdAt = gh + B * N * Q;
+  const plan = SSD.ssdScratch({ B, L, H, G, N, P: Pd, CL });
+  const offs = Object.fromEntries(Object.entries(plan.offs).map(([k, v]) => [k, v + ssdAt]));
+  const scan = { lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff, xRs: Q, dOff, dRs: H, bcOff, bcRs, cCol: G * N, aOff, aMode, Doff, k: aMode ? 2 : 0 };
+  e.begin('rec');
+  e.op(K.scanFwd(N, true, false, NS), { ...scan, yOff: ref.y, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q * NS) / 64)));
+  e.op(K.scanCkpt(N, true, NS), { ...scan, C: L, nC: 1, ckOff: ck }, grid(Math.ceil((B * Q * NS) / 64)));
+  e.op(K.scanBwdChunk(N, true, false, lay.W, NS, lay.SL), { ...scan, dyOff, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0, duOff: ref.du, duRs: Q, ddOff: ref.dd, pbOff: pb, pcOff: pc, nBlk, aPartOff: ref.aPart, dPartOff: ref.dPart, C: L, nC: 1, c: 0, ckOff: ck, scrOff: scr, ghOff: gh, first: 1 }, grid(B * nBlk));
+  e.op(K.bcReduceChunk, { n: 2 * T * G * N, G, N, nBlk, pbOff: pb, pcOff: pc, outOff: ref.bc, outRs: bcRs, bCol: 0, cCol: G * N, C: L, len: L, L, t0: 0 }, grid(Math.ceil((2 * T * G * N) / 256)));
+  e.begin('ssd');
+  const f = { ...scan, B, H, G, N, CL, nC: plan.nC, ...offs };
+  const op = (k: Parameters<Engine['op']>[0], v: Record<string, number>, g: [number, number, number]) => e.op(k, v, g);
+  SSD.ssdForward(op, { ...f, yOff: got.y }, grid);
+  SSD.ssdBackward(op, { ...f, dyOff, duOff: got.du, duRs: Q, dbcOff: got.bc, dbcRs: bcRs, dbCol: 0, dcCol: G * N, ddOff: got.dd, aPartOff: got.aPart, dPartOff: got.dPart }, grid);
+  e.alloc('P', Pv.length);
+  e.alloc('X', top);
+  e.alloc('S', ssdAt + plan.total);
+  e.finish();
+  try {
+    e.write('P', 0, Pv);
+    e.write('X', 0, X);
+    e.run('rec');
+    e.run('ssd');
+    // dΔ and the A sums per head: the recurrent kernel spreads them over the head's lanes differently.
+    const perHead = (v: Float32Array) => Float32Array.from({ length: v.length / Pd }, (_, i) => v.subarray(i * Pd, (i + 1) * Pd).reduce((a, b) => a + b, 0));
+    const checks: [string, number, boolean, number][] = [['y', T * Q, false, 2e-6], ['du', T * Q, false, 1e-5], ['bc', T * bcRs, false, 1e-5], ['dPart', B * Q, false, 1e-5], ['dd', T * Q, true, 1e-5], ['aPart', B * Q, true, 1e-5]];
+    for (const [name, n, heads, tol] of checks) {
+      let want = await e.read('X', ref[name as keyof typeof ref], n), have = await e.read('X', got[name as keyof typeof got], n);
+      if (heads) { want = perHead(want); have = perHead(have); }
+      let scale = 1e-12, err = 0;
+      for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]!));
+      for (let i = 0; i < want.length; i++) {
+        assert.ok(Number.isFinite(have[i]!), `${name}[${i}] not finite`);
+        err = Math.max(err, Math.abs(have[i]! - want[i]!));
+      }
+      assert.ok(scale > 1e-6, `${name}: the reference is all zero, the test would prove nothing`);
+      assert.ok(err / scale <= tol, `${name}: relative error ${(err / scale).toExponential(2)} (chunk ${CL}, ${plan.nC} chunks)`);
+    }
+  } finally {
+    e.destroy();
+  }
+}
+
+const SSD_SHAPES: (SsdShape & { what: string })[] = [
+  { what: 'N16, 3 chunks of 4 over L 11', B: 2, L: 11, N: 16, H: 4, Pd: 4, G: 1, CL: 4, aMode: 0 },
+  { what: 'N16, one chunk (CL ≥ L), A_log_param', B: 2, L: 9, N: 16, H: 2, Pd: 8, G: 1, CL: 64, aMode: 1 },
+  { what: 'N64, 2 groups, 3 chunks of 5 over L 13, A_log_param', B: 2, L: 13, N: 64, H: 4, Pd: 4, G: 2, CL: 5, aMode: 1 },
+  { what: 'N64, chunks of 1 step', B: 1, L: 6, N: 64, H: 2, Pd: 8, G: 1, CL: 1, aMode: 0 },
+  { what: 'N512, 2 groups, 4 chunks of 3 over L 10', B: 2, L: 10, N: 512, H: 4, Pd: 8, G: 2, CL: 3, aMode: 0 },
+  { what: 'N512, one chunk, A_log_param', B: 1, L: 7, N: 512, H: 2, Pd: 16, G: 1, CL: 64, aMode: 1 },
+  { what: 'N1024, 2 chunks of 4 over L 5', B: 1, L: 5, N: 1024, H: 1, Pd: 8, G: 1, CL: 4, aMode: 0 },
+  // State and head dims not multiples of 4: the 2×2 and 1×1 register tiles of the chunk-state kernels.
+  { what: 'N6, head dim 6, 3 chunks of 4 over L 9', B: 2, L: 9, N: 6, H: 2, Pd: 6, G: 1, CL: 4, aMode: 0 },
+  { what: 'N5, head dim 3, 2 groups, 3 chunks of 3 over L 8, A_log_param', B: 2, L: 8, N: 5, H: 4, Pd: 3, G: 2, CL: 3, aMode: 1 },
+];
+
+for (const s of SSD_SHAPES) {
+  test(`ssd scan (forward and backward), ${s.what}: equals the recurrent scan`, GPU, async () => {
+    await compareSsd(s);
   });
 }

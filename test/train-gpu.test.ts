@@ -173,6 +173,36 @@ test('MIMETIC_DAWN_TOGGLES (no index clamping, no zeroed workgroup memory) gives
   assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
 });
 
+test('--scan-form ssd (with --ssd-chunk) is recorded in run.json and follows the recurrent losses; on Mamba-1, or an unknown form, it is one line', await requiresWebGPU(), () => {
+  const dir = tmp();
+  // Context 32 in chunks of 12: three chunks, the last one short.
+  const args = tinyMamba2Args(64, 4);
+  const plain = path.join(dir, 'plain');
+  const ssd = path.join(dir, 'ssd');
+  assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', plain], { encoding: 'utf8' }).status, 0);
+  const r = spawnSync(process.execPath, [CLI, ...args, '--scan-form', 'ssd', '--ssd-chunk', '12', '--out', ssd], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const rec = JSON.parse(fs.readFileSync(path.join(ssd, 'run.json'), 'utf8')) as { config: { gpuStep?: unknown } };
+  assert.deepEqual(rec.config.gpuStep, { scanForm: 'ssd', ssdChunk: 12 });
+  const a = losses(plain), b = losses(ssd);
+  assert.equal(a.length, 4);
+  a.forEach((x, i) => assert.ok(Math.abs(x - b[i]!) <= 1e-5 * Math.abs(x), `step ${i + 1}: ${b[i]} (ssd) vs ${x}`));
+  const m1 = args.map((x) => (x === 'mamba2' ? 'mamba1' : x)).filter((x, i, all) => x !== '--head-dim' && all[i - 1] !== '--head-dim');
+  for (const [extra, want] of [[['--scan-form', 'ssd'], /^mimetic: --scan-form: 'ssd' needs --arch mamba2/], [['--scan-form', 'matrix'], /^mimetic: --scan-form: 'matrix' is not one of recurrent, ssd$/]] as const) {
+    const bad = spawnSync(process.execPath, [CLI, ...(extra[1] === 'ssd' ? m1 : args), ...extra, '--out', path.join(dir, 'bad')], { encoding: 'utf8' });
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr.trim(), want);
+    assert.ok(!bad.stderr.trim().includes('\n'), bad.stderr);
+    assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
+  }
+  // A Mamba-1 checkpoint: its arch is known only once loaded, still before the run folder is made.
+  const ck = spawnSync(process.execPath, [CLI, 'train', '--task', 'copy', '--model', path.join(ROOT, 'checkpoints', 'examples', 'mamba1-tiny'), '--steps', '2', '--backend', 'webgpu', '--scan-form', 'ssd', '--out', path.join(dir, 'bad')], { encoding: 'utf8' });
+  assert.equal(ck.status, 2, ck.stderr);
+  // (The last line: Dawn's adapter warnings on lavapipe come first.)
+  assert.match(ck.stderr.trim().split('\n').at(-1)!, /^mimetic: --scan-form: 'ssd' needs a Mamba-2 model \(a scalar A per head\); this one is mamba1/);
+  assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
+});
+
 test('--read-every and --compiled-step are training options: in --help, recorded in run.json, 0 trains through autodiff; out of range is one line', await requiresWebGPU(), () => {
   const dir = tmp();
   const help = spawnSync(process.execPath, [CLI, 'train', '--help'], { encoding: 'utf8' });

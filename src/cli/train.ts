@@ -20,7 +20,7 @@ import { DATA_DIR, GPU_STEP_KNOBS, type GpuStepKnobs, type ModelSource, TRAIN_OP
 import { type TrainResult, aScaleOfCheckpoint, fmtScores, train } from '../train/trainer.js';
 import { RUN_STATUS_ENV, writeRunStatus } from '../train/state.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
-import type { ScanThreadLayout } from '../train/gpu/kernels.js';
+import type { ScanForm, ScanThreadLayout } from '../train/gpu/kernels.js';
 import { UserError, isUserError } from '../util/errors.js';
 import { printable } from '../util/text.js';
 import { defaultCheckpointOut, initOptionsFrom, modelShapeFrom, numOpt, rejectLayersCount } from './init.js';
@@ -134,11 +134,12 @@ async function configFromOptions(o: Opts, explicit: (name: string) => boolean): 
   };
 }
 
-/** The compiled step's knobs (--scan-chunk, --scan-layout, --micro-batches, ...), when any is given; checkTrainConfig checks the layout. */
+/** The compiled step's knobs (--scan-chunk, --scan-layout, --scan-form, --micro-batches, ...), when any is given; checkTrainConfig checks the layout and form. */
 function gpuStepKnobs(o: Opts): { gpuStep?: GpuStepKnobs } {
   const k: GpuStepKnobs = {};
   for (const n of GPU_STEP_KNOBS) if (o[n] !== undefined) k[n] = numOpt(o[n], trainOption(n)!.flag.split(' ')[0]!);
   if (o.scanLayout !== undefined) k.scanLayout = String(o.scanLayout) as ScanThreadLayout;
+  if (o.scanForm !== undefined) k.scanForm = String(o.scanForm) as ScanForm;
   return Object.keys(k).length ? { gpuStep: k } : {};
 }
 

@@ -14,7 +14,8 @@ import { MQAR_DEFAULTS } from '../tasks/mqar.js';
 import { EVAL_TASKS } from '../tasks/lm.js';
 import { UserError } from '../util/errors.js';
 import { ADAMW_DEFAULTS } from './adamw.js';
-import { SCAN_THREAD_LAYOUTS, type ScanThreadLayout } from './gpu/kernels.js';
+import { SCAN_FORMS, SCAN_THREAD_LAYOUTS, type ScanForm, type ScanThreadLayout } from './gpu/kernels.js';
+import { MAX_SSD_CHUNK } from './gpu/ssd.js';
 import { LOG_LINES } from './metrics.js';
 import { SCHEDULES, type ScheduleKind } from './schedule.js';
 
@@ -56,6 +57,10 @@ export interface GpuStepKnobs {
   scanThreads?: number;
   /** How the scan's threads map to (lane, state slice): gpu/kernels.ts's ScanThreadLayout (default lane-fastest). */
   scanLayout?: ScanThreadLayout;
+  /** The Mamba-2 scan's form: gpu/kernels.ts's ScanForm, 'recurrent' (default) or 'ssd' (gpu/ssd.ts, chunked matrix form). */
+  scanForm?: ScanForm;
+  /** Steps per chunk of the 'ssd' form (default 64, at most 256). */
+  ssdChunk?: number;
   microBatches?: number;
   /** Steps between loss read-backs of the compiled step (1 to its ring of 256; default 25). */
   readEvery?: number;
@@ -63,8 +68,8 @@ export interface GpuStepKnobs {
   compiledStep?: number;
 }
 
-/** GpuStepKnobs' numeric fields, by option name (scanLayout is a choice). */
-export const GPU_STEP_KNOBS = ['scanChunk', 'scanThreads', 'microBatches', 'readEvery', 'compiledStep'] as const;
+/** GpuStepKnobs' numeric fields, by option name (scanLayout and scanForm are choices). */
+export const GPU_STEP_KNOBS = ['scanChunk', 'scanThreads', 'ssdChunk', 'microBatches', 'readEvery', 'compiledStep'] as const;
 
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -169,6 +174,8 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   opt('scanChunk', '--scan-chunk <n>', 'int', ['gpuStep.scanChunk'], 'compiled WebGPU step: time steps per scan chunk; the backward keeps one state per chunk (default 16)'),
   opt('scanThreads', '--scan-threads <n>', 'int', ['gpuStep.scanThreads'], 'compiled WebGPU step: threads per scan lane, each holding d_state/n states (default: by d_state)'),
   opt('scanLayout', '--scan-layout <layout>', 'choice', ['gpuStep.scanLayout'], "compiled WebGPU step: the scan's threads, lane-fastest (neighbouring lanes on neighbouring threads, the default) or state-fastest (a lane's states on neighbouring threads)", { choices: SCAN_THREAD_LAYOUTS }),
+  opt('scanForm', '--scan-form <form>', 'choice', ['gpuStep.scanForm'], "compiled WebGPU step, Mamba-2: the scan's form, recurrent (step by step, the default) or ssd (chunked state-space duality: small matmuls per chunk; not yet measured on the GPU)", { choices: SCAN_FORMS }),
+  opt('ssdChunk', '--ssd-chunk <n>', 'int', ['gpuStep.ssdChunk'], `compiled WebGPU step, --scan-form ssd: time steps per chunk, 1 to ${MAX_SSD_CHUNK} (default 64)`),
   opt('microBatches', '--micro-batches <n>', 'int', ['gpuStep.microBatches'], 'compiled WebGPU step: split each batch in n, gradients summed (default: the fewest that fit the device)'),
   opt('readEvery', '--read-every <n>', 'int', ['gpuStep.readEvery'], 'compiled WebGPU step: steps queued between loss read-backs, 1 to 256 (default 25)'),
   opt('compiledStep', '--compiled-step <0|1>', 'int', ['gpuStep.compiledStep'], 'webgpu: 0 trains through tf.js autodiff instead of the compiled step (default 1)'),
@@ -280,6 +287,12 @@ export function checkTrainConfig(c: TrainConfig): Task {
       throw new ConfigError(`gpuStep.${k}` as keyof TrainConfig, `${v} must be a positive integer${k === 'readEvery' ? ' up to 256 (the steps the GPU keeps)' : ''}`);
     }
   }
+  const ssdChunk = c.gpuStep?.ssdChunk;
+  if (ssdChunk !== undefined && ssdChunk > MAX_SSD_CHUNK) throw new ConfigError('gpuStep.ssdChunk', `${ssdChunk} must be at most ${MAX_SSD_CHUNK}`);
+  const form = c.gpuStep?.scanForm;
+  if (form !== undefined && !SCAN_FORMS.includes(form)) throw new ConfigError('gpuStep.scanForm', `'${String(form)}' is not one of ${SCAN_FORMS.join(', ')}`);
+  if (form === 'ssd' && c.model.kind === 'fresh' && c.model.shape.arch !== 'mamba2') throw new ConfigError('gpuStep.scanForm', "'ssd' needs --arch mamba2 (a scalar A per head); drop it or use recurrent for Mamba-1");
+
   const layout = c.gpuStep?.scanLayout;
   if (layout !== undefined && !SCAN_THREAD_LAYOUTS.includes(layout)) throw new ConfigError('gpuStep.scanLayout', `'${String(layout)}' is not one of ${SCAN_THREAD_LAYOUTS.join(', ')}`);
   if (c.aScale !== null && !(A_SCALES as readonly number[]).includes(c.aScale)) throw new ConfigError('aScale', `${c.aScale} is not one of ${A_SCALES.join(', ')}`);

@@ -12,7 +12,7 @@ import type { Batch } from '../tasks/common.js';
 import { UserError } from '../util/errors.js';
 import { type AdamWHParams, type AdamWState, adamwStep } from './adamw.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
-import { CompiledStep, RING, compiledStepUnsupported } from './gpu/step.js';
+import { CompiledStep, RING, StepTooBig, compiledStepUnsupported } from './gpu/step.js';
 
 /** What one step did: its loss and gradient norm, once read back. */
 export interface StepRecord {
@@ -129,6 +129,8 @@ export class CompiledWebGPUStep implements Step {
       try {
         cs = new CompiledStep(this.model, this.params, b.batch, b.length, this.first, this.knobs);
       } catch (e) {
+        // Any other UserError already names what to change (an option that does not fit the model).
+        if (e instanceof UserError && !(e instanceof StepTooBig)) throw new UserError(`compiled WebGPU step for batch ${key}: ${e.message}`);
         throw new UserError(`compiled WebGPU step for batch ${key}: ${(e as Error).message}; shorten --context, lower --d-state, or pass --compiled-step 0 for the tf.js path`);
       }
       cs.setDecay(this.opt);

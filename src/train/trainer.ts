@@ -19,7 +19,7 @@ import { UserError } from '../util/errors.js';
 import { Rng, deriveSeed } from '../util/rng.js';
 import { type AdamWHParams, createAdamWState, disposeAdamWState } from './adamw.js';
 import { Checkpointer, startingModel } from './checkpoint.js';
-import { METRICS_FILE, RUN_FILE, RUN_LOCK, type TrainConfig, checkRun } from './config.js';
+import { ConfigError, METRICS_FILE, RUN_FILE, RUN_LOCK, type TrainConfig, checkRun } from './config.js';
 import { evaluateRun, fmtScores, trainAccuracy } from './evaluate.js';
 import { MetricsWriter, Progress, defaultLogEvery, readMetrics, type MetricsLine } from './metrics.js';
 import { initFact, taskFact, writeRunReport } from './report.js';
@@ -130,6 +130,8 @@ async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () =
   const start = startingModel(cfg, from?.dir, task.vocabSize);
   const { config } = start;
   if (config.vocabSize < task.vocabSize) throw new UserError(`model vocabulary ${config.vocabSize} is smaller than the task's ${task.vocabSize} tokens`);
+  // Checked before the run folder exists (a fresh model's arch is checked with the other options).
+  if (cfg.gpuStep?.scanForm === 'ssd' && config.arch !== 'mamba2') throw new ConfigError('gpuStep.scanForm', `'ssd' needs a Mamba-2 model (a scalar A per head); this one is ${config.arch}: drop it or use recurrent`);
   let keep = run.keep ?? 1;
   if (!run.resume) {
     fs.mkdirSync(runDir, { recursive: true });

@@ -6,9 +6,9 @@
 import { WGSL_ACTIVATIONS, wgslReduce } from '../../model/kernels/webgpu-program.js';
 import type { BufName, Kernel } from './engine.js';
 
-const ENTRY = (wg: number | string) => `@compute @workgroup_size(${wg})
+export const ENTRY = (wg: number | string) => `@compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) w : vec3<u32>, @builtin(num_workgroups) nw : vec3<u32>, @builtin(local_invocation_index) li : u32)`;
-const LINEAR = (wg: number) => `let i = (w.x + w.y * nw.x) * ${wg}u + li;`;
+export const LINEAR = (wg: number) => `let i = (w.x + w.y * nw.x) * ${wg}u + li;`;
 
 
 /** Embedding rows: X[out + t·D + d] = P[emb + ids[t]·D + d]. */
@@ -367,6 +367,15 @@ export const SCAN_THREAD_LAYOUTS: readonly ScanThreadLayout[] = ['state-fastest'
 export const DEFAULT_SCAN_LAYOUT: ScanThreadLayout = 'lane-fastest';
 
 /**
+ * The Mamba-2 scan's form in the compiled step: 'recurrent' (scanFwd / scanBwdChunk here) or 'ssd'
+ * (ssd.ts, the chunked state-space-duality form). Mamba-1 (A per state) has only the recurrent one.
+ */
+export type ScanForm = 'recurrent' | 'ssd';
+export const SCAN_FORMS: readonly ScanForm[] = ['recurrent', 'ssd'];
+/** The form used unless one is asked for: 'ssd' is not yet measured on the GPU. */
+export const DEFAULT_SCAN_FORM: ScanForm = 'recurrent';
+
+/**
  * The index mapping of `layout` for workgroups of W lanes × NS slices: `decl` declares the thread's
  * lane in the workgroup `ll` and its slice `j` (from li); `thread(l, s)` is the thread index of
  * lane l, slice s (where its partial sums sit in `part`); `sh(l, n)` the slot of lane l, state n
@@ -448,9 +457,9 @@ export function scanFwd(N: number, scalarA: boolean, gate: boolean, NS = 1, layo
   };
 }
 
-const SCAN_FIELDS = ['lanes', 'Q', 'L', 'P', 'HG', 'xOff', 'xRs', 'dOff', 'dRs', 'bcOff', 'bcRs', 'cCol', 'aOff', 'aMode', 'Doff', 'k:f'];
+export const SCAN_FIELDS = ['lanes', 'Q', 'L', 'P', 'HG', 'xOff', 'xRs', 'dOff', 'dRs', 'bcOff', 'bcRs', 'cCol', 'aOff', 'aMode', 'Doff', 'k:f'];
 
-function aOf(N: number, scalarA: boolean): string {
+export function aOf(N: number, scalarA: boolean): string {
   return `fn aOf(h : u32, n : u32) -> f32 {
       let v = P[u.aOff + ${scalarA ? 'h' : `h * ${N}u + n`}];
       if (u.aMode == 1u) { return -exp(-u.k * v); }

@@ -19,6 +19,7 @@ import type { AdamWHParams, AdamWState } from '../adamw.js';
 import { grid } from '../../model/kernels/webgpu-program.js';
 import { Engine, type BufName, type GPUBuffer } from './engine.js';
 import * as K from './kernels.js';
+import * as SSD from './ssd.js';
 import { UserError } from '../../util/errors.js';
 
 const BIG = 3.4e38;
@@ -66,6 +67,14 @@ export interface CompiledStepOptions {
    */
   scanLayout?: K.ScanThreadLayout;
   /**
+   * The Mamba-2 scan's form: 'recurrent' (the step-by-step scan of kernels.ts, the default) or 'ssd'
+   * (ssd.ts: the chunked state-space-duality form, small matmuls per chunk, states only at chunk
+   * starts). Not yet measured on the GPU. Mamba-1 has only the recurrent form.
+   */
+  scanForm?: K.ScanForm;
+  /** Steps per SSD chunk (scanForm 'ssd'; default ssd.ts's DEFAULT_SSD_CHUNK, 64; at most MAX_SSD_CHUNK). */
+  ssdChunk?: number;
+  /**
    * Micro-batches per step: the batch is split (padded with masked rows) and the gradients summed,
    * so batch × length may exceed one storage binding. Default: the fewest whose buffers fit.
    */
@@ -89,6 +98,8 @@ const DEFAULT_TILE = '64x64';
 
 /** Buffers over the binding limit (the constructor then tries more micro-batches). */
 class TooBig extends Error {}
+/** What does not fit even in micro-batches of one sequence: the caller adds its own ways out. */
+export class StepTooBig extends UserError {}
 interface View { buf: BufName; off: number; rs: number; cs: number }
 
 export class CompiledStep {
@@ -138,7 +149,7 @@ export class CompiledStep {
       } catch (e) {
         this.engine.destroy();
         if (!(e instanceof TooBig) || mb !== undefined || this.k >= batch) {
-          if (e instanceof TooBig) throw new UserError(`compiled step: ${e.message} even in micro-batches of ${Math.ceil(batch / this.k)} sequence(s); shorten the context or lower the state size`);
+          if (e instanceof TooBig) throw new StepTooBig(`compiled step: ${e.message} even in micro-batches of ${Math.ceil(batch / this.k)} sequence(s); shorten the context or lower the state size${this.options.scanForm === 'ssd' ? ' (or, with the ssd scan form, use longer chunks: fewer chunk states)' : ''}`);
           throw e;
         }
         this.engine = new Engine(this.backend.device, share?.engine ?? this.engine);
@@ -234,6 +245,12 @@ export class CompiledStep {
     const convDim = m2 ? E + 2 * G * N : E;
     const Win = m2 ? 2 * E + 2 * G * N + H : 2 * E;
     const Q = E; // scan lanes per batch row
+    const form = this.options.scanForm ?? K.DEFAULT_SCAN_FORM;
+    if (!K.SCAN_FORMS.includes(form)) throw new UserError(`compiled step: scan form ${String(form)} is not one of ${K.SCAN_FORMS.join(', ')}`);
+    if (form === 'ssd' && !m2) throw new UserError('compiled step: scan form ssd needs Mamba-2 (a scalar A per head); use scan form recurrent for Mamba-1');
+    const ssd = form === 'ssd';
+    const CLs = Math.min(L, this.options.ssdChunk ?? SSD.DEFAULT_SSD_CHUNK);
+    if (ssd && !(Number.isInteger(CLs) && CLs >= 1 && CLs <= SSD.MAX_SSD_CHUNK)) throw new UserError(`compiled step: ssd chunk ${this.options.ssdChunk} must be a whole number of steps from 1 to ${SSD.MAX_SSD_CHUNK}`);
     const NS = this.options.scanThreads ?? K.defaultScanThreads(N);
     const threadLayout = this.options.scanLayout ?? K.DEFAULT_SCAN_LAYOUT;
     if (!K.SCAN_THREAD_LAYOUTS.includes(threadLayout)) throw new UserError(`compiled step: scan layout ${String(threadLayout)} is not one of ${K.SCAN_THREAD_LAYOUTS.join(', ')}`);
@@ -271,7 +288,8 @@ export class CompiledStep {
     const DH = this.reg('DH', T * D), DXN = this.reg('DXN', T * D), DYG = this.reg('DYG', T * E), DXZ = this.reg('DXZ', T * Win);
     const DU = this.reg('DU', T * convDim), DD = this.reg('DD', T * Q), DPRE = this.reg('DPRE', T * convDim);
     const DY = m2 ? this.reg('DY', T * E) : 0, DDTP = m2 ? 0 : this.reg('DDTP', T * E), DDBC = m2 ? 0 : this.reg('DDBC', T * bcW);
-    const PB = this.reg('PB', B * C * nBlk * N), PC = this.reg('PC', B * C * nBlk * N);
+    // The recurrent backward's dB/dC block partials (the SSD form needs none).
+    const PB = this.reg('PB', ssd ? 0 : B * C * nBlk * N), PC = this.reg('PC', ssd ? 0 : B * C * nBlk * N);
     const APART = this.reg('APART', B * Q * (m2 ? 1 : N)), DPART = this.reg('DPART', B * Q);
     const SCALE = this.reg('SCALE', 1), ONE = this.reg('ONE', 1);
     const LOSS = this.reg('LOSS', 1), NORM = this.reg('NORM', 1), HP = this.reg('HP', 12);
@@ -307,6 +325,10 @@ export class CompiledStep {
       return { C: convDim, K: Kc, L, xOff: XZ[l]! + xCol, xRs: Win, wOff: this.p(lp(l, 'mixer.conv1d.weight')), bOff: this.has(bias) ? this.p(bias) : 0, hasBias: this.has(bias) ? 1 : 0 };
     };
     const scanOf = (l: number) => ({ lanes: B * Q, Q, L, P: Pd, HG: H / G, xOff: U[l]!, xRs: convDim, dOff: DELTA[l]!, dRs: H, aOff: this.p(aName(l)), aMode, Doff: this.p(lp(l, 'mixer.D')), k: kA });
+    // The SSD form's scratch in S (chunk states B·nC·H·N·P twice, the chunks' CL×CL products): checked against the binding below.
+    const ssdS = SSD.ssdScratch({ B, L, H, G, N, P: Pd, CL: CLs });
+    if (ssd) this.needS(ssdS.total);
+    const ssdOf = (l: number): SSD.SsdFields => ({ ...scanOf(l), bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, B, H, G, N, CL: CLs, nC: ssdS.nC, ...ssdS.offs });
 
     // ---------------------------------------------------------------- forward + backward
     for (let m = 0; m < k; m++) {
@@ -323,7 +345,8 @@ export class CompiledStep {
       if (m2) {
         const dtCol = E + convDim;
         e.op(K.deltaFwd, { n: T * H, C: H, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), outOff: DELTA[l]!, lo, hi: hiF }, elem(T * H));
-        e.op(K.scanFwd(N, true, false, NS, threadLayout), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q * NS) / 64)));
+        if (ssd) SSD.ssdForward((kk, f, g) => e.op(kk, f, g), { ...ssdOf(l), yOff: Y[l]! }, grid);
+        else e.op(K.scanFwd(N, true, false, NS, threadLayout), { ...scan, bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, yOff: Y[l]!, ygOff: 0, zOff: 0, zRs: 0 }, grid(Math.ceil((B * Q * NS) / 64)));
         e.op(K.normFwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, gOff: GPRE[l]!, outOff: YN[l]!, outRs: E, rstdOff: RSTDG[l]!, wOff: this.p(lp(l, 'mixer.norm.weight')), eps }, grid(T * G));
         this.mm(X(YN[l]!, E), Pw(lp(l, 'mixer.out_proj.weight'), 1, E), Xo(Hs[l + 1]!, D), T, D, E, { addOff: Hs[l]! });
       } else {
@@ -352,7 +375,7 @@ export class CompiledStep {
       const bwd = { duOff: DU, duRs: convDim, ddOff: DD, pbOff: PB, pcOff: PC, nBlk, aPartOff: APART, dPartOff: DPART };
       // S during the scan: checkpoints, one chunk's states, the state gradient carried between chunks.
       const ckOff = 0, scrOff = B * nC * N * Q, ghOff = scrOff + B * C * N * Q;
-      this.needS(ghOff + B * N * Q);
+      if (!ssd) this.needS(ghOff + B * N * Q);
       const chunked = (gate: boolean, io: Record<string, number>, out: { off: number; rs: number; bCol: number; cCol: number }, GG: number) => {
         e.op(K.scanCkpt(N, m2, NS, threadLayout), { ...scan, xRs: io.xRs ?? scan.xRs, bcOff: io.bcOff!, bcRs: io.bcRs!, cCol: io.cCol!, C, nC, ckOff }, grid(Math.ceil((B * Q * NS) / 64)));
         for (let ci = nC - 1; ci >= 0; ci--) {
@@ -366,7 +389,9 @@ export class CompiledStep {
         const nw = lp(l, 'mixer.norm.weight');
         e.op(K.normBwd(true), { rows: T, n: E / G, groups: G, xOff: Y[l]!, xRs: E, zOff: XZ[l]!, zRs: Win, dyOff: DYG, dyRs: E, rstdOff: RSTDG[l]!, wOff: this.p(nw), dxOff: DY, dxRs: E, dzOff: DXZ, dzRs: Win, acc: 0 }, grid(T * G));
         this.colSum(this.p(nw), T, E, { mode: 2, aOff: DYG, aRs: E, bOff: GPRE[l]!, bRs: E, rOff: RSTDG[l]!, rRs: G, rDiv: E / G });
-        chunked(false, { bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0 }, { off: DU, rs: convDim, bCol: E, cCol: E + G * N }, G);
+        if (ssd) {
+          SSD.ssdBackward((kk, f, g) => e.op(kk, f, g), { ...ssdOf(l), dyOff: DY, duOff: DU, duRs: convDim, dbcOff: DU, dbcRs: convDim, dbCol: E, dcCol: E + G * N, ddOff: DD, aPartOff: APART, dPartOff: DPART }, grid);
+        } else chunked(false, { bcOff: U[l]! + E, bcRs: convDim, cCol: G * N, dyOff: DY, zOff: 0, zRs: 0, yOff: 0, dzOff: 0, dzRs: 0 }, { off: DU, rs: convDim, bCol: E, cCol: E + G * N }, G);
         const dtCol = E + convDim;
         e.op(K.deltaBwd, { n: T * H, C: H, grp: Pd, ddOff: DD, xOff: XZ[l]! + dtCol, xRs: Win, biasOff: this.p(lp(l, 'mixer.dt_bias')), dxOff: DXZ + dtCol, dxRs: Win, lo, hi: hiF }, elem(T * H));
         this.colSum(this.p(lp(l, 'mixer.dt_bias')), T, H, { mode: 0, aOff: DXZ + dtCol, aRs: Win });

@@ -1,0 +1,400 @@
+/**
+ * The chunked SSD (state-space duality) form of the Mamba-2 selective scan, forward and backward
+ * (Dao & Gu 2024; mamba_ssm's ssd_combined), for the compiled step (step.ts, --scan-form ssd).
+ * Per batch b, head h (group g = h / (H/G)) and chunk of CL steps, with a_t = Δ_t·A and
+ * xd_s = Δ_s·x_s, the recurrence s_t = exp(a_t) s_{t−1} + Δ_t B_t x_t, y_t = C_t·s_t + D x_t is
+ *   y_t = Σ_{s≤t} exp(a_{s+1} + … + a_t) (C_t·B_s) xd_s + exp(a_{t0} + … + a_t) C_tᵀ h_c + D x_t,
+ *   S_c = Σ_s exp(a_{s+1} + … + a_end) B_s xd_sᵀ,  h_{c+1} = exp(a_{t0} + … + a_end) h_c + S_c,
+ * so the per-step state (N×P per head) is only ever formed at chunk starts. Exponents are sums of a
+ * over the steps between, summed in loops rather than as differences of cumulative sums (no
+ * cancellation when the decay is large). Threads are elementwise grids with small register tiles
+ * (up to 4×4 outputs each), nothing staged in workgroup memory yet: correctness first, not yet
+ * measured or tuned on a GPU.
+ *
+ * Scratch in S (offsets from ssdScratch): CB [b, g, chunk, i, j] = C_i·B_j; DEC [b, h, chunk] the
+ * chunk's Σ a; HS [b, chunk, h, n, p] the state at each chunk start; DS the gradient of S_c (= of
+ * h_{c+1}); LM [b, h, chunk, i, j] = exp(a_{j+1..i}) Σ_p dy_i xd_j, LMG its sum over a group's heads;
+ * CUM, REST [b, h, step] = a_{t0..t}, a_{t+1..end} within the chunk; R1, R2 [t, q] per-lane terms
+ * of the exponents' gradients; DAC [b, h, chunk] the chunk's dA.
+ */
+import { wgslReduce } from '../../model/kernels/webgpu-program.js';
+import type { Kernel } from './engine.js';
+import { ENTRY, LINEAR, SCAN_FIELDS, aOf } from './kernels.js';
+
+/** Default steps per SSD chunk (as mamba_ssm's kernels use on the GPU). */
+export const DEFAULT_SSD_CHUNK = 64;
+/** Longest chunk: the dcum kernel gives one thread of a 256-thread workgroup to each step. */
+export const MAX_SSD_CHUNK = 256;
+
+/** Uniforms shared by every SSD kernel (SCAN_FIELDS, then the SSD's shape and regions). */
+export const SSD_FIELDS = [...SCAN_FIELDS, 'n', 'B', 'H', 'G', 'N', 'CL', 'nC', 'rev', 'passOff',
+  'cbOff', 'decOff', 'hsOff', 'dsOff', 'lmOff', 'lmgOff', 'cumOff', 'restOff', 'r1Off', 'r2Off', 'dacOff',
+  'yOff', 'dyOff', 'duOff', 'duRs', 'dbcOff', 'dbcRs', 'dbCol', 'dcCol', 'ddOff', 'aPartOff', 'dPartOff'];
+
+/** Region offsets in S and the f32s they need, for B sequences of L steps. */
+export function ssdScratch(d: { B: number; L: number; H: number; G: number; N: number; P: number; CL: number }): { offs: Record<string, number>; total: number; nC: number } {
+  const nC = Math.ceil(d.L / d.CL);
+  const sizes: [string, number][] = [
+    ['cbOff', d.B * d.G * nC * d.CL * d.CL], ['decOff', d.B * d.H * nC], ['hsOff', d.B * nC * d.H * d.N * d.P], ['dsOff', d.B * nC * d.H * d.N * d.P],
+    ['lmOff', d.B * d.H * nC * d.CL * d.CL], ['lmgOff', d.B * d.G * nC * d.CL * d.CL], ['cumOff', d.B * d.H * d.L], ['restOff', d.B * d.H * d.L], ['r1Off', d.B * d.L * d.H * d.P], ['r2Off', d.B * d.L * d.H * d.P], ['dacOff', d.B * d.H * nC],
+  ];
+  const offs: Record<string, number> = {};
+  let top = 0;
+  for (const [k, n] of sizes) { offs[k] = top; top += Math.ceil(n / 4) * 4; }
+  return { offs, total: top, nC };
+}
+
+/** Index helpers and input reads (x, Δ, a, B, C, dy) of every SSD kernel. */
+const PRE = `${aOf(0, true)}
+  fn xAt(t : u32, q : u32) -> f32 { return X[u.xOff + t * u.xRs + q]; }
+  fn dlAt(t : u32, h : u32) -> f32 { return X[u.dOff + t * u.dRs + h]; }
+  fn aAt(t : u32, h : u32, A : f32) -> f32 { return dlAt(t, h) * A; }
+  fn bAt(t : u32, g : u32, n : u32) -> f32 { return X[u.bcOff + t * u.bcRs + g * u.N + n]; }
+  fn cAt(t : u32, g : u32, n : u32) -> f32 { return X[u.bcOff + t * u.bcRs + u.cCol + g * u.N + n]; }
+  fn dyAt(t : u32, q : u32) -> f32 { return X[u.dyOff + t * u.Q + q]; }
+  fn cEnd(c : u32) -> u32 { return min(u.L, (c + 1u) * u.CL); }
+  fn st(b : u32, c : u32, h : u32, n : u32, p : u32) -> u32 { return (((b * u.nC + c) * u.H + h) * u.N + n) * u.P + p; }
+  fn cbi(b : u32, g : u32, c : u32, i : u32, j : u32) -> u32 { return (((b * u.G + g) * u.nC + c) * u.CL + i) * u.CL + j; }
+  fn lmi(b : u32, h : u32, c : u32, i : u32, j : u32) -> u32 { return (((b * u.H + h) * u.nC + c) * u.CL + i) * u.CL + j; }
+  fn hci(b : u32, h : u32, c : u32) -> u32 { return (b * u.H + h) * u.nC + c; }
+  fn bht(b : u32, h : u32, tl : u32) -> u32 { return (b * u.H + h) * u.L + tl; }`;
+
+const kernel = (key: string, body: string): Kernel => ({ key, bufs: ['P', 'X', 'S'], fields: SSD_FIELDS, body: `${PRE}\n${body}` });
+
+/** CB[b, g, c, i, j] = C_{t0+i}·B_{t0+j} for j ≤ i within the chunk, else 0. Thread per entry. */
+export const ssdCB = kernel('ssdCB', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
+    let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
+    let t0 = c * u.CL;
+    var s = 0.0;
+    if (j <= ii && t0 + ii < cEnd(c)) {
+      let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
+      for (var n = 0u; n < u.N; n = n + 1u) { s = s + cAt(ti, g, n) * bAt(tj, g, n); }
+    }
+    S[u.cbOff + i] = s;
+  }`);
+
+/** The largest register tile (4, 2 or 1) dividing d: a thread of ssdStates / ssdDLocal holds TN×TP outputs. */
+export const tileOf = (d: number) => (d % 4 === 0 ? 4 : d % 2 === 0 ? 2 : 1);
+
+/**
+ * The outer-product sum Σ_s w_s u_s[n] v_s[p] of one chunk per thread tile of TN states × TP head
+ * lanes (thread per (b, c, h, n-tile, p-tile)): each step's TN + TP loads feed TN·TP products.
+ * `loop` is the loop over the chunk's steps, `step` sets w, bv[k], xv[m] for one, `tail` writes acc.
+ */
+function tiled(TN: number, TP: number, loop: string, step: string, tail: string): string {
+  return `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let nPB = u.P / ${TP}u; let nNB = u.N / ${TN}u;
+    let pk = i % nPB; var r = i / nPB; let nk = r % nNB; r = r / nNB;
+    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
+    let g = h / u.HG; let A = aOf(h, 0u); let n0 = nk * ${TN}u; let p0 = pk * ${TP}u; let q0 = h * u.P + p0;
+    let t0 = c * u.CL;
+    var seg = 0.0;
+    var acc : array<f32, ${TN * TP}>;
+    var bv : array<f32, ${TN}>;
+    var xv : array<f32, ${TP}>;
+    for (var k = 0u; k < ${TN * TP}u; k = k + 1u) { acc[k] = 0.0; }
+    let one = nk == 0u && pk == 0u;
+    ${loop} {
+      ${step}
+      for (var k = 0u; k < ${TN}u; k = k + 1u) {
+        let wb = w * bv[k];
+        for (var m = 0u; m < ${TP}u; m = m + 1u) { acc[k * ${TP}u + m] = acc[k * ${TP}u + m] + wb * xv[m]; }
+      }
+    }
+    ${tail}
+  }`;
+}
+
+/** S_c[n, p] into HS, and (one thread per (b, c, h)) the chunk's Σ a into DEC, its exponents into CUM and REST. */
+export function ssdStates(TN: number, TP: number): Kernel {
+  return kernel(`ssdStates${TN}x${TP}`, tiled(TN, TP, 'for (var s = cEnd(c); s > t0; s = s - 1u)', `let t = b * u.L + s - 1u;
+      let dl = dlAt(t, h);
+      let w = exp(seg) * dl;
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { bv[k] = bAt(t, g, n0 + k); }
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { xv[m] = xAt(t, q0 + m); }
+      if (one) { S[u.restOff + bht(b, h, s - 1u)] = seg; }
+      seg = seg + dl * A;`, `for (var k = 0u; k < ${TN}u; k = k + 1u) {
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.hsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
+    }
+    if (one) {
+      S[u.decOff + hci(b, h, c)] = seg;
+      var cum = 0.0;
+      for (var s = t0; s < cEnd(c); s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); S[u.cumOff + bht(b, h, s)] = cum; }
+    }`));
+}
+
+/**
+ * The pass over chunks, elementwise over (b, h, n, p), in place at passOff. Forward (rev 0): S_c →
+ * h_c, h_{c+1} = exp(Σa_c) h_c + S_c. Backward (rev 1): U_c → dS_c = dh_{c+1}, dh_c = exp(Σa_c) dh_{c+1} + U_c.
+ */
+export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
+    let h = r % u.H; let b = r / u.H;
+    var v = 0.0;
+    for (var k = 0u; k < u.nC; k = k + 1u) {
+      var c = k;
+      if (u.rev == 1u) { c = u.nC - 1u - k; }
+      let o = u.passOff + st(b, c, h, n, p);
+      let s = S[o];
+      S[o] = v;
+      v = exp(S[u.decOff + hci(b, h, c)]) * v + s;
+    }
+  }`);
+
+/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, TP lanes of a head). */
+export function ssdOut(TP: number): Kernel {
+  return kernel(`ssdOut${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let nQB = u.Q / ${TP}u;
+    let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
+    let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
+    let c = tl / u.CL; let t0 = c * u.CL;
+    var seg = 0.0;
+    var y : array<f32, ${TP}>;
+    var hy : array<f32, ${TP}>;
+    for (var m = 0u; m < ${TP}u; m = m + 1u) { y[m] = 0.0; hy[m] = 0.0; }
+    for (var s = tl + 1u; s > t0; s = s - 1u) {
+      let ts = b * u.L + s - 1u;
+      let dl = dlAt(ts, h);
+      let w = exp(seg) * S[u.cbOff + cbi(b, g, c, tl - t0, s - 1u - t0)] * dl;
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { y[m] = y[m] + w * xAt(ts, q0 + m); }
+      seg = seg + dl * A;
+    }
+    for (var n = 0u; n < u.N; n = n + 1u) {
+      let cn = cAt(t, g, n); let o = u.hsOff + st(b, c, h, n, p0);
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { hy[m] = hy[m] + cn * S[o + m]; }
+    }
+    let e = exp(seg); let Dd = P[u.Doff + h];
+    for (var m = 0u; m < ${TP}u; m = m + 1u) { X[u.yOff + t * u.Q + q0 + m] = y[m] + e * hy[m] + Dd * xAt(t, q0 + m); }
+  }`);
+}
+
+/** U_c[n, p] = Σ_t exp(a_{t0..t}) C_t[n] dy_t[p] into DS: the chunk's own part of dh_c. */
+export function ssdDLocal(TN: number, TP: number): Kernel {
+  return kernel(`ssdDLocal${TN}x${TP}`, tiled(TN, TP, 'for (var s = t0; s < cEnd(c); s = s + 1u)', `let t = b * u.L + s;
+      seg = seg + aAt(t, h, A);
+      let w = exp(seg);
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { bv[k] = cAt(t, g, n0 + k); }
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { xv[m] = dyAt(t, q0 + m); }`, `for (var k = 0u; k < ${TN}u; k = k + 1u) {
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.dsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
+    }`));
+}
+
+/** LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0, thread per (b, g, c, i, j) over the group's heads; their sum into LMG. */
+export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
+    let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
+    let t0 = c * u.CL;
+    let valid = j <= ii && t0 + ii < cEnd(c);
+    let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
+    var sum = 0.0;
+    for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
+      let h = g * u.HG + hh; let A = aOf(h, 0u);
+      var v = 0.0;
+      if (valid) {
+        let dl = dlAt(tj, h);
+        for (var p = 0u; p < u.P; p = p + 1u) { let q = h * u.P + p; v = v + dyAt(ti, q) * dl * xAt(tj, q); }
+        var seg = 0.0;
+        for (var k = tj + 1u; k <= ti; k = k + 1u) { seg = seg + aAt(k, h, A); }
+        v = v * exp(seg);
+      }
+      S[u.lmOff + lmi(b, h, c, ii, j)] = v;
+      sum = sum + v;
+    }
+    S[u.lmgOff + i] = sum;
+  }`);
+
+/**
+ * Per (s, TP lanes q of a head): dxd_s = Σ_{t≥s} decay·CB_ts dy_t + exp(a_{s+1..end}) Σ_n B_s[n] dS_c[n, p]; dx (+ D·dy)
+ * into DU, the lane's dΔ part dxd·x into DD (=), and the lane terms R1 = exp(a_{t0..s}) dy_s (C_sᵀ h_c)
+ * and R2 = xd_s exp(a_{s+1..end}) (B_sᵀ dS_c) of the exponents' gradient.
+ */
+export function ssdDx(TP: number): Kernel {
+  return kernel(`ssdDx${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let nQB = u.Q / ${TP}u;
+    let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
+    let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
+    let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
+    var seg = 0.0;
+    var dxd : array<f32, ${TP}>;
+    var bd : array<f32, ${TP}>;
+    var ch : array<f32, ${TP}>;
+    for (var m = 0u; m < ${TP}u; m = m + 1u) { dxd[m] = 0.0; bd[m] = 0.0; ch[m] = 0.0; }
+    for (var s = tl; s < t1; s = s + 1u) {
+      let ts = b * u.L + s;
+      if (s > tl) { seg = seg + aAt(ts, h, A); }
+      let w = exp(seg) * S[u.cbOff + cbi(b, g, c, s - t0, tl - t0)];
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { dxd[m] = dxd[m] + w * dyAt(ts, q0 + m); }
+    }
+    for (var n = 0u; n < u.N; n = n + 1u) {
+      let bn = bAt(t, g, n); let cn = cAt(t, g, n); let o = st(b, c, h, n, p0);
+      for (var m = 0u; m < ${TP}u; m = m + 1u) { bd[m] = bd[m] + bn * S[u.dsOff + o + m]; ch[m] = ch[m] + cn * S[u.hsOff + o + m]; }
+    }
+    let es = exp(seg); let ec = exp(S[u.cumOff + bht(b, h, tl)]);
+    let dl = dlAt(t, h); let Dd = P[u.Doff + h];
+    for (var m = 0u; m < ${TP}u; m = m + 1u) {
+      let q = q0 + m; let o = t * u.Q + q;
+      let x = xAt(t, q); let dy = dyAt(t, q);
+      let e2 = es * bd[m];
+      let d = dxd[m] + e2;
+      S[u.r1Off + o] = ec * ch[m] * dy;
+      S[u.r2Off + o] = dl * x * e2;
+      X[u.duOff + t * u.duRs + q] = dl * d + Dd * dy;
+      X[u.ddOff + o] = d * x;
+    }
+  }`);
+}
+
+/**
+ * dB_s[n] and dC_t[n] per (t, g, TN states), summed over the group's heads: the intra terms from LM, the
+ * inter terms exp(·) Σ_p dS_c[n, p] xd_s[p] and exp(·) Σ_p h_c[n, p] dy_t[p]. Written at
+ * X[dbcOff + t·dbcRs + dbCol / dcCol + g·N + n].
+ */
+export function ssdDBC(TN: number): Kernel {
+  return kernel(`ssdDBC${TN}`, `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let nNB = u.N / ${TN}u;
+    let n0 = (i % nNB) * ${TN}u; let r = i / nNB; let g = r % u.G; let t = r / u.G;
+    let b = t / u.L; let tl = t - b * u.L;
+    let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
+    var dB : array<f32, ${TN}>;
+    var dC : array<f32, ${TN}>;
+    for (var k = 0u; k < ${TN}u; k = k + 1u) { dB[k] = 0.0; dC[k] = 0.0; }
+    // Intra terms over the group's summed LM (LMG has CB's layout).
+    for (var s = t0; s <= tl; s = s + 1u) {
+      let w = S[u.lmgOff + cbi(b, g, c, tl - t0, s - t0)];
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { dC[k] = dC[k] + w * bAt(b * u.L + s, g, n0 + k); }
+    }
+    for (var s = tl; s < t1; s = s + 1u) {
+      let w = S[u.lmgOff + cbi(b, g, c, s - t0, tl - t0)];
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { dB[k] = dB[k] + w * cAt(b * u.L + s, g, n0 + k); }
+    }
+    for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
+      let h = g * u.HG + hh;
+      let ec = exp(S[u.cumOff + bht(b, h, tl)]);
+      let er = exp(S[u.restOff + bht(b, h, tl)]) * dlAt(t, h);
+      var hd : array<f32, ${TN}>;
+      var sx : array<f32, ${TN}>;
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { hd[k] = 0.0; sx[k] = 0.0; }
+      for (var p = 0u; p < u.P; p = p + 1u) {
+        let q = h * u.P + p;
+        let dy = dyAt(t, q); let x = xAt(t, q);
+        for (var k = 0u; k < ${TN}u; k = k + 1u) {
+          let o = st(b, c, h, n0 + k, p);
+          hd[k] = hd[k] + S[u.hsOff + o] * dy;
+          sx[k] = sx[k] + S[u.dsOff + o] * x;
+        }
+      }
+      for (var k = 0u; k < ${TN}u; k = k + 1u) { dC[k] = dC[k] + ec * hd[k]; dB[k] = dB[k] + er * sx[k]; }
+    }
+    let o = u.dbcOff + t * u.dbcRs + g * u.N + n0;
+    for (var k = 0u; k < ${TN}u; k = k + 1u) { X[o + u.dbCol + k] = dB[k]; X[o + u.dcCol + k] = dC[k]; }
+  }`);
+}
+
+/**
+ * The exponents' gradient, one workgroup per (b, h, chunk): dcum_i (the gradient w.r.t. a_{t0} + … + a_i)
+ * = Σ_{s<i} w_is − Σ_{t>i} w_ti (w = LM ∘ CB) + Σ_p (R1 − R2)[i], and at the chunk's end
+ * + Σ dS_c ∘ h_{c+1} (h_{c+1} is of degree one in exp(Σa_c)). Then da = reverse cumsum of dcum:
+ * A·da into DD's lane 0 of the head (+=), Σ Δ·da (the chunk's dA) into DAC.
+ */
+export const ssdDcum: Kernel = kernel('ssdDcum', `${wgslReduce(256)}
+  var<workgroup> dc : array<f32, ${MAX_SSD_CHUNK}>;
+  ${ENTRY(256)} {
+    let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let c = wg % u.nC; let r = wg / u.nC; let h = r % u.H; let b = r / u.H;
+    let g = h / u.HG; let t0 = c * u.CL; let len = cEnd(c) - t0;
+    var e = 0.0;
+    if (c + 1u < u.nC) {
+      let d0 = u.dsOff + st(b, c, h, 0u, 0u); let h1 = u.hsOff + st(b, c + 1u, h, 0u, 0u);
+      for (var k = li; k < u.N * u.P; k = k + 256u) { e = e + S[d0 + k] * S[h1 + k]; }
+    }
+    e = wgSum(e, li);
+    if (li < len) {
+      var v = 0.0;
+      for (var s = 0u; s < li; s = s + 1u) { v = v + S[u.lmOff + lmi(b, h, c, li, s)] * S[u.cbOff + cbi(b, g, c, li, s)]; }
+      for (var s = li + 1u; s < len; s = s + 1u) { v = v - S[u.lmOff + lmi(b, h, c, s, li)] * S[u.cbOff + cbi(b, g, c, s, li)]; }
+      let t = b * u.L + t0 + li;
+      for (var p = 0u; p < u.P; p = p + 1u) { let o = t * u.Q + h * u.P + p; v = v + S[u.r1Off + o] - S[u.r2Off + o]; }
+      if (li + 1u == len) { v = v + e; }
+      dc[li] = v;
+    }
+    workgroupBarrier();
+    if (li == 0u) {
+      let A = aOf(h, 0u);
+      var da = 0.0; var dA = 0.0;
+      for (var k = len; k > 0u; k = k - 1u) {
+        da = da + dc[k - 1u];
+        let t = b * u.L + t0 + k - 1u;
+        let o = u.ddOff + t * u.Q + h * u.P;
+        X[o] = X[o] + A * da;
+        dA = dA + dlAt(t, h) * da;
+      }
+      S[u.dacOff + hci(b, h, c)] = dA;
+    }
+  }`);
+
+/** Per lane (b, q): the D sum Σ_t dy·x into dPart, and the head's dA (Σ over chunks) into aPart at lane 0 of the head (0 elsewhere). */
+export const ssdLaneSums = kernel('ssdLaneSums', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let b = i / u.Q; let q = i - b * u.Q; let h = q / u.P;
+    var d = 0.0;
+    for (var s = 0u; s < u.L; s = s + 1u) { let t = b * u.L + s; d = d + dyAt(t, q) * xAt(t, q); }
+    X[u.dPartOff + i] = d;
+    var a = 0.0;
+    if (q == h * u.P) { for (var c = 0u; c < u.nC; c = c + 1u) { a = a + S[u.dacOff + hci(b, h, c)]; } }
+    X[u.aPartOff + i] = a;
+  }`);
+
+type Op = (k: Kernel, fields: Record<string, number>, groups: [number, number, number]) => void;
+type Grid = (n: number) => [number, number, number];
+
+/** Shape and regions of one SSD scan (SCAN_FIELDS' values plus ssdScratch's offsets, B, H, G, N, CL, nC). */
+export type SsdFields = Record<string, number>;
+
+/** Every field at 0 (the forward leaves the backward's regions unset, and the reverse). */
+const ZERO: SsdFields = Object.fromEntries(SSD_FIELDS.map((k) => [k.replace(/:f$/, ''), 0]));
+
+/** Dispatches recomputing the chunk states: CB, S_c, and the pass to h_c. */
+function states(op: Op, f: SsdFields, grid: Grid): void {
+  const { B, G, H, N, P, CL, nC } = f as Record<string, number>;
+  const TN = tileOf(N!), TP = tileOf(P!);
+  const n1 = B! * G! * nC! * CL! * CL!, n2 = (B! * nC! * H! * N! * P!) / (TN * TP), n3 = B! * H! * N! * P!;
+  op(ssdCB, { ...f, n: n1 }, grid(Math.ceil(n1 / 256)));
+  op(ssdStates(TN, TP), { ...f, n: n2 }, grid(Math.ceil(n2 / 256)));
+  op(ssdPass, { ...f, n: n3, rev: 0, passOff: f.hsOff! }, grid(Math.ceil(n3 / 256)));
+}
+
+/** The forward: y (= C·state + D·x) at yOff, [t, q] rows of Q. Four dispatches. */
+export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
+  const f = { ...ZERO, ...given };
+  states(op, f, grid);
+  const TP = tileOf(f.P!), n = (f.B! * f.L! * f.Q!) / TP;
+  op(ssdOut(TP), { ...f, n }, grid(Math.ceil(n / 256)));
+}
+
+/**
+ * The backward from dy at dyOff: dx + D·dy into duOff (row stride duRs), dB / dC into dbcOff, per-lane
+ * dΔ into ddOff ([t, q]: a head's lanes sum to its dΔ), per-lane A and D sums into aPartOff / dPartOff
+ * ([b, q]: summed over a head's lanes). Recomputes the forward's states; ten dispatches.
+ */
+export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
+  const f = { ...ZERO, ...given };
+  states(op, f, grid);
+  const { B, G, H, N, P, CL, nC, L, Q } = f as Record<string, number>;
+  const nS = B! * nC! * H! * N! * P!, nH = B! * H! * N! * P!, nLM = B! * G! * nC! * CL! * CL!, nT = B! * L! * Q!, nBC = B! * L! * G! * N!;
+  op(ssdDLocal(tileOf(N!), tileOf(P!)), { ...f, n: nS / (tileOf(N!) * tileOf(P!)) }, grid(Math.ceil(nS / (tileOf(N!) * tileOf(P!)) / 256)));
+  op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
+  op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
+  op(ssdDx(tileOf(P!)), { ...f, n: nT / tileOf(P!) }, grid(Math.ceil(nT / tileOf(P!) / 256)));
+  op(ssdDBC(tileOf(N!)), { ...f, n: nBC / tileOf(N!) }, grid(Math.ceil(nBC / tileOf(N!) / 256)));
+  op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
+  op(ssdLaneSums, { ...f, n: B! * Q! }, grid(Math.ceil((B! * Q!) / 256)));
+}
