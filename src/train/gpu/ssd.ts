@@ -145,14 +145,17 @@ export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
     }
   }`);
 
-/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, TP lanes of a head). */
-export function ssdOut(TP: number): Kernel {
-  return kernel(`ssdOut${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
+/** The thread's step t (batch b, step tl in chunk c from t0) and its TP lanes q0.. of head h (group g). */
+const laneTile = (TP: number) => `    if (i >= u.n) { return; }
     let nQB = u.Q / ${TP}u;
     let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
     let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
-    let c = tl / u.CL; let t0 = c * u.CL;
+    let c = tl / u.CL; let t0 = c * u.CL;`;
+
+/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, TP lanes of a head). */
+export function ssdOut(TP: number): Kernel {
+  return kernel(`ssdOut${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
+${laneTile(TP)}
     var seg = 0.0;
     var y : array<f32, ${TP}>;
     var hy : array<f32, ${TP}>;
@@ -216,11 +219,8 @@ export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
  */
 export function ssdDx(TP: number): Kernel {
   return kernel(`ssdDx${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let nQB = u.Q / ${TP}u;
-    let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
-    let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
-    let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
+${laneTile(TP)}
+    let t1 = cEnd(c);
     var seg = 0.0;
     var dxd : array<f32, ${TP}>;
     var bd : array<f32, ${TP}>;
