@@ -20,7 +20,9 @@
 #     warm (when the pretrain call had no time left for it): $OUT/lm-series-VARIANT-SEED.tgz.
 #
 #   bash scripts/gpu-lm.sh transplant PIECES_DIR [MINUTES] [SWEEP_ARGS...]
-#     carry: bundle, PIECES_DIR (the ckpt/ folder above, put in the repo, e.g. .gpu/lm-pretrained)
+#     carry: bundle, PIECES_DIR (the ckpt/ folder above, put in the repo, e.g. .gpu/lm-pretrained);
+#     or, on a machine still warm from a pretrain call, nothing: PIECES_DIR may be that run's folder
+#     (/tmp/sweeps/lm-pretrain/default,seed=0), whose last checkpoint is then used
 #     Reassembles the checkpoint into /tmp/lm-pretrained (PRETRAINED; checked against SHA256SUMS), rebuilds
 #     runs/lm-transplants/ from it (deterministic: the same six checkpoints every call) and runs
 #     experiments/lm-transplant.json through scripts/lm-transplants.sh for a slice of MINUTES
@@ -108,7 +110,17 @@ case $mode in
     P=$1; shift
     MINUTES=8
     if [ $# -ge 1 ] && [[ $1 =~ ^[0-9]+$ ]]; then MINUTES=$1; shift; fi
-    [ -f "$P/config.json" ] && [ -f "$P/SHA256SUMS" ] || { echo "gpu-lm: $P has no config.json and SHA256SUMS; give the ckpt/ folder of a pretrain call" >&2; exit 2; }
+    # A pretrain run folder still on this machine (a warm one, after a pretrain call): its last checkpoint, hashed here.
+    if [ ! -f "$P/config.json" ] && [ -d "$P/checkpoints" ]; then
+      RUNCK=$(ls -d "$P"/checkpoints/step-* 2>/dev/null | grep -E '/step-[0-9]{8}$' | sort | tail -1 || true)
+      [ -n "$RUNCK" ] || { echo "gpu-lm: $P/checkpoints holds no step-NNNNNNNN checkpoint" >&2; exit 2; }
+      FROMRUN=$(mktemp -d)
+      cp "$RUNCK/config.json" "$RUNCK/model.safetensors" "$FROMRUN/"
+      (cd "$FROMRUN" && sha256sum model.safetensors > SHA256SUMS)
+      echo "$(basename "$P") $(basename "$RUNCK") (from the run folder)" > "$FROMRUN/source.txt"
+      P=$FROMRUN
+    fi
+    [ -f "$P/config.json" ] && [ -f "$P/SHA256SUMS" ] || { echo "gpu-lm: $P has no config.json and SHA256SUMS; give the ckpt/ folder of a pretrain call, or its run folder" >&2; exit 2; }
     CK=${PRETRAINED:-/tmp/lm-pretrained}
     rm -rf "$CK"; mkdir -p "$CK"
     cp "$P/config.json" "$P/SHA256SUMS" "$CK/"

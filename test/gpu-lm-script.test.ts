@@ -59,6 +59,15 @@ test('gpu-lm.sh pretrain: the run, its series report and its last checkpoint in 
   assert.deepEqual(fs.readFileSync(path.join(dir, 'pretrained', 'model.safetensors')), fs.readFileSync(path.join(last, 'model.safetensors')));
   assert.equal(readJson(path.join(transplants, 'top-mixer', 'config.json')).vocab_size, 30);
 
+  // on a warm machine: the pretrain run's folder itself, its last checkpoint hashed there
+  const runDir = path.join(dir, 'sweeps', 'lm-pretrain', 'default,seed=0');
+  const w = spawnSync('bash', ['scripts/gpu-lm.sh', 'transplant', runDir, '3', '--where', 'variant=top-mixer', '--where', 'seed=1'], { encoding: 'utf8', env: { ...trEnv, OUT: path.join(dir, 'out4') } });
+  assert.equal(w.status, 0, w.stderr);
+  assert.deepEqual(fs.readFileSync(path.join(dir, 'pretrained', 'model.safetensors')), fs.readFileSync(path.join(last, 'model.safetensors')));
+  const s2 = readJson(path.join(dir, 'sweeps', 'lm-transplant', 'summary.json'));
+  assert.ok((s2.runs as { id: string; status: string }[]).some((r) => r.id === 'top-mixer,seed=1' && r.status === 'finished'));
+  assert.match(fs.readFileSync(path.join(dir, 'out4', 'lm-log.txt'), 'utf8'), /checkpoint reassembled: default,seed=0 step-00000006 \(from the run folder\)/);
+
   // a missing piece: the reassembled file does not match its hash
   fs.rmSync(path.join(pieces, 'model.safetensors.part-ab'));
   const bad = spawnSync('bash', ['scripts/gpu-lm.sh', 'transplant', pieces, '3'], { encoding: 'utf8', env: { ...trEnv, OUT: path.join(dir, 'out3') } });
