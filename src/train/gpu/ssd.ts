@@ -362,22 +362,25 @@ export type SsdFields = Record<string, number>;
 /** Every field at 0 (the forward leaves the backward's regions unset, and the reverse). */
 const ZERO: SsdFields = Object.fromEntries(SSD_FIELDS.map((k) => [k.replace(/:f$/, ''), 0]));
 
+/** An elementwise dispatch of kernel k over n threads (in workgroups of 256), with f's fields and n. */
+const over = (op: Op, grid: Grid, f: SsdFields) => (k: Kernel, n: number, extra: SsdFields = {}) => op(k, { ...f, ...extra, n }, grid(Math.ceil(n / 256)));
+
 /** Dispatches recomputing the chunk states: CB, S_c, and the pass to h_c. */
 function states(op: Op, f: SsdFields, grid: Grid): void {
-  const { B, G, H, N, P, CL, nC } = f as Record<string, number>;
+  const { B, G, H, N, P, CL, nC } = f;
   const TN = tileOf(N!), TP = tileOf(P!);
-  const n1 = B! * G! * nC! * CL! * CL!, n2 = (B! * nC! * H! * N! * P!) / (TN * TP), n3 = B! * H! * N! * P!;
-  op(ssdCB, { ...f, n: n1 }, grid(Math.ceil(n1 / 256)));
-  op(ssdStates(TN, TP), { ...f, n: n2 }, grid(Math.ceil(n2 / 256)));
-  op(ssdPass, { ...f, n: n3, rev: 0, passOff: f.hsOff! }, grid(Math.ceil(n3 / 256)));
+  const run = over(op, grid, f);
+  run(ssdCB, B! * G! * nC! * CL! * CL!);
+  run(ssdStates(TN, TP), (B! * nC! * H! * N! * P!) / (TN * TP));
+  run(ssdPass, B! * H! * N! * P!, { rev: 0, passOff: f.hsOff! });
 }
 
 /** The forward: y (= C·state + D·x) at yOff, [t, q] rows of Q. Four dispatches. */
 export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
-  const TP = tileOf(f.P!), n = (f.B! * f.L! * f.Q!) / TP;
-  op(ssdOut(TP), { ...f, n }, grid(Math.ceil(n / 256)));
+  const TP = tileOf(f.P!);
+  over(op, grid, f)(ssdOut(TP), (f.B! * f.L! * f.Q!) / TP);
 }
 
 /**
@@ -388,13 +391,15 @@ export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
 export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
-  const { B, G, H, N, P, CL, nC, L, Q } = f as Record<string, number>;
-  const nS = B! * nC! * H! * N! * P!, nH = B! * H! * N! * P!, nLM = B! * G! * nC! * CL! * CL!, nT = B! * L! * Q!, nBC = B! * L! * G! * N!;
-  op(ssdDLocal(tileOf(N!), tileOf(P!)), { ...f, n: nS / (tileOf(N!) * tileOf(P!)) }, grid(Math.ceil(nS / (tileOf(N!) * tileOf(P!)) / 256)));
-  op(ssdPass, { ...f, n: nH, rev: 1, passOff: f.dsOff! }, grid(Math.ceil(nH / 256)));
-  op(ssdLM, { ...f, n: nLM }, grid(Math.ceil(nLM / 256)));
-  op(ssdDx(tileOf(P!)), { ...f, n: nT / tileOf(P!) }, grid(Math.ceil(nT / tileOf(P!) / 256)));
-  op(ssdDBC(tileOf(N!)), { ...f, n: nBC / tileOf(N!) }, grid(Math.ceil(nBC / tileOf(N!) / 256)));
+  const { B, G, H, N, P, CL, nC, L, Q } = f;
+  const TN = tileOf(N!), TP = tileOf(P!);
+  const run = over(op, grid, f);
+  run(ssdDLocal(TN, TP), (B! * nC! * H! * N! * P!) / (TN * TP));
+  run(ssdPass, B! * H! * N! * P!, { rev: 1, passOff: f.dsOff! });
+  run(ssdLM, B! * G! * nC! * CL! * CL!);
+  run(ssdDx(TP), (B! * L! * Q!) / TP);
+  run(ssdDBC(TN), (B! * L! * G! * N!) / TN);
+  // One workgroup per (b, h, chunk).
   op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
-  op(ssdLaneSums, { ...f, n: B! * Q! }, grid(Math.ceil((B! * Q!) / 256)));
+  run(ssdLaneSums, B! * Q!);
 }
