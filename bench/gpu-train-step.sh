@@ -8,6 +8,8 @@
 # 2026-12-03). JSONL into $OUT. The timeouts add up to 530 s.
 #
 #   bash bench/gpu-train-step.sh        (with the bundle carried: bundle/run.sh runs node)
+#   bash bench/gpu-train-step.sh ab     the scan-form and toggles A/B alone (≤ 270 s): the tests, then batch 32
+#                                       recurrent (with the profile), ssd (with the profile) and toggles
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"; mkdir -p "$OUT"
@@ -15,8 +17,13 @@ RUN="bash bundle/run.sh"
 log() { echo "[$(date +%T)] $*" >> "$OUT/log.txt"; }
 log start; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT/log.txt" 2>&1
 timeout 90 $RUN --test dist/test/gpu-matmul.test.js dist/test/scan-chunked.test.js > "$OUT/tests.tap" 2>&1; log "tests rc=$?"
-timeout 200 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment rc=$?"
+if [ "${1:-}" = ab ]; then
+  timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment (b32) rc=$?"
+else
+  timeout 200 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --steps 5 --profile > "$OUT/experiment.jsonl" 2>> "$OUT/log.txt"; log "experiment rc=$?"
+fi
 timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 --scan-form ssd --profile > "$OUT/experiment-ssd.jsonl" 2>> "$OUT/log.txt"; log "ssd rc=$?"
 MIMETIC_DAWN_TOGGLES=disable_robustness,disable_workgroup_init timeout 60 $RUN --node dist/bench/train-step-gpu.js --backend webgpu --experiment --batches 32 --steps 5 > "$OUT/experiment-toggles.jsonl" 2>> "$OUT/log.txt"; log "toggles rc=$?"
+[ "${1:-}" = ab ] && { log done; exit 0; }
 PYTHONUNBUFFERED=1 timeout 120 python3 bench/train-step-torch.py --device cuda --experiment --steps 5 > "$OUT/experiment-torch.jsonl" 2>> "$OUT/log.txt"; log "torch rc=$?"
 log done
