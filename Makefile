@@ -2,7 +2,7 @@
 NODE ?= node
 MIMETIC = $(NODE) dist/src/cli/main.js
 
-.PHONY: all build test demo clean bundle
+.PHONY: all build test demo reproduce clean bundle
 
 all: build
 
@@ -31,6 +31,11 @@ demo: build
 	  --alphabet 4 --min-len 2 --max-len 4 --context 32 --batch-size 16 --steps 150 --lr 5e-3 --warmup 10 \
 	  --eval-every 50 --eval-examples 32 --eval-lengths 6 --seed 0 --backend wasm --log-every 25 --out runs/demo-copy
 	@echo "demo: report in reports/mamba1-tiny/index.html, training run in runs/demo-copy/"
+
+# Issue 11's cheapest separating comparison (experiments/reproduce.json), on a GPU: 6 copy runs of about
+# 80 s on one H200, then default vs mimetic per length with Welch's t. Resumable: run it again to continue.
+reproduce: build
+	$(MIMETIC) sweep experiments/reproduce.json --backend webgpu --out runs/reproduce --compare default,mimetic
 
 clean:
 	rm -rf dist

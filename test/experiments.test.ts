@@ -9,6 +9,7 @@ import { Command } from 'commander';
 import { register as registerTrain } from '../src/cli/train.js';
 import { expandRuns, parseRunFilters, parseSweepConfig, selectRuns } from '../src/train/sweep.js';
 import { curveStat, meanStd, type SweepSummary } from '../src/train/sweep-report.js';
+import { welch } from '../src/train/sweep-table.js';
 import type { ExperimentsData } from '../src/train/experiments-report.js';
 import { generalisationLengths } from '../src/tasks/common.js';
 import { readMetrics } from '../src/train/metrics.js';
@@ -203,4 +204,60 @@ test('experiments page over a copy and an MQAR sweep: every plotted number is th
   assert.match(bad.stderr, /^mimetic: .*no summary\.json; give a sweep folder/);
   assert.equal(bad.stderr.trim().split('\n').length, 1);
   assert.ok(!fs.existsSync(path.join(dir, 'page2')));
+});
+
+test('welch: t and degrees of freedom as scipy.stats.ttest_ind(equal_var=False) and @stdlib/stats-ttest2 give them', () => {
+  // Values from scipy 1.x (and @stdlib/stats-ttest2 0.2.3, which agrees to the last digit); t is for b − a.
+  const cases: [number[], number[], number, number][] = [
+    [[4, 5, 6], [1, 2, 3], -3.6742346141747673, 4],
+    [[0.4, 0.45, 0.41], [0.5, 0.6, 0.9], 2.036011894865378, 2.0645985278397774],
+  ];
+  for (const [a, b, t, df] of cases) {
+    const w = welch(a, b)!;
+    assert.ok(close(w.t, t, 1e-12) && close(w.df, df, 1e-12), `${a} vs ${b}: t ${w.t}, df ${w.df}`);
+  }
+  assert.equal(welch([1], [2, 3]), null);
+  assert.equal(welch([1, 1], [1, 1]), null);
+});
+
+test('reproduce.json is study 2 at N 32, run for run; --compare on H200 run folders prints scipy\'s Welch t', async () => {
+  const cfg = (f: string) => parseSweepConfig(JSON.parse(fs.readFileSync(path.join(EXPERIMENTS, f), 'utf8')), f, known);
+  const rp = expandRuns(cfg('reproduce.json'));
+  const s2 = expandRuns(cfg('study2-state.json')).filter((r) => r.options.dState === 32);
+  assert.equal(rp.length, 6);
+  for (const r of rp) {
+    const twin = s2.find((x) => x.variant === r.variant && x.seed === r.seed) ?? assert.fail(`no study 2 twin of ${r.id}`);
+    assert.deepEqual(r.options, twin.options, r.id);
+  }
+
+  // Four finished transplant runs from the H200 (bench/results/lm-h200/lm-transplant), as a sweep of their own.
+  const src = fileURLToPath(new URL('../../bench/results/lm-h200/lm-transplant/', import.meta.url));
+  const whole = JSON.parse(fs.readFileSync(path.join(EXPERIMENTS, 'lm-transplant.json'), 'utf8')) as { base: object; variants: { name: string }[] };
+  const dir = tmp();
+  const four = { name: 'four', base: whole.base, variants: whole.variants.filter((v) => ['top-mixer', 'middle-ssm'].includes(v.name)), grid: { seed: [0, 1] } };
+  fs.writeFileSync(path.join(dir, 'four.json'), JSON.stringify(four));
+  const out = path.join(dir, 'four');
+  for (const id of ['top-mixer,seed=0', 'top-mixer,seed=1', 'middle-ssm,seed=0', 'middle-ssm,seed=1']) {
+    fs.mkdirSync(path.join(out, id), { recursive: true });
+    for (const f of ['metrics.jsonl', 'run.json']) fs.copyFileSync(path.join(src, id, f), path.join(out, id, f));
+  }
+  const r = await cli(['sweep', path.join(dir, 'four.json'), '--out', out, '--report-only', '--compare', 'top-mixer,middle-ssm']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\(4\/4 runs complete\)/);
+  // Character accuracy at 100 (middle-ssm − top-mixer), from the metrics files here; t and df from scipy on the same four values.
+  const finalChar = (id: string) => readMetrics(path.join(out, id, 'metrics.jsonl')).filter((m) => m.eval).at(-1)!.eval!['len=100']!.charAccuracy!;
+  const d = (finalChar('middle-ssm,seed=0') + finalChar('middle-ssm,seed=1') - finalChar('top-mixer,seed=0') - finalChar('top-mixer,seed=1')) / 2;
+  const line = r.stdout.split('\n').find((l) => /^\s+len=100\s/.test(l)) ?? assert.fail(r.stdout);
+  assert.match(line, new RegExp(`\\+${d.toFixed(2)}\\s+t 7\\.4, df 1\\.5`), line);
+  assert.match(r.stdout.split('\n').find((l) => /^\s+len=75\s/.test(l))!, /\+0\.73\s+t 44\.3, df 2\.0\s+\+0\.08\s+t 2\.4, df 1\.0/);
+  assert.match(r.stdout, /^middle-ssm lr=0\.001 − top-mixer lr=0\.001 \(2 vs 2 seeds; Welch's t\):$/m);
+  // The table: a row per variant with its seeds' final figures.
+  assert.match(r.stdout, /^middle-ssm lr=0\.001\s+2\s+1\.00±0\.01 \(1\.00±0\.00\)\s+0\.99±0\.01 \(1\.00±0\.00\)\s+0\.75±0\.02 /m);
+
+  for (const [v, re] of [['top-mixer', /must name two different variants/], ['a,b,c', /must name two different variants/], ['top-mixer,nope', /nope has no completed runs in this sweep \(variants: top-mixer, middle-ssm\)/]] as const) {
+    const bad = await cli(['sweep', path.join(dir, 'four.json'), '--out', out, '--report-only', '--compare', v]);
+    assert.equal(bad.code, 2, `${v}: ${bad.stderr}`);
+    assert.match(bad.stderr, re);
+    assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+  }
 });

@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import { BACKEND_HELP, BACKENDS, listGpus } from '../model/backend.js';
 import type { VulkanDeviceList } from '../model/gpu-select.js';
 import { SCHEDULERS, cancelSweep, checkNotSubmitted, submitSweep, sweepStatus } from '../train/scheduler/index.js';
-import { writeSweepReport } from '../train/sweep-report.js';
+import { writeSweepReport, type SweepSummary } from '../train/sweep-report.js';
+import { compareVariants, sweepTable } from '../train/sweep-table.js';
 import { expandRuns, isDone, parseRunFilters, parseSweepConfig, resolveGpus, runState, runSweep } from '../train/sweep.js';
 import { UserError } from '../util/errors.js';
 import { checkTrainOptions } from './train.js';
@@ -26,6 +27,20 @@ async function gpuList(spec: string): Promise<VulkanDeviceList | null> {
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** `--compare A,B`: two variant names (checked before any run starts). */
+function parseCompare(v: unknown): [string, string] | null {
+  if (v === undefined) return null;
+  const parts = String(v).split(',').map((x) => x.trim());
+  if (parts.length !== 2 || parts.some((x) => !x) || parts[0] === parts[1]) throw new UserError(`--compare: '${String(v)}' must name two different variants, e.g. --compare default,mimetic`);
+  return [parts[0]!, parts[1]!];
+}
+
+/** The summary's table, and the comparison when asked, on stdout. */
+function printSummary(s: SweepSummary, compare: [string, string] | null): void {
+  const lines = [...sweepTable(s), ...(compare ? ['', ...compareVariants(s, ...compare)] : [])];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
 
 function posInt(v: unknown, name: string, min = 1): number {
   const n = Number(v);
@@ -86,7 +101,8 @@ export function register(program: Command): void {
     .option('--backend <name>', `backend for every run: ${BACKEND_HELP} (default: the config's, else auto)`)
     .option('--retry-failed', 'run failed runs again')
     .option('--where <key=values>', 'run only the runs whose option (or variant name: variant=…) is one of the comma-separated values; repeat to AND several, e.g. --where variant=mamba2-default,mamba2-mimetic --where lr=0.001 (the summary still covers every run)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .option('--report-only', 'only rebuild summary.json and the report from the run folders')
+    .option('--report-only', 'only rebuild summary.json and the report from the run folders (and print the summary table)')
+    .option('--compare <a,b>', 'after the summary table, b against a per evaluated setting: differences of mean string and character accuracy and of the generalisation lengths, with Welch\'s t and its degrees of freedom, e.g. --compare default,mimetic')
     .option('--only <run>', 'run only this run (a folder name; repeat for more); other sweeps may run the others in the same folder (how scheduler tasks run)', collect)
     .option('--scheduler <name>', `hand the pending runs to a scheduler as one job array instead: ${Object.keys(SCHEDULERS).join('|')}`)
     .option('--partition <p>', 'scheduler: partition (queue) to submit to')
@@ -118,10 +134,12 @@ export function register(program: Command): void {
       }
       if (o.scheduler !== undefined) return submit(cfg, configFile, out, o);
       const where = parseRunFilters(o.where as string[], expandRuns(cfg));
+      const compare = parseCompare(o.compare);
       if (o.reportOnly) {
         if (!fs.existsSync(out)) throw new UserError(`--out ${out}: no such sweep folder; run the sweep first (or give --out)`);
         const s = await writeSweepReport(cfg, out);
         process.stdout.write(`summary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')} (${s.counts.finished + s.counts['target-reached']}/${s.runs.length} runs complete)\n`);
+        printSummary(s, compare);
         return;
       }
       // Every run's options as `mimetic train` checks them, before a folder or child exists.
@@ -162,8 +180,9 @@ export function register(program: Command): void {
         process.stdout.write(`${r.done}/${r.total} ${selected}runs complete, ${r.failed} failed, ${r.unfinished} unfinished (${r.launched} launched this time)\n`);
         // A scheduler's task (--only) writes the summary once every run of the sweep is complete: the last one does.
         if (!only || expandRuns(cfg).every((x) => isDone(runState(path.resolve(out), x.id).status))) {
-          await writeSweepReport(cfg, out);
+          const s = await writeSweepReport(cfg, out);
           process.stdout.write(`summary ${path.join(out, 'summary.json')}, report ${path.join(out, 'report', 'index.html')}\n`);
+          printSummary(s, compare);
         }
         if (r.unfinished > 0) {
           process.stdout.write(`run the same command again to continue\n`);
