@@ -224,3 +224,38 @@ test('--read-every and --compiled-step are training options: in --help, recorded
     assert.equal(fs.existsSync(path.join(dir, 'bad')), false);
   }
 });
+
+test('a compiled-step run at d_state 256 over several scan chunks, killed with SIGKILL mid-run, resumes to the uninterrupted losses bit for bit', await requiresWebGPU(), async () => {
+  const { spawn } = await import('node:child_process');
+  const { listCheckpoints } = await import('../src/train/state.js');
+  const dir = tmp();
+  // Context 32 in scan chunks of 12 (three, the last short); a checkpoint every 3 steps.
+  const args = [...tinyMamba2Args(256, 24), '--scan-chunk', '12', '--checkpoint-every', '3'];
+  const whole = path.join(dir, 'whole');
+  const killed = path.join(dir, 'killed');
+  assert.equal(spawnSync(process.execPath, [CLI, ...args, '--out', whole], { encoding: 'utf8' }).status, 0);
+  const child = spawn(process.execPath, [CLI, ...args, '--out', killed], { stdio: 'ignore' });
+  const ended = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, sig) => resolve(sig)));
+  // Kill once a checkpoint past step 6 is complete (state.json written last), so the resume starts mid-run.
+  let stepAtKill = 0;
+  for (let i = 0; i < 6000 && child.exitCode === null; i++) {
+    const ck = listCheckpoints(killed).at(-1);
+    if (ck && ck.step >= 6) { stepAtKill = ck.step; child.kill('SIGKILL'); break; }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(await ended, 'SIGKILL', 'the run must still be going when it is killed (make it longer if this machine is faster)');
+  assert.ok(stepAtKill >= 6 && stepAtKill < 24, `killed at checkpoint ${stepAtKill}`);
+  const r = spawnSync(process.execPath, [CLI, 'train', '--resume', killed, '--quiet'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  // A killed run may have written lines past its checkpoint; the resumed one rewrites them: last line per step wins.
+  const byStep = (run: string) => {
+    const m = new Map<number, number>();
+    for (const l of fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n')) {
+      const x = JSON.parse(l) as { step: number; loss?: number };
+      if (x.loss !== undefined) m.set(x.step, x.loss);
+    }
+    return [...m.entries()].sort((a, b) => a[0] - b[0]);
+  };
+  assert.deepEqual(byStep(killed), byStep(whole));
+  assert.equal(byStep(whole).length, 24);
+});

@@ -16,7 +16,7 @@ import { listDocuments, prepareCorpus } from '../data/prepare.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { TokenData } from '../data/tokens.js';
 import { parseCheckpointSteps } from '../train/checkpoint-steps.js';
-import { DATA_DIR, GPU_STEP_KNOBS, type GpuStepKnobs, type ModelSource, TRAIN_OPTIONS, type TrainConfig, checkNewRunDir, checkRun, checkTrainConfig, optionDefaults, overlayOptions, readRunConfig, trainDefaults, trainOption } from '../train/config.js';
+import { DATA_DIR, GPU_STEP_KNOBS, type GpuStepKnobs, type ModelSource, TRAIN_OPTIONS, type TrainConfig, checkNewRunDir, checkRun, checkTrainConfig, optionDefaults, overlayOptions, readRunBackend, readRunConfig, trainDefaults, trainOption } from '../train/config.js';
 import { type TrainResult, aScaleOfCheckpoint, fmtScores, train } from '../train/trainer.js';
 import { RUN_STATUS_ENV, writeRunStatus } from '../train/state.js';
 import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
@@ -203,7 +203,9 @@ async function trainAction(cmd: Command, o: Opts): Promise<TrainResult> {
   rejectLayersCount(o, 'train');
   // --revision picks the revision of --model's Hub id; a fresh model has none.
   if (explicit('revision') && o.model === undefined) throw new UserError('--revision goes with --model (a Hub id to start from); a fresh model has no revision');
-  const backendName = String(o.backend);
+  // A resumed run keeps the backend it ran on (auto might pick another, whose arithmetic differs) unless --backend says otherwise.
+  const recorded = o.resume !== undefined && !explicit('backend') ? readRunBackend(String(o.resume)) : null;
+  const backendName = recorded !== null && (BACKENDS as readonly string[]).includes(recorded) ? recorded : String(o.backend);
   if (!(BACKENDS as readonly string[]).includes(backendName)) throw new UserError(`--backend: unknown backend '${backendName}'; choose ${BACKENDS.join(', ')}`);
   // --gpu 1 on a one-GPU machine is one line before anything is resolved, prepared or written.
   await applyGpuOption(o.gpu, backendName);

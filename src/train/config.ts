@@ -181,11 +181,11 @@ export const TRAIN_OPTIONS: readonly TrainOption[] = [
   opt('compiledStep', '--compiled-step <0|1>', 'int', ['gpuStep.compiledStep'], 'webgpu: 0 trains through tf.js autodiff instead of the compiled step (default 1)'),
   // The run (not its numbers).
   opt('keep', '--keep <n>', 'int', [], 'checkpoints kept', { default: '1' }),
-  opt('backend', '--backend <name>', 'choice', [], `tf.js backend: ${BACKEND_HELP}`, { default: 'auto', choices: BACKENDS }),
+  opt('backend', '--backend <name>', 'choice', [], `tf.js backend: ${BACKEND_HELP}; with --resume, the run's own unless given`, { default: 'auto', choices: BACKENDS }),
   opt('gpu', '--gpu <i>', 'int', [], 'use GPU i of several (0 = first; `mimetic gpus` lists them): webgpu by Vulkan device index, tensorflow by CUDA_VISIBLE_DEVICES'),
   opt('logEvery', '--log-every <n>', 'int', [], `when stderr is not a terminal: a progress line every n steps (default: steps/${LOG_LINES}, about ${LOG_LINES} lines a run)`),
   opt('out', '--out <dir>', 'text', [], 'run folder (must not exist; default checkpoints/train-<task>-<arch>-<init>-seed<seed>)'),
-  opt('resume', '--resume <dir>', 'text', [], 'continue the run in this folder from its last checkpoint'),
+  opt('resume', '--resume <dir>', 'text', [], 'continue the run in this folder from its last checkpoint, on the backend it ran on (run.json)'),
   opt('quiet', '--quiet', 'flag', [], 'no progress output'),
   // cli/hub-options.ts registers these four (for --model's Hub id).
   ...['revision', 'offline', 'token', 'cacheDir'].map((n) => opt(n, `--${kebab(n)}`, n === 'offline' ? 'flag' : 'text', [], '', { hub: true })),
@@ -327,6 +327,16 @@ export function readRunConfig(runDir: string): TrainConfig {
     return (JSON.parse(fs.readFileSync(file, 'utf8')) as { config: TrainConfig }).config;
   } catch (e) {
     throw new UserError(`${file}: unreadable (${(e as Error).message}); the run folder is damaged`);
+  }
+}
+
+/** The backend a run folder's run.json records (null where it has none it can say). */
+export function readRunBackend(runDir: string): string | null {
+  try {
+    const b = (JSON.parse(fs.readFileSync(path.join(runDir, RUN_FILE), 'utf8')) as { backend?: unknown }).backend;
+    return typeof b === 'string' ? b : null;
+  } catch {
+    return null;
   }
 }
 
