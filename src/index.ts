@@ -54,6 +54,8 @@ export interface ScoreOptions {
   /** Also score a fresh default-init and mimetic-init layer of the same shape (default true). */
   reference?: boolean;
   channelBlock?: number;
+  /** Threads sharing the probe's rows on the wasm and cpu backends (default 1). */
+  threads?: number;
 }
 
 export interface ScoreResult {
@@ -68,7 +70,7 @@ export interface ScoreResult {
 export async function scoreCheckpoint(ckpt: Checkpoint, opts: ScoreOptions = {}): Promise<ScoreResult> {
   // The config's vocabulary; never past the embedding's rows (as the CLI does).
   const probe = opts.probe ?? defaultProbe(Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize));
-  const res = await auditCheckpoint(ckpt, { probe, layers: opts.layers, channelBlock: opts.channelBlock });
-  const reference = opts.reference === false ? undefined : await referenceScores(ckpt.config, probe, { channelBlock: opts.channelBlock });
+  const res = await auditCheckpoint(ckpt, { probe, layers: opts.layers, channelBlock: opts.channelBlock, threads: opts.threads });
+  const reference = opts.reference === false ? undefined : await referenceScores(ckpt.config, probe, { channelBlock: opts.channelBlock, threads: opts.threads });
   return { layers: res.layers, ...(reference ? { reference } : {}), probe, seconds: res.seconds };
 }

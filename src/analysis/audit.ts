@@ -10,6 +10,7 @@ import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
 import { runCheckpoint, type LayerCapture } from './capture.js';
+import { THREADED_BACKENDS, abandonRowsJobs, mergeCaptures, splitRows, startRowsJobs } from './audit-threads.js';
 import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
 import type { Probe } from './probe.js';
 import {
@@ -68,6 +69,11 @@ export interface AuditOptions {
   channelBlock?: number;
   /** Each layer as soon as it is scored; the audit keeps no detail itself. */
   onLayer?: (a: LayerAudit) => void | Promise<void>;
+  /**
+   * Threads sharing the probe's rows (default 1: this thread alone). Used on the CPU backends
+   * (wasm, cpu) only, at most one per row; see audit-threads.ts. The result is the same.
+   */
+  threads?: number;
 }
 
 export interface AuditResult {
@@ -76,6 +82,15 @@ export interface AuditResult {
   seconds: number;
   /** Tensors holding NaN or Inf, as `name (k NaN, j Inf)`, found where a layer scored non-finite. */
   nonFinite: string[];
+  /** Threads the probe's rows were shared among (1 = this thread alone). */
+  threads: number;
+}
+
+/** The threads an audit of `batch` rows on the current backend uses when `threads` are asked for. */
+export function auditThreads(threads: number | undefined, batch: number): number {
+  const n = threads ?? 1;
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`threads ${n}: give a positive integer`);
+  return THREADED_BACKENDS.includes(tf.getBackend()) ? Math.min(n, batch) : 1;
 }
 
 /** `name (k NaN, j Inf)` for each of `names` holding non-finite values. */
@@ -95,7 +110,7 @@ export function nonFiniteTensors(ckpt: Checkpoint, names: string[]): string[] {
 }
 
 /** The warning for layers left out of the ranking, or null when every layer was ranked. */
-export function nonFiniteWarning(res: AuditResult): string | null {
+export function nonFiniteWarning(res: Pick<AuditResult, 'layers' | 'nonFinite'>): string | null {
   const bad = res.layers.filter((l) => l.rank === null).map((l) => l.layer);
   if (!bad.length) return null;
   const shown = res.nonFinite.slice(0, 4).join(', ') + (res.nonFinite.length > 4 ? ` and ${res.nonFinite.length - 4} more` : '');
@@ -171,33 +186,49 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
     fresh.forEach((n) => searched.add(n));
     return nonFiniteTensors(ckpt, fresh);
   };
-  await runCheckpoint(ckpt, ids, {
-    capture: opts.detail ? 'internals' : 'attention',
-    layers,
-    keepCaptures: false,
-    skipLogits: true,
-    hiddenStates: false,
-    stopAfterLastCapture: true,
-    channelBlock: opts.channelBlock,
-    onLayer: async (i: number, cap: LayerCapture) => {
-      const maps = cap.attention!;
-      const bc = readBC(ckpt, i);
-      const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
-      scores.push(s);
-      if (!scoresFinite(s)) {
-        const own = ckpt.names().filter((n) => n.startsWith(layerPrefix(i)));
-        let found = search(own);
-        const earlier = (n: string) => Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? Infinity) < i;
-        if (!found.length) found = search(['backbone.embeddings.weight', ...ckpt.names().filter(earlier)]);
-        nonFinite.push(...found);
-      }
-      const a: LayerAudit = { scores: s };
-      if (opts.detail) a.detail = await layerDetail(c, cap, bc, batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
-      await opts.onLayer?.(a);
-    },
-  });
+  const capture = opts.detail ? 'internals' : 'attention';
+  const threads = auditThreads(opts.threads, batch);
+  // With threads: this thread runs the first chunk of rows, each worker one more; a layer is
+  // scored once every chunk of it is here, from the rows concatenated in order.
+  const chunks = splitRows(ids, threads);
+  const streams = threads > 1 ? startRowsJobs(chunks.slice(1).map((rows) => ({ source: ckpt.source, backend: tf.getBackend(), ids: rows, layers, capture, channelBlock: opts.channelBlock }))) : [];
+  const scoreLayer = async (i: number, cap: LayerCapture) => {
+    const maps = cap.attention!;
+    const bc = readBC(ckpt, i);
+    const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
+    scores.push(s);
+    if (!scoresFinite(s)) {
+      const own = ckpt.names().filter((n) => n.startsWith(layerPrefix(i)));
+      let found = search(own);
+      const earlier = (n: string) => Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? Infinity) < i;
+      if (!found.length) found = search(['backbone.embeddings.weight', ...ckpt.names().filter(earlier)]);
+      nonFinite.push(...found);
+    }
+    const a: LayerAudit = { scores: s };
+    if (opts.detail) a.detail = await layerDetail(c, cap, bc, batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
+    await opts.onLayer?.(a);
+  };
+  try {
+    await runCheckpoint(ckpt, chunks[0]!, {
+      capture,
+      layers,
+      keepCaptures: false,
+      skipLogits: true,
+      hiddenStates: false,
+      stopAfterLastCapture: true,
+      channelBlock: opts.channelBlock,
+      onLayer: async (i: number, cap: LayerCapture) => {
+        if (!streams.length) return scoreLayer(i, cap);
+        const parts = await Promise.all(streams.map((st) => st.next(i)));
+        return scoreLayer(i, mergeCaptures([cap, ...parts]));
+      },
+    });
+  } catch (e) {
+    if (streams.length) abandonRowsJobs();
+    throw e;
+  }
   const ranked = rankLayers(scores).sort((x, y) => x.layer - y.layer);
-  return { layers: ranked, seconds: (performance.now() - t0) / 1000, nonFinite };
+  return { layers: ranked, seconds: (performance.now() - t0) / 1000, nonFinite, threads };
 }
 
 async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, batch: number, L: number, period: number | null, shown: number, channelBlock?: number): Promise<LayerDetail> {
