@@ -14,7 +14,7 @@ import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
 import { initBackend } from '../src/model/backend.js';
 import { auditCheckpoint, auditThreads, type LayerAudit, type LayerDetail } from '../src/analysis/audit.js';
-import { closeAuditThreads, parseThreads, splitRows, startRowsJobs } from '../src/analysis/audit-threads.js';
+import { closeAuditThreads, parseThreads, splitRows, startRowsJobs, workerExecArgv } from '../src/analysis/audit-threads.js';
 import { defaultProbe } from '../src/analysis/probe.js';
 import { referenceScores } from '../src/analysis/reference.js';
 import { lookbehind, maskOnes } from '../src/analysis/scores.js';
@@ -163,6 +163,15 @@ test('score --threads 2 --json records the threads, scores as --threads 1, and t
   assert.equal(two.threads, 2);
   for (const [k, l] of two.layers.entries()) for (const key of SCORE_KEYS) assert.ok(Math.abs((l[key] ?? 0) - (one.layers[k]![key] ?? 0)) <= 1e-6, `${key}`);
   for (const k of ['default', 'mimetic']) for (const key of SCORE_KEYS) assert.ok(Math.abs((two.reference[k]![key] ?? 0) - (one.reference[k]![key] ?? 0)) <= 1e-6);
+});
+
+test('the CLI run as `node --input-type=module -e` (as bench/score.ts runs it) starts its audit threads', () => {
+  assert.deepEqual(workerExecArgv(['--cpu-prof', '--input-type=module', '-e', 'x', '--max-old-space-size=900']), ['--cpu-prof', '--max-old-space-size=900']);
+  assert.deepEqual(workerExecArgv(['--input-type', 'module', '--eval', 'x']), []);
+  const script = `const m = await import(${JSON.stringify(CLI)}); process.exitCode = await m.main(process.argv.slice(1));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, 'score', path.join(FIXTURES, 'mamba1-tiny'), '--backend', 'wasm', '--threads', '2', '--json', '--no-reference'], { encoding: 'utf8', timeout: 120_000, cwd: ROOT });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { threads: number }).threads, 2);
 });
 
 test('report --threads 2: the same report.json scores and channel picks as --threads 1', () => {

@@ -62,10 +62,12 @@ export interface RowsJob {
   layers: number[];
   capture: CaptureLevel;
   channelBlock?: number;
+  /** Layers whose weight-only scores (cbIdentity, cbRowCos) the worker computes too, sparing the caller. */
+  cbLayers?: number[];
 }
 
 /** One captured layer as a worker sends it (LayerCapture without tf objects). */
-type Sent = Pick<LayerCapture, 'layer' | 'mixerInput' | 'attention' | 'internals'>;
+export type Sent = Pick<LayerCapture, 'layer' | 'mixerInput' | 'attention' | 'internals'> & { cb?: { cbIdentity: number; cbRowCos: number } };
 
 type FromWorker =
   | { job: number; kind: 'layer'; cap: Sent }
@@ -79,6 +81,8 @@ async function serve(port: MessagePort): Promise<void> {
   const { Checkpoint } = await import('../checkpoint/checkpoint.js');
   const { initBackend } = await import('../model/backend.js');
   const { runCheckpoint } = await import('./capture.js');
+  const { readBC } = await import('./audit.js');
+  const { cbIdentity, cbRowCos } = await import('./scores.js');
   let backend: string | null = null;
   // Jobs run one at a time, in the order they come.
   let chain = Promise.resolve();
@@ -100,8 +104,12 @@ async function serve(port: MessagePort): Promise<void> {
             hiddenStates: false,
             stopAfterLastCapture: true,
             channelBlock: spec.channelBlock,
-            onLayer: (_i, cap) => {
+            onLayer: (i, cap) => {
               const sent: Sent = { layer: cap.layer, mixerInput: cap.mixerInput, attention: cap.attention, internals: cap.internals };
+              if (spec.cbLayers?.includes(i)) {
+                const bc = readBC(ckpt, i);
+                sent.cb = { cbIdentity: cbIdentity(bc), cbRowCos: cbRowCos(bc) };
+              }
               const list = transferList(sent);
               port.postMessage({ job, kind: 'layer', cap: sent } satisfies FromWorker, list);
             },
@@ -158,8 +166,24 @@ function threadError(message: string, user: boolean): Error {
   return user ? new UserError(message) : new Error(`audit thread: ${message}`);
 }
 
+/**
+ * The parent's Node options for the worker, less those about the parent's own entry point (a
+ * parent started as `node --input-type=module -e …` would hand the worker options that a file
+ * entry point refuses).
+ */
+export function workerExecArgv(argv: readonly string[] = process.execArgv): string[] {
+  const out: string[] = [];
+  for (let k = 0; k < argv.length; k++) {
+    const a = argv[k]!;
+    if (a === '-e' || a === '--eval' || a === '-p' || a === '--print' || a === '-pe' || a === '--input-type') { k++; continue; }
+    if (/^(--eval|--print|--input-type)=/.test(a)) continue;
+    out.push(a);
+  }
+  return out;
+}
+
 function startSlot(): Slot {
-  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: ROLE }, stdout: false, stderr: false });
+  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: ROLE }, execArgv: workerExecArgv(), stdout: false, stderr: false });
   worker.unref();
   const slot: Slot = { worker, dead: null, job: null };
   const fail = (err: Error) => {
@@ -271,7 +295,7 @@ function concat(parts: (Tensor | undefined)[], what: string): Tensor {
  */
 export function mergeCaptures(parts: Sent[]): LayerCapture {
   const first = parts[0]!;
-  if (parts.length === 1) return first;
+  if (parts.length === 1) return { layer: first.layer, mixerInput: first.mixerInput, attention: first.attention, internals: first.internals };
   const out: LayerCapture = { layer: first.layer, mixerInput: concat(parts.map((p) => p.mixerInput), 'mixer input') };
   if (first.attention) {
     out.attention = {

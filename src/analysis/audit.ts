@@ -143,12 +143,13 @@ export function readBC(ckpt: Checkpoint, i: number): BCWeights {
   return bcWeights(ckpt.config, { [short]: ckpt.read(layerName(i, short)) });
 }
 
-/** Scores of one layer from its weights and captured maps. */
-export function layerScores(layer: number, bc: BCWeights, cap: { attention: Float32Array; decay: Float32Array }, batch: number, L: number, period: number | null): UnrankedScores {
+/** Scores of one layer from its weights (or their two weight-only scores) and captured maps. */
+export function layerScores(layer: number, bc: BCWeights | { cbIdentity: number; cbRowCos: number }, cap: { attention: Float32Array; decay: Float32Array }, batch: number, L: number, period: number | null): UnrankedScores {
+  const cb = 'pairs' in bc ? { cbIdentity: cbIdentity(bc), cbRowCos: cbRowCos(bc) } : bc;
   const s = {
     layer,
-    cbIdentity: cbIdentity(bc),
-    cbRowCos: cbRowCos(bc),
+    cbIdentity: cb.cbIdentity,
+    cbRowCos: cb.cbRowCos,
     maskOnes: maskOnes(cap.decay, batch, L),
     lookbehind: lookbehind(cap.attention, batch, L, period),
   };
@@ -191,10 +192,13 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
   // With threads: this thread runs the first chunk of rows, each worker one more; a layer is
   // scored once every chunk of it is here, from the rows concatenated in order.
   const chunks = splitRows(ids, threads);
-  const streams = threads > 1 ? startRowsJobs(chunks.slice(1).map((rows) => ({ source: ckpt.source, backend: tf.getBackend(), ids: rows, layers, capture, channelBlock: opts.channelBlock }))) : [];
-  const scoreLayer = async (i: number, cap: LayerCapture) => {
+  // Without detail (which needs the weights here), worker k also takes the weight-only scores of
+  // every threads-th layer (the same function on the same weights), so no thread lags at the end.
+  const cbLayers = (k: number) => (opts.detail ? [] : layers.filter((_i, j) => j % threads === k + 1));
+  const streams = threads > 1 ? startRowsJobs(chunks.slice(1).map((rows, k) => ({ source: ckpt.source, backend: tf.getBackend(), ids: rows, layers, capture, channelBlock: opts.channelBlock, cbLayers: cbLayers(k) }))) : [];
+  const scoreLayer = async (i: number, cap: LayerCapture, cb?: { cbIdentity: number; cbRowCos: number }) => {
     const maps = cap.attention!;
-    const bc = readBC(ckpt, i);
+    const bc = cb ?? readBC(ckpt, i);
     const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
     scores.push(s);
     if (!scoresFinite(s)) {
@@ -205,7 +209,7 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
       nonFinite.push(...found);
     }
     const a: LayerAudit = { scores: s };
-    if (opts.detail) a.detail = await layerDetail(c, cap, bc, batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
+    if (opts.detail) a.detail = await layerDetail(c, cap, 'pairs' in bc ? bc : readBC(ckpt, i), batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
     await opts.onLayer?.(a);
   };
   try {
@@ -220,7 +224,7 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
       onLayer: async (i: number, cap: LayerCapture) => {
         if (!streams.length) return scoreLayer(i, cap);
         const parts = await Promise.all(streams.map((st) => st.next(i)));
-        return scoreLayer(i, mergeCaptures([cap, ...parts]));
+        return scoreLayer(i, mergeCaptures([cap, ...parts]), parts.find((p) => p.cb)?.cb);
       },
     });
   } catch (e) {
