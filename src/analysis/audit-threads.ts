@@ -86,8 +86,18 @@ async function serve(port: MessagePort): Promise<void> {
   let backend: string | null = null;
   // Jobs run one at a time, in the order they come.
   let chain = Promise.resolve();
-  port.on('message', (msg: { job: number; spec: RowsJob }) => {
+  port.on('message', (msg: { job: number; spec: RowsJob } | { warm: string }) => {
     chain = chain.then(async () => {
+      if ('warm' in msg) {
+        // A head start: load the backend before the first job (its failure is left to that job).
+        try {
+          if (backend !== msg.warm) await initBackend(msg.warm as Parameters<typeof initBackend>[0], { quiet: true });
+          backend = msg.warm;
+        } catch {
+          backend = null;
+        }
+        return;
+      }
       const { job, spec } = msg;
       try {
         if (backend !== spec.backend) {
@@ -211,6 +221,17 @@ function startSlot(): Slot {
   worker.on('error', (e) => fail(threadError(String((e as Error)?.message ?? e), false)));
   worker.on('exit', (code) => fail(threadError(`the worker exited (code ${code}) before the audit finished`, false)));
   return slot;
+}
+
+/**
+ * Start `n` workers now, loading `backend` (wasm or cpu), so that their start-up overlaps the
+ * caller's own (opening the checkpoint, loading its backend); unref'd, as always while idle.
+ */
+export function prestartAuditThreads(n: number, backend: string): void {
+  if (!THREADED_BACKENDS.includes(backend)) return;
+  const had = slots.length;
+  while (slots.length < n) slots.push(startSlot());
+  for (const s of slots.slice(had)) s.worker.postMessage({ warm: backend });
 }
 
 /**

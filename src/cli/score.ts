@@ -9,7 +9,7 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../hub/resolve.js';
 import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
 import { auditCheckpoint, auditThreads, nonFiniteWarning, parseLayerSpec } from '../analysis/audit.js';
-import { defaultThreads, parseThreads } from '../analysis/audit-threads.js';
+import { defaultThreads, parseThreads, prestartAuditThreads } from '../analysis/audit-threads.js';
 import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';
 import { byRank, type LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
@@ -85,7 +85,10 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: o.batch !== undefined ? intOpt(o.batch, '--batch') : intOpt(o.batchSize, '--batch-size'), seed: intOpt(o.seed, '--seed') });
   const warning = probeWarning(probe);
   if (warning) process.stderr.write(`mimetic: warning: ${warning}\n`);
-  return { layers, probe, channelBlock, backend: o.backend as BackendName, threads: threadsOpt ?? defaultThreads(probe.ids.length) };
+  const threads = threadsOpt ?? defaultThreads(probe.ids.length);
+  // The workers start while this thread loads its backend (named backends only: auto is not known yet).
+  if (threads > 1) prestartAuditThreads(Math.min(threads, probe.ids.length) - 1, o.backend);
+  return { layers, probe, channelBlock, backend: o.backend as BackendName, threads };
 }
 
 function fmt(v: number | null): string {
