@@ -26,6 +26,7 @@ export { runCheckpoint, type CaptureOptions, type CaptureResult, type LayerCaptu
 
 // Analysis and reports.
 export { auditCheckpoint, type AuditOptions, type AuditResult } from './analysis/audit.js';
+export { closeAuditThreads } from './analysis/audit-threads.js';
 export { defaultProbe, validateProbe, type Probe } from './analysis/probe.js';
 export { referenceScores, type ReferenceScores } from './analysis/reference.js';
 export type { LayerScores } from './analysis/scores.js';
