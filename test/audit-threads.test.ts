@@ -121,6 +121,27 @@ test('4 rows on 3 threads, a layer subset, and the reference rows: the single-th
   }
 });
 
+test('an id out of the vocabulary in a later row is named by its row in the probe, not in a chunk', async () => {
+  await initBackend('wasm');
+  const ckpt = Checkpoint.open(path.join(FIXTURES, 'mamba1-tiny'));
+  try {
+    const ids = [[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 999, 4]];
+    const msg = async (threads: number) => {
+      try {
+        await auditCheckpoint(ckpt, { probe: { ids, period: null }, threads });
+      } catch (e) {
+        assert.ok(e instanceof UserError, String(e));
+        return (e as Error).message;
+      }
+      assert.fail('no error');
+    };
+    assert.equal(await msg(2), await msg(1));
+    assert.match(await msg(2), /3/);
+  } finally {
+    ckpt.close();
+  }
+});
+
 test("a worker's error reaches the caller as the worker's UserError", async () => {
   await initBackend('wasm');
   const [s] = startRowsJobs([{ source: path.join(FIXTURES, 'no-such-checkpoint'), backend: 'wasm', ids: [[1, 2, 3]], layers: [0], capture: 'attention' }]);

@@ -10,6 +10,7 @@ import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
 import { runCheckpoint, type LayerCapture } from './capture.js';
+import { checkStreamInputs } from '../model/stream.js';
 import { THREADED_BACKENDS, abandonRowsJobs, mergeCaptures, splitRows, startRowsJobs } from './audit-threads.js';
 import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
 import type { Probe } from './probe.js';
@@ -191,6 +192,8 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
   const threads = auditThreads(opts.threads, batch);
   // With threads: this thread runs the first chunk of rows, each worker one more; a layer is
   // scored once every chunk of it is here, from the rows concatenated in order.
+  // All rows are checked here, so that an error names a row of the probe, not of a worker's chunk.
+  if (threads > 1) checkStreamInputs(c, ids, layers);
   const chunks = splitRows(ids, threads);
   // Without detail (which needs the weights here), worker k also takes the weight-only scores of
   // every threads-th layer (the same function on the same weights), so no thread lags at the end.
