@@ -157,6 +157,32 @@ test("a worker's error reaches the caller as the worker's UserError", async () =
   }
 });
 
+test('no worker keeps a process alive: after an audit, after a failing one, and after a worker error', () => {
+  const mod = (f: string) => JSON.stringify(path.join(ROOT, 'dist', 'src', f));
+  const script = `
+    const { Checkpoint } = await import(${mod('checkpoint/checkpoint.js')});
+    const { initBackend } = await import(${mod('model/backend.js')});
+    const { auditCheckpoint } = await import(${mod('analysis/audit.js')});
+    const { defaultProbe } = await import(${mod('analysis/probe.js')});
+    await initBackend('wasm');
+    const ckpt = Checkpoint.open(${JSON.stringify(path.join(FIXTURES, 'mamba2-tiny'))});
+    const probe = defaultProbe(64, { batch: 2, seqLen: 16 });
+    const ok = await auditCheckpoint(ckpt, { probe, threads: 2 });
+    let caught = '';
+    try { await auditCheckpoint(ckpt, { probe, threads: 2, onLayer: () => { throw new Error('caller failed'); } }); } catch (e) { caught = e.message; }
+    const again = await auditCheckpoint(ckpt, { probe, threads: 2 });
+    const { startRowsJobs } = await import(${mod('analysis/audit-threads.js')});
+    let workerError = '';
+    try { await startRowsJobs([{ source: '/nonexistent-checkpoint', backend: 'wasm', ids: [[1, 2]], layers: [0], capture: 'attention' }])[0].next(0); } catch (e) { workerError = e.name; }
+    console.log(JSON.stringify({ threads: ok.threads, caught, same: JSON.stringify(again.layers) === JSON.stringify(ok.layers), workerError }));
+  `;
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, cwd: ROOT });
+  assert.equal(r.status, 0, `status ${r.status} signal ${r.signal}: ${r.stderr}`);
+  assert.deepEqual(JSON.parse(r.stdout), { threads: 2, caught: 'caller failed', same: true, workerError: 'UserError' });
+  assert.ok(performance.now() - t0 < 60_000);
+});
+
 function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000, cwd: ROOT });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
