@@ -15,6 +15,7 @@
  *
  *   node dist/bench/score.js --backend wasm [--models 130m,m2-130m,2.8b|none] [--layers 0-3] [--skip-report]
  *        [--no-numpy] [--train] [--demo] [--dir FOLDER (keep and reuse the checkpoints)] [--channel-block N]
+ *        [--threads N (passed to score/report; default theirs: the cores, at most one per probe row)]
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -185,11 +186,14 @@ function demoTime(): Record<string, unknown> {
   return { what: 'make -o build demo (inspect, score, report, 150-step training run on wasm)', wall_s: Math.round(wall * 10) / 10, train_loss_by_step: losses };
 }
 
+const LOAD_AT_START = os.loadavg().map((x) => Math.round(x * 10) / 10);
+
 async function main(): Promise<void> {
   const backend = arg('backend', 'wasm');
   const models = arg('models', '130m').split(',').filter((m) => m && m !== 'none'); // 'none': only --train / --demo
   const layers = arg('layers', '');
   const cb = arg('channel-block', '');
+  const threads = arg('threads', '');
   const skipReport = process.argv.includes('--skip-report');
   const keepDir = arg('dir', '');
   const np = process.argv.includes('--no-numpy') ? null : numpyVersion();
@@ -206,15 +210,15 @@ async function main(): Promise<void> {
       // The default probe, written out so the numpy peer reads the very same ids.
       const probeFile = path.join(out, 'probe.json');
       fs.writeFileSync(probeFile, JSON.stringify(defaultProbe(Math.min(c.configVocabSize, c.vocabSize))));
-      const common = ['--backend', backend, '--probe', probeFile, ...(layers ? ['--layers', layers] : []), ...(cb ? ['--channel-block', cb] : [])];
+      const common = ['--backend', backend, '--probe', probeFile, ...(layers ? ['--layers', layers] : []), ...(cb ? ['--channel-block', cb] : []), ...(threads ? ['--threads', threads] : [])];
       const score = timed(['score', dir, '--json', ...common]);
-      const scores = JSON.parse(score.stdout) as { layers: ScoreRow[] };
+      const scores = JSON.parse(score.stdout) as { layers: ScoreRow[]; threads?: number };
       const r: Record<string, unknown> = {
         model: `${c.arch === 'mamba2' ? 'mamba2-130m' : `mamba-${m}-hf`} shape (random weights)`,
         layers_audited: scores.layers.length,
         checkpoint_gb: Math.round(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0) / 1e8) / 10,
         checkpoint_write_s: Math.round(writeS),
-        score: { wall_s: score.wall_s, cpu_s: score.cpu_s, peak_rss_mb: score.peak_rss_mb },
+        score: { wall_s: score.wall_s, cpu_s: score.cpu_s, peak_rss_mb: score.peak_rss_mb, threads: scores.threads ?? 1 },
       };
       if (np) {
         const peer = numpyPeer(dir, probeFile, layers);
@@ -237,7 +241,7 @@ async function main(): Promise<void> {
   if (process.argv.includes('--demo')) extra.make_demo = demoTime();
   process.stdout.write(JSON.stringify({
     bench: 'score', backend, probe: '4 × 128 tokens, period 64 (default)', numpy: np ?? 'absent (peer skipped)', results, ...extra,
-    node: process.version, cpus: os.cpus().length, loadavg_at_end: os.loadavg().map((x) => Math.round(x * 10) / 10),
+    node: process.version, cpus: os.cpus().length, loadavg_at_start: LOAD_AT_START, loadavg_at_end: os.loadavg().map((x) => Math.round(x * 10) / 10),
   }, null, 2) + '\n');
 }
 

@@ -26,6 +26,7 @@ export { runCheckpoint, type CaptureOptions, type CaptureResult, type LayerCaptu
 
 // Analysis and reports.
 export { auditCheckpoint, type AuditOptions, type AuditResult } from './analysis/audit.js';
+export { closeAuditThreads } from './analysis/audit-threads.js';
 export { defaultProbe, validateProbe, type Probe } from './analysis/probe.js';
 export { referenceScores, type ReferenceScores } from './analysis/reference.js';
 export type { LayerScores } from './analysis/scores.js';
@@ -54,6 +55,8 @@ export interface ScoreOptions {
   /** Also score a fresh default-init and mimetic-init layer of the same shape (default true). */
   reference?: boolean;
   channelBlock?: number;
+  /** Threads sharing the probe's rows on the wasm and cpu backends (default 1). */
+  threads?: number;
 }
 
 export interface ScoreResult {
@@ -68,7 +71,7 @@ export interface ScoreResult {
 export async function scoreCheckpoint(ckpt: Checkpoint, opts: ScoreOptions = {}): Promise<ScoreResult> {
   // The config's vocabulary; never past the embedding's rows (as the CLI does).
   const probe = opts.probe ?? defaultProbe(Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize));
-  const res = await auditCheckpoint(ckpt, { probe, layers: opts.layers, channelBlock: opts.channelBlock });
-  const reference = opts.reference === false ? undefined : await referenceScores(ckpt.config, probe, { channelBlock: opts.channelBlock });
+  const res = await auditCheckpoint(ckpt, { probe, layers: opts.layers, channelBlock: opts.channelBlock, threads: opts.threads });
+  const reference = opts.reference === false ? undefined : await referenceScores(ckpt.config, probe, { channelBlock: opts.channelBlock, threads: opts.threads });
   return { layers: res.layers, ...(reference ? { reference } : {}), probe, seconds: res.seconds };
 }

@@ -426,7 +426,9 @@ test('mimetic score --json: ranked scores of every layer with the probe', () => 
     assert.deepEqual(Object.keys(l).sort(), ['cbIdentity', 'cbRowCos', 'layer', 'lookbehind', 'maskOnes', 'mimetic', 'rank']);
     assert.ok(Math.abs((l.mimetic as number) - mimeticScore(l as { maskOnes: number; cbIdentity: number; lookbehind: number })) < 1e-12);
   }
-  assert.deepEqual(Object.keys(j).sort(), ['arch', 'checkpoint', 'layers', 'probe', 'reference']);
+  assert.deepEqual(Object.keys(j).sort(), ['arch', 'checkpoint', 'layers', 'probe', 'reference', 'threads']);
+  // The default: the machine's cores, at most one per probe row (2 rows here).
+  assert.equal((j as unknown as { threads: number }).threads, Math.min(2, os.availableParallelism()));
   const one = cli(['score', path.join(FIXTURES, 'mamba2-tiny'), '--json', '--layers', '1', '--seq-len', '16', '--batch', '2', '--backend', 'wasm', '--no-reference']);
   assert.equal(one.code, 0, one.stderr);
   const j1 = JSON.parse(one.stdout) as typeof j;

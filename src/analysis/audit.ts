@@ -10,6 +10,8 @@ import type { MambaConfig } from '../checkpoint/config.js';
 import { UserError } from '../util/errors.js';
 import { preview } from '../util/text.js';
 import { runCheckpoint, type LayerCapture } from './capture.js';
+import { checkStreamInputs } from '../model/stream.js';
+import { THREADED_BACKENDS, abandonRowsJobs, mergeCaptures, splitRows, startRowsJobs } from './audit-threads.js';
 import { channelAttention, internalsToTf, type ScanInternals, type ScanKind } from './attention.js';
 import type { Probe } from './probe.js';
 import {
@@ -68,6 +70,11 @@ export interface AuditOptions {
   channelBlock?: number;
   /** Each layer as soon as it is scored; the audit keeps no detail itself. */
   onLayer?: (a: LayerAudit) => void | Promise<void>;
+  /**
+   * Threads sharing the probe's rows (default 1: this thread alone). Used on the CPU backends
+   * (wasm, cpu) only, at most one per row; see audit-threads.ts. The result is the same.
+   */
+  threads?: number;
 }
 
 export interface AuditResult {
@@ -76,6 +83,15 @@ export interface AuditResult {
   seconds: number;
   /** Tensors holding NaN or Inf, as `name (k NaN, j Inf)`, found where a layer scored non-finite. */
   nonFinite: string[];
+  /** Threads the probe's rows were shared among (1 = this thread alone). */
+  threads: number;
+}
+
+/** The threads an audit of `batch` rows on the current backend uses when `threads` are asked for. */
+export function auditThreads(threads: number | undefined, batch: number): number {
+  const n = threads ?? 1;
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`threads ${n}: give a positive integer`);
+  return THREADED_BACKENDS.includes(tf.getBackend()) ? Math.min(n, batch) : 1;
 }
 
 /** `name (k NaN, j Inf)` for each of `names` holding non-finite values. */
@@ -95,7 +111,7 @@ export function nonFiniteTensors(ckpt: Checkpoint, names: string[]): string[] {
 }
 
 /** The warning for layers left out of the ranking, or null when every layer was ranked. */
-export function nonFiniteWarning(res: AuditResult): string | null {
+export function nonFiniteWarning(res: Pick<AuditResult, 'layers' | 'nonFinite'>): string | null {
   const bad = res.layers.filter((l) => l.rank === null).map((l) => l.layer);
   if (!bad.length) return null;
   const shown = res.nonFinite.slice(0, 4).join(', ') + (res.nonFinite.length > 4 ? ` and ${res.nonFinite.length - 4} more` : '');
@@ -128,12 +144,13 @@ export function readBC(ckpt: Checkpoint, i: number): BCWeights {
   return bcWeights(ckpt.config, { [short]: ckpt.read(layerName(i, short)) });
 }
 
-/** Scores of one layer from its weights and captured maps. */
-export function layerScores(layer: number, bc: BCWeights, cap: { attention: Float32Array; decay: Float32Array }, batch: number, L: number, period: number | null): UnrankedScores {
+/** Scores of one layer from its weights (or their two weight-only scores) and captured maps. */
+export function layerScores(layer: number, bc: BCWeights | { cbIdentity: number; cbRowCos: number }, cap: { attention: Float32Array; decay: Float32Array }, batch: number, L: number, period: number | null): UnrankedScores {
+  const cb = 'pairs' in bc ? { cbIdentity: cbIdentity(bc), cbRowCos: cbRowCos(bc) } : bc;
   const s = {
     layer,
-    cbIdentity: cbIdentity(bc),
-    cbRowCos: cbRowCos(bc),
+    cbIdentity: cb.cbIdentity,
+    cbRowCos: cb.cbRowCos,
     maskOnes: maskOnes(cap.decay, batch, L),
     lookbehind: lookbehind(cap.attention, batch, L, period),
   };
@@ -171,33 +188,54 @@ export async function auditCheckpoint(ckpt: Checkpoint, opts: AuditOptions): Pro
     fresh.forEach((n) => searched.add(n));
     return nonFiniteTensors(ckpt, fresh);
   };
-  await runCheckpoint(ckpt, ids, {
-    capture: opts.detail ? 'internals' : 'attention',
-    layers,
-    keepCaptures: false,
-    skipLogits: true,
-    hiddenStates: false,
-    stopAfterLastCapture: true,
-    channelBlock: opts.channelBlock,
-    onLayer: async (i: number, cap: LayerCapture) => {
-      const maps = cap.attention!;
-      const bc = readBC(ckpt, i);
-      const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
-      scores.push(s);
-      if (!scoresFinite(s)) {
-        const own = ckpt.names().filter((n) => n.startsWith(layerPrefix(i)));
-        let found = search(own);
-        const earlier = (n: string) => Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? Infinity) < i;
-        if (!found.length) found = search(['backbone.embeddings.weight', ...ckpt.names().filter(earlier)]);
-        nonFinite.push(...found);
-      }
-      const a: LayerAudit = { scores: s };
-      if (opts.detail) a.detail = await layerDetail(c, cap, bc, batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
-      await opts.onLayer?.(a);
-    },
-  });
+  const capture = opts.detail ? 'internals' : 'attention';
+  const threads = auditThreads(opts.threads, batch);
+  // With threads: this thread runs the first chunk of rows, each worker one more; a layer is
+  // scored once every chunk of it is here, from the rows concatenated in order.
+  // All rows are checked here, so that an error names a row of the probe, not of a worker's chunk.
+  if (threads > 1) checkStreamInputs(c, ids, layers);
+  const chunks = splitRows(ids, threads);
+  // Without detail (which needs the weights here), worker k also takes the weight-only scores of
+  // every threads-th layer (the same function on the same weights), so no thread lags at the end.
+  const cbLayers = (k: number) => (opts.detail ? [] : layers.filter((_i, j) => j % threads === k + 1));
+  const streams = threads > 1 ? startRowsJobs(chunks.slice(1).map((rows, k) => ({ source: ckpt.source, backend: tf.getBackend(), ids: rows, layers, capture, channelBlock: opts.channelBlock, cbLayers: cbLayers(k) }))) : [];
+  const scoreLayer = async (i: number, cap: LayerCapture, cb?: { cbIdentity: number; cbRowCos: number }) => {
+    const maps = cap.attention!;
+    const bc = cb ?? readBC(ckpt, i);
+    const s = layerScores(i, bc, { attention: maps.attention.data, decay: maps.decay.data }, batch, L, period);
+    scores.push(s);
+    if (!scoresFinite(s)) {
+      const own = ckpt.names().filter((n) => n.startsWith(layerPrefix(i)));
+      let found = search(own);
+      const earlier = (n: string) => Number(/^backbone\.layers\.(\d+)\./.exec(n)?.[1] ?? Infinity) < i;
+      if (!found.length) found = search(['backbone.embeddings.weight', ...ckpt.names().filter(earlier)]);
+      nonFinite.push(...found);
+    }
+    const a: LayerAudit = { scores: s };
+    if (opts.detail) a.detail = await layerDetail(c, cap, 'pairs' in bc ? bc : readBC(ckpt, i), batch, L, period, opts.channelsShown ?? 2, opts.channelBlock);
+    await opts.onLayer?.(a);
+  };
+  try {
+    await runCheckpoint(ckpt, chunks[0]!, {
+      capture,
+      layers,
+      keepCaptures: false,
+      skipLogits: true,
+      hiddenStates: false,
+      stopAfterLastCapture: true,
+      channelBlock: opts.channelBlock,
+      onLayer: async (i: number, cap: LayerCapture) => {
+        if (!streams.length) return scoreLayer(i, cap);
+        const parts = await Promise.all(streams.map((st) => st.next(i)));
+        return scoreLayer(i, mergeCaptures([cap, ...parts]), parts.find((p) => p.cb)?.cb);
+      },
+    });
+  } catch (e) {
+    if (streams.length) abandonRowsJobs();
+    throw e;
+  }
   const ranked = rankLayers(scores).sort((x, y) => x.layer - y.layer);
-  return { layers: ranked, seconds: (performance.now() - t0) / 1000, nonFinite };
+  return { layers: ranked, seconds: (performance.now() - t0) / 1000, nonFinite, threads };
 }
 
 async function layerDetail(c: MambaConfig, cap: LayerCapture, bc: BCWeights, batch: number, L: number, period: number | null, shown: number, channelBlock?: number): Promise<LayerDetail> {

@@ -48,7 +48,7 @@ export function referenceConfig(c: MambaConfig, vocab: number): MambaConfig {
   return { ...c, numLayers: 1, vocabSize: vocab, configVocabSize: vocab, tiedEmbeddings: true, layout: 'hf' };
 }
 
-export async function referenceScores(c: MambaConfig, probe: Probe, opts: { channelBlock?: number } = {}): Promise<ReferenceScores> {
+export async function referenceScores(c: MambaConfig, probe: Probe, opts: { channelBlock?: number; threads?: number } = {}): Promise<ReferenceScores> {
   const { probe: p, vocab } = renumberProbe(probe);
   const rc = referenceConfig(c, vocab);
   const score = async (o: InitOptions): Promise<UnrankedScores> => {
@@ -57,7 +57,7 @@ export async function referenceScores(c: MambaConfig, probe: Probe, opts: { chan
       writeCheckpointFiles(dir, rc, initWeights(rc, o), initRecord(o) as unknown as Record<string, unknown>);
       const ck = Checkpoint.open(dir);
       try {
-        const res = await auditCheckpoint(ck, { probe: p, channelBlock: opts.channelBlock });
+        const res = await auditCheckpoint(ck, { probe: p, channelBlock: opts.channelBlock, threads: opts.threads });
         const { rank: _rank, ...s } = res.layers[0]!;
         return s;
       } finally {

@@ -44,13 +44,13 @@ export async function reportCommand(arg: string, o: AuditCliOptions & { out?: st
     const backend = await initBackend(p.backend);
     const bar = layerProgress('report');
     const report = await writeReport(ckpt, {
-      out, force: o.force, probe: p.probe, layers: p.layers, backend, source: arg, channelBlock: p.channelBlock,
+      out, force: o.force, probe: p.probe, layers: p.layers, backend, source: arg, channelBlock: p.channelBlock, threads: p.threads,
       progress: (done, total, layer) => bar.update(done, total, layer),
       reference: o.reference !== false,
       onReference: () => { if (o.reference !== false) process.stderr.write(REFERENCE_NOTICE); },
     });
     bar.done();
-    const nf = nonFiniteWarning({ layers: report.scores, seconds: report.seconds, nonFinite: report.nonFinite });
+    const nf = nonFiniteWarning({ layers: report.scores, nonFinite: report.nonFinite });
     if (nf) process.stderr.write(`mimetic: warning: ${printable(nf)}\n`);
     process.stdout.write(`${scoreTable(report.scores, Boolean(process.stdout.isTTY), ckpt.config.numLayers, report.reference ?? undefined)}\nwrote ${path.join(out, 'index.html')} (${report.layers.length} layer pages, ${report.seconds.toFixed(1)} s)\n`);
   } finally {

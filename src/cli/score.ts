@@ -8,7 +8,8 @@ import { printable } from '../util/text.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { resolveCheckpoint } from '../hub/resolve.js';
 import { BACKEND_HELP, BACKENDS, initBackend, type BackendName } from '../model/backend.js';
-import { auditCheckpoint, nonFiniteWarning, parseLayerSpec } from '../analysis/audit.js';
+import { auditCheckpoint, auditThreads, nonFiniteWarning, parseLayerSpec } from '../analysis/audit.js';
+import { defaultThreads, parseThreads, prestartAuditThreads } from '../analysis/audit-threads.js';
 import { probeFromOptions, probeWarning, type Probe } from '../analysis/probe.js';
 import { byRank, type LayerScores } from '../analysis/scores.js';
 import { highlightCount } from '../report/html.js';
@@ -29,6 +30,7 @@ export interface AuditCliOptions extends HubCliOptions {
   backend: string;
   gpu?: string;
   channelBlock?: string;
+  threads?: string;
   /** commander's --no-reference. */
   reference?: boolean;
   /** A run folder's (or a folder of checkpoints') series: 'all' or a list of kept steps. */
@@ -46,6 +48,7 @@ export function addAuditOptions(cmd: Command): Command {
     .option('--seed <n>', 'default probe: random seed; default 0')
     .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
+    .option('--threads <n>', "wasm/cpu backends: threads sharing the probe's sequences (same scores); default: the machine's cores, at most one per sequence; 1 = one thread")
     .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)')
     .option('--steps <spec>', "audit a run's kept checkpoints (RUN_DIR/checkpoints/step-N, or a folder of checkpoint folders): 'all' or a list of steps");
   addGpuOption(cmd);
@@ -65,6 +68,8 @@ export interface ParsedAudit {
   probe: Probe;
   channelBlock: number | undefined;
   backend: BackendName;
+  /** Threads for the audit (the wasm and cpu backends use them; the others one). */
+  threads: number;
 }
 
 /** Validate everything that can be checked before the model runs. */
@@ -73,13 +78,17 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   if (o.batch !== undefined && o.batchSize !== undefined) throw new UserError('--batch is the old name of --batch-size; give --batch-size once');
   const channelBlock = intOpt(o.channelBlock, '--channel-block');
   if (channelBlock !== undefined && channelBlock < 1) throw new UserError(`--channel-block: '${o.channelBlock}' is not a positive integer`);
+  const threadsOpt = parseThreads(o.threads);
   const layers = o.layers !== undefined ? parseLayerSpec(o.layers, ckpt.config.numLayers) : undefined;
   // The config's vocabulary; never past the embedding's rows (a config may declare more).
   const vocab = Math.min(ckpt.config.configVocabSize, ckpt.config.vocabSize);
   const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: o.batch !== undefined ? intOpt(o.batch, '--batch') : intOpt(o.batchSize, '--batch-size'), seed: intOpt(o.seed, '--seed') });
   const warning = probeWarning(probe);
   if (warning) process.stderr.write(`mimetic: warning: ${warning}\n`);
-  return { layers, probe, channelBlock, backend: o.backend as BackendName };
+  const threads = threadsOpt ?? defaultThreads(probe.ids.length);
+  // The workers start while this thread loads its backend (named backends only: auto is not known yet).
+  if (threads > 1) prestartAuditThreads(Math.min(threads, probe.ids.length) - 1, o.backend);
+  return { layers, probe, channelBlock, backend: o.backend as BackendName, threads };
 }
 
 function fmt(v: number | null): string {
@@ -113,7 +122,7 @@ export const REFERENCE_NOTICE = 'reference rows: scoring a fresh default-init an
 export async function referenceFor(ckpt: Checkpoint, p: ParsedAudit, o: AuditCliOptions): Promise<ReferenceScores | undefined> {
   if (o.reference === false) return undefined;
   process.stderr.write(REFERENCE_NOTICE);
-  return referenceScores(ckpt.config, p.probe, { channelBlock: p.channelBlock });
+  return referenceScores(ckpt.config, p.probe, { channelBlock: p.channelBlock, threads: p.threads });
 }
 
 /**
@@ -135,7 +144,7 @@ export async function auditSeriesFor(arg: string, o: AuditCliOptions, quiet: boo
   const bar = layerProgress('scoring');
   let done = 0;
   const series = await auditSeries(entries, {
-    probe: p.probe, layers: p.layers, channelBlock: p.channelBlock, reference: o.reference !== false,
+    probe: p.probe, layers: p.layers, channelBlock: p.channelBlock, threads: p.threads, reference: o.reference !== false,
     onLayer: (layer) => bar.update(++done, entries.length * per, layer),
     onReference: () => process.stderr.write(REFERENCE_NOTICE),
   });
@@ -147,7 +156,7 @@ async function scoreSeriesCommand(arg: string, o: AuditCliOptions & { json?: boo
   const { series, parsed } = await auditSeriesFor(arg, o, Boolean(o.json));
   if (series.nonFinite.length) process.stderr.write(`mimetic: warning: ${printable(`non-finite weights (those layers are unranked): ${series.nonFinite.join('; ')}`)}\n`);
   if (o.json) {
-    process.stdout.write(JSON.stringify({ source: arg, arch: series.arch, probe: { ids: parsed.probe.ids, period: parsed.probe.period }, checkpoints: series.checkpoints, ...(series.reference ? { reference: series.reference } : {}) }) + '\n');
+    process.stdout.write(JSON.stringify({ source: arg, arch: series.arch, probe: { ids: parsed.probe.ids, period: parsed.probe.period }, threads: auditThreads(parsed.threads, parsed.probe.ids.length), checkpoints: series.checkpoints, ...(series.reference ? { reference: series.reference } : {}) }) + '\n');
     return;
   }
   process.stdout.write(`${printable(arg)}: ${series.arch}, ${series.numLayers} layers, ${series.checkpoints.length} checkpoints; ${series.seconds.toFixed(1)} s\nmimetic score per layer and step\n${seriesTable(series)}\n` +
@@ -169,6 +178,7 @@ export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: bo
       probe: p.probe,
       layers: p.layers,
       channelBlock: p.channelBlock,
+      threads: p.threads,
       onLayer: (a) => bar.update(++done, total, a.scores.layer),
     });
     bar.done();
@@ -176,7 +186,7 @@ export async function scoreCommand(arg: string, o: AuditCliOptions & { json?: bo
     if (nf) process.stderr.write(`mimetic: warning: ${printable(nf)}\n`);
     const ref = await referenceFor(ckpt, p, o);
     if (o.json) {
-      process.stdout.write(JSON.stringify({ checkpoint: arg, arch: ckpt.config.arch, probe: { ids: p.probe.ids, period: p.probe.period }, layers: res.layers, ...(ref ? { reference: ref } : {}) }) + '\n');
+      process.stdout.write(JSON.stringify({ checkpoint: arg, arch: ckpt.config.arch, probe: { ids: p.probe.ids, period: p.probe.period }, threads: res.threads, layers: res.layers, ...(ref ? { reference: ref } : {}) }) + '\n');
       return;
     }
     const B = p.probe.ids.length, L = p.probe.ids[0]!.length;

