@@ -187,30 +187,109 @@ export function ssdDLocal(TN: number, TP: number): Kernel {
     }`));
 }
 
-/** LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0, thread per (b, g, c, i, j) over the group's heads; their sum into LMG. */
-export const ssdLM = kernel('ssdLM', `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
+/** Steps of the contraction staged in workgroup memory per round by the tiled kernels (ssdLM, ssdDBC). */
+const KK = 16;
+
+/** A tile edge of 16, 32 or 64 steps / states, the smallest of them covering d, at most max. */
+export const edgeOf = (d: number, max: number) => Math.min(max, d > 32 ? 64 : d > 16 ? 32 : 16);
+
+/**
+ * LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0; their sum over a group's
+ * heads into LMG. One workgroup per (b, g, c, BI×BI tile of (i, j)), a 4×4 register tile per thread
+ * (rows ty + 4k, columns tx + 4k: neighbouring threads write neighbouring j). Per head the dot over P
+ * is a product of [BI × P] dy rows and x rows staged KK lanes at a time, and the decays come from one
+ * walk per column j upward in i over the chunk's a (staged), the same sums in the same order as
+ * a_{j+1} + … + a_i, so no differences of cumulative sums. Tiles above the diagonal are zeros.
+ */
+export function ssdLM(BI: number): Kernel {
+  const R = BI / 4, WG = R * R;
+  return kernel(`ssdLM${BI}`, `var<workgroup> sI : array<f32, ${KK * BI}>;
+  var<workgroup> sJ : array<f32, ${KK * BI}>;
+  var<workgroup> sE : array<f32, ${BI * BI}>;
+  var<workgroup> sA : array<f32, ${MAX_SSD_CHUNK}>;
+  ${ENTRY(WG)} {
+    let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let nTB = (u.CL + ${BI - 1}u) / ${BI}u;
+    let jb = wg % nTB; var r = wg / nTB; let ib = r % nTB; r = r / nTB;
     let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
-    let t0 = c * u.CL;
-    let valid = j <= ii && t0 + ii < cEnd(c);
-    let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
-    var sum = 0.0;
+    let t0 = c * u.CL; let len = cEnd(c) - t0; let i0 = ib * ${BI}u; let j0 = jb * ${BI}u;
+    let tx = li % ${R}u; let ty = li / ${R}u;
+    if (jb > ib) {
+      for (var e = li; e < ${BI * BI}u; e = e + ${WG}u) {
+        let ii = i0 + e / ${BI}u; let j = j0 + e % ${BI}u;
+        if (ii < u.CL && j < u.CL) {
+          for (var hh = 0u; hh < u.HG; hh = hh + 1u) { S[u.lmOff + lmi(b, g * u.HG + hh, c, ii, j)] = 0.0; }
+          S[u.lmgOff + cbi(b, g, c, ii, j)] = 0.0;
+        }
+      }
+      return;
+    }
+    var sum : array<f32, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { sum[k] = 0.0; }
+    let aTop = min(i0 + ${BI}u, len);
     for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
       let h = g * u.HG + hh; let A = aOf(h, 0u);
-      var v = 0.0;
-      if (valid) {
-        let dl = dlAt(tj, h);
-        for (var p = 0u; p < u.P; p = p + 1u) { let q = h * u.P + p; v = v + dyAt(ti, q) * dl * xAt(tj, q); }
+      for (var k = j0 + li; k < aTop; k = k + ${WG}u) { sA[k] = aAt(b * u.L + t0 + k, h, A); }
+      workgroupBarrier();
+      if (li < ${BI}u) {
+        let j = j0 + li;
         var seg = 0.0;
-        for (var k = tj + 1u; k <= ti; k = k + 1u) { seg = seg + aAt(k, h, A); }
-        v = v * exp(seg);
+        for (var k = j + 1u; k < min(i0, len); k = k + 1u) { seg = seg + sA[k]; }
+        for (var m = 0u; m < ${BI}u; m = m + 1u) {
+          let ii = i0 + m;
+          var e = 0.0;
+          if (ii >= j && ii < len) {
+            if (ii > j) { seg = seg + sA[ii]; }
+            e = exp(seg);
+          }
+          sE[m * ${BI}u + li] = e;
+        }
       }
-      S[u.lmOff + lmi(b, h, c, ii, j)] = v;
-      sum = sum + v;
+      var acc : array<f32, 16>;
+      for (var k = 0u; k < 16u; k = k + 1u) { acc[k] = 0.0; }
+      for (var p0 = 0u; p0 < u.P; p0 = p0 + ${KK}u) {
+        for (var e = li; e < ${KK * BI}u; e = e + ${WG}u) {
+          let k = e % ${KK}u; let row = e / ${KK}u; let q = h * u.P + p0 + k;
+          var vi = 0.0; var vj = 0.0;
+          if (p0 + k < u.P) {
+            if (i0 + row < len) { vi = dyAt(b * u.L + t0 + i0 + row, q); }
+            if (j0 + row < len) { vj = xAt(b * u.L + t0 + j0 + row, q); }
+          }
+          sI[k * ${BI}u + row] = vi; sJ[k * ${BI}u + row] = vj;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < ${KK}u; k = k + 1u) {
+          for (var m = 0u; m < 4u; m = m + 1u) {
+            let vi = sI[k * ${BI}u + ty + m * ${R}u];
+            for (var n = 0u; n < 4u; n = n + 1u) { acc[m * 4u + n] = acc[m * 4u + n] + vi * sJ[k * ${BI}u + tx + n * ${R}u]; }
+          }
+        }
+        workgroupBarrier();
+      }
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let j = j0 + tx + n * ${R}u;
+        var dl = 0.0;
+        if (j < len) { dl = dlAt(b * u.L + t0 + j, h); }
+        for (var m = 0u; m < 4u; m = m + 1u) {
+          let ii = i0 + ty + m * ${R}u;
+          if (ii < u.CL && j < u.CL) {
+            let v = acc[m * 4u + n] * dl * sE[(ty + m * ${R}u) * ${BI}u + tx + n * ${R}u];
+            S[u.lmOff + lmi(b, h, c, ii, j)] = v;
+            sum[m * 4u + n] = sum[m * 4u + n] + v;
+          }
+        }
+      }
+      workgroupBarrier();
     }
-    S[u.lmgOff + i] = sum;
+    for (var m = 0u; m < 4u; m = m + 1u) {
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let ii = i0 + ty + m * ${R}u; let j = j0 + tx + n * ${R}u;
+        if (ii < u.CL && j < u.CL) { S[u.lmgOff + cbi(b, g, c, ii, j)] = sum[m * 4u + n]; }
+      }
+    }
   }`);
+}
 
 /**
  * Per (s, TP lanes q of a head): dxd_s = Σ_{t≥s} decay·CB_ts dy_t + exp(a_{s+1..end}) Σ_n B_s[n] dS_c[n, p]; dx (+ D·dy)
@@ -252,49 +331,108 @@ ${laneTile(TP)}
 }
 
 /**
- * dB_s[n] and dC_t[n] per (t, g, TN states), summed over the group's heads: the intra terms from LM, the
- * inter terms exp(·) Σ_p dS_c[n, p] xd_s[p] and exp(·) Σ_p h_c[n, p] dy_t[p]. Written at
+ * dB_s[n] and dC_t[n], summed over the group's heads, as products per (b, c, g): the intra terms
+ * dC_t = Σ_s LMG[t, s] B_s and dB_s = Σ_t LMG[t, s] C_t (CL×CL by CL×N), the inter terms
+ * dC_t += exp(a_{t0..t}) Σ_p dy_t[p] h_c[·, p] and dB_s += exp(a_{s+1..end}) Δ_s Σ_p x_s[p] dS_c[·, p]
+ * (CL×P by P×N per head). One workgroup per (b, c, g, BT steps, BN states), a 4×4 register tile per
+ * thread (rows ty + k·BT/4, states tx + k·BN/4: neighbouring threads write neighbouring n); each round
+ * stages KK of the contraction's steps or lanes, loads running along the rows in memory. Written at
  * X[dbcOff + t·dbcRs + dbCol / dcCol + g·N + n].
  */
-export function ssdDBC(TN: number): Kernel {
-  return kernel(`ssdDBC${TN}`, `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let nNB = u.N / ${TN}u;
-    let n0 = (i % nNB) * ${TN}u; let r = i / nNB; let g = r % u.G; let t = r / u.G;
-    let b = t / u.L; let tl = t - b * u.L;
-    let c = tl / u.CL; let t0 = c * u.CL; let t1 = cEnd(c);
-    var dB : array<f32, ${TN}>;
-    var dC : array<f32, ${TN}>;
-    for (var k = 0u; k < ${TN}u; k = k + 1u) { dB[k] = 0.0; dC[k] = 0.0; }
-    // Intra terms over the group's summed LM (LMG has CB's layout).
-    for (var s = t0; s <= tl; s = s + 1u) {
-      let w = S[u.lmgOff + cbi(b, g, c, tl - t0, s - t0)];
-      for (var k = 0u; k < ${TN}u; k = k + 1u) { dC[k] = dC[k] + w * bAt(b * u.L + s, g, n0 + k); }
+export function ssdDBC(BT: number, BN: number): Kernel {
+  const RT = BT / 4, RN = BN / 4, WG = RT * RN;
+  // acc[m·4 + n] += Σ_k T[k][row m] · Nn[k][col n] over one staged round, for both products.
+  const round = `for (var k = 0u; k < ${KK}u; k = k + 1u) {
+          for (var m = 0u; m < 4u; m = m + 1u) {
+            let v0 = sT0[k * ${BT}u + ty + m * ${RT}u]; let v1 = sT1[k * ${BT}u + ty + m * ${RT}u];
+            for (var n = 0u; n < 4u; n = n + 1u) {
+              let o = k * ${BN}u + tx + n * ${RN}u;
+              acc0[m * 4u + n] = acc0[m * 4u + n] + v0 * sN0[o]; acc1[m * 4u + n] = acc1[m * 4u + n] + v1 * sN1[o];
+            }
+          }
+        }`;
+  return kernel(`ssdDBC${BT}x${BN}`, `var<workgroup> sT0 : array<f32, ${KK * BT}>;
+  var<workgroup> sT1 : array<f32, ${KK * BT}>;
+  var<workgroup> sN0 : array<f32, ${KK * BN}>;
+  var<workgroup> sN1 : array<f32, ${KK * BN}>;
+  ${ENTRY(WG)} {
+    let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let nTB = (u.CL + ${BT - 1}u) / ${BT}u; let nNB = (u.N + ${BN - 1}u) / ${BN}u;
+    let nb = wg % nNB; var r = wg / nNB; let tb = r % nTB; r = r / nTB;
+    let g = r % u.G; r = r / u.G; let c = r % u.nC; let b = r / u.nC;
+    let t0 = c * u.CL; let len = cEnd(c) - t0; let r0 = tb * ${BT}u; let n0 = nb * ${BN}u;
+    let bt = b * u.L + t0;
+    let tx = li % ${RN}u; let ty = li / ${RN}u;
+    // acc0 / acc1: dC / dB (intra), then per head Σ_p dy h_c / Σ_p x dS_c before their row factors.
+    var acc0 : array<f32, 16>;
+    var acc1 : array<f32, 16>;
+    var dC : array<f32, 16>;
+    var dB : array<f32, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { acc0[k] = 0.0; acc1[k] = 0.0; }
+    // Intra: sT0[k][row] = LMG[row, k0 + k], sT1[k][row] = LMG[k0 + k, row]; sN0 / sN1 = B / C at step k0 + k.
+    for (var k0 = 0u; k0 < len; k0 = k0 + ${KK}u) {
+      for (var e = li; e < ${KK * BT}u; e = e + ${WG}u) {
+        let k = e % ${KK}u; let row = e / ${KK}u;
+        var v = 0.0;
+        if (r0 + row < len && k0 + k < len) { v = S[u.lmgOff + cbi(b, g, c, r0 + row, k0 + k)]; }
+        sT0[k * ${BT}u + row] = v;
+        let row2 = e % ${BT}u; let k2 = e / ${BT}u;
+        var v2 = 0.0;
+        if (r0 + row2 < len && k0 + k2 < len) { v2 = S[u.lmgOff + cbi(b, g, c, k0 + k2, r0 + row2)]; }
+        sT1[k2 * ${BT}u + row2] = v2;
+      }
+      for (var e = li; e < ${KK * BN}u; e = e + ${WG}u) {
+        let col = e % ${BN}u; let k = e / ${BN}u;
+        var vb = 0.0; var vc = 0.0;
+        if (k0 + k < len && n0 + col < u.N) { vb = bAt(bt + k0 + k, g, n0 + col); vc = cAt(bt + k0 + k, g, n0 + col); }
+        sN0[k * ${BN}u + col] = vb; sN1[k * ${BN}u + col] = vc;
+      }
+      workgroupBarrier();
+      ${round}
+      workgroupBarrier();
     }
-    for (var s = tl; s < t1; s = s + 1u) {
-      let w = S[u.lmgOff + cbi(b, g, c, s - t0, tl - t0)];
-      for (var k = 0u; k < ${TN}u; k = k + 1u) { dB[k] = dB[k] + w * cAt(b * u.L + s, g, n0 + k); }
-    }
+    for (var k = 0u; k < 16u; k = k + 1u) { dC[k] = acc0[k]; dB[k] = acc1[k]; }
+    // Inter, per head: sT0 / sT1 = dy / x at [row, lane p0 + k], sN0 / sN1 = h_c / dS_c at [col, p0 + k].
     for (var hh = 0u; hh < u.HG; hh = hh + 1u) {
       let h = g * u.HG + hh;
-      let ec = exp(S[u.cumOff + bht(b, h, tl)]);
-      let er = exp(S[u.restOff + bht(b, h, tl)]) * dlAt(t, h);
-      var hd : array<f32, ${TN}>;
-      var sx : array<f32, ${TN}>;
-      for (var k = 0u; k < ${TN}u; k = k + 1u) { hd[k] = 0.0; sx[k] = 0.0; }
-      for (var p = 0u; p < u.P; p = p + 1u) {
-        let q = h * u.P + p;
-        let dy = dyAt(t, q); let x = xAt(t, q);
-        for (var k = 0u; k < ${TN}u; k = k + 1u) {
-          let o = st(b, c, h, n0 + k, p);
-          hd[k] = hd[k] + S[u.hsOff + o] * dy;
-          sx[k] = sx[k] + S[u.dsOff + o] * x;
+      for (var k = 0u; k < 16u; k = k + 1u) { acc0[k] = 0.0; acc1[k] = 0.0; }
+      for (var p0 = 0u; p0 < u.P; p0 = p0 + ${KK}u) {
+        for (var e = li; e < ${KK * BT}u; e = e + ${WG}u) {
+          let k = e % ${KK}u; let row = e / ${KK}u;
+          var vd = 0.0; var vx = 0.0;
+          if (r0 + row < len && p0 + k < u.P) { let t = bt + r0 + row; let q = h * u.P + p0 + k; vd = dyAt(t, q); vx = xAt(t, q); }
+          sT0[k * ${BT}u + row] = vd; sT1[k * ${BT}u + row] = vx;
+        }
+        for (var e = li; e < ${KK * BN}u; e = e + ${WG}u) {
+          let k = e % ${KK}u; let col = e / ${KK}u;
+          var vh = 0.0; var vs = 0.0;
+          if (n0 + col < u.N && p0 + k < u.P) { let o = st(b, c, h, n0 + col, p0 + k); vh = S[u.hsOff + o]; vs = S[u.dsOff + o]; }
+          sN0[k * ${BN}u + col] = vh; sN1[k * ${BN}u + col] = vs;
+        }
+        workgroupBarrier();
+        ${round}
+        workgroupBarrier();
+      }
+      for (var m = 0u; m < 4u; m = m + 1u) {
+        let row = r0 + ty + m * ${RT}u;
+        if (row < len) {
+          let ec = exp(S[u.cumOff + bht(b, h, t0 + row)]);
+          let er = exp(S[u.restOff + bht(b, h, t0 + row)]) * dlAt(bt + row, h);
+          for (var n = 0u; n < 4u; n = n + 1u) { dC[m * 4u + n] = dC[m * 4u + n] + ec * acc0[m * 4u + n]; dB[m * 4u + n] = dB[m * 4u + n] + er * acc1[m * 4u + n]; }
         }
       }
-      for (var k = 0u; k < ${TN}u; k = k + 1u) { dC[k] = dC[k] + ec * hd[k]; dB[k] = dB[k] + er * sx[k]; }
     }
-    let o = u.dbcOff + t * u.dbcRs + g * u.N + n0;
-    for (var k = 0u; k < ${TN}u; k = k + 1u) { X[o + u.dbCol + k] = dB[k]; X[o + u.dcCol + k] = dC[k]; }
+    for (var m = 0u; m < 4u; m = m + 1u) {
+      let row = r0 + ty + m * ${RT}u;
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let col = n0 + tx + n * ${RN}u;
+        if (row < len && col < u.N) {
+          let o = u.dbcOff + (bt + row) * u.dbcRs + g * u.N + col;
+          X[o + u.dbCol] = dB[m * 4u + n]; X[o + u.dcCol] = dC[m * 4u + n];
+        }
+      }
+    }
   }`);
 }
 
@@ -396,9 +534,13 @@ export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   const run = over(op, grid, f);
   run(ssdDLocal(TN, TP), (B! * nC! * H! * N! * P!) / (TN * TP));
   run(ssdPass, B! * H! * N! * P!, { rev: 1, passOff: f.dsOff! });
-  run(ssdLM, B! * G! * nC! * CL! * CL!);
+  // The tiled kernels: one workgroup per tile (n counts workgroups).
+  const tiles = (k: Kernel, n: number) => op(k, { ...f, n }, grid(n));
+  const BI = edgeOf(CL!, 32), nI = Math.ceil(CL! / BI);
+  tiles(ssdLM(BI), B! * G! * nC! * nI * nI);
   run(ssdDx(TP), (B! * L! * Q!) / TP);
-  run(ssdDBC(TN), (B! * L! * G! * N!) / TN);
+  const BT = edgeOf(CL!, 32), BN = edgeOf(N!, 64);
+  tiles(ssdDBC(BT, BN), B! * nC! * G! * Math.ceil(CL! / BT) * Math.ceil(N! / BN));
   // One workgroup per (b, h, chunk).
   op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
   run(ssdLaneSums, B! * Q!);
