@@ -129,19 +129,30 @@ export function ssdStates(TN: number, TP: number): Kernel {
 /**
  * The pass over chunks, elementwise over (b, h, n, p), in place at passOff. Forward (rev 0): S_c →
  * h_c, h_{c+1} = exp(Σa_c) h_c + S_c. Backward (rev 1): U_c → dS_c = dh_{c+1}, dh_c = exp(Σa_c) dh_{c+1} + U_c.
+ * The chain is serial in c, so each round first loads 4 chunks' values and decays (independent loads,
+ * in flight together; a store between them would order them), then writes; one division by N·P
+ * finds the lane (a state's chunks lie H·N·P apart, at st's layout).
  */
 export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
     if (i >= u.n) { return; }
-    let p = i % u.P; var r = i / u.P; let n = r % u.N; r = r / u.N;
-    let h = r % u.H; let b = r / u.H;
+    let NP = u.N * u.P; let bh = i / NP; let h = bh % u.H; let b = bh / u.H;
+    let o0 = u.passOff + (b * u.nC * u.H + h) * NP + (i - bh * NP); let cs = u.H * NP;
     var v = 0.0;
-    for (var k = 0u; k < u.nC; k = k + 1u) {
-      var c = k;
-      if (u.rev == 1u) { c = u.nC - 1u - k; }
-      let o = u.passOff + st(b, c, h, n, p);
-      let s = S[o];
-      S[o] = v;
-      v = exp(S[u.decOff + hci(b, h, c)]) * v + s;
+    for (var k0 = 0u; k0 < u.nC; k0 = k0 + 4u) {
+      var sv : array<f32, 4>;
+      var dv : array<f32, 4>;
+      let m1 = min(4u, u.nC - k0);
+      for (var m = 0u; m < m1; m = m + 1u) {
+        var c = k0 + m;
+        if (u.rev == 1u) { c = u.nC - 1u - c; }
+        sv[m] = S[o0 + c * cs]; dv[m] = S[u.decOff + bh * u.nC + c];
+      }
+      for (var m = 0u; m < m1; m = m + 1u) {
+        var c = k0 + m;
+        if (u.rev == 1u) { c = u.nC - 1u - c; }
+        S[o0 + c * cs] = v;
+        v = exp(dv[m]) * v + sv[m];
+      }
     }
   }`);
 
