@@ -7,9 +7,11 @@
  *   S_c = Σ_s exp(a_{s+1} + … + a_end) B_s xd_sᵀ,  h_{c+1} = exp(a_{t0} + … + a_end) h_c + S_c,
  * so the per-step state (N×P per head) is only ever formed at chunk starts. Exponents are sums of a
  * over the steps between, summed in loops rather than as differences of cumulative sums (no
- * cancellation when the decay is large). Threads are elementwise grids with small register tiles
- * (up to 4×4 outputs each), nothing staged in workgroup memory yet: correctness first, not yet
- * measured or tuned on a GPU.
+ * cancellation when the decay is large). The kernels whose work is a product per (b, chunk, head or
+ * group) — LM, dB / dC, dx, y — are workgroup-tiled: rows staged in workgroup memory KK at a time with
+ * loads along memory rows, a 4×4 register tile per thread, the decays of a tile from one walk per row
+ * or column (the untiled kernels' sums, in their order). The rest are elementwise grids with small
+ * register tiles. The tiling is not yet measured on a GPU (only on lavapipe).
  *
  * Scratch in S (offsets from ssdScratch): CB [b, g, chunk, i, j] = C_i·B_j; DEC [b, h, chunk] the
  * chunk's Σ a; HS [b, chunk, h, n, p] the state at each chunk start; DS the gradient of S_c (= of
@@ -156,34 +158,125 @@ export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
     }
   }`);
 
-/** The thread's step t (batch b, step tl in chunk c from t0) and its TP lanes q0.. of head h (group g). */
-const laneTile = (TP: number) => `    if (i >= u.n) { return; }
-    let nQB = u.Q / ${TP}u;
-    let q0 = (i % nQB) * ${TP}u; let t = i / nQB; let b = t / u.L; let tl = t - b * u.L;
-    let h = q0 / u.P; let p0 = q0 - h * u.P; let g = h / u.HG; let A = aOf(h, 0u);
-    let c = tl / u.CL; let t0 = c * u.CL;`;
+/** Steps, states or lanes of a contraction staged in workgroup memory per round by the tiled kernels. */
+const KK = 16;
 
-/** y[t, q] = intra-chunk (CB ∘ decay) xd + exp(Σa) C_tᵀ h_c + D x, thread per (t, TP lanes of a head). */
-export function ssdOut(TP: number): Kernel {
-  return kernel(`ssdOut${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
-${laneTile(TP)}
+/** A tile edge of 16, 32 or 64 steps / states / lanes, the smallest of them covering d, at most max. */
+export const edgeOf = (d: number, max: number) => Math.min(max, d > 32 ? 64 : d > 16 ? 32 : 16);
+
+/**
+ * The tiled kernels' staging: sT0, sT1 [KK][BT] (the row side: steps) and sN0, sN1 [KK][BN] (the column
+ * side: states or lanes); a thread holds 4×4 outputs at rows ty + m·BT/4, columns tx + n·BN/4, so
+ * neighbouring threads read neighbouring columns of sN and write neighbouring columns out.
+ */
+const stage = (BT: number, BN: number) => `var<workgroup> sT0 : array<f32, ${KK * BT}>;
+  var<workgroup> sT1 : array<f32, ${KK * BT}>;
+  var<workgroup> sN0 : array<f32, ${KK * BN}>;
+  var<workgroup> sN1 : array<f32, ${KK * BN}>;`;
+
+/** One staged round of products: for each [acc, sT, sN], acc[m·4 + n] += Σ_k sT[k][row m] sN[k][column n]. */
+const round = (BT: number, BN: number, prods: [string, string, string][]) => `for (var k = 0u; k < ${KK}u; k = k + 1u) {
+      for (var m = 0u; m < 4u; m = m + 1u) {
+        ${prods.map(([, t], i) => `let v${i} = ${t}[k * ${BT}u + ty + m * ${BT / 4}u];`).join(' ')}
+        for (var n = 0u; n < 4u; n = n + 1u) {
+          let o = k * ${BN}u + tx + n * ${BN / 4}u;
+          ${prods.map(([a, , nn], i) => `${a}[m * 4u + n] = ${a}[m * 4u + n] + v${i} * ${nn}[o];`).join(' ')}
+        }
+      }
+    }`;
+
+/** The tile of a (b, c, h) workgroup: BT steps from r0 of chunk c (len steps from t0, bt = its first row) × BP lanes from p0 of head h. */
+const headTile = (BT: number, BP: number) => `let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let nTB = (u.CL + ${BT - 1}u) / ${BT}u; let nPB = (u.P + ${BP - 1}u) / ${BP}u;
+    let pb = wg % nPB; var r = wg / nPB; let tb = r % nTB; r = r / nTB;
+    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
+    let g = h / u.HG; let A = aOf(h, 0u);
+    let t0 = c * u.CL; let len = cEnd(c) - t0; let r0 = tb * ${BT}u; let p0 = pb * ${BP}u; let bt = b * u.L + t0;
+    let tx = li % ${BP / 4}u; let ty = li / ${BP / 4}u;
+    var acc0 : array<f32, 16>;
+    var acc1 : array<f32, 16>;
+    var acc2 : array<f32, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { acc0[k] = 0.0; acc1[k] = 0.0; acc2[k] = 0.0; }`;
+
+/**
+ * The inter-chunk products of a head tile over the states, n0 in rounds of KK: acc1 = Σ_n C_t[n] h_c[n, p]
+ * and (withB) acc0 = Σ_n B_t[n] dS_c[n, p] (CL×N by N×P per (b, c, h)).
+ */
+const interOverN = (BT: number, BP: number, withB: boolean) => `for (var n0 = 0u; n0 < u.N; n0 = n0 + ${KK}u) {
+      for (var e = li; e < ${KK * BT}u; e = e + ${(BT / 4) * (BP / 4)}u) {
+        let k = e % ${KK}u; let row = e / ${KK}u;
+        var vb = 0.0; var vc = 0.0;
+        if (r0 + row < len && n0 + k < u.N) { ${withB ? 'vb = bAt(bt + r0 + row, g, n0 + k); ' : ''}vc = cAt(bt + r0 + row, g, n0 + k); }
+        sT0[k * ${BT}u + row] = vb; sT1[k * ${BT}u + row] = vc;
+      }
+      for (var e = li; e < ${KK * BP}u; e = e + ${(BT / 4) * (BP / 4)}u) {
+        let col = e % ${BP}u; let k = e / ${BP}u;
+        var vs = 0.0; var vh = 0.0;
+        if (n0 + k < u.N && p0 + col < u.P) { let o = st(b, c, h, n0 + k, p0 + col); ${withB ? 'vs = S[u.dsOff + o]; ' : ''}vh = S[u.hsOff + o]; }
+        sN0[k * ${BP}u + col] = vs; sN1[k * ${BP}u + col] = vh;
+      }
+      workgroupBarrier();
+      ${round(BT, BP, withB ? [['acc0', 'sT0', 'sN0'], ['acc1', 'sT1', 'sN1']] : [['acc1', 'sT1', 'sN1']])}
+      workgroupBarrier();
+    }`;
+
+/** sN0[k][col] = the head's lane p0 + col of v at step k0 + k of the chunk (0 outside). */
+const laneRows = (BT: number, BP: number, v: string) => `for (var e = li; e < ${KK * BP}u; e = e + ${(BT / 4) * (BP / 4)}u) {
+        let col = e % ${BP}u; let k = e / ${BP}u;
+        var v = 0.0;
+        if (k0 + k < len && p0 + col < u.P) { v = ${v}(bt + k0 + k, h * u.P + p0 + col); }
+        sN0[k * ${BP}u + col] = v;
+      }`;
+
+/**
+ * y[t, p] = Σ_{s≤t} exp(a_{s+1..t}) CB[t, s] Δ_s x_s[p] + exp(a_{t0..t}) Σ_n C_t[n] h_c[n, p] + D x_t[p], per
+ * workgroup a tile of BT steps × BP lanes of a head. The intra weights are staged per round by one walker
+ * thread per row, s downward from the tile's last row: its running exponent is the sum a_{s+1} + … + a_t
+ * in the untiled order (and ends at a_{t0..t}, the inter factor).
+ */
+export function ssdOut(BT: number, BP: number): Kernel {
+  return kernel(`ssdOut${BT}x${BP}`, `${stage(BT, BP)}
+  var<workgroup> sEnd : array<f32, ${BT}>;
+  ${ENTRY((BT / 4) * (BP / 4))} {
+    ${headTile(BT, BP)}
+    ${interOverN(BT, BP, false)}
+    let tl = r0 + li;
     var seg = 0.0;
-    var y : array<f32, ${TP}>;
-    var hy : array<f32, ${TP}>;
-    for (var m = 0u; m < ${TP}u; m = m + 1u) { y[m] = 0.0; hy[m] = 0.0; }
-    for (var s = tl + 1u; s > t0; s = s - 1u) {
-      let ts = b * u.L + s - 1u;
-      let dl = dlAt(ts, h);
-      let w = exp(seg) * S[u.cbOff + cbi(b, g, c, tl - t0, s - 1u - t0)] * dl;
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { y[m] = y[m] + w * xAt(ts, q0 + m); }
-      seg = seg + dl * A;
+    let top = min(r0 + ${BT}u, len);
+    for (var kr = (top + ${KK - 1}u) / ${KK}u; kr > 0u; kr = kr - 1u) {
+      let k0 = (kr - 1u) * ${KK}u;
+      if (li < ${BT}u) {
+        for (var kk = ${KK}u; kk > 0u; kk = kk - 1u) {
+          let s = k0 + kk - 1u;
+          var wv = 0.0;
+          if (tl < len && s <= tl) {
+            let dl = dlAt(bt + s, h);
+            wv = exp(seg) * S[u.cbOff + cbi(b, g, c, tl, s)] * dl;
+            seg = seg + dl * A;
+          }
+          sT0[(kk - 1u) * ${BT}u + li] = wv;
+        }
+      }
+      ${laneRows(BT, BP, 'xAt')}
+      workgroupBarrier();
+      ${round(BT, BP, [['acc2', 'sT0', 'sN0']])}
+      workgroupBarrier();
     }
-    for (var n = 0u; n < u.N; n = n + 1u) {
-      let cn = cAt(t, g, n); let o = u.hsOff + st(b, c, h, n, p0);
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { hy[m] = hy[m] + cn * S[o + m]; }
+    if (li < ${BT}u) { sEnd[li] = exp(seg); }
+    workgroupBarrier();
+    let Dd = P[u.Doff + h];
+    for (var m = 0u; m < 4u; m = m + 1u) {
+      let row = ty + m * ${BT / 4}u;
+      let e = sEnd[row];
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let col = p0 + tx + n * ${BP / 4}u;
+        if (r0 + row < len && col < u.P) {
+          let t = bt + r0 + row; let q = h * u.P + col;
+          X[u.yOff + t * u.Q + q] = acc2[m * 4u + n] + e * acc1[m * 4u + n] + Dd * xAt(t, q);
+        }
+      }
     }
-    let e = exp(seg); let Dd = P[u.Doff + h];
-    for (var m = 0u; m < ${TP}u; m = m + 1u) { X[u.yOff + t * u.Q + q0 + m] = y[m] + e * hy[m] + Dd * xAt(t, q0 + m); }
   }`);
 }
 
@@ -197,12 +290,6 @@ export function ssdDLocal(TN: number, TP: number): Kernel {
       for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.dsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
     }`));
 }
-
-/** Steps of the contraction staged in workgroup memory per round by the tiled kernels (ssdLM, ssdDBC). */
-const KK = 16;
-
-/** A tile edge of 16, 32 or 64 steps / states, the smallest of them covering d, at most max. */
-export const edgeOf = (d: number, max: number) => Math.min(max, d > 32 ? 64 : d > 16 ? 32 : 16);
 
 /**
  * LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0; their sum over a group's
@@ -270,12 +357,7 @@ export function ssdLM(BI: number): Kernel {
           sI[k * ${BI}u + row] = vi; sJ[k * ${BI}u + row] = vj;
         }
         workgroupBarrier();
-        for (var k = 0u; k < ${KK}u; k = k + 1u) {
-          for (var m = 0u; m < 4u; m = m + 1u) {
-            let vi = sI[k * ${BI}u + ty + m * ${R}u];
-            for (var n = 0u; n < 4u; n = n + 1u) { acc[m * 4u + n] = acc[m * 4u + n] + vi * sJ[k * ${BI}u + tx + n * ${R}u]; }
-          }
-        }
+        ${round(BI, BI, [['acc', 'sI', 'sJ']])}
         workgroupBarrier();
       }
       for (var n = 0u; n < 4u; n = n + 1u) {
@@ -303,40 +385,57 @@ export function ssdLM(BI: number): Kernel {
 }
 
 /**
- * Per (s, TP lanes q of a head): dxd_s = Σ_{t≥s} decay·CB_ts dy_t + exp(a_{s+1..end}) Σ_n B_s[n] dS_c[n, p]; dx (+ D·dy)
- * into DU, the lane's dΔ part dxd·x into DD (=), and the lane terms R1 = exp(a_{t0..s}) dy_s (C_sᵀ h_c)
- * and R2 = xd_s exp(a_{s+1..end}) (B_sᵀ dS_c) of the exponents' gradient.
+ * Per tile of BT steps s × BP lanes p of a head: dxd_s = Σ_{t≥s} exp(a_{s+1..t}) CB_ts dy_t + exp(a_{s+1..end}) Σ_n
+ * B_s[n] dS_c[n, p]; dx (+ D·dy) into DU, the lane's dΔ part dxd·x into DD (=), and the lane terms
+ * R1 = exp(a_{t0..s}) dy_s (C_sᵀ h_c) and R2 = xd_s exp(a_{s+1..end}) (B_sᵀ dS_c) of the exponents' gradient.
+ * The intra weights are staged per round by one walker thread per row, t upward from the row (its
+ * running exponent in the untiled order, ending at a_{s+1..end}).
  */
-export function ssdDx(TP: number): Kernel {
-  return kernel(`ssdDx${TP}`, `${ENTRY(256)} { ${LINEAR(256)}
-${laneTile(TP)}
-    let t1 = cEnd(c);
+export function ssdDx(BT: number, BP: number): Kernel {
+  return kernel(`ssdDx${BT}x${BP}`, `${stage(BT, BP)}
+  var<workgroup> sEnd : array<f32, ${BT}>;
+  ${ENTRY((BT / 4) * (BP / 4))} {
+    ${headTile(BT, BP)}
+    ${interOverN(BT, BP, true)}
+    let tl = r0 + li;
     var seg = 0.0;
-    var dxd : array<f32, ${TP}>;
-    var bd : array<f32, ${TP}>;
-    var ch : array<f32, ${TP}>;
-    for (var m = 0u; m < ${TP}u; m = m + 1u) { dxd[m] = 0.0; bd[m] = 0.0; ch[m] = 0.0; }
-    for (var s = tl; s < t1; s = s + 1u) {
-      let ts = b * u.L + s;
-      if (s > tl) { seg = seg + aAt(ts, h, A); }
-      let w = exp(seg) * S[u.cbOff + cbi(b, g, c, s - t0, tl - t0)];
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { dxd[m] = dxd[m] + w * dyAt(ts, q0 + m); }
+    for (var k0 = r0; k0 < len; k0 = k0 + ${KK}u) {
+      if (li < ${BT}u) {
+        for (var k = 0u; k < ${KK}u; k = k + 1u) {
+          let s = k0 + k;
+          var wv = 0.0;
+          if (s >= tl && s < len) {
+            if (s > tl) { seg = seg + aAt(bt + s, h, A); }
+            wv = exp(seg) * S[u.cbOff + cbi(b, g, c, s, tl)];
+          }
+          sT0[k * ${BT}u + li] = wv;
+        }
+      }
+      ${laneRows(BT, BP, 'dyAt')}
+      workgroupBarrier();
+      ${round(BT, BP, [['acc2', 'sT0', 'sN0']])}
+      workgroupBarrier();
     }
-    for (var n = 0u; n < u.N; n = n + 1u) {
-      let bn = bAt(t, g, n); let cn = cAt(t, g, n); let o = st(b, c, h, n, p0);
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { bd[m] = bd[m] + bn * S[u.dsOff + o + m]; ch[m] = ch[m] + cn * S[u.hsOff + o + m]; }
-    }
-    let es = exp(seg); let ec = exp(S[u.cumOff + bht(b, h, tl)]);
-    let dl = dlAt(t, h); let Dd = P[u.Doff + h];
-    for (var m = 0u; m < ${TP}u; m = m + 1u) {
-      let q = q0 + m; let o = t * u.Q + q;
-      let x = xAt(t, q); let dy = dyAt(t, q);
-      let e2 = es * bd[m];
-      let d = dxd[m] + e2;
-      S[u.r1Off + o] = ec * ch[m] * dy;
-      S[u.r2Off + o] = dl * x * e2;
-      X[u.duOff + t * u.duRs + q] = dl * d + Dd * dy;
-      X[u.ddOff + o] = d * x;
+    if (li < ${BT}u) { sEnd[li] = exp(seg); }
+    workgroupBarrier();
+    let Dd = P[u.Doff + h];
+    for (var m = 0u; m < 4u; m = m + 1u) {
+      let row = ty + m * ${BT / 4}u;
+      if (r0 + row >= len) { continue; }
+      let t = bt + r0 + row;
+      let es = sEnd[row]; let ec = exp(S[u.cumOff + bht(b, h, t0 + r0 + row)]); let dl = dlAt(t, h);
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let col = p0 + tx + n * ${BP / 4}u;
+        if (col >= u.P) { continue; }
+        let q = h * u.P + col; let o = t * u.Q + q;
+        let x = xAt(t, q); let dy = dyAt(t, q);
+        let e2 = es * acc0[m * 4u + n];
+        let d = acc2[m * 4u + n] + e2;
+        S[u.r1Off + o] = ec * acc1[m * 4u + n] * dy;
+        S[u.r2Off + o] = dl * x * e2;
+        X[u.duOff + t * u.duRs + q] = dl * d + Dd * dy;
+        X[u.ddOff + o] = d * x;
+      }
     }
   }`);
 }
@@ -352,20 +451,8 @@ ${laneTile(TP)}
  */
 export function ssdDBC(BT: number, BN: number): Kernel {
   const RT = BT / 4, RN = BN / 4, WG = RT * RN;
-  // acc[m·4 + n] += Σ_k T[k][row m] · Nn[k][col n] over one staged round, for both products.
-  const round = `for (var k = 0u; k < ${KK}u; k = k + 1u) {
-          for (var m = 0u; m < 4u; m = m + 1u) {
-            let v0 = sT0[k * ${BT}u + ty + m * ${RT}u]; let v1 = sT1[k * ${BT}u + ty + m * ${RT}u];
-            for (var n = 0u; n < 4u; n = n + 1u) {
-              let o = k * ${BN}u + tx + n * ${RN}u;
-              acc0[m * 4u + n] = acc0[m * 4u + n] + v0 * sN0[o]; acc1[m * 4u + n] = acc1[m * 4u + n] + v1 * sN1[o];
-            }
-          }
-        }`;
-  return kernel(`ssdDBC${BT}x${BN}`, `var<workgroup> sT0 : array<f32, ${KK * BT}>;
-  var<workgroup> sT1 : array<f32, ${KK * BT}>;
-  var<workgroup> sN0 : array<f32, ${KK * BN}>;
-  var<workgroup> sN1 : array<f32, ${KK * BN}>;
+  const both = round(BT, BN, [['acc0', 'sT0', 'sN0'], ['acc1', 'sT1', 'sN1']]);
+  return kernel(`ssdDBC${BT}x${BN}`, `${stage(BT, BN)}
   ${ENTRY(WG)} {
     let wg = w.x + w.y * nw.x;
     if (wg >= u.n) { return; }
@@ -400,7 +487,7 @@ export function ssdDBC(BT: number, BN: number): Kernel {
         sN0[k * ${BN}u + col] = vb; sN1[k * ${BN}u + col] = vc;
       }
       workgroupBarrier();
-      ${round}
+      ${both}
       workgroupBarrier();
     }
     for (var k = 0u; k < 16u; k = k + 1u) { dC[k] = acc0[k]; dB[k] = acc1[k]; }
@@ -422,7 +509,7 @@ export function ssdDBC(BT: number, BN: number): Kernel {
           sN0[k * ${BN}u + col] = vh; sN1[k * ${BN}u + col] = vs;
         }
         workgroupBarrier();
-        ${round}
+        ${both}
         workgroupBarrier();
       }
       for (var m = 0u; m < 4u; m = m + 1u) {
@@ -514,6 +601,9 @@ const ZERO: SsdFields = Object.fromEntries(SSD_FIELDS.map((k) => [k.replace(/:f$
 /** An elementwise dispatch of kernel k over n threads (in workgroups of 256), with f's fields and n. */
 const over = (op: Op, grid: Grid, f: SsdFields) => (k: Kernel, n: number, extra: SsdFields = {}) => op(k, { ...f, ...extra, n }, grid(Math.ceil(n / 256)));
 
+/** Workgroups of ssdOut / ssdDx: one per (b, c, h, BT steps, BP lanes). */
+const headTiles = (f: SsdFields, BT: number, BP: number) => f.B! * f.nC! * f.H! * Math.ceil(f.CL! / BT) * Math.ceil(f.P! / BP);
+
 /** Dispatches recomputing the chunk states: CB, S_c, and the pass to h_c. */
 function states(op: Op, f: SsdFields, grid: Grid): void {
   const { B, G, H, N, P, CL, nC } = f;
@@ -528,8 +618,8 @@ function states(op: Op, f: SsdFields, grid: Grid): void {
 export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
-  const TP = tileOf(f.P!);
-  over(op, grid, f)(ssdOut(TP), (f.B! * f.L! * f.Q!) / TP);
+  const BT = edgeOf(f.CL!, 32), BP = edgeOf(f.P!, 64);
+  op(ssdOut(BT, BP), { ...f, n: headTiles(f, BT, BP) }, grid(headTiles(f, BT, BP)));
 }
 
 /**
@@ -549,8 +639,8 @@ export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   const tiles = (k: Kernel, n: number) => op(k, { ...f, n }, grid(n));
   const BI = edgeOf(CL!, 32), nI = Math.ceil(CL! / BI);
   tiles(ssdLM(BI), B! * G! * nC! * nI * nI);
-  run(ssdDx(TP), (B! * L! * Q!) / TP);
-  const BT = edgeOf(CL!, 32), BN = edgeOf(N!, 64);
+  const BT = edgeOf(CL!, 32), BN = edgeOf(N!, 64), BP = edgeOf(P!, 64);
+  tiles(ssdDx(BT, BP), headTiles(f, BT, BP));
   tiles(ssdDBC(BT, BN), B! * nC! * G! * Math.ceil(CL! / BT) * Math.ceil(N! / BN));
   // One workgroup per (b, h, chunk).
   op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
