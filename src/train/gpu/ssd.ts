@@ -63,101 +63,6 @@ const PRE = `${aOf(0, true)}
 
 const kernel = (key: string, body: string): Kernel => ({ key, bufs: ['P', 'X', 'S'], fields: SSD_FIELDS, body: `${PRE}\n${body}` });
 
-/** CB[b, g, c, i, j] = C_{t0+i}·B_{t0+j} for j ≤ i within the chunk, else 0. Thread per entry. */
-export const ssdCB = kernel('ssdCB', `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let j = i % u.CL; var r = i / u.CL; let ii = r % u.CL; r = r / u.CL;
-    let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
-    let t0 = c * u.CL;
-    var s = 0.0;
-    if (j <= ii && t0 + ii < cEnd(c)) {
-      let ti = b * u.L + t0 + ii; let tj = b * u.L + t0 + j;
-      for (var n = 0u; n < u.N; n = n + 1u) { s = s + cAt(ti, g, n) * bAt(tj, g, n); }
-    }
-    S[u.cbOff + i] = s;
-  }`);
-
-/** The largest register tile (4, 2 or 1) dividing d: a thread of ssdStates / ssdDLocal holds TN×TP outputs. */
-export const tileOf = (d: number) => (d % 4 === 0 ? 4 : d % 2 === 0 ? 2 : 1);
-
-/**
- * The outer-product sum Σ_s w_s u_s[n] v_s[p] of one chunk per thread tile of TN states × TP head
- * lanes (thread per (b, c, h, n-tile, p-tile)): each step's TN + TP loads feed TN·TP products.
- * `loop` is the loop over the chunk's steps, `step` sets w, bv[k], xv[m] for one, `tail` writes acc.
- */
-function tiled(TN: number, TP: number, loop: string, step: string, tail: string): string {
-  return `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let nPB = u.P / ${TP}u; let nNB = u.N / ${TN}u;
-    let pk = i % nPB; var r = i / nPB; let nk = r % nNB; r = r / nNB;
-    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
-    let g = h / u.HG; let A = aOf(h, 0u); let n0 = nk * ${TN}u; let p0 = pk * ${TP}u; let q0 = h * u.P + p0;
-    let t0 = c * u.CL;
-    var seg = 0.0;
-    var acc : array<f32, ${TN * TP}>;
-    var bv : array<f32, ${TN}>;
-    var xv : array<f32, ${TP}>;
-    for (var k = 0u; k < ${TN * TP}u; k = k + 1u) { acc[k] = 0.0; }
-    let one = nk == 0u && pk == 0u;
-    ${loop} {
-      ${step}
-      for (var k = 0u; k < ${TN}u; k = k + 1u) {
-        let wb = w * bv[k];
-        for (var m = 0u; m < ${TP}u; m = m + 1u) { acc[k * ${TP}u + m] = acc[k * ${TP}u + m] + wb * xv[m]; }
-      }
-    }
-    ${tail}
-  }`;
-}
-
-/** S_c[n, p] into HS, and (one thread per (b, c, h)) the chunk's Σ a into DEC, its exponents into CUM and REST. */
-export function ssdStates(TN: number, TP: number): Kernel {
-  return kernel(`ssdStates${TN}x${TP}`, tiled(TN, TP, 'for (var s = cEnd(c); s > t0; s = s - 1u)', `let t = b * u.L + s - 1u;
-      let dl = dlAt(t, h);
-      let w = exp(seg) * dl;
-      for (var k = 0u; k < ${TN}u; k = k + 1u) { bv[k] = bAt(t, g, n0 + k); }
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { xv[m] = xAt(t, q0 + m); }
-      if (one) { S[u.restOff + bht(b, h, s - 1u)] = seg; }
-      seg = seg + dl * A;`, `for (var k = 0u; k < ${TN}u; k = k + 1u) {
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.hsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
-    }
-    if (one) {
-      S[u.decOff + hci(b, h, c)] = seg;
-      var cum = 0.0;
-      for (var s = t0; s < cEnd(c); s = s + 1u) { cum = cum + aAt(b * u.L + s, h, A); S[u.cumOff + bht(b, h, s)] = cum; }
-    }`));
-}
-
-/**
- * The pass over chunks, elementwise over (b, h, n, p), in place at passOff. Forward (rev 0): S_c →
- * h_c, h_{c+1} = exp(Σa_c) h_c + S_c. Backward (rev 1): U_c → dS_c = dh_{c+1}, dh_c = exp(Σa_c) dh_{c+1} + U_c.
- * The chain is serial in c, so each round first loads 4 chunks' values and decays (independent loads,
- * in flight together; a store between them would order them), then writes; one division by N·P
- * finds the lane (a state's chunks lie H·N·P apart, at st's layout).
- */
-export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
-    if (i >= u.n) { return; }
-    let NP = u.N * u.P; let bh = i / NP; let h = bh % u.H; let b = bh / u.H;
-    let o0 = u.passOff + (b * u.nC * u.H + h) * NP + (i - bh * NP); let cs = u.H * NP;
-    var v = 0.0;
-    for (var k0 = 0u; k0 < u.nC; k0 = k0 + 4u) {
-      var sv : array<f32, 4>;
-      var dv : array<f32, 4>;
-      let m1 = min(4u, u.nC - k0);
-      for (var m = 0u; m < m1; m = m + 1u) {
-        var c = k0 + m;
-        if (u.rev == 1u) { c = u.nC - 1u - c; }
-        sv[m] = S[o0 + c * cs]; dv[m] = S[u.decOff + bh * u.nC + c];
-      }
-      for (var m = 0u; m < m1; m = m + 1u) {
-        var c = k0 + m;
-        if (u.rev == 1u) { c = u.nC - 1u - c; }
-        S[o0 + c * cs] = v;
-        v = exp(dv[m]) * v + sv[m];
-      }
-    }
-  }`);
-
 /** Steps, states or lanes of a contraction staged in workgroup memory per round by the tiled kernels. */
 const KK = 16;
 
@@ -165,14 +70,14 @@ const KK = 16;
 export const edgeOf = (d: number, max: number) => Math.min(max, d > 32 ? 64 : d > 16 ? 32 : 16);
 
 /**
- * The tiled kernels' staging: sT0, sT1 [KK][BT] (the row side: steps) and sN0, sN1 [KK][BN] (the column
- * side: states or lanes); a thread holds 4×4 outputs at rows ty + m·BT/4, columns tx + n·BN/4, so
+ * The tiled kernels' staging: sT0 (sT1) [KK][BT] (the row side) and sN0 (sN1) [KK][BN] (the column side),
+ * one pair or two, at most 16 KB in all; a thread holds 4×4 outputs at rows ty + m·BT/4, columns tx + n·BN/4, so
  * neighbouring threads read neighbouring columns of sN and write neighbouring columns out.
  */
-const stage = (BT: number, BN: number) => `var<workgroup> sT0 : array<f32, ${KK * BT}>;
+const stage = (BT: number, BN: number, pairs = 2) => `var<workgroup> sT0 : array<f32, ${KK * BT}>;
+  var<workgroup> sN0 : array<f32, ${KK * BN}>;${pairs === 2 ? `
   var<workgroup> sT1 : array<f32, ${KK * BT}>;
-  var<workgroup> sN0 : array<f32, ${KK * BN}>;
-  var<workgroup> sN1 : array<f32, ${KK * BN}>;`;
+  var<workgroup> sN1 : array<f32, ${KK * BN}>;` : ''}`;
 
 /** One staged round of products: for each [acc, sT, sN], acc[m·4 + n] += Σ_k sT[k][row m] sN[k][column n]. */
 const round = (BT: number, BN: number, prods: [string, string, string][]) => `for (var k = 0u; k < ${KK}u; k = k + 1u) {
@@ -230,6 +135,153 @@ const laneRows = (BT: number, BP: number, v: string) => `for (var e = li; e < ${
       }`;
 
 /**
+ * CB[b, g, c, i, j] = C_{t0+i}·B_{t0+j} for j ≤ i within the chunk, else 0: a product per (b, g, c)
+ * (CL×N by N×CL), one workgroup per BI×BI tile of (i, j), C and B rows staged KK states a round.
+ */
+export function ssdCB(BI: number): Kernel {
+  const WG = (BI / 4) * (BI / 4);
+  return kernel(`ssdCB${BI}`, `${stage(BI, BI, 1)}
+  ${ENTRY(WG)} {
+    let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let nTB = (u.CL + ${BI - 1}u) / ${BI}u;
+    let jb = wg % nTB; var r = wg / nTB; let ib = r % nTB; r = r / nTB;
+    let c = r % u.nC; r = r / u.nC; let g = r % u.G; let b = r / u.G;
+    let t0 = c * u.CL; let len = cEnd(c) - t0; let i0 = ib * ${BI}u; let j0 = jb * ${BI}u; let bt = b * u.L + t0;
+    let tx = li % ${BI / 4}u; let ty = li / ${BI / 4}u;
+    var acc0 : array<f32, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { acc0[k] = 0.0; }
+    if (jb <= ib) {
+      for (var n0 = 0u; n0 < u.N; n0 = n0 + ${KK}u) {
+        for (var e = li; e < ${KK * BI}u; e = e + ${WG}u) {
+          let k = e % ${KK}u; let row = e / ${KK}u;
+          var vc = 0.0; var vb = 0.0;
+          if (n0 + k < u.N) {
+            if (i0 + row < len) { vc = cAt(bt + i0 + row, g, n0 + k); }
+            if (j0 + row < len) { vb = bAt(bt + j0 + row, g, n0 + k); }
+          }
+          sT0[k * ${BI}u + row] = vc; sN0[k * ${BI}u + row] = vb;
+        }
+        workgroupBarrier();
+        ${round(BI, BI, [['acc0', 'sT0', 'sN0']])}
+        workgroupBarrier();
+      }
+    }
+    for (var m = 0u; m < 4u; m = m + 1u) {
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let ii = i0 + ty + m * ${BI / 4}u; let j = j0 + tx + n * ${BI / 4}u;
+        if (ii < u.CL && j < u.CL) {
+          var v = 0.0;
+          if (j <= ii && ii < len) { v = acc0[m * 4u + n]; }
+          S[u.cbOff + cbi(b, g, c, ii, j)] = v;
+        }
+      }
+    }
+  }`);
+}
+
+/**
+ * A chunk's outer-product sum Σ_s w_s u_s[n] v_s[p] as a product per (b, c, h) (N×CL by CL×P), one
+ * workgroup per BN states × BP lanes, KK steps a round; w_s (one thread's walk over the chunk, into sW)
+ * and the rows u (B or C, read along n) and v (x or dy, read along p) staged. fwd: the forward's
+ * S_c (w_s = exp(a_{s+1..end}) Δ_s, walked downward; the (0, 0) tile's walker also writes REST, DEC
+ * and CUM) into HS; else U_c (w_s = exp(a_{t0..s}), walked upward) into DS.
+ */
+function chunkOuter(BN: number, BP: number, fwd: boolean): Kernel {
+  const WG = (BN / 4) * (BP / 4);
+  const walk = fwd
+    ? `var seg = 0.0;
+      for (var s = len; s > 0u; s = s - 1u) {
+        let dl = dlAt(bt + s - 1u, h);
+        sW[s - 1u] = exp(seg) * dl;
+        if (one) { S[u.restOff + bht(b, h, t0 + s - 1u)] = seg; }
+        seg = seg + dl * A;
+      }
+      if (one) {
+        S[u.decOff + hci(b, h, c)] = seg;
+        var cum = 0.0;
+        for (var s = 0u; s < len; s = s + 1u) { cum = cum + aAt(bt + s, h, A); S[u.cumOff + bht(b, h, t0 + s)] = cum; }
+      }`
+    : `var seg = 0.0;
+      for (var s = 0u; s < len; s = s + 1u) { seg = seg + aAt(bt + s, h, A); sW[s] = exp(seg); }`;
+  return kernel(`${fwd ? 'ssdStates' : 'ssdDLocal'}${BN}x${BP}`, `${stage(BN, BP, 1)}
+  var<workgroup> sW : array<f32, ${MAX_SSD_CHUNK}>;
+  ${ENTRY(WG)} {
+    let wg = w.x + w.y * nw.x;
+    if (wg >= u.n) { return; }
+    let nNB = (u.N + ${BN - 1}u) / ${BN}u; let nPB = (u.P + ${BP - 1}u) / ${BP}u;
+    let pb = wg % nPB; var r = wg / nPB; let nb = r % nNB; r = r / nNB;
+    let h = r % u.H; r = r / u.H; let c = r % u.nC; let b = r / u.nC;
+    let g = h / u.HG; let A = aOf(h, 0u);
+    let t0 = c * u.CL; let len = cEnd(c) - t0; let n0 = nb * ${BN}u; let p0 = pb * ${BP}u; let bt = b * u.L + t0;
+    let tx = li % ${BP / 4}u; let ty = li / ${BP / 4}u;
+    let one = nb == 0u && pb == 0u;
+    if (li == 0u) {
+      ${walk}
+    }
+    workgroupBarrier();
+    var acc0 : array<f32, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { acc0[k] = 0.0; }
+    for (var k0 = 0u; k0 < len; k0 = k0 + ${KK}u) {
+      for (var e = li; e < ${KK * BN}u; e = e + ${WG}u) {
+        let row = e % ${BN}u; let k = e / ${BN}u;
+        var v = 0.0;
+        if (k0 + k < len && n0 + row < u.N) { v = sW[k0 + k] * ${fwd ? 'bAt' : 'cAt'}(bt + k0 + k, g, n0 + row); }
+        sT0[k * ${BN}u + row] = v;
+      }
+      for (var e = li; e < ${KK * BP}u; e = e + ${WG}u) {
+        let col = e % ${BP}u; let k = e / ${BP}u;
+        var v = 0.0;
+        if (k0 + k < len && p0 + col < u.P) { v = ${fwd ? 'xAt' : 'dyAt'}(bt + k0 + k, h * u.P + p0 + col); }
+        sN0[k * ${BP}u + col] = v;
+      }
+      workgroupBarrier();
+      ${round(BN, BP, [['acc0', 'sT0', 'sN0']])}
+      workgroupBarrier();
+    }
+    for (var m = 0u; m < 4u; m = m + 1u) {
+      for (var n = 0u; n < 4u; n = n + 1u) {
+        let nn = n0 + ty + m * ${BN / 4}u; let p = p0 + tx + n * ${BP / 4}u;
+        if (nn < u.N && p < u.P) { S[${fwd ? 'u.hsOff' : 'u.dsOff'} + st(b, c, h, nn, p)] = acc0[m * 4u + n]; }
+      }
+    }
+  }`);
+}
+
+/** S_c[n, p] = Σ_s exp(a_{s+1..end}) Δ_s B_s[n] x_s[p] into HS; the chunk's Σ a into DEC, its exponents into CUM and REST. */
+export const ssdStates = (BN: number, BP: number) => chunkOuter(BN, BP, true);
+
+/**
+ * The pass over chunks, elementwise over (b, h, n, p), in place at passOff. Forward (rev 0): S_c →
+ * h_c, h_{c+1} = exp(Σa_c) h_c + S_c. Backward (rev 1): U_c → dS_c = dh_{c+1}, dh_c = exp(Σa_c) dh_{c+1} + U_c.
+ * The chain is serial in c, so each round first loads 4 chunks' values and decays (independent loads,
+ * in flight together; a store between them would order them), then writes; one division by N·P
+ * finds the lane (a state's chunks lie H·N·P apart, at st's layout).
+ */
+export const ssdPass = kernel('ssdPass', `${ENTRY(256)} { ${LINEAR(256)}
+    if (i >= u.n) { return; }
+    let NP = u.N * u.P; let bh = i / NP; let h = bh % u.H; let b = bh / u.H;
+    let o0 = u.passOff + (b * u.nC * u.H + h) * NP + (i - bh * NP); let cs = u.H * NP;
+    var v = 0.0;
+    for (var k0 = 0u; k0 < u.nC; k0 = k0 + 4u) {
+      var sv : array<f32, 4>;
+      var dv : array<f32, 4>;
+      let m1 = min(4u, u.nC - k0);
+      for (var m = 0u; m < m1; m = m + 1u) {
+        var c = k0 + m;
+        if (u.rev == 1u) { c = u.nC - 1u - c; }
+        sv[m] = S[o0 + c * cs]; dv[m] = S[u.decOff + bh * u.nC + c];
+      }
+      for (var m = 0u; m < m1; m = m + 1u) {
+        var c = k0 + m;
+        if (u.rev == 1u) { c = u.nC - 1u - c; }
+        S[o0 + c * cs] = v;
+        v = exp(dv[m]) * v + sv[m];
+      }
+    }
+  }`);
+
+/**
  * y[t, p] = Σ_{s≤t} exp(a_{s+1..t}) CB[t, s] Δ_s x_s[p] + exp(a_{t0..t}) Σ_n C_t[n] h_c[n, p] + D x_t[p], per
  * workgroup a tile of BT steps × BP lanes of a head. The intra weights are staged per round by one walker
  * thread per row, s downward from the tile's last row: its running exponent is the sum a_{s+1} + … + a_t
@@ -281,15 +333,7 @@ export function ssdOut(BT: number, BP: number): Kernel {
 }
 
 /** U_c[n, p] = Σ_t exp(a_{t0..t}) C_t[n] dy_t[p] into DS: the chunk's own part of dh_c. */
-export function ssdDLocal(TN: number, TP: number): Kernel {
-  return kernel(`ssdDLocal${TN}x${TP}`, tiled(TN, TP, 'for (var s = t0; s < cEnd(c); s = s + 1u)', `let t = b * u.L + s;
-      seg = seg + aAt(t, h, A);
-      let w = exp(seg);
-      for (var k = 0u; k < ${TN}u; k = k + 1u) { bv[k] = cAt(t, g, n0 + k); }
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { xv[m] = dyAt(t, q0 + m); }`, `for (var k = 0u; k < ${TN}u; k = k + 1u) {
-      for (var m = 0u; m < ${TP}u; m = m + 1u) { S[u.dsOff + st(b, c, h, n0 + k, p0 + m)] = acc[k * ${TP}u + m]; }
-    }`));
-}
+export const ssdDLocal = (BN: number, BP: number) => chunkOuter(BN, BP, false);
 
 /**
  * LM[b, h, c, i, j] = exp(a_{j+1..i}) Σ_p dy_i[p] xd_j[p] for j ≤ i, else 0; their sum over a group's
@@ -601,16 +645,20 @@ const ZERO: SsdFields = Object.fromEntries(SSD_FIELDS.map((k) => [k.replace(/:f$
 /** An elementwise dispatch of kernel k over n threads (in workgroups of 256), with f's fields and n. */
 const over = (op: Op, grid: Grid, f: SsdFields) => (k: Kernel, n: number, extra: SsdFields = {}) => op(k, { ...f, ...extra, n }, grid(Math.ceil(n / 256)));
 
+/** A dispatch of a tiled kernel k over n workgroups (one per tile) with f's fields and n. */
+const perTile = (op: Op, grid: Grid, f: SsdFields) => (k: Kernel, n: number) => op(k, { ...f, n }, grid(n));
+
 /** Workgroups of ssdOut / ssdDx: one per (b, c, h, BT steps, BP lanes). */
 const headTiles = (f: SsdFields, BT: number, BP: number) => f.B! * f.nC! * f.H! * Math.ceil(f.CL! / BT) * Math.ceil(f.P! / BP);
 
 /** Dispatches recomputing the chunk states: CB, S_c, and the pass to h_c. */
 function states(op: Op, f: SsdFields, grid: Grid): void {
   const { B, G, H, N, P, CL, nC } = f;
-  const TN = tileOf(N!), TP = tileOf(P!);
-  const run = over(op, grid, f);
-  run(ssdCB, B! * G! * nC! * CL! * CL!);
-  run(ssdStates(TN, TP), (B! * nC! * H! * N! * P!) / (TN * TP));
+  const run = over(op, grid, f), tiles = perTile(op, grid, f);
+  const BI = edgeOf(CL!, 32), nI = Math.ceil(CL! / BI);
+  tiles(ssdCB(BI), B! * G! * nC! * nI * nI);
+  const BN = edgeOf(N!, 64), BP = edgeOf(P!, 64);
+  tiles(ssdStates(BN, BP), B! * nC! * H! * Math.ceil(N! / BN) * Math.ceil(P! / BP));
   run(ssdPass, B! * H! * N! * P!, { rev: 0, passOff: f.hsOff! });
 }
 
@@ -619,7 +667,7 @@ export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
   const BT = edgeOf(f.CL!, 32), BP = edgeOf(f.P!, 64);
-  op(ssdOut(BT, BP), { ...f, n: headTiles(f, BT, BP) }, grid(headTiles(f, BT, BP)));
+  perTile(op, grid, f)(ssdOut(BT, BP), headTiles(f, BT, BP));
 }
 
 /**
@@ -630,18 +678,15 @@ export function ssdForward(op: Op, given: SsdFields, grid: Grid): void {
 export function ssdBackward(op: Op, given: SsdFields, grid: Grid): void {
   const f = { ...ZERO, ...given };
   states(op, f, grid);
-  const { B, G, H, N, P, CL, nC, L, Q } = f;
-  const TN = tileOf(N!), TP = tileOf(P!);
-  const run = over(op, grid, f);
-  run(ssdDLocal(TN, TP), (B! * nC! * H! * N! * P!) / (TN * TP));
+  const { B, G, H, N, P, CL, nC, Q } = f;
+  const run = over(op, grid, f), tiles = perTile(op, grid, f);
+  // Tiles: 32 steps (16 for short chunks), 64 states and lanes (fewer when N or P is small).
+  const BT = edgeOf(CL!, 32), BN = edgeOf(N!, 64), BP = edgeOf(P!, 64), nT = Math.ceil(CL! / BT);
+  tiles(ssdDLocal(BN, BP), B! * nC! * H! * Math.ceil(N! / BN) * Math.ceil(P! / BP));
   run(ssdPass, B! * H! * N! * P!, { rev: 1, passOff: f.dsOff! });
-  // The tiled kernels: one workgroup per tile (n counts workgroups).
-  const tiles = (k: Kernel, n: number) => op(k, { ...f, n }, grid(n));
-  const BI = edgeOf(CL!, 32), nI = Math.ceil(CL! / BI);
-  tiles(ssdLM(BI), B! * G! * nC! * nI * nI);
-  const BT = edgeOf(CL!, 32), BN = edgeOf(N!, 64), BP = edgeOf(P!, 64);
+  tiles(ssdLM(BT), B! * G! * nC! * nT * nT);
   tiles(ssdDx(BT, BP), headTiles(f, BT, BP));
-  tiles(ssdDBC(BT, BN), B! * nC! * G! * Math.ceil(CL! / BT) * Math.ceil(N! / BN));
+  tiles(ssdDBC(BT, BN), B! * nC! * G! * nT * Math.ceil(N! / BN));
   // One workgroup per (b, h, chunk).
   op(ssdDcum, { ...f, n: B! * H! * nC! }, grid(B! * H! * nC!));
   run(ssdLaneSums, B! * Q!);
