@@ -182,17 +182,18 @@ export function ssdCB(BI: number): Kernel {
 
 /**
  * A chunk's outer-product sum Σ_s w_s u_s[n] v_s[p] as a product per (b, c, h) (N×CL by CL×P), one
- * workgroup per BN states × BP lanes, KK steps a round; w_s (one thread's walk over the chunk, into sW)
- * and the rows u (B or C, read along n) and v (x or dy, read along p) staged. fwd: the forward's
+ * workgroup per BN states × BP lanes, KK steps a round; w_s (one thread's walk over the chunk's Δ, staged
+ * in sW by all threads first, so that the serial walk reads no global memory) and the rows u (B or C, read along n) and v (x or dy, read along p) staged. fwd: the forward's
  * S_c (w_s = exp(a_{s+1..end}) Δ_s, walked downward; the (0, 0) tile's walker also writes REST, DEC
  * and CUM) into HS; else U_c (w_s = exp(a_{t0..s}), walked upward) into DS.
  */
 function chunkOuter(BN: number, BP: number, fwd: boolean): Kernel {
   const WG = (BN / 4) * (BP / 4);
+  // sW holds Δ_s (loaded by all threads) until the walk replaces it by w_s.
   const walk = fwd
     ? `var seg = 0.0;
       for (var s = len; s > 0u; s = s - 1u) {
-        let dl = dlAt(bt + s - 1u, h);
+        let dl = sW[s - 1u];
         sW[s - 1u] = exp(seg) * dl;
         if (one) { S[u.restOff + bht(b, h, t0 + s - 1u)] = seg; }
         seg = seg + dl * A;
@@ -203,7 +204,7 @@ function chunkOuter(BN: number, BP: number, fwd: boolean): Kernel {
         for (var s = 0u; s < len; s = s + 1u) { cum = cum + aAt(bt + s, h, A); S[u.cumOff + bht(b, h, t0 + s)] = cum; }
       }`
     : `var seg = 0.0;
-      for (var s = 0u; s < len; s = s + 1u) { seg = seg + aAt(bt + s, h, A); sW[s] = exp(seg); }`;
+      for (var s = 0u; s < len; s = s + 1u) { seg = seg + sW[s] * A; sW[s] = exp(seg); }`;
   return kernel(`${fwd ? 'ssdStates' : 'ssdDLocal'}${BN}x${BP}`, `${stage(BN, BP, 1)}
   var<workgroup> sW : array<f32, ${MAX_SSD_CHUNK}>;
   ${ENTRY(WG)} {
@@ -216,6 +217,8 @@ function chunkOuter(BN: number, BP: number, fwd: boolean): Kernel {
     let t0 = c * u.CL; let len = cEnd(c) - t0; let n0 = nb * ${BN}u; let p0 = pb * ${BP}u; let bt = b * u.L + t0;
     let tx = li % ${BP / 4}u; let ty = li / ${BP / 4}u;
     let one = nb == 0u && pb == 0u;
+    for (var s = li; s < len; s = s + ${WG}u) { sW[s] = dlAt(bt + s, h); }
+    workgroupBarrier();
     if (li == 0u) {
       ${walk}
     }
