@@ -263,6 +263,8 @@ async function timeCompiled(c: ReturnType<typeof freshConfig>, w: ReturnType<typ
         method: p.method, dispatches: p.ops.length, deviceMs: sig(total),
         byFamily: Object.fromEntries([...byFamily].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, sig(v)])),
         topKernels: [...byKernel].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12).map(([k, v]) => `${k} x${v.n} ${v.ms.toFixed(3)}ms`),
+        // Every scan-family kernel (the top 12 can hide the SSD's smaller ones).
+        scanKernels: [...byKernel].filter(([k]) => families[1]![1].test(k)).sort((a, b) => b[1].ms - a[1].ms).map(([k, v]) => `${k} x${v.n} ${v.ms.toFixed(3)}ms`),
       },
     });
   }
