@@ -7,6 +7,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +15,7 @@ import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { SafetensorsReader } from '../src/checkpoint/safetensors.js';
 import { initBackend } from '../src/model/backend.js';
 import { auditCheckpoint, auditThreads, type LayerAudit, type LayerDetail } from '../src/analysis/audit.js';
-import { closeAuditThreads, parseThreads, splitRows, startRowsJobs, workerExecArgv } from '../src/analysis/audit-threads.js';
+import { THREADED_MAX_PARAMS, closeAuditThreads, defaultThreads, parseThreads, splitRows, startRowsJobs, workerExecArgv } from '../src/analysis/audit-threads.js';
 import { defaultProbe } from '../src/analysis/probe.js';
 import { referenceScores } from '../src/analysis/reference.js';
 import { lookbehind, maskOnes } from '../src/analysis/scores.js';
@@ -52,6 +53,13 @@ test('splitRows and parseThreads', () => {
   assert.equal(parseThreads(undefined), null);
   assert.equal(parseThreads(' 3 '), 3);
   for (const bad of ['0', '-1', '1.5', 'two', '', '2e0', '0x2']) assert.throws(() => parseThreads(bad), (e: unknown) => e instanceof UserError && /--threads/.test((e as Error).message), bad);
+  // The default: the cores, at most one per probe row; one thread for a model whose copies per thread would not fit (1.4B and up).
+  const cores = os.availableParallelism();
+  assert.equal(defaultThreads(4), Math.min(cores, 4));
+  assert.equal(defaultThreads(1), 1);
+  assert.equal(defaultThreads(4, 129_135_360), Math.min(cores, 4), 'mamba-130m: threaded');
+  assert.equal(defaultThreads(4, 1_372_178_432), 1, 'mamba-1.4b: one thread');
+  assert.equal(defaultThreads(4, THREADED_MAX_PARAMS + 1), 1);
 });
 
 for (const fx of ['mamba1-tiny', 'mamba2-tiny']) {

@@ -26,8 +26,17 @@ const ROLE = 'mimetic-audit-rows';
 /** The backends whose work runs on the calling thread, which more threads can share. */
 export const THREADED_BACKENDS: readonly string[] = ['wasm', 'cpu'];
 
-/** The default thread count: the machine's cores, at most one per probe row. */
-export function defaultThreads(batch: number): number {
+/**
+ * Parameters above which the default is one thread: each thread holds its own embedding, layer
+ * weights and wasm heap, so a mamba-2.8b-shaped audit went from 1481 to 2846 MB of peak RSS with two
+ * threads (bench/results/cpu-2core-score-2.8b-threads-*.json), past the 2 GB the streamed audit
+ * promises. 1e9 keeps the 130m-790m shapes threaded and the 1.4B-2.8B ones on one thread.
+ */
+export const THREADED_MAX_PARAMS = 1e9;
+
+/** The default thread count: the machine's cores, at most one per probe row; one for a model over THREADED_MAX_PARAMS. */
+export function defaultThreads(batch: number, parameters = 0): number {
+  if (parameters > THREADED_MAX_PARAMS) return 1;
   const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
   return Math.max(1, Math.min(cores, batch));
 }

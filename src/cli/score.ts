@@ -48,7 +48,7 @@ export function addAuditOptions(cmd: Command): Command {
     .option('--seed <n>', 'default probe: random seed; default 0')
     .option('--backend <name>', `tf.js backend: ${BACKEND_HELP}`, 'auto')
     .option('--channel-block <n>', 'channels (Mamba-1) or heads (Mamba-2) per block in the attention computations')
-    .option('--threads <n>', "wasm/cpu backends: threads sharing the probe's sequences (same scores); default: the machine's cores, at most one per sequence; 1 = one thread")
+    .option('--threads <n>', "wasm/cpu backends: threads sharing the probe's sequences (same scores); default: the machine's cores, at most one per sequence, and 1 above 1e9 parameters (each thread holds its own weights); 1 = one thread")
     .option('--no-reference', 'skip the reference rows (a fresh default-init and mimetic-init layer of the same shape, scored on the same probe)')
     .option('--steps <spec>', "audit a run's kept checkpoints (RUN_DIR/checkpoints/step-N, or a folder of checkpoint folders): 'all' or a list of steps");
   addGpuOption(cmd);
@@ -85,7 +85,7 @@ export function parseAuditOptions(o: AuditCliOptions, ckpt: Checkpoint): ParsedA
   const probe = probeFromOptions(vocab, { probe: o.probe, seqLen: intOpt(o.seqLen, '--seq-len'), batch: o.batch !== undefined ? intOpt(o.batch, '--batch') : intOpt(o.batchSize, '--batch-size'), seed: intOpt(o.seed, '--seed') });
   const warning = probeWarning(probe);
   if (warning) process.stderr.write(`mimetic: warning: ${warning}\n`);
-  const threads = threadsOpt ?? defaultThreads(probe.ids.length);
+  const threads = threadsOpt ?? defaultThreads(probe.ids.length, ckpt.parameterCount());
   // The workers start while this thread loads its backend (named backends only: auto is not known yet).
   if (threads > 1) prestartAuditThreads(Math.min(threads, probe.ids.length) - 1, o.backend);
   return { layers, probe, channelBlock, backend: o.backend as BackendName, threads };
