@@ -143,7 +143,7 @@ let reference: { out: string; metrics: ReturnType<typeof runMetrics>; summary: S
 test('a tiny sweep runs to completion: summary.json aggregates the run folders, the report has valid PNGs', async () => {
   const dir = tmp();
   const out = path.join(dir, 'sweep');
-  const r = await cli(sweepArgs(writeConfig(dir, CONFIG), out));
+  const r = await cli(sweepArgs(writeConfig(dir, CONFIG), out, '--compare', 'init=default,init=mimetic'));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /4\/4 runs complete, 0 failed, 0 unfinished \(4 launched this time\)/);
   const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as SweepSummary;
@@ -176,6 +176,18 @@ test('a tiny sweep runs to completion: summary.json aggregates the run folders, 
       assert.ok(Math.abs(g.final[k]!.std - std) < 1e-12, `${init} ${k} std`);
     }
     assert.equal(s.bestLr[`init=${init}`]!.lr, 0.01);
+  }
+  // The table and the comparison the completed sweep printed: each group's mean string accuracy, and mimetic − default.
+  const mean2 = (init: string, k: string) => (finals[`init=${init},seed=0`]![k]! + finals[`init=${init},seed=1`]![k]!) / 2;
+  for (const init of ['default', 'mimetic']) {
+    const row = r.stdout.split('\n').find((l) => l.startsWith(`init=${init} lr=0.01 `)) ?? assert.fail(r.stdout);
+    assert.match(row, new RegExp(`^init=${init} lr=0\\.01\\s+2\\s+${mean2(init, 'len=1').toFixed(2)}`), row);
+  }
+  assert.match(r.stdout, /^init=mimetic lr=0\.01 − init=default lr=0\.01 \(2 vs 2 seeds; Welch's t\):$/m);
+  for (const k of ['len=1', 'len=2', 'len=3']) {
+    const d = mean2('mimetic', k) - mean2('default', k);
+    const line = r.stdout.split('\n').find((l) => new RegExp(`^\\s+${k}\\s`).test(l)) ?? assert.fail(r.stdout);
+    assert.match(line, new RegExp(`^\\s+${k}\\s+${d >= 0 ? '\\+' : '-'}${Math.abs(d).toFixed(2)}\\s`), line);
   }
   // The accuracies must vary across runs for the check above to mean something.
   assert.ok(new Set(IDS.flatMap((id) => Object.values(finals[id]!))).size > 1, 'all accuracies equal: the tiny task is too easy or too hard to test aggregation');

@@ -21,11 +21,11 @@ export function welch(a: number[], b: number[]): { t: number; df: number } | nul
 
 const pm = (s: Stat, digits: number) => (s.n > 1 && s.std > 0 ? `${s.mean.toFixed(digits)}±${s.std.toFixed(digits)}` : s.mean.toFixed(digits));
 
-/** Settings in the order of the first group that has them (copy: by length). */
+/** Every group's settings, by size (copy: string length; MQAR: key-value pairs), then name. */
 function settingKeys(s: SweepSummary): string[] {
-  const keys: string[] = [];
-  for (const g of s.groups) for (const k of Object.keys(g.final)) if (!keys.includes(k)) keys.push(k);
-  return keys;
+  const size = new Map<string, number>();
+  for (const g of s.groups) for (const [k, p] of Object.entries(g.final)) if (!size.has(k)) size.set(k, p.size);
+  return [...size.keys()].sort((a, b) => size.get(a)! - size.get(b)! || (a < b ? -1 : a > b ? 1 : 0));
 }
 
 function pad(rows: string[][]): string[] {
