@@ -259,3 +259,18 @@ test('a compiled-step run at d_state 256 over several scan chunks, killed with S
   assert.deepEqual(byStep(killed), byStep(whole));
   assert.equal(byStep(whole).length, 24);
 });
+
+test('what the compiled step cannot train (d_state over 1024, a batch past its offsets) is one line before the run folder exists', await requiresWebGPU(), () => {
+  const dir = tmp();
+  const args = tinyMamba2Args(2048, 2);
+  const r = spawnSync(process.execPath, [CLI, ...args, '--out', path.join(dir, 'big')], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr.trim().split('\n').at(-1)!, /^mimetic: d_state 2048 is over the compiled WebGPU step's 1024: use --d-state 1024 or less/);
+  assert.equal(fs.existsSync(path.join(dir, 'big')), false);
+  // A batch the compiled step cannot lay out (offsets past u32) is found when the step is built, also before the folder.
+  const huge = ['train', '--task', 'copy', '--arch', 'mamba2', '--n-layers', '1', '--d-model', '64', '--d-state', '64', '--head-dim', '16', '--context', '8192', '--batch-size', '4096', '--steps', '1', '--backend', 'webgpu', '--quiet', '--out', path.join(dir, 'huge')];
+  const h = spawnSync(process.execPath, [CLI, ...huge], { encoding: 'utf8' });
+  assert.equal(h.status, 2, h.stderr);
+  assert.match(h.stderr.trim().split('\n').at(-1)!, /^mimetic: compiled WebGPU step for batch 4096x8192: .*; shorten --context, lower --d-state, or pass --compiled-step 0 for the tf\.js path$/);
+  assert.equal(fs.existsSync(path.join(dir, 'huge')), false);
+});

@@ -12,7 +12,7 @@ import type { Batch } from '../tasks/common.js';
 import { UserError } from '../util/errors.js';
 import { type AdamWHParams, type AdamWState, adamwStep } from './adamw.js';
 import { adamwStepWebGPU } from './adamw-webgpu.js';
-import { CompiledStep, RING, StepTooBig, compiledStepUnsupported } from './gpu/step.js';
+import { CompiledStep, MAX_STATE, RING, StepTooBig, compiledStepUnsupported } from './gpu/step.js';
 
 /** What one step did: its loss and gradient norm, once read back. */
 export interface StepRecord {
@@ -30,6 +30,8 @@ export interface Step {
   readonly readEvery: number;
   /** Steps run but not yet settled. */
   readonly queued: number;
+  /** Build what batches of b's shape need, so that a shape the step cannot take fails before the run starts (optional). */
+  prepare?(b: Batch): void;
   /** Run optimizer step `s` (AdamW's own count is `opt.step`, advanced here) on batch `b`. */
   run(b: Batch, s: number, hp: AdamWHParams): Promise<void>;
   /** The queued steps' records, oldest first, and the queue emptied. */
@@ -141,6 +143,10 @@ export class CompiledWebGPUStep implements Step {
     return cs;
   }
 
+  prepare(b: Batch): void {
+    this.forShape(b);
+  }
+
   async run(b: Batch, s: number, hp: AdamWHParams): Promise<void> {
     const cs = this.forShape(b);
     cs.setBatch(b, s);
@@ -179,5 +185,9 @@ export function makeStep(model: MambaLM, config: MambaConfig, params: Map<string
   const webgpu = tf.getBackend() === 'webgpu';
   const why = !webgpu ? 'not on webgpu' : knobs.compiledStep === 0 ? '--compiled-step 0' : compiledStepUnsupported(config, params);
   if (!why) return new CompiledWebGPUStep(model, params, opt, readEvery, knobs);
+  // tf.js autodiff's scan keeps a state per step: past the compiled step's largest state it outgrows the GPU's bindings at once.
+  if (webgpu && knobs.compiledStep !== 0 && config.stateSize > MAX_STATE) {
+    throw new UserError(`d_state ${config.stateSize} is over the compiled WebGPU step's ${MAX_STATE}: use --d-state ${MAX_STATE} or less (or a model with such a state), or --compiled-step 0 to try tf.js autodiff (a state per step: far more memory, much slower)`);
+  }
   return new AutodiffStep(model, params, opt, webgpu, webgpu ? `training step: tf.js autodiff (${why})` : null);
 }

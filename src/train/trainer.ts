@@ -26,7 +26,7 @@ import { initFact, taskFact, writeRunReport } from './report.js';
 import { lrAt } from './schedule.js';
 import { type RunState, cleanTemporaries, listCheckpoints, loadOptimizer, readRunState } from './state.js';
 import { takeLock } from './lock.js';
-import { type StepRecord, compiledReadEvery, makeStep } from './step.js';
+import { type Step, type StepRecord, compiledReadEvery, makeStep } from './step.js';
 
 export { DATA_DIR, DEFAULT_LR, METRICS_FILE, RUN_FILE, type ModelSource, type TrainConfig, checkResume, checkTrainConfig, readRunConfig, trainDefaults } from './config.js';
 export { PREDICT_LOGITS_MAX, evaluate, evaluateHeldOut, fmtScores, predict, trainAccuracy } from './evaluate.js';
@@ -133,14 +133,8 @@ async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () =
   // Checked before the run folder exists (a fresh model's arch is checked with the other options).
   if (cfg.gpuStep?.scanForm === 'ssd' && config.arch !== 'mamba2') throw new ConfigError('gpuStep.scanForm', `'ssd' needs a Mamba-2 model (a scalar A per head); this one is ${config.arch}: drop it or use recurrent`);
   let keep = run.keep ?? 1;
-  if (!run.resume) {
-    fs.mkdirSync(runDir, { recursive: true });
-    lock();
-    const saved: SavedRunOptions = { keep };
-    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), device: runDevice(), config: cfg, run: saved }, null, 2) + '\n');
-  } else if (!fs.existsSync(runFile)) {
-    throw new UserError(`--resume ${runDir}: ${RUN_FILE} is missing`);
-  } else {
+  if (run.resume) {
+    if (!fs.existsSync(runFile)) throw new UserError(`--resume ${runDir}: ${RUN_FILE} is missing`);
     keep = run.keep ?? savedRunOptions(runFile).keep ?? 1;
   }
 
@@ -169,11 +163,35 @@ async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () =
     return { status: 'finished', step: startStep, lastLoss: last?.loss ?? NaN, lastEval: scores, checkpoint: from?.dir, runDir };
   }
 
+  // The step is chosen (and refuses what it cannot train) before a fresh run's folder exists.
+  let stepper: Step;
+  try {
+    stepper = makeStep(model, config, params, opt, readEvery, cfg.gpuStep);
+    // A training batch's shape, drawn from a copy of the data stream (the run's own draws are unchanged).
+    if (stepper.prepare) {
+      try {
+        stepper.prepare(task.sampleTrain(Rng.fromState(dataRng.getState()), cfg.batch));
+      } catch (e) {
+        stepper.dispose();
+        throw e;
+      }
+    }
+  } catch (e) {
+    disposeAdamWState(opt);
+    model.dispose();
+    throw e;
+  }
+  if (!run.resume) {
+    fs.mkdirSync(runDir, { recursive: true });
+    lock();
+    const saved: SavedRunOptions = { keep };
+    writeFileAtomic(runFile, JSON.stringify({ version: 1, created: new Date().toISOString(), backend: run.backend ?? tf.getBackend(), device: runDevice(), config: cfg, run: saved }, null, 2) + '\n');
+  }
+
   const keepSteps = new Set(cfg.checkpointSteps ?? []);
   const ckpt = new Checkpointer({ runDir, cfg, taskOptions: task.options, config, model, record: start.record, rawParams, opt, keep, keepSteps, last: from?.dir });
   const metrics = new MetricsWriter(path.join(runDir, METRICS_FILE), run.resume ? startStep : undefined);
   const progress = new Progress(run.progress === undefined ? process.stderr : run.progress, cfg.steps, run.logEvery ?? defaultLogEvery(cfg.steps));
-  const stepper = makeStep(model, config, params, opt, readEvery, cfg.gpuStep);
   const sched = { kind: cfg.schedule, lr: cfg.lr, minLr: cfg.minLr, warmup: cfg.warmup, steps: cfg.steps };
   const hp: AdamWHParams = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay, clipNorm: cfg.clipNorm };
   const t0 = Date.now();
