@@ -179,6 +179,7 @@ async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () =
   } catch (e) {
     disposeAdamWState(opt);
     model.dispose();
+    task.close?.();
     throw e;
   }
   if (!run.resume) {
