@@ -164,19 +164,13 @@ async function trainIn(cfg: TrainConfig, run: RunOptions, task: Task, lock: () =
   }
 
   // The step is chosen (and refuses what it cannot train) before a fresh run's folder exists.
-  let stepper: Step;
+  let stepper: Step | undefined;
   try {
     stepper = makeStep(model, config, params, opt, readEvery, cfg.gpuStep);
     // A training batch's shape, drawn from a copy of the data stream (the run's own draws are unchanged).
-    if (stepper.prepare) {
-      try {
-        stepper.prepare(task.sampleTrain(Rng.fromState(dataRng.getState()), cfg.batch));
-      } catch (e) {
-        stepper.dispose();
-        throw e;
-      }
-    }
+    stepper.prepare?.(task.sampleTrain(Rng.fromState(dataRng.getState()), cfg.batch));
   } catch (e) {
+    stepper?.dispose();
     disposeAdamWState(opt);
     model.dispose();
     task.close?.();
